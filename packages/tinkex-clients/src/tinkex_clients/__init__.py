@@ -1,0 +1,3 @@
+"""tinkex_clients."""
+
+__all__: list[str] = []

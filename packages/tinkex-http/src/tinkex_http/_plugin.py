@@ -1,0 +1,1 @@
+"""Hook implementations of tinkex_http (loaded through the `tinkex` entry point group)."""

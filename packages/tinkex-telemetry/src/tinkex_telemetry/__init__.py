@@ -1,0 +1,3 @@
+"""tinkex_telemetry."""
+
+__all__: list[str] = []

@@ -1,0 +1,187 @@
+"""The tinkex error hierarchy (one tree for the client, the server and the plugins)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PluginError",
+    "RateLimitError",
+    "RequestErrorCategory",
+    "RequestFailedError",
+    "TinkexError",
+    "TinkexValidationError",
+    "UnprocessableEntityError",
+    "status_error_class",
+]
+
+
+class TinkexError(Exception):
+    """Base class of every error raised by tinkex."""
+
+
+class TinkexValidationError(TinkexError, ValueError):
+    """Bad input caught before anything was sent: names the field and the fix."""
+
+    def __init__(self, field: str, problem: str, fix: str | None = None) -> None:
+        self.field = field
+        self.problem = problem
+        self.fix = fix
+        text = f"{field}: {problem}"
+        if fix:
+            text += f" ({fix})"
+        super().__init__(text)
+
+
+class PluginError(TinkexError):
+    """A plugin misbehaved or a registry was used wrongly (e.g. a duplicate name)."""
+
+
+class RequestErrorCategory(StrEnum):
+    """Who is to blame for a failed request, as the server classifies it."""
+
+    USER = "user"
+    SERVER = "server"
+    UNKNOWN = "unknown"
+
+    @classmethod
+    def parse(cls, value: object) -> RequestErrorCategory:
+        """Parse a category tolerantly (case-insensitive; anything else is ``UNKNOWN``)."""
+        text = str(value).strip().lower() if value is not None else ""
+        for member in cls:
+            if member.value == text:
+                return member
+        return cls.UNKNOWN
+
+
+class APIError(TinkexError):
+    """An error that concerns one API request."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.request_id = request_id
+        self.body = body
+
+
+class APIConnectionError(APIError):
+    """The request never got an HTTP answer (connection refused, reset, DNS, TLS...)."""
+
+    def __init__(self, message: str = "Connection error.", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
+class APITimeoutError(APIConnectionError):
+    """A request or a future took longer than its timeout."""
+
+    def __init__(self, message: str = "Request timed out.", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
+class APIResponseValidationError(APIError):
+    """The server answered with a body that does not match the protocol."""
+
+
+class APIStatusError(APIError):
+    """The server answered with a 4xx or 5xx status."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id, body=body)
+        self.status_code = status_code
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.message}"
+
+
+class BadRequestError(APIStatusError):
+    """400."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: missing or wrong API key."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403."""
+
+
+class NotFoundError(APIStatusError):
+    """404."""
+
+
+class ConflictError(APIStatusError):
+    """409."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request body failed validation on the server."""
+
+
+class RateLimitError(APIStatusError):
+    """429."""
+
+
+class InternalServerError(APIStatusError):
+    """5xx."""
+
+
+_BY_STATUS: dict[int, type[APIStatusError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def status_error_class(status_code: int) -> type[APIStatusError]:
+    """The most specific :class:`APIStatusError` subclass for an HTTP status."""
+    if status_code >= 500:
+        return InternalServerError
+    return _BY_STATUS.get(status_code, APIStatusError)
+
+
+class RequestFailedError(APIError):
+    """A future resolved to ``request_failed``: the server ran the request and it failed."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        category: RequestErrorCategory = RequestErrorCategory.UNKNOWN,
+        request_id: str | None = None,
+        body: Any = None,
+    ) -> None:
+        super().__init__(message, request_id=request_id, body=body)
+        self.category = category
+
+    def __str__(self) -> str:
+        rid = f" [request {self.request_id}]" if self.request_id else ""
+        return f"{self.message} (category: {self.category.value}){rid}"

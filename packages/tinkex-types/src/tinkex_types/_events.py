@@ -1,0 +1,77 @@
+"""Observer events passed to the ``tinkex_on_*`` hooks (frozen dataclasses, cheap to build)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "FutureEvent",
+    "QueueStateEvent",
+    "RegularizerEvent",
+    "RequestEvent",
+]
+
+QueueStateName = Literal["active", "paused_rate_limit", "paused_capacity", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStateEvent:
+    """A future's queue state changed (reported by ``try_again`` answers)."""
+
+    request_id: str
+    queue_state: str
+    previous_state: str | None
+    reason: str
+    model_id: str | None = None
+    base_url: str | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEvent:
+    """One HTTP attempt finished, with a response or with a transport error."""
+
+    method: str
+    path: str
+    attempt: int
+    duration_s: float
+    status_code: int | None = None
+    error: str | None = None
+    request_type: str | None = None
+    will_retry: bool = False
+    bytes_sent: int = 0
+    bytes_received: int = 0
+    base_url: str | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+FutureOutcome = Literal["resolved", "failed", "timed_out", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class FutureEvent:
+    """A future reached a final state."""
+
+    request_id: str
+    outcome: FutureOutcome
+    duration_s: float
+    polls: int
+    request_type: str | None = None
+    model_id: str | None = None
+    category: str | None = None
+    error: str | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+@dataclass(frozen=True, slots=True)
+class RegularizerEvent:
+    """A regularizer started or stopped computing inside a custom-loss pipeline."""
+
+    name: str
+    phase: Literal["start", "stop"]
+    duration_s: float | None = None
+    value: float | None = None
+    weight: float | None = None
+    timestamp: float = field(default_factory=time.time)

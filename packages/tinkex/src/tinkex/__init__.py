@@ -1,0 +1,3 @@
+"""tinkex."""
+
+__all__: list[str] = []

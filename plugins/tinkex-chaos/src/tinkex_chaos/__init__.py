@@ -1,0 +1,3 @@
+"""tinkex_chaos."""
+
+__all__: list[str] = []
