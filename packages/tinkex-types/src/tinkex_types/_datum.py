@@ -1,0 +1,76 @@
+"""Datum: one training example (model input plus named loss inputs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from tinkex_types._base import TensorDtype, WireModel
+from tinkex_types._model_input import ModelInput
+from tinkex_types._tensor import TensorData
+
+__all__ = ["LOSS_FN_INPUT_DTYPES", "Datum", "LossFnInputs", "LossFnOutput", "to_tensor_data"]
+
+LossFnInputs = dict[str, TensorData]
+LossFnOutput = dict[str, TensorData]
+
+#: dtype given to plain lists under these keys (as the official SDK does).
+LOSS_FN_INPUT_DTYPES: dict[str, TensorDtype] = {
+    "target_tokens": "int64",
+    "weights": "float32",
+    "advantages": "float32",
+    "logprobs": "float32",
+    "clip_low_threshold": "float32",
+    "clip_high_threshold": "float32",
+}
+
+
+def _is_numpy(value: object) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "dtype")
+
+
+def _is_torch(value: object) -> bool:
+    mod = type(value).__module__
+    return (mod == "torch" or mod.startswith("torch.")) and hasattr(value, "detach")
+
+
+def to_tensor_data(value: Any, key: str | None = None) -> Any:
+    """Convert a list, tuple, numpy array or torch tensor to :class:`TensorData`.
+
+    Plain lists get the dtype of ``key`` from :data:`LOSS_FN_INPUT_DTYPES`, or else
+    int64 when every element is an int and float32 otherwise. Nested lists keep their
+    shape. TensorData, dicts and anything else are returned unchanged (for validation).
+    """
+    if isinstance(value, TensorData):
+        return value
+    if _is_torch(value):
+        return TensorData.from_torch(value)
+    if _is_numpy(value):
+        return TensorData.from_numpy(value)
+    if isinstance(value, (list, tuple)):
+        dtype = LOSS_FN_INPUT_DTYPES.get(key) if key is not None else None
+        return TensorData.from_list(list(value), dtype)
+    return value
+
+
+class Datum(WireModel):
+    """``{"model_input": ModelInput, "loss_fn_inputs": {name: TensorData}}``.
+
+    ``loss_fn_inputs`` also accepts lists, numpy arrays and torch tensors and converts them
+    (``target_tokens`` -> int64; ``weights``, ``advantages``, ``logprobs`` and the clip
+    thresholds -> float32; other keys by their values).
+    """
+
+    model_input: ModelInput
+    loss_fn_inputs: dict[str, TensorData] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _convert_inputs(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inputs = data.get("loss_fn_inputs")
+            if isinstance(inputs, dict):
+                data = dict(data)
+                data["loss_fn_inputs"] = {k: to_tensor_data(v, k) for k, v in inputs.items()}
+        return data

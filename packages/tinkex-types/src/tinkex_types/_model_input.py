@@ -1,0 +1,182 @@
+"""ModelInput and its chunks (text tokens, inline images, image pointers)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Sequence
+from typing import Annotated, Any, ClassVar, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, field_serializer, field_validator
+
+from tinkex_types._base import ImageFormat, WireModel
+
+__all__ = [
+    "EncodedTextChunk",
+    "ImageAssetPointerChunk",
+    "ImageChunk",
+    "ModelInput",
+    "ModelInputChunk",
+]
+
+
+class EncodedTextChunk(WireModel):
+    """Token ids: ``{"tokens": [...], "type": "encoded_text"}`` (``type`` optional on input)."""
+
+    tokens: list[int]
+    type: Literal["encoded_text"] = "encoded_text"
+
+    wire_omit: ClassVar[frozenset[str]] = frozenset({"type"})
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+
+class ImageChunk(WireModel):
+    """An inline image. ``data`` holds the raw PNG/JPEG bytes; on the wire it is base64.
+
+    A ``str`` given for ``data`` is read as base64 (that is what JSON carries); ``bytes``
+    are taken as the raw image.
+    """
+
+    data: bytes
+    format: ImageFormat
+    expected_tokens: int | None = Field(default=None, ge=0)
+    type: Literal["image"] = "image"
+
+    wire_omit: ClassVar[frozenset[str]] = frozenset({"type"})
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _decode_base64(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ValueError(f"data must be base64-encoded image bytes: {exc}") from exc
+        if isinstance(value, (bytearray, memoryview)):
+            return bytes(value)
+        return value
+
+    @field_serializer("data", when_used="json")
+    def _encode_base64(self, value: bytes) -> str:
+        return base64.b64encode(value).decode("ascii")
+
+    @property
+    def length(self) -> int:
+        if self.expected_tokens is None:
+            raise ValueError(
+                "the token length of an image chunk is unknown: set expected_tokens"
+            )
+        return self.expected_tokens
+
+
+class ImageAssetPointerChunk(WireModel):
+    """An image the server fetches itself (path or URL in ``location``)."""
+
+    location: str
+    format: ImageFormat
+    expected_tokens: int | None = Field(default=None, ge=0)
+    type: Literal["image_asset_pointer"] = "image_asset_pointer"
+
+    wire_omit: ClassVar[frozenset[str]] = frozenset({"type"})
+
+    @property
+    def length(self) -> int:
+        if self.expected_tokens is None:
+            raise ValueError(
+                "the token length of an image asset pointer is unknown: set expected_tokens"
+            )
+        return self.expected_tokens
+
+
+def _chunk_tag(value: Any) -> str | None:
+    """``type`` when present, else by keys (server rule 2: 0.16.1 never sends ``type``)."""
+    if isinstance(value, dict):
+        kind = value.get("type")
+        if isinstance(kind, str):
+            return kind
+        if "tokens" in value:
+            return "encoded_text"
+        if "location" in value:
+            return "image_asset_pointer"
+        if "data" in value:
+            return "image"
+        return None
+    kind = getattr(value, "type", None)
+    return kind if isinstance(kind, str) else None
+
+
+ModelInputChunk = Annotated[
+    Union[  # noqa: UP007 - pydantic tagged union
+        Annotated[EncodedTextChunk, Tag("encoded_text")],
+        Annotated[ImageChunk, Tag("image")],
+        Annotated[ImageAssetPointerChunk, Tag("image_asset_pointer")],
+    ],
+    Discriminator(
+        _chunk_tag,
+        custom_error_type="invalid_chunk",
+        custom_error_message=(
+            "a model input chunk needs 'tokens' (encoded_text), 'data' (image) or "
+            "'location' (image_asset_pointer), or a known 'type'"
+        ),
+    ),
+]
+
+
+class ModelInput(WireModel):
+    """``{"chunks": [...]}``: the token sequence is the concatenation of the chunks.
+
+    Builders return new objects; a ModelInput is never changed in place.
+    """
+
+    chunks: list[ModelInputChunk] = Field(default_factory=list)
+
+    @classmethod
+    def empty(cls) -> ModelInput:
+        return cls(chunks=[])
+
+    @classmethod
+    def from_ints(cls, tokens: Iterable[int]) -> ModelInput:
+        """One text chunk holding ``tokens``."""
+        return cls(chunks=[EncodedTextChunk(tokens=list(tokens))])
+
+    def to_ints(self) -> list[int]:
+        """All tokens; raises ValueError if an image chunk is present."""
+        out: list[int] = []
+        for i, chunk in enumerate(self.chunks):
+            if not isinstance(chunk, EncodedTextChunk):
+                raise ValueError(
+                    f"chunks[{i}] is an {chunk.type} chunk: to_ints() only works on "
+                    "text-only inputs"
+                )
+            out.extend(chunk.tokens)
+        return out
+
+    @property
+    def length(self) -> int:
+        """Total number of tokens (image chunks count their ``expected_tokens``)."""
+        return sum(chunk.length for chunk in self.chunks)
+
+    def append(self, chunk: EncodedTextChunk | ImageChunk | ImageAssetPointerChunk) -> ModelInput:
+        """A new ModelInput with ``chunk`` added at the end."""
+        return ModelInput(chunks=[*self.chunks, chunk])
+
+    def append_int(self, token: int) -> ModelInput:
+        """A new ModelInput with ``token`` appended (extends a trailing text chunk)."""
+        if self.chunks and isinstance(self.chunks[-1], EncodedTextChunk):
+            last = self.chunks[-1]
+            return ModelInput(
+                chunks=[*self.chunks[:-1], EncodedTextChunk(tokens=[*last.tokens, token])]
+            )
+        return self.append(EncodedTextChunk(tokens=[token]))
+
+    def extend_ints(self, tokens: Sequence[int]) -> ModelInput:
+        """A new ModelInput with ``tokens`` appended (extends a trailing text chunk)."""
+        if self.chunks and isinstance(self.chunks[-1], EncodedTextChunk):
+            last = self.chunks[-1]
+            return ModelInput(
+                chunks=[*self.chunks[:-1], EncodedTextChunk(tokens=[*last.tokens, *tokens])]
+            )
+        return self.append(EncodedTextChunk(tokens=list(tokens)))

@@ -1,0 +1,208 @@
+"""Response bodies and future results of the JSON generation (protocol.md §2.4, §2.7, §2.12).
+
+Parsing is tolerant: unknown keys are ignored and ``type`` keys are not required.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, field_validator, model_validator
+
+from tinkex_types._base import StopReason, WireModel
+from tinkex_types._tensor import TensorData
+
+__all__ = [
+    "CreateModelResponse",
+    "CreateSamplingSessionResponse",
+    "CreateSessionResponse",
+    "ForwardBackwardOutput",
+    "GetInfoResponse",
+    "GetSamplerResponse",
+    "GetServerCapabilitiesResponse",
+    "HealthResponse",
+    "LoadWeightsResponse",
+    "ModelData",
+    "OptimStepResponse",
+    "SampleResponse",
+    "SampledSequence",
+    "SaveWeightsForSamplerResponse",
+    "SaveWeightsResponse",
+    "SessionHeartbeatResponse",
+    "SupportedModel",
+    "UnloadModelResponse",
+    "WeightsInfoResponse",
+]
+
+
+# -- session ---------------------------------------------------------------------------
+
+
+class CreateSessionResponse(WireModel):
+    session_id: str
+    info_message: str | None = None
+    warning_message: str | None = None
+    error_message: str | None = None
+
+
+class SessionHeartbeatResponse(WireModel):
+    """Any object; the server answers ``{}``."""
+
+
+class HealthResponse(WireModel):
+    status: str = "ok"
+
+
+class SupportedModel(WireModel):
+    """One entry of ``get_server_capabilities`` (a plain string is read as ``model_name``)."""
+
+    model_name: str | None = None
+    model_id: str | None = None
+    arch: str | None = None
+    max_context_length: int | None = None
+    trainable: bool | None = None
+    sampleable: bool | None = None
+
+
+class GetServerCapabilitiesResponse(WireModel):
+    supported_models: list[SupportedModel] = Field(default_factory=list)
+
+    @field_validator("supported_models", mode="before")
+    @classmethod
+    def _strings_are_names(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [{"model_name": v} if isinstance(v, str) else v for v in value]
+        return value
+
+    def model_names(self) -> list[str]:
+        """The model names, skipping entries without one."""
+        return [m.model_name for m in self.supported_models if m.model_name]
+
+
+# -- models ----------------------------------------------------------------------------
+
+
+class CreateModelResponse(WireModel):
+    """Result of the ``create_model`` future."""
+
+    model_id: str
+
+
+class ModelData(WireModel):
+    arch: str | None = None
+    model_name: str | None = None
+    tokenizer_id: str | None = None
+
+
+class GetInfoResponse(WireModel):
+    model_id: str
+    model_data: ModelData
+    is_lora: bool | None = None
+    lora_rank: int | None = None
+    model_name: str | None = None
+
+
+class UnloadModelResponse(WireModel):
+    model_id: str
+
+
+# -- training --------------------------------------------------------------------------
+
+
+class ForwardBackwardOutput(WireModel):
+    """Result of ``forward`` and ``forward_backward``: one output per datum, in order."""
+
+    loss_fn_output_type: str = "ArrayRecord"
+    loss_fn_outputs: list[dict[str, TensorData]] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class OptimStepResponse(WireModel):
+    metrics: dict[str, float] | None = None
+
+
+# -- weights ---------------------------------------------------------------------------
+
+
+class SaveWeightsResponse(WireModel):
+    path: str
+    """``tinker://<model_id>/weights/<name>``."""
+
+
+class SaveWeightsForSamplerResponse(WireModel):
+    """Named saves return ``path``; unnamed saves return ``sampling_session_id`` only."""
+
+    path: str | None = None
+    sampling_session_id: str | None = None
+
+
+class LoadWeightsResponse(WireModel):
+    path: str | None = None
+
+
+class WeightsInfoResponse(WireModel):
+    base_model: str
+    is_lora: bool
+    lora_rank: int | None = None
+    train_unembed: bool | None = None
+    train_mlp: bool | None = None
+    train_attn: bool | None = None
+
+
+# -- sampling --------------------------------------------------------------------------
+
+
+class CreateSamplingSessionResponse(WireModel):
+    sampling_session_id: str
+
+
+class GetSamplerResponse(WireModel):
+    """GET /api/v1/samplers/{sampler_id}."""
+
+    sampler_id: str
+    base_model: str
+    model_path: str | None = None
+
+
+class SampledSequence(WireModel):
+    stop_reason: StopReason
+    tokens: list[int]
+    logprobs: list[float] | None = None
+
+    @model_validator(mode="after")
+    def _aligned(self) -> SampledSequence:
+        if self.logprobs is not None and len(self.logprobs) != len(self.tokens):
+            raise ValueError(
+                f"logprobs has {len(self.logprobs)} entries but tokens has "
+                f"{len(self.tokens)}: give one logprob per generated token"
+            )
+        return self
+
+
+TopkEntry = list[tuple[int, float]]
+
+
+class SampleResponse(WireModel):
+    """Result of the ``asample`` future."""
+
+    sequences: list[SampledSequence]
+    prompt_logprobs: list[float | None] | None = None
+    topk_prompt_logprobs: list[TopkEntry | None] | None = None
+
+    @field_validator("topk_prompt_logprobs", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        if not isinstance(value, list):
+            return value
+        out: list[Any] = []
+        for position in value:
+            if isinstance(position, list):
+                out.append(
+                    [
+                        (p["token_id"], p["logprob"]) if isinstance(p, dict) else p
+                        for p in position
+                    ]
+                )
+            else:
+                out.append(position)
+        return out

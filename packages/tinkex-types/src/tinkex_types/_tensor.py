@@ -1,0 +1,232 @@
+"""TensorData: a flat list of numbers with a dtype and a shape (numpy/torch optional)."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Self
+
+from pydantic import ConfigDict, field_validator, model_validator
+
+from tinkex_types._base import TensorDtype, WireModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import numpy.typing as npt
+    import torch
+
+__all__ = ["TensorData", "require_numpy", "require_torch"]
+
+
+def require_numpy() -> Any:
+    """Import numpy or raise an ImportError that says what to install."""
+    try:
+        import numpy
+    except ImportError as exc:  # pragma: no cover - numpy is present in every test env
+        raise ImportError(
+            "numpy is needed for array conversion; install it with `pip install numpy`"
+        ) from exc
+    return numpy
+
+
+def require_torch() -> Any:
+    """Import torch or raise an ImportError that says what to install."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - torch is present in every test env
+        raise ImportError(
+            "torch is needed for tensor conversion; install it with `pip install torch` "
+            "(or `pip install tinkex-clients[torch]`)"
+        ) from exc
+    return torch
+
+
+def _product(shape: list[int]) -> int:
+    return math.prod(shape)
+
+
+class TensorData(WireModel):
+    """``{"data": [...], "dtype": "int64" | "float32", "shape": [...]}``.
+
+    ``data`` is the row-major flattening; ``shape`` ``None`` means 1-D. Extra keys are
+    forbidden (0.16.1 rejects them in responses). ``from_numpy``/``to_numpy`` and
+    ``from_torch``/``to_torch`` are lossless for float32 (every bit, NaN payloads included)
+    and int64.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    data: list[int] | list[float]
+    dtype: TensorDtype
+    shape: list[int] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _shape_non_negative(cls, shape: list[int] | None) -> list[int] | None:
+        if shape is not None and any(d < 0 for d in shape):
+            raise ValueError(f"shape dimensions must be >= 0, got {shape}")
+        return shape
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.shape is not None and _product(self.shape) != len(self.data):
+            raise ValueError(
+                f"shape {self.shape} holds {_product(self.shape)} elements but data has "
+                f"{len(self.data)}; give data as the row-major flattening of the shape"
+            )
+        if self.dtype == "int64":
+            ints: list[int] = []
+            for i, v in enumerate(self.data):
+                if isinstance(v, bool) or not (
+                    isinstance(v, int) or (isinstance(v, float) and v.is_integer())
+                ):
+                    raise ValueError(
+                        f"dtype int64 needs integers, data[{i}] is {v!r}; use dtype float32"
+                    )
+                ints.append(int(v))
+                if not -(2**63) <= ints[-1] < 2**63:
+                    raise ValueError(f"data[{i}] = {v} does not fit int64")
+            self.__dict__["data"] = ints
+        elif any(isinstance(v, int) for v in self.data):
+            self.__dict__["data"] = [float(v) for v in self.data]
+        return self
+
+    # -- helpers ------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """Number of elements."""
+        return len(self.data)
+
+    @property
+    def effective_shape(self) -> list[int]:
+        """``shape``, or ``[len(data)]`` when it is absent."""
+        return list(self.shape) if self.shape is not None else [len(self.data)]
+
+    def tolist(self) -> Any:
+        """The values as nested Python lists following ``shape`` (a scalar for shape [])."""
+        shape = self.effective_shape
+        flat: list[Any] = list(self.data)
+        if not shape:
+            return flat[0]
+        for dim in reversed(shape[1:]):
+            flat = [flat[i : i + dim] for i in range(0, len(flat), dim)] if dim else []
+        if len(shape) > 1 and any(d == 0 for d in shape[1:]):
+            return _empty_nested(shape)
+        return flat
+
+    @classmethod
+    def from_list(cls, values: Any, dtype: TensorDtype | None = None) -> TensorData:
+        """Build from a (possibly nested) list of numbers; ``dtype`` is inferred if omitted
+        (all ints -> int64, otherwise float32)."""
+        flat: list[Any] = []
+        shape = _flatten(values, flat, 0, [])
+        if dtype is None:
+            dtype = (
+                "int64"
+                if flat and all(isinstance(v, int) and not isinstance(v, bool) for v in flat)
+                else "float32"
+            )
+        return cls(data=flat, dtype=dtype, shape=shape)
+
+    # -- numpy --------------------------------------------------------------------------
+    @classmethod
+    def from_numpy(cls, array: npt.ArrayLike) -> TensorData:
+        """Build from a numpy array. Integer and bool arrays become int64; floating arrays
+        become float32 (float16 widens exactly, float64 rounds to nearest float32)."""
+        np_ = require_numpy()
+        arr = np_.asarray(array)
+        kind = arr.dtype.kind
+        shape = [int(d) for d in arr.shape]
+        if kind in "biu":
+            if arr.dtype == np_.uint64 and arr.size and int(arr.max()) >= 2**63:
+                raise ValueError("uint64 values >= 2**63 do not fit int64")
+            data: list[Any] = arr.astype(np_.int64).ravel().tolist()
+            return cls.model_construct(data=data, dtype="int64", shape=shape)
+        if kind == "f":
+            f32 = arr.astype(np_.float32).ravel()
+            return cls.model_construct(data=_f32_to_pylist(f32), dtype="float32", shape=shape)
+        raise TypeError(f"cannot convert a numpy array of dtype {arr.dtype} to TensorData")
+
+    def to_numpy(self) -> np.ndarray[Any, Any]:
+        """A new numpy array (int64 or float32) with this shape."""
+        np_ = require_numpy()
+        shape = tuple(self.effective_shape)
+        if self.dtype == "int64":
+            return np_.asarray(self.data, dtype=np_.int64).reshape(shape)  # type: ignore[no-any-return]
+        return _pylist_to_f32(self.data).reshape(shape)  # type: ignore[no-any-return]
+
+    # -- torch --------------------------------------------------------------------------
+    @classmethod
+    def from_torch(cls, tensor: torch.Tensor) -> TensorData:
+        """Build from a torch tensor (any device; detached). Floating tensors become float32
+        (bfloat16/float16 widen exactly), integer and bool tensors int64."""
+        torch_ = require_torch()
+        t = tensor.detach().cpu()
+        if t.is_complex():
+            raise TypeError(f"cannot convert a complex tensor ({t.dtype}) to TensorData")
+        if t.is_floating_point():
+            t = t.to(torch_.float32)
+        else:
+            t = t.to(torch_.int64)
+        return cls.from_numpy(t.numpy())
+
+    def to_torch(self) -> torch.Tensor:
+        """A new CPU torch tensor (``torch.int64`` or ``torch.float32``) with this shape."""
+        torch_ = require_torch()
+        return torch_.from_numpy(self.to_numpy())  # type: ignore[no-any-return]
+
+
+def _empty_nested(shape: list[int]) -> Any:
+    if not shape or shape[0] == 0:
+        return []
+    return [_empty_nested(shape[1:]) for _ in range(shape[0])]
+
+
+def _flatten(values: Any, out: list[Any], depth: int, shape: list[int]) -> list[int]:
+    if isinstance(values, (list, tuple)):
+        if len(shape) <= depth:
+            shape.append(len(values))
+        elif shape[depth] != len(values):
+            raise ValueError(f"ragged nested list: dimension {depth} has lengths "
+                             f"{shape[depth]} and {len(values)}")
+        for v in values:
+            _flatten(v, out, depth + 1, shape)
+        if not values and len(shape) > depth + 1:
+            raise ValueError("ragged nested list")
+        return shape
+    if depth != len(shape):
+        raise ValueError(f"ragged nested list: a scalar at depth {depth}")
+    if isinstance(values, bool) or not isinstance(values, (int, float)):
+        raise TypeError(f"expected numbers, got {type(values).__name__}: {values!r}")
+    out.append(values)
+    return shape
+
+
+# float32 <-> Python float (float64), bit-exact also for NaN payloads (the FPU would quiet
+# signalling NaNs on a plain cast).
+
+
+def _f32_to_pylist(f32: Any) -> list[float]:
+    np_ = require_numpy()
+    f64 = f32.astype(np_.float64)
+    nan = np_.isnan(f32)
+    if nan.any():
+        bits = f32.view(np_.uint32)[nan].astype(np_.uint64)
+        sign = (bits >> np_.uint64(31)) << np_.uint64(63)
+        mant = (bits & np_.uint64(0x7FFFFF)) << np_.uint64(29)
+        f64.view(np_.uint64)[nan] = sign | np_.uint64(0x7FF0000000000000) | mant
+    return f64.tolist()  # type: ignore[no-any-return]
+
+
+def _pylist_to_f32(values: list[Any]) -> Any:
+    np_ = require_numpy()
+    f64 = np_.asarray(values, dtype=np_.float64)
+    with np_.errstate(over="ignore", invalid="ignore"):
+        out = f64.astype(np_.float32)
+    nan = np_.isnan(f64)
+    if nan.any():
+        bits = f64.view(np_.uint64)[nan]
+        sign = (bits >> np_.uint64(63)) << np_.uint64(31)
+        mant = (bits >> np_.uint64(29)) & np_.uint64(0x7FFFFF)
+        mant = np_.where(mant == 0, np_.uint64(0x400000), mant)
+        out.view(np_.uint32)[nan] = (sign | np_.uint64(0x7F800000) | mant).astype(np_.uint32)
+    return out
