@@ -146,8 +146,12 @@ from tinkex_types._telemetry import (
     TelemetrySendRequest,
     UnhandledExceptionEvent,
 )
-from tinkex_types._tensor import (
-    TensorData,
+from tinkex_types._tensor import TensorData, require_numpy, require_torch
+from tinkex_types._tokenizer import (
+    DEFAULT_CHAT_TEMPLATE,
+    HFTokenizer,
+    Tokenizer,
+    require_tokenizers,
 )
 from tinkex_types.hookspecs import hookimpl
 
@@ -155,6 +159,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CHECKPOINT_KINDS",
+    "DEFAULT_CHAT_TEMPLATE",
     "DEFAULT_LORA_RANK",
     "ENTRY_POINT_GROUP",
     "LOSS_FN_INPUT_DTYPES",
@@ -201,6 +206,7 @@ __all__ = [
     "GetSamplerResponse",
     "GetServerCapabilitiesResponse",
     "GetSessionResponse",
+    "HFTokenizer",
     "HealthResponse",
     "Hooks",
     "ImageAssetPointerChunk",
@@ -259,6 +265,7 @@ __all__ = [
     "TinkerPath",
     "TinkexError",
     "TinkexValidationError",
+    "Tokenizer",
     "TrainingRun",
     "TrainingRunsResponse",
     "TryAgainResponse",
@@ -279,6 +286,9 @@ __all__ = [
     "make_plugin_manager",
     "parse_checkpoint_id",
     "parse_future_response",
+    "require_numpy",
+    "require_tokenizers",
+    "require_torch",
     "set_hooks",
     "status_error_class",
     "to_tensor_data",

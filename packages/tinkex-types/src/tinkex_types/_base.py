@@ -142,4 +142,3 @@ class WireModel(BaseModel):
         if isinstance(raw, dict):
             return cls.model_validate(raw)
         return cls.model_validate_json(raw)
-

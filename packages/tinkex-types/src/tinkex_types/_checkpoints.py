@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 from typing import Self
 
@@ -45,10 +46,9 @@ class Checkpoint(WireModel):
     @model_validator(mode="after")
     def _derive_run(self) -> Self:
         if self.training_run_id is None:
-            try:
-                self.__dict__["training_run_id"] = TinkerPath.parse(self.tinker_path).training_run_id
-            except ValueError:
-                pass
+            with contextlib.suppress(ValueError):
+                run = TinkerPath.parse(self.tinker_path).training_run_id
+                self.__dict__["training_run_id"] = run
         return self
 
     @property
@@ -94,5 +94,3 @@ class ListSessionsResponse(WireModel):
 class GetSessionResponse(WireModel):
     training_run_ids: list[str]
     sampler_ids: list[str]
-
-

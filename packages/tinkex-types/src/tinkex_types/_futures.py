@@ -106,7 +106,6 @@ class FuturePendingResponse(WireModel):
 class RequestFailedResponse(WireModel):
     """``{"error": "...", "category": "user" | "server" | "unknown"}``: terminal failure."""
 
-
     error: str
     category: RequestErrorCategory = RequestErrorCategory.UNKNOWN
 
@@ -129,7 +128,12 @@ class RequestFailedResponse(WireModel):
 
 _R = TypeVar("_R", bound=BaseModel)
 
-FutureState = TryAgainResponse | FutureCompletedMetadataResponse | FuturePendingResponse | RequestFailedResponse
+FutureState = (
+    TryAgainResponse
+    | FutureCompletedMetadataResponse
+    | FuturePendingResponse
+    | RequestFailedResponse
+)
 
 
 @overload

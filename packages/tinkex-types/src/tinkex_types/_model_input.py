@@ -66,9 +66,7 @@ class ImageChunk(WireModel):
     @property
     def length(self) -> int:
         if self.expected_tokens is None:
-            raise ValueError(
-                "the token length of an image chunk is unknown: set expected_tokens"
-            )
+            raise ValueError("the token length of an image chunk is unknown: set expected_tokens")
         return self.expected_tokens
 
 

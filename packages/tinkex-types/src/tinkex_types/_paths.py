@@ -73,8 +73,7 @@ def parse_checkpoint_id(value: str) -> tuple[CheckpointKind, str]:
     kind, sep, name = value.partition("/")
     if not sep:
         raise ValueError(
-            f"checkpoint id {value!r} must look like 'weights/<name>' or "
-            "'sampler_weights/<name>'"
+            f"checkpoint id {value!r} must look like 'weights/<name>' or 'sampler_weights/<name>'"
         )
     where = f"checkpoint id {value!r}"
     return _check_kind(kind, where), _check_name(name, where)

@@ -224,12 +224,13 @@ class SampleRequest(WireModel):
 
     @model_validator(mode="after")
     def _addressed(self) -> Self:
-        if self.sampling_session_id is None and self.base_model is None and (
-            self.model_path is None
+        if (
+            self.sampling_session_id is None
+            and self.base_model is None
+            and (self.model_path is None)
         ):
             raise ValueError(
-                "give sampling_session_id (or base_model / model_path) to say which "
-                "sampler to use"
+                "give sampling_session_id (or base_model / model_path) to say which sampler to use"
             )
         return self
 

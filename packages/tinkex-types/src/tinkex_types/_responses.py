@@ -198,10 +198,7 @@ class SampleResponse(WireModel):
         for position in value:
             if isinstance(position, list):
                 out.append(
-                    [
-                        (p["token_id"], p["logprob"]) if isinstance(p, dict) else p
-                        for p in position
-                    ]
+                    [(p["token_id"], p["logprob"]) if isinstance(p, dict) else p for p in position]
                 )
             else:
                 out.append(position)

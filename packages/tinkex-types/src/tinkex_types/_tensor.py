@@ -163,10 +163,7 @@ class TensorData(WireModel):
         t = tensor.detach().cpu()
         if t.is_complex():
             raise TypeError(f"cannot convert a complex tensor ({t.dtype}) to TensorData")
-        if t.is_floating_point():
-            t = t.to(torch_.float32)
-        else:
-            t = t.to(torch_.int64)
+        t = t.to(torch_.float32 if t.is_floating_point() else torch_.int64)
         return cls.from_numpy(t.numpy())
 
     def to_torch(self) -> torch.Tensor:
@@ -186,8 +183,10 @@ def _flatten(values: Any, out: list[Any], depth: int, shape: list[int]) -> list[
         if len(shape) <= depth:
             shape.append(len(values))
         elif shape[depth] != len(values):
-            raise ValueError(f"ragged nested list: dimension {depth} has lengths "
-                             f"{shape[depth]} and {len(values)}")
+            raise ValueError(
+                f"ragged nested list: dimension {depth} has lengths "
+                f"{shape[depth]} and {len(values)}"
+            )
         for v in values:
             _flatten(v, out, depth + 1, shape)
         if not values and len(shape) > depth + 1:
