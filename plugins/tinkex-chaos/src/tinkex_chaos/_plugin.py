@@ -1,1 +1,23 @@
-"""Hook implementations of tinkex_chaos (loaded through the `tinkex` entry point group)."""
+"""Hook implementations of tinkex_chaos (loaded through the ``tinkex`` entry point group).
+
+The wrapper is installed only when chaos is configured (:func:`tinkex_chaos.enable` or the
+``TINKEX_CHAOS`` environment variable); otherwise this hook returns ``None`` and requests
+take the plain transport path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tinkex_chaos._state import current_config, shared_stats
+from tinkex_chaos._transport import ChaosTransport
+from tinkex_types import hookimpl
+
+
+@hookimpl
+def tinkex_wrap_transport(transport: Any, config: Any) -> Any | None:
+    """Wrap ``transport`` in a :class:`ChaosTransport` when chaos is enabled."""
+    chaos = current_config()
+    if chaos is None or not chaos.enabled:
+        return None
+    return ChaosTransport(transport, chaos, stats=shared_stats())
