@@ -1,1 +1,70 @@
-"""Hook implementations of tinkex_http (loaded through the `tinkex` entry point group)."""
+"""Hook implementations of tinkex_http (loaded through the ``tinkex`` entry point group).
+
+* ``tinkex_register_transports``: ``http`` and ``https`` → :func:`http_transport_factory`.
+* ``tinkex_on_queue_state_change``: the default observer, :class:`QueueStateLogger`, which
+  logs paused states through structlog at most once per ``debounce_s`` (60 s) for the same
+  subject (model id, else base URL) and state; ``active`` is never logged.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from tinkex_http._transport import http_transport_factory
+from tinkex_types import QueueStateEvent, hookimpl
+
+__all__ = ["QueueStateLogger", "tinkex_on_queue_state_change", "tinkex_register_transports"]
+
+_log = structlog.get_logger("tinkex.queue")
+
+
+class QueueStateLogger:
+    """Debounced structlog warnings for queue-state changes."""
+
+    def __init__(
+        self, debounce_s: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.debounce_s = debounce_s
+        self.clock = clock
+        self._last: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, event: QueueStateEvent) -> bool:
+        """Log ``event`` unless debounced; returns whether a line was written."""
+        if event.queue_state == "active":
+            return False
+        subject = event.model_id or event.base_url or event.request_id
+        key = (subject, event.queue_state)
+        now = self.clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self.debounce_s:
+                return False
+            self._last[key] = now
+        _log.warning(
+            f"Requests for {subject} are paused ({event.queue_state}). Reason: {event.reason}",
+            queue_state=event.queue_state,
+            reason=event.reason,
+            request_id=event.request_id,
+            model_id=event.model_id,
+        )
+        return True
+
+
+_DEFAULT_LOGGER = QueueStateLogger()
+
+
+@hookimpl
+def tinkex_register_transports(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    register("http", http_transport_factory)
+    register("https", http_transport_factory)
+
+
+@hookimpl
+def tinkex_on_queue_state_change(event: QueueStateEvent) -> None:
+    _DEFAULT_LOGGER(event)

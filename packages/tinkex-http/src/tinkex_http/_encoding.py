@@ -1,0 +1,97 @@
+"""Fast JSON encoding of request bodies and decoding of responses (orjson).
+
+Pydantic models are dumped once with ``model_dump(mode="python")`` (done in Rust) and the
+result handed to orjson with ``OPT_SERIALIZE_NUMPY``, so large token lists and numpy arrays
+are never walked element by element in Python. Plain dicts are walked only through their
+mappings (``NOT_GIVEN`` values are dropped); lists of scalars are not visited.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import enum
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from tinkex_types import NotGiven
+
+__all__ = ["decode_json", "encode_json", "to_jsonable"]
+
+_OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_SCALARS = (str, int, float, bool, type(None))
+
+
+def _dump_model(model: BaseModel, exclude_none: bool) -> Any:
+    return model.model_dump(mode="python", by_alias=True, exclude_none=exclude_none)
+
+
+def to_jsonable(value: Any, *, exclude_none: bool = False) -> Any:
+    """Turn ``value`` into something orjson serialises, with the least Python work.
+
+    Models are dumped; mappings are copied without ``NOT_GIVEN`` entries (and without
+    ``None`` entries when ``exclude_none``); lists are visited only when their first item is
+    a container (a list of numbers is passed through untouched).
+    """
+    if isinstance(value, BaseModel):
+        return _dump_model(value, exclude_none)
+    if isinstance(value, Mapping):
+        out: dict[Any, Any] = {}
+        for k, v in value.items():
+            if isinstance(v, NotGiven) or (exclude_none and v is None):
+                continue
+            out[k] = v if isinstance(v, _SCALARS) else to_jsonable(v, exclude_none=exclude_none)
+        return out
+    if isinstance(value, (list, tuple)):
+        if not value or isinstance(value[0], _SCALARS):
+            return value
+        return [to_jsonable(v, exclude_none=exclude_none) for v in value]
+    return value
+
+
+def _default(obj: Any) -> Any:
+    """orjson fallback for the types it does not know natively."""
+    if isinstance(obj, BaseModel):
+        return _dump_model(obj, False)
+    if isinstance(obj, NotGiven):
+        return None
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    if isinstance(obj, tuple):
+        return list(obj)
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        return base64.b64encode(bytes(obj)).decode("ascii")
+    if isinstance(obj, pathlib.PurePath):
+        return str(obj)
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    tolist = getattr(obj, "tolist", None)  # torch tensors, numpy scalars of odd dtypes
+    if callable(tolist):
+        return tolist()
+    raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
+
+
+def encode_json(body: Any, *, exclude_none: bool = False) -> bytes:
+    """Encode a request body (model, mapping, list or scalar) to JSON bytes."""
+    try:
+        return orjson.dumps(
+            to_jsonable(body, exclude_none=exclude_none), default=_default, option=_OPTS
+        )
+    except TypeError as exc:
+        raise TypeError(f"request body is not JSON-encodable: {exc}") from None
+
+
+def decode_json(content: bytes) -> Any:
+    """Decode a JSON response body; an empty body decodes to ``{}``.
+
+    Raises ``orjson.JSONDecodeError`` (a ``ValueError``) on invalid JSON.
+    """
+    if not content or not content.strip():
+        return {}
+    return orjson.loads(content)

@@ -1,0 +1,81 @@
+"""Transports: the built-in httpx factory and the scheme registry lookup.
+
+Transports are contributed through the ``tinkex_register_transports`` hook (this package
+registers ``http`` and ``https``; ``tinkex-server`` registers ``local``). A factory is called as
+``factory(config=config, pool=pool_name)`` and returns an ``httpx.AsyncBaseTransport``.
+:func:`make_transport` picks the factory for the base URL's scheme and lets
+``tinkex_wrap_transport`` plugins wrap the result (skipped entirely when no wrapper exists).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from tinkex_http._config import Config
+from tinkex_types import Hooks, TinkexValidationError, get_hooks
+
+__all__ = ["KNOWN_TRANSPORT_PROVIDERS", "http_transport_factory", "make_transport"]
+
+#: URL schemes that other tinkex packages provide, for a helpful error message.
+KNOWN_TRANSPORT_PROVIDERS: dict[str, str] = {
+    "local": "tinkex-server",
+    "http": "tinkex-http",
+    "https": "tinkex-http",
+}
+
+#: Keep-alive connections expire after this many seconds of idleness.
+KEEPALIVE_EXPIRY = 30.0
+
+
+def http_transport_factory(*, config: Config, pool: str, **_: Any) -> httpx.AsyncBaseTransport:
+    """The built-in transport: ``httpx.AsyncHTTPTransport`` with HTTP/2 and the pool's
+    connection limit (``config.pool_max_connections(pool)``), proxy applied if configured.
+    """
+    limit = config.pool_max_connections(pool)
+    limits = httpx.Limits(
+        max_connections=limit,
+        max_keepalive_connections=limit,
+        keepalive_expiry=KEEPALIVE_EXPIRY,
+    )
+    proxy: httpx.Proxy | None = None
+    if config.proxy is not None:
+        proxy = httpx.Proxy(config.proxy.get_secret_value(), headers=config.proxy_headers or None)
+    return httpx.AsyncHTTPTransport(http2=True, limits=limits, proxy=proxy, retries=0)
+
+
+def make_transport(
+    config: Config,
+    pool: str,
+    *,
+    hooks: Hooks | None = None,
+    scheme: str | None = None,
+) -> httpx.AsyncBaseTransport:
+    """Build the transport for ``pool`` from the factory registered for the URL scheme.
+
+    ``scheme`` defaults to the scheme of ``config.base_url``. An unknown scheme raises
+    :class:`tinkex_types.TinkexValidationError` listing the registered schemes and the
+    package that would provide the missing one.
+    """
+    hooks = hooks if hooks is not None else get_hooks()
+    wanted = (scheme or config.scheme).lower()
+    registry = hooks.transports()
+    if wanted not in registry:
+        known = ", ".join(registry.names()) or "none"
+        provider = KNOWN_TRANSPORT_PROVIDERS.get(wanted)
+        fix = (
+            f"install {provider} (pip install {provider}) so it registers {wanted!r}"
+            if provider
+            else "install the plugin package that registers this scheme"
+        )
+        raise TinkexValidationError(
+            "base_url",
+            f"no transport is registered for URL scheme {wanted!r} (registered: {known})",
+            fix,
+        )
+    factory = registry.get(wanted)
+    transport: httpx.AsyncBaseTransport = factory(config=config, pool=pool)
+    if hooks.has_transport_wrappers():
+        transport = hooks.wrap_transport(transport, config)
+    return transport
