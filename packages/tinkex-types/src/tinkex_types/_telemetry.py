@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, Union
 from uuid import uuid4
 
-from pydantic import Discriminator, Field, Tag
+from pydantic import Discriminator, Field, Tag, model_validator
 
 from tinkex_types._base import Severity, WireModel
 
@@ -34,6 +34,20 @@ class _EventBase(WireModel):
     event_session_index: int = Field(default=0, ge=0)
     severity: Severity = "INFO"
     timestamp: datetime = Field(default_factory=_now)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stamp(cls, data: Any) -> Any:
+        """Fix the id, time and kind at construction, so that every dump writes them."""
+        if isinstance(data, dict):
+            data = dict(data)
+            if data.get("event_id") is None:
+                data["event_id"] = _event_id()
+            if data.get("timestamp") is None:
+                data["timestamp"] = _now()
+            if data.get("event") is None:
+                data["event"] = cls.model_fields["event"].default
+        return data
 
 
 class SessionStartEvent(_EventBase):
