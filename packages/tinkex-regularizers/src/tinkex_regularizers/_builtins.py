@@ -105,7 +105,7 @@ def _apply_mask(
 
 
 def _cat(batch: RegularizerBatch, rows: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.cat(list(rows)) if rows else batch.zero().reshape(0)
+    return torch.cat(list(rows)) if rows else batch.zero().new_zeros(0)
 
 
 def _reduce(x: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -116,7 +116,7 @@ def _reduce(x: torch.Tensor, reduction: Reduction) -> torch.Tensor:
 
 
 def _stack_rows(batch: RegularizerBatch, values: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack(list(values)) if values else batch.zero().reshape(0)
+    return torch.stack(list(values)) if values else batch.zero().new_zeros(0)
 
 
 def _num(t: torch.Tensor) -> float:

@@ -53,11 +53,11 @@ def as_tensor(
         elif hasattr(value, "to_torch") and callable(value.to_torch):
             tensor = value.to_torch()
         elif isinstance(getattr(value, "data", None), list | tuple):  # TensorData-like
-            tensor = _from_wire(value.data, getattr(value, "shape", None))
+            tensor = _from_wire(value.data, getattr(value, "shape", None), dtype)
         elif isinstance(value, Mapping) and "data" in value:
-            tensor = _from_wire(value["data"], value.get("shape"))
+            tensor = _from_wire(value["data"], value.get("shape"), dtype)
         else:
-            tensor = torch.as_tensor(value)
+            tensor = torch.as_tensor(value, dtype=dtype)  # lists: no float32 detour
     except TinkexValidationError:
         raise
     except Exception as exc:
@@ -75,8 +75,8 @@ def as_tensor(
     return tensor
 
 
-def _from_wire(data: Any, shape: Sequence[int] | None) -> torch.Tensor:
-    tensor = torch.as_tensor(list(data))
+def _from_wire(data: Any, shape: Sequence[int] | None, dtype: torch.dtype | None) -> torch.Tensor:
+    tensor = torch.as_tensor(list(data), dtype=dtype)
     if shape is not None:
         tensor = tensor.reshape(list(shape))
     return tensor
