@@ -1,1 +1,77 @@
-"""Hook implementations of tinkex_telemetry (loaded through the `tinkex` entry point group)."""
+"""Hook implementations of tinkex_telemetry (loaded through the ``tinkex`` entry point group).
+
+Every function delegates to one :class:`~tinkex_telemetry.TelemetryPlugin` built on first
+use with the global OpenTelemetry providers (see :func:`default_plugin`). Disable the
+whole plugin with ``TINKEX_DISABLE_PLUGINS=telemetry``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tinkex_telemetry._core import TelemetryPlugin
+from tinkex_types import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent, hookimpl
+
+__all__ = ["default_plugin"]
+
+_default: TelemetryPlugin | None = None
+_lock = threading.Lock()
+
+
+def default_plugin() -> TelemetryPlugin:
+    """The process-wide plugin behind the entry point (global OpenTelemetry providers)."""
+    global _default
+    if _default is None:
+        with _lock:
+            if _default is None:
+                _default = TelemetryPlugin()
+    return _default
+
+
+@hookimpl
+def tinkex_operation_span(
+    operation: str,
+    attributes: Mapping[str, Any],
+    carrier: Mapping[str, str] | None,
+) -> contextlib.AbstractContextManager[Any] | None:
+    return default_plugin().tinkex_operation_span(
+        operation=operation, attributes=attributes, carrier=carrier
+    )
+
+
+@hookimpl
+def tinkex_inject_headers(headers: dict[str, str]) -> None:
+    default_plugin().tinkex_inject_headers(headers=headers)
+
+
+@hookimpl
+def tinkex_wrap_transport(transport: Any, config: Any) -> Any | None:
+    return default_plugin().tinkex_wrap_transport(transport=transport, config=config)
+
+
+@hookimpl
+def tinkex_on_request(event: RequestEvent) -> None:
+    default_plugin().tinkex_on_request(event=event)
+
+
+@hookimpl
+def tinkex_on_future(event: FutureEvent) -> None:
+    default_plugin().tinkex_on_future(event=event)
+
+
+@hookimpl
+def tinkex_on_queue_state_change(event: QueueStateEvent) -> None:
+    default_plugin().tinkex_on_queue_state_change(event=event)
+
+
+@hookimpl
+def tinkex_on_regularizer(event: RegularizerEvent) -> None:
+    default_plugin().tinkex_on_regularizer(event=event)
+
+
+@hookimpl
+def tinkex_register_telemetry_sinks(register: Callable[[str, Any], None]) -> None:
+    default_plugin().tinkex_register_telemetry_sinks(register=register)

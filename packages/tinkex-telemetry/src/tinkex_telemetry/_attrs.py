@@ -1,0 +1,127 @@
+"""Turning arbitrary values into safe OpenTelemetry attributes."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry.util.types import AttributeValue
+
+from tinkex_telemetry._redact import is_secret_key, redact_text
+
+__all__ = ["body_ids", "span_attributes", "template_path", "to_attribute"]
+
+_ID_SEGMENT = re.compile(r"\d|^[0-9a-fA-F\-]{24,}$|:")
+_VERSION_SEGMENT = re.compile(r"^v\d+$")
+_MAX_STR = 1024
+
+#: Top-level request-body fields copied to attempt spans as ``tinkex.<field>``.
+BODY_ID_FIELDS: tuple[str, ...] = (
+    "request_id",
+    "model_id",
+    "seq_id",
+    "session_id",
+    "sampling_session_id",
+    "base_model",
+)
+_BODY_PARSE_LIMIT = 256 * 1024
+_BODY_SCAN_WINDOW = 8 * 1024
+_BODY_FIELD_RE = re.compile(
+    rb'"('
+    + b"|".join(f.encode() for f in BODY_ID_FIELDS)
+    + rb')"\s*:\s*(?:"([^"\\]{0,256})"|(-?\d{1,19}))'
+)
+
+
+def template_path(path: str) -> str:
+    """A low-cardinality form of a URL path: id-looking segments become ``{id}``.
+
+    ``/api/v1/training_runs/run-42/checkpoints/weights/0001`` →
+    ``/api/v1/training_runs/{id}/checkpoints/weights/{id}``.
+    """
+    path = path.split("?", 1)[0]
+    out = []
+    for seg in path.split("/"):
+        if seg and not _VERSION_SEGMENT.match(seg) and _ID_SEGMENT.search(seg):
+            out.append("{id}")
+        else:
+            out.append(seg)
+    return "/".join(out) or "/"
+
+
+def to_attribute(value: Any) -> AttributeValue | None:
+    """An OpenTelemetry attribute value for ``value`` (strings redacted), or ``None``."""
+    if value is None:
+        return None
+    if isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return redact_text(value[:_MAX_STR])
+    if isinstance(value, Sequence) and not isinstance(value, bytes | bytearray):
+        items = [v for v in value if v is not None]
+        if all(isinstance(v, bool) for v in items):
+            return [bool(v) for v in items]
+        if all(isinstance(v, int) and not isinstance(v, bool) for v in items):
+            return [int(v) for v in items]
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in items):
+            return [float(v) for v in items]
+        return [redact_text(str(v)[:_MAX_STR]) for v in items]
+    enum_value = getattr(value, "value", None)
+    if isinstance(enum_value, str | int | float | bool):
+        return to_attribute(enum_value)
+    return redact_text(str(value)[:_MAX_STR])
+
+
+def span_attributes(attributes: Mapping[str, Any] | None) -> dict[str, AttributeValue]:
+    """Safe span attributes from caller-supplied ones.
+
+    Keys without a namespace (no ``.``) get the ``tinkex.`` prefix; secret-looking keys are
+    dropped; strings are redacted and truncated; other values are converted or stringified.
+    """
+    out: dict[str, AttributeValue] = {}
+    for key, value in (attributes or {}).items():
+        if not isinstance(key, str) or not key or is_secret_key(key.rsplit(".", 1)[-1]):
+            continue
+        converted = to_attribute(value)
+        if converted is None:
+            continue
+        out[key if "." in key else f"tinkex.{key}"] = converted
+    return out
+
+
+def body_ids(content: bytes) -> dict[str, AttributeValue]:
+    """Id fields (``request_id``, ``model_id``, ``seq_id``...) of a JSON request body.
+
+    Small bodies are parsed; large ones (training batches) are only scanned at both ends,
+    where the top-level scalar fields sit. Nothing else of the body is kept.
+    """
+    found: dict[str, AttributeValue] = {}
+    if not content:
+        return found
+    if len(content) <= _BODY_PARSE_LIMIT:
+        try:
+            parsed = json.loads(content)
+        except ValueError:
+            return found
+        if not isinstance(parsed, dict):
+            return found
+        for name in BODY_ID_FIELDS:
+            value = parsed.get(name)
+            if isinstance(value, str) and value:
+                found[f"tinkex.{name}"] = redact_text(value[:256])
+            elif isinstance(value, int) and not isinstance(value, bool):
+                found[f"tinkex.{name}"] = value
+        return found
+    for window in (content[:_BODY_SCAN_WINDOW], content[-_BODY_SCAN_WINDOW:]):
+        for match in _BODY_FIELD_RE.finditer(window):
+            name = match.group(1).decode()
+            key = f"tinkex.{name}"
+            if key in found:
+                continue
+            if match.group(2) is not None:
+                found[key] = redact_text(match.group(2).decode("utf-8", "replace"))
+            else:
+                found[key] = int(match.group(3))
+    return found

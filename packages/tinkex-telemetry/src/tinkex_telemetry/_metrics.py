@@ -1,0 +1,201 @@
+"""The OpenTelemetry instruments of tinkex (meter ``tinkex``) and how hook events feed them."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from opentelemetry.metrics import Meter
+
+from tinkex_telemetry._attrs import template_path
+from tinkex_types import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent
+
+__all__ = ["METRIC_NAMES", "SAMPLING_OPERATIONS", "TinkexMetrics"]
+
+#: Bucket boundaries (seconds) for the latency histograms: 5 ms .. 10 min.
+SECONDS_BUCKETS: tuple[float, ...] = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+)
+
+#: Operations (names given to ``operation_span``) that count as sampling dispatch.
+SAMPLING_OPERATIONS: frozenset[str] = frozenset(
+    {"sample", "sample_async", "compute_logprobs", "compute_logprobs_async", "stream_sample"}
+)
+
+METRIC_NAMES: tuple[str, ...] = (
+    "tinkex.request.duration",
+    "tinkex.request.retries",
+    "tinkex.request.bytes_sent",
+    "tinkex.request.bytes_received",
+    "tinkex.futures",
+    "tinkex.future.duration",
+    "tinkex.queue_state.changes",
+    "tinkex.sampling.dispatch.in_flight",
+    "tinkex.operation.active",
+    "tinkex.operation.duration",
+    "tinkex.regularizer.duration",
+    "tinkex.telemetry.events",
+)
+
+
+def _server_attrs(base_url: str | None) -> dict[str, Any]:
+    if not base_url:
+        return {}
+    try:
+        parts = urlsplit(base_url)
+        port = parts.port
+    except ValueError:
+        return {}
+    out: dict[str, Any] = {}
+    if parts.hostname:
+        out["server.address"] = parts.hostname
+    if port is None and parts.scheme in ("http", "https"):
+        port = 443 if parts.scheme == "https" else 80
+    if port is not None:
+        out["server.port"] = port
+    return out
+
+
+class TinkexMetrics:
+    """Every instrument tinkex records, created once per meter."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.request_duration = meter.create_histogram(
+            "tinkex.request.duration",
+            unit="s",
+            description="Duration of one HTTP attempt to the Tinker API (retries are separate attempts).",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.retries = meter.create_counter(
+            "tinkex.request.retries",
+            unit="{retry}",
+            description="HTTP attempts that failed and were retried.",
+        )
+        self.bytes_sent = meter.create_counter(
+            "tinkex.request.bytes_sent",
+            unit="By",
+            description="Request body bytes sent to the Tinker API.",
+        )
+        self.bytes_received = meter.create_counter(
+            "tinkex.request.bytes_received",
+            unit="By",
+            description="Response body bytes received from the Tinker API.",
+        )
+        self.futures = meter.create_counter(
+            "tinkex.futures",
+            unit="{future}",
+            description="Futures that reached a final state, by outcome (resolved, failed, timed_out, cancelled).",
+        )
+        self.future_duration = meter.create_histogram(
+            "tinkex.future.duration",
+            unit="s",
+            description="Time from submitting a request to its future's final state.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.queue_state_changes = meter.create_counter(
+            "tinkex.queue_state.changes",
+            unit="{change}",
+            description="Queue-state changes reported for futures, by new state.",
+        )
+        self.sampling_in_flight = meter.create_up_down_counter(
+            "tinkex.sampling.dispatch.in_flight",
+            unit="{request}",
+            description="Sampling requests dispatched and not yet finished.",
+        )
+        self.operations_active = meter.create_up_down_counter(
+            "tinkex.operation.active",
+            unit="{operation}",
+            description="SDK or server operations currently running, by operation.",
+        )
+        self.operation_duration = meter.create_histogram(
+            "tinkex.operation.duration",
+            unit="s",
+            description="Duration of one SDK or server operation (forward_backward, sample, ...).",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.regularizer_duration = meter.create_histogram(
+            "tinkex.regularizer.duration",
+            unit="s",
+            description="Time one regularizer took to compute inside a custom-loss pipeline.",
+            explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+        )
+        self.telemetry_events = meter.create_counter(
+            "tinkex.telemetry.events",
+            unit="{event}",
+            description="Generic telemetry events logged through the otel sink, by name and severity.",
+        )
+
+    # -- fed by the observer hooks ----------------------------------------------------
+    def record_request(self, event: RequestEvent) -> None:
+        attrs: dict[str, Any] = {
+            "http.request.method": event.method.upper(),
+            "url.template": template_path(event.path),
+            **_server_attrs(event.base_url),
+        }
+        if event.status_code is not None:
+            attrs["http.response.status_code"] = event.status_code
+        if event.error is not None:
+            attrs["error.type"] = event.error.split(":", 1)[0][:64]
+        elif event.status_code is not None and event.status_code >= 400:
+            attrs["error.type"] = str(event.status_code)
+        if event.request_type:
+            attrs["tinkex.request_type"] = event.request_type
+        self.request_duration.record(max(event.duration_s, 0.0), attrs)
+        if event.will_retry:
+            self.retries.add(1, attrs)
+        if event.bytes_sent:
+            self.bytes_sent.add(event.bytes_sent, attrs)
+        if event.bytes_received:
+            self.bytes_received.add(event.bytes_received, attrs)
+
+    def record_future(self, event: FutureEvent) -> None:
+        attrs: dict[str, Any] = {"tinkex.future.outcome": event.outcome}
+        if event.request_type:
+            attrs["tinkex.request_type"] = event.request_type
+        if event.category:
+            attrs["tinkex.error.category"] = event.category
+        self.futures.add(1, attrs)
+        self.future_duration.record(max(event.duration_s, 0.0), attrs)
+
+    def record_queue_state(self, event: QueueStateEvent) -> None:
+        attrs: dict[str, Any] = {"tinkex.queue_state": event.queue_state}
+        if event.previous_state:
+            attrs["tinkex.queue_state.previous"] = event.previous_state
+        self.queue_state_changes.add(1, attrs)
+
+    def record_regularizer(self, event: RegularizerEvent) -> None:
+        if event.phase != "stop" or event.duration_s is None:
+            return
+        self.regularizer_duration.record(
+            max(event.duration_s, 0.0), {"tinkex.regularizer.name": event.name}
+        )
+
+    # -- fed by operation spans -------------------------------------------------------
+    def operation_started(self, operation: str) -> None:
+        self.operations_active.add(1, {"tinkex.operation": operation})
+        if operation in SAMPLING_OPERATIONS:
+            self.sampling_in_flight.add(1, {"tinkex.operation": operation})
+
+    def operation_finished(self, operation: str, duration_s: float, error_type: str | None) -> None:
+        self.operations_active.add(-1, {"tinkex.operation": operation})
+        if operation in SAMPLING_OPERATIONS:
+            self.sampling_in_flight.add(-1, {"tinkex.operation": operation})
+        attrs: dict[str, Any] = {"tinkex.operation": operation}
+        if error_type:
+            attrs["error.type"] = error_type
+        self.operation_duration.record(max(duration_s, 0.0), attrs)

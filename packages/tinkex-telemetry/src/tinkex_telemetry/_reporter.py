@@ -1,0 +1,529 @@
+"""The backend telemetry reporter: batches events to ``POST {base_url}/api/v1/telemetry``.
+
+Wire format: protocol.md §2.10. Behaviour: features §7.1, with the bounded-retry decision of
+protocol.md §2.15 (a batch is retried at most ``max_retries`` times, then dropped and
+counted; the caller is never blocked).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import platform as _platform
+import random
+import threading
+import time
+import uuid
+import weakref
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import structlog
+
+from tinkex_telemetry._records import (
+    Severity,
+    TelemetryRecord,
+    exception_record,
+    parse_severity,
+)
+from tinkex_telemetry._redact import register_secret, sanitize_url
+from tinkex_telemetry._sinks import BaseSink
+from tinkex_types import TinkexValidationError
+
+__all__ = [
+    "DEFAULT_FORWARD",
+    "DEFAULT_SDK_VERSION",
+    "BackendReporter",
+    "ReporterStats",
+    "telemetry_enabled_from_env",
+]
+
+_log = structlog.get_logger("tinkex.telemetry")
+
+DEFAULT_SDK_VERSION = "0.16.1"
+#: Record kinds from the observer hooks that are forwarded as GENERIC_EVENTs by default.
+DEFAULT_FORWARD: frozenset[str] = frozenset({"request", "queue_state", "future"})
+_TRUTHY = {"1", "true", "yes", "on"}
+_FALSY = {"0", "false", "no", "off"}
+_RETRYABLE_STATUS = {408, 429}
+
+
+def telemetry_enabled_from_env(env: Mapping[str, str] | None = None) -> bool:
+    """``TINKER_TELEMETRY``: falsey (``0/false/no/off``) disables; anything else enables."""
+    raw = (env if env is not None else os.environ).get("TINKER_TELEMETRY")
+    if raw is None:
+        return True
+    return raw.strip().lower() not in _FALSY
+
+
+@dataclass(frozen=True, slots=True)
+class ReporterStats:
+    """Counters of one reporter (a snapshot)."""
+
+    enqueued: int
+    sent: int
+    batches_sent: int
+    failed_attempts: int
+    dropped_queue_full: int
+    dropped_after_retries: int
+    queued: int
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
+
+
+def _secret_value(value: object) -> str | None:
+    getter = getattr(value, "get_secret_value", None)
+    if callable(getter):
+        value = getter()
+    return value if isinstance(value, str) and value else None
+
+
+def _check_positive(field: str, value: float, *, integer: bool = False, zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if ok and integer:
+        ok = isinstance(value, int)
+    if ok:
+        ok = value >= 0 if zero else value > 0
+    if not ok:
+        kind = "an integer" if integer else "a number"
+        bound = ">= 0" if zero else "> 0"
+        raise TinkexValidationError(
+            field, f"must be {kind} {bound}, got {value!r}", f"pass {field}=<{kind} {bound}>"
+        )
+
+
+_live: weakref.WeakSet[BackendReporter] = weakref.WeakSet()
+_atexit_lock = threading.Lock()
+_atexit_registered = False
+
+
+def _close_all_at_exit() -> None:
+    for reporter in list(_live):
+        with contextlib.suppress(Exception):  # never fail interpreter shutdown
+            reporter.close(timeout=reporter.exit_timeout)
+
+
+def _register_atexit() -> None:
+    global _atexit_registered
+    with _atexit_lock:
+        if not _atexit_registered:
+            atexit.register(_close_all_at_exit)
+            _atexit_registered = True
+
+
+class BackendReporter(BaseSink):
+    """Send tinkex telemetry to the Tinker backend, in batches, from a background thread.
+
+    * ``SESSION_START`` is queued at construction, ``SESSION_END`` (with the session
+      duration) at :meth:`close`; :meth:`log` queues a ``GENERIC_EVENT``,
+      :meth:`log_exception` a ``user_error`` ``GENERIC_EVENT`` or an
+      ``UNHANDLED_EXCEPTION``; records of the observer hooks whose kind is in ``forward``
+      become ``GENERIC_EVENT``\\ s named like ``tinkex.http.request.stop``.
+    * A batch (at most ``max_batch_size`` events) is sent when ``flush_threshold`` events
+      are queued, every ``flush_interval`` seconds, on :meth:`flush`, and on
+      :meth:`close` (also called at interpreter exit).
+    * The queue holds at most ``max_queue_size`` events; newer events are dropped when it
+      is full and counted in :attr:`stats`.
+    * A failed batch (transport error, 408, 429, 5xx) is retried ``max_retries`` times
+      after ``retry_base_delay · 2^attempt`` (+ up to 10 % jitter), then dropped and
+      counted. Other 4xx answers drop the batch at once.
+    * Nothing here blocks the caller except an explicit :meth:`flush`/:meth:`close`, which
+      wait at most ``timeout`` seconds.
+
+    ``endpoint`` (full URL) or ``base_url`` (``/api/v1/telemetry`` is appended) says where;
+    ``transport`` (an ``httpx.BaseTransport``) is for tests and custom networking.
+    """
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        base_url: str | None = None,
+        endpoint: str | None = None,
+        api_key: object = None,
+        headers: Mapping[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+        sdk_version: str = DEFAULT_SDK_VERSION,
+        platform: str | None = None,
+        flush_interval: float = 10.0,
+        flush_threshold: int = 100,
+        max_batch_size: int = 100,
+        max_queue_size: int = 10_000,
+        http_timeout: float = 5.0,
+        max_retries: int = 3,
+        retry_base_delay: float = 1.0,
+        flush_timeout: float = 30.0,
+        exit_timeout: float = 5.0,
+        forward: Iterable[str] = DEFAULT_FORWARD,
+        match_base_url: bool = True,
+        enabled: bool = True,
+        session_start: float | None = None,
+    ) -> None:
+        super().__init__()
+        if not isinstance(session_id, str) or not session_id.strip():
+            raise TinkexValidationError(
+                "session_id",
+                f"must be a non-empty string, got {session_id!r}",
+                "pass the session id of the ServiceClient",
+            )
+        if endpoint is None and not base_url:
+            raise TinkexValidationError(
+                "base_url",
+                "neither base_url nor endpoint was given",
+                "pass base_url='https://...' (or endpoint=...)",
+            )
+        _check_positive("flush_interval", flush_interval)
+        _check_positive("flush_threshold", flush_threshold, integer=True)
+        _check_positive("max_batch_size", max_batch_size, integer=True)
+        _check_positive("max_queue_size", max_queue_size, integer=True)
+        _check_positive("http_timeout", http_timeout)
+        _check_positive("max_retries", max_retries, integer=True, zero=True)
+        _check_positive("retry_base_delay", retry_base_delay, zero=True)
+        _check_positive("flush_timeout", flush_timeout)
+        _check_positive("exit_timeout", exit_timeout)
+        self.session_id = session_id
+        self.base_url = base_url.rstrip("/") if base_url else None
+        self.endpoint = endpoint or f"{self.base_url}/api/v1/telemetry"
+        self.sdk_version = sdk_version
+        self.platform = platform or _platform.system() or "Unknown"
+        self.enabled = enabled
+        self.flush_interval = float(flush_interval)
+        self.flush_threshold = flush_threshold
+        self.max_batch_size = max_batch_size
+        self.max_queue_size = max_queue_size
+        self.max_retries = max_retries
+        self.retry_base_delay = float(retry_base_delay)
+        self.flush_timeout = float(flush_timeout)
+        self.exit_timeout = float(exit_timeout)
+        self.forward = frozenset(forward)
+        self.match_base_url = match_base_url
+        self.session_start = session_start if session_start is not None else time.time()
+
+        self._cond = threading.Condition()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._index = 0
+        self._pushed = 0
+        self._processed = 0
+        self._sent = 0
+        self._batches_sent = 0
+        self._failed_attempts = 0
+        self._dropped_full = 0
+        self._dropped_retries = 0
+        self._flush_requested = False
+        self._interval_due = False
+        self._closing = False
+        self._session_ended = False
+        self._abort = threading.Event()
+        self._next_flush = time.monotonic() + self.flush_interval
+        self._thread: threading.Thread | None = None
+        self._client: httpx.Client | None = None
+        if not enabled:
+            return
+
+        send_headers = {"content-type": "application/json", "user-agent": f"tinkex/{sdk_version}"}
+        send_headers.update(headers or {})
+        key = _secret_value(api_key)
+        if key:
+            register_secret(key)
+            send_headers["x-api-key"] = key
+        self._client = httpx.Client(transport=transport, timeout=http_timeout, headers=send_headers)
+        self._enqueue({"event": "SESSION_START", "severity": "INFO"}, ts=self.session_start)
+        self._thread = threading.Thread(
+            target=self._run, name=f"tinkex-telemetry-{session_id[:8]}", daemon=True
+        )
+        self._thread.start()
+        _live.add(self)
+        _register_atexit()
+
+    @classmethod
+    def from_config(
+        cls, config: Any = None, *, session_id: str, **overrides: Any
+    ) -> BackendReporter:
+        """A reporter for a client configuration (a ``tinkex_http.Config`` or alike).
+
+        Reads ``base_url``, ``api_key``, ``sdk_version``, ``telemetry_enabled`` and the
+        Cloudflare Access headers from ``config``; ``overrides`` win. Without a config,
+        ``TINKER_BASE_URL``/``TINKER_API_KEY``/``TINKER_TELEMETRY`` are used.
+        """
+        options: dict[str, Any] = {}
+        if config is not None:
+            options["base_url"] = getattr(config, "base_url", None)
+            options["api_key"] = getattr(config, "api_key", None)
+            version = getattr(config, "sdk_version", None)
+            if isinstance(version, str) and version:
+                options["sdk_version"] = version
+            enabled = getattr(config, "telemetry_enabled", None)
+            options["enabled"] = (
+                bool(enabled) if enabled is not None else telemetry_enabled_from_env()
+            )
+            extra: dict[str, str] = {}
+            cf_id = getattr(config, "cf_access_client_id", None)
+            cf_secret = _secret_value(getattr(config, "cf_access_client_secret", None))
+            if isinstance(cf_id, str) and cf_id and cf_secret:
+                register_secret(cf_secret)
+                extra["CF-Access-Client-Id"] = cf_id
+                extra["CF-Access-Client-Secret"] = cf_secret
+            if extra:
+                options["headers"] = extra
+        else:
+            options["base_url"] = os.environ.get("TINKER_BASE_URL")
+            options["api_key"] = os.environ.get("TINKER_API_KEY")
+            options["enabled"] = telemetry_enabled_from_env()
+        options.update(overrides)
+        return cls(session_id=session_id, **options)
+
+    # -- queueing ---------------------------------------------------------------------
+    def _enqueue(
+        self, fields: dict[str, Any], *, ts: float | None = None, force: bool = False
+    ) -> bool:
+        if not self.enabled:
+            return False
+        with self._cond:
+            if self.closed and not force:
+                return False
+            if len(self._queue) >= self.max_queue_size and not force:
+                self._dropped_full += 1
+                dropped = self._dropped_full
+                if dropped == 1 or dropped % 1000 == 0:
+                    _log.warning(
+                        "telemetry_queue_full",
+                        session_id=self.session_id,
+                        max_queue_size=self.max_queue_size,
+                        dropped=dropped,
+                    )
+                return False
+            event = {
+                "event_id": uuid.uuid4().hex,
+                "event_session_index": self._index,
+                "timestamp": _iso(ts if ts is not None else time.time()),
+                **fields,
+            }
+            self._index += 1
+            self._queue.append(event)
+            self._pushed += 1
+            if len(self._queue) >= self.flush_threshold:
+                self._cond.notify_all()
+            return True
+
+    def emit(self, record: TelemetryRecord) -> None:
+        """Queue a record as a telemetry event (never blocks, never raises)."""
+        try:
+            self._emit(record)
+        except Exception as exc:  # a sink must never break its caller
+            _log.debug("telemetry_emit_failed", error=type(exc).__name__)
+
+    def _emit(self, record: TelemetryRecord) -> None:
+        if record.kind == "exception":
+            if record.name == "user_error":
+                self._enqueue(
+                    {
+                        "event": "GENERIC_EVENT",
+                        "severity": record.severity,
+                        "event_name": "user_error",
+                        "event_data": dict(record.data),
+                    },
+                    ts=record.timestamp,
+                )
+            else:
+                self._enqueue(
+                    {
+                        "event": "UNHANDLED_EXCEPTION",
+                        "severity": record.severity,
+                        "error_type": record.data.get("error_type", "Exception"),
+                        "error_message": record.data.get("error_message", ""),
+                        "traceback": record.data.get("traceback"),
+                    },
+                    ts=record.timestamp,
+                )
+            return
+        if record.kind != "log":
+            if record.kind not in self.forward:
+                return
+            if self.match_base_url and self.base_url:
+                other = record.data.get("base_url")
+                if isinstance(other, str) and other.rstrip("/") != self.base_url:
+                    return
+        self._enqueue(
+            {
+                "event": "GENERIC_EVENT",
+                "severity": record.severity,
+                "event_name": record.name,
+                "event_data": dict(record.data),
+            },
+            ts=record.timestamp,
+        )
+
+    def log_fatal_exception(
+        self, exc: BaseException, severity: Severity | str = "CRITICAL"
+    ) -> bool:
+        """Log ``exc``, end the session and flush synchronously (bounded by ``flush_timeout``).
+
+        Returns whether everything queued was processed in time.
+        """
+        self.emit(exception_record(exc, parse_severity(severity, "CRITICAL")))
+        self._end_session()
+        drained = self.flush(self.flush_timeout)
+        _log.info("telemetry_exception_logged", session_id=self.session_id)
+        return drained
+
+    def _end_session(self) -> None:
+        with self._cond:
+            if self._session_ended:
+                return
+            self._session_ended = True
+        duration = timedelta(seconds=max(time.time() - self.session_start, 0.0))
+        self._enqueue(
+            {"event": "SESSION_END", "severity": "INFO", "duration": str(duration)}, force=True
+        )
+
+    # -- worker -----------------------------------------------------------------------
+    def _should_send(self) -> bool:
+        return bool(self._queue) and (
+            len(self._queue) >= self.flush_threshold
+            or self._flush_requested
+            or self._closing
+            or self._interval_due
+        )
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._should_send():
+                    if self._closing and not self._queue:
+                        self._cond.notify_all()
+                        return
+                    now = time.monotonic()
+                    if now >= self._next_flush:
+                        self._next_flush = now + self.flush_interval
+                        if self._queue:
+                            self._interval_due = True
+                            continue
+                    self._cond.wait(self._next_flush - now)
+                batch = [
+                    self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))
+                ]
+            try:
+                self._send(batch)
+            except Exception as exc:  # keep the worker alive whatever happens
+                _log.warning("telemetry_send_crashed", error=type(exc).__name__)
+                with self._cond:
+                    self._dropped_retries += len(batch)
+            with self._cond:
+                self._processed += len(batch)
+                if not self._queue:
+                    self._interval_due = False
+                    self._flush_requested = False
+                self._cond.notify_all()
+
+    def _send(self, batch: list[dict[str, Any]]) -> None:
+        assert self._client is not None
+        body = {
+            "session_id": self.session_id,
+            "platform": self.platform,
+            "sdk_version": self.sdk_version,
+            "events": batch,
+        }
+        reason = "unknown"
+        for attempt in range(self.max_retries + 1):
+            if self._abort.is_set():
+                reason = "aborted"
+                break
+            retryable = True
+            try:
+                response = self._client.post(self.endpoint, json=body)
+            except httpx.HTTPError as exc:
+                reason = type(exc).__name__
+            else:
+                if 200 <= response.status_code < 300:
+                    with self._cond:
+                        self._sent += len(batch)
+                        self._batches_sent += 1
+                    return
+                reason = f"HTTP {response.status_code}"
+                retryable = response.status_code in _RETRYABLE_STATUS or response.status_code >= 500
+            with self._cond:
+                self._failed_attempts += 1
+            if not retryable or attempt == self.max_retries:
+                break
+            delay = self.retry_base_delay * (2**attempt)
+            self._abort.wait(delay + random.uniform(0.0, delay * 0.1))
+        with self._cond:
+            self._dropped_retries += len(batch)
+        _log.warning(
+            "telemetry_batch_dropped",
+            session_id=self.session_id,
+            events=len(batch),
+            reason=reason,
+        )
+
+    # -- control ----------------------------------------------------------------------
+    @property
+    def stats(self) -> ReporterStats:
+        with self._cond:
+            return ReporterStats(
+                enqueued=self._pushed,
+                sent=self._sent,
+                batches_sent=self._batches_sent,
+                failed_attempts=self._failed_attempts,
+                dropped_queue_full=self._dropped_full,
+                dropped_after_retries=self._dropped_retries,
+                queued=len(self._queue),
+            )
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything queued so far; wait until it was processed (sent, or dropped
+        after its retries) or ``timeout`` (default ``flush_timeout``) seconds passed.
+
+        Returns whether everything was processed in time.
+        """
+        if not self.enabled or self._thread is None:
+            return True
+        deadline = time.monotonic() + (self.flush_timeout if timeout is None else timeout)
+        with self._cond:
+            target = self._pushed
+            self._flush_requested = True
+            self._cond.notify_all()
+            while self._processed < target:
+                if not self._thread.is_alive():
+                    return False
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """End the session (``SESSION_END``), send what is queued and stop the worker.
+
+        Waits at most ``timeout`` (default ``flush_timeout``) seconds; past that, pending
+        retries are abandoned and the rest is dropped.
+        """
+        if self.closed:
+            return
+        if self.enabled:
+            self._end_session()
+        with self._cond:
+            self.closed = True
+            self._closing = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            wait = self.flush_timeout if timeout is None else timeout
+            self._thread.join(wait)
+            if self._thread.is_alive():
+                self._abort.set()
+                self._thread.join(1.0)
+        if self._client is not None:
+            self._client.close()
+        _live.discard(self)
+        self._run_close_callbacks()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else ("enabled" if self.enabled else "disabled")
+        return f"BackendReporter(session_id={self.session_id!r}, endpoint={sanitize_url(self.endpoint)!r}, {state})"

@@ -1,0 +1,282 @@
+"""httpx transport wrappers that trace every HTTP attempt as an OpenTelemetry CLIENT span."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import Any
+
+import httpx
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.propagators.textmap import TextMapPropagator
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.util.types import AttributeValue
+
+from tinkex_telemetry._attrs import body_ids, template_path
+from tinkex_telemetry._redact import SENSITIVE_HEADERS, is_secret_key, redact_text, sanitize_url
+
+__all__ = ["SyncTracingTransport", "TracingTransport"]
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+class _AttemptSpan:
+    """One attempt's span: started before sending, ended once (when the body is done)."""
+
+    def __init__(
+        self,
+        tracer: Tracer,
+        propagator: TextMapPropagator | None,
+        request: httpx.Request,
+        capture_headers: frozenset[str],
+    ) -> None:
+        self._lock = threading.Lock()
+        self._ended = False
+        self.received = 0
+        method = request.method.upper()
+        url = request.url
+        template = template_path(url.path)
+        attrs: dict[str, AttributeValue] = {
+            "http.request.method": method,
+            "url.full": sanitize_url(str(url)),
+            "url.scheme": url.scheme,
+            "url.template": template,
+        }
+        if url.host:
+            attrs["server.address"] = url.host
+        port = url.port or _DEFAULT_PORTS.get(url.scheme)
+        if port is not None:
+            attrs["server.port"] = port
+        headers = request.headers
+        retry = _int_header(headers.get("x-stainless-retry-count"))
+        if retry is not None:
+            attrs["tinkex.retry_count"] = retry
+            if retry > 0:
+                attrs["http.request.resend_count"] = retry
+        request_type = headers.get("x-tinker-request-type")
+        if request_type:
+            attrs["tinkex.request_type"] = redact_text(request_type[:128])
+        iteration = _int_header(headers.get("x-tinker-request-iteration"))
+        if iteration is not None:
+            attrs["tinkex.poll_iteration"] = iteration
+        user_agent = headers.get("user-agent")
+        if user_agent:
+            attrs["user_agent.original"] = redact_text(user_agent[:256])
+        for name in capture_headers:
+            values = headers.get_list(name)
+            if values:
+                attrs[f"http.request.header.{name}"] = [redact_text(v[:256]) for v in values]
+
+        # Parent: the current span (the SDK operation); without one, a traceparent the
+        # caller already put on the request; otherwise a new root.
+        parent_ctx = None
+        if (
+            propagator is not None
+            and not trace.get_current_span().get_span_context().is_valid
+            and any(key in headers for key in propagator.fields)
+        ):
+            parent_ctx = propagator.extract(carrier=dict(headers.items()))
+        self.span: Span = tracer.start_span(
+            f"{method} {template}", context=parent_ctx, kind=SpanKind.CLIENT, attributes=attrs
+        )
+        if self.span.is_recording():
+            try:
+                content = request.content
+            except httpx.RequestNotRead:
+                content = b""
+            if content:
+                self.span.set_attribute("http.request.body.size", len(content))
+                if "json" in headers.get("content-type", "json"):
+                    self.span.set_attributes(body_ids(content))
+        if propagator is not None:
+            carrier: dict[str, str] = {}
+            propagator.inject(carrier, context=trace.set_span_in_context(self.span, parent_ctx))
+            for key, value in carrier.items():
+                request.headers[key] = value
+
+    def response(self, response: httpx.Response) -> None:
+        status = response.status_code
+        self.span.set_attribute("http.response.status_code", status)
+        version = response.extensions.get("http_version")
+        if isinstance(version, bytes):
+            text = version.decode("ascii", "replace")
+            self.span.set_attribute("network.protocol.version", text.removeprefix("HTTP/"))
+        if status >= 400:
+            self.span.set_attribute("error.type", str(status))
+            self.span.set_status(Status(StatusCode.ERROR))
+
+    def failure(self, exc: BaseException) -> None:
+        if not self.span.is_recording():
+            return
+        self.span.set_attribute("error.type", type(exc).__qualname__)
+        self.span.set_status(Status(StatusCode.ERROR, redact_text(str(exc))[:256] or None))
+        self.span.add_event(
+            "exception",
+            {
+                "exception.type": f"{type(exc).__module__}.{type(exc).__qualname__}",
+                "exception.message": redact_text(str(exc))[:1024],
+            },
+        )
+
+    def end(self, exc: BaseException | None = None) -> None:
+        with self._lock:
+            if self._ended:
+                return
+            self._ended = True
+        if exc is not None:
+            self.failure(exc)
+        if self.received:
+            self.span.set_attribute("http.response.body.size", self.received)
+        self.span.end()
+
+
+def _int_header(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value.strip())
+    except ValueError:
+        return None
+
+
+class _TracedAsyncStream(httpx.AsyncByteStream):
+    def __init__(self, inner: httpx.AsyncByteStream, attempt: _AttemptSpan) -> None:
+        self._inner = inner
+        self._attempt = attempt
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._inner:
+                self._attempt.received += len(chunk)
+                yield chunk
+        except BaseException as exc:
+            self._attempt.end(exc)
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._inner.aclose()
+        finally:
+            self._attempt.end()
+
+
+class _TracedSyncStream(httpx.SyncByteStream):
+    def __init__(self, inner: httpx.SyncByteStream, attempt: _AttemptSpan) -> None:
+        self._inner = inner
+        self._attempt = attempt
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            for chunk in self._inner:
+                self._attempt.received += len(chunk)
+                yield chunk
+        except BaseException as exc:
+            self._attempt.end(exc)
+            raise
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            self._attempt.end()
+
+
+def _safe_capture(names: Iterable[str]) -> frozenset[str]:
+    return frozenset(
+        n.lower() for n in names if n.lower() not in SENSITIVE_HEADERS and not is_secret_key(n)
+    )
+
+
+class TracingTransport(httpx.AsyncBaseTransport):
+    """Wrap an async transport: one CLIENT span per attempt, ``traceparent`` injected.
+
+    The span is a child of the current span (the SDK operation span), carries the
+    OpenTelemetry HTTP client attributes (``http.request.method``, ``url.full`` without
+    secrets, ``server.address``, ``server.port``, ``http.response.status_code``,
+    ``error.type``, ``network.protocol.version``, ``http.request.resend_count``) and tinkex
+    ones (``tinkex.retry_count``, ``tinkex.request_type``, ``tinkex.poll_iteration``,
+    ``tinkex.request_id``, ``tinkex.model_id``, ``tinkex.seq_id``...). It ends when the
+    response body has been read or closed. No header value of ``x-api-key``,
+    ``authorization`` or ``cf-access-client-secret`` is ever recorded, nor any body.
+    """
+
+    def __init__(
+        self,
+        inner: httpx.AsyncBaseTransport,
+        *,
+        tracer: Tracer,
+        propagator: TextMapPropagator | None = None,
+        capture_request_headers: Iterable[str] = (),
+    ) -> None:
+        self.inner = inner
+        self._tracer = tracer
+        self._propagator = propagator
+        self._capture = _safe_capture(capture_request_headers)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        attempt = _AttemptSpan(self._tracer, self._propagator, request, self._capture)
+        token = otel_context.attach(trace.set_span_in_context(attempt.span))
+        try:
+            response = await self.inner.handle_async_request(request)
+        except BaseException as exc:
+            attempt.end(exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        return _finish_response(attempt, response, sync=False)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class SyncTracingTransport(httpx.BaseTransport):
+    """The blocking twin of :class:`TracingTransport` (for ``httpx.Client``)."""
+
+    def __init__(
+        self,
+        inner: httpx.BaseTransport,
+        *,
+        tracer: Tracer,
+        propagator: TextMapPropagator | None = None,
+        capture_request_headers: Iterable[str] = (),
+    ) -> None:
+        self.inner = inner
+        self._tracer = tracer
+        self._propagator = propagator
+        self._capture = _safe_capture(capture_request_headers)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        attempt = _AttemptSpan(self._tracer, self._propagator, request, self._capture)
+        token = otel_context.attach(trace.set_span_in_context(attempt.span))
+        try:
+            response = self.inner.handle_request(request)
+        except BaseException as exc:
+            attempt.end(exc)
+            raise
+        finally:
+            otel_context.detach(token)
+        return _finish_response(attempt, response, sync=True)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _finish_response(
+    attempt: _AttemptSpan, response: httpx.Response, *, sync: bool
+) -> httpx.Response:
+    attempt.response(response)
+    stream: Any = response.stream
+    if response.is_closed or response.is_stream_consumed:
+        # Built from bytes (already read): nothing left to time.
+        with contextlib.suppress(httpx.ResponseNotRead):
+            attempt.received = len(response.content)
+        attempt.end()
+    elif sync and isinstance(stream, httpx.SyncByteStream):
+        response.stream = _TracedSyncStream(stream, attempt)
+    elif not sync and isinstance(stream, httpx.AsyncByteStream):
+        response.stream = _TracedAsyncStream(stream, attempt)
+    else:
+        attempt.end()
+    return response
