@@ -193,6 +193,15 @@ def test_every_public_wire_model_is_covered() -> None:
 
 
 @pytest.mark.parametrize("cls", WIRE_MODELS, ids=lambda c: c.__name__)
+def test_json_schema_exists(cls: type[WireModel]) -> None:
+    # the server's OpenAPI document is generated from these models
+    for mode in ("validation", "serialization"):
+        schema = cls.model_json_schema(mode=mode)
+        assert schema["type"] == "object"
+        assert set(schema.get("properties", {})) == set(cls.model_fields)
+
+
+@pytest.mark.parametrize("cls", WIRE_MODELS, ids=lambda c: c.__name__)
 @SETTINGS
 @given(data=st.data())
 def test_json_round_trip(cls: type[WireModel], data: st.DataObject) -> None:

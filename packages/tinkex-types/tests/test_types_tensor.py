@@ -189,3 +189,18 @@ def test_invalid_tensor_data_names_the_field(kwargs: dict[str, object], field_te
 def test_tensor_data_forbids_extra_keys_on_the_wire() -> None:
     with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
         TensorData.model_validate_json('{"data": [1], "dtype": "int64", "shape": [1], "x": 0}')
+
+
+def test_numpy_scalars_in_lists_are_numbers_but_bools_are_not() -> None:
+    td = TensorData(data=[np.int32(3), np.float32(1.5), 2], dtype="float32")  # type: ignore[list-item]
+    assert td.data == [3.0, 1.5, 2.0]
+    assert all(type(v) is float for v in td.data)
+    assert TensorData(data=[np.int64(3), 2], dtype="int64").data == [3, 2]  # type: ignore[list-item]
+    for bad in ([True], [np.bool_(True)], ["1"], [None]):
+        with pytest.raises(ValidationError, match="data must hold numbers"):
+            TensorData(data=bad, dtype="int64")  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="int64"):
+        TensorData(data=[2**63], dtype="int64")
+    with pytest.raises(ValidationError, match="flat list"):
+        TensorData(data=5, dtype="int64")  # type: ignore[arg-type]
+    assert TensorData(data=(1, 2), dtype="int64").data == [1, 2]  # type: ignore[arg-type]

@@ -109,10 +109,10 @@ class WireModel(BaseModel):
             return data
         return {k: v for k, v in data.items() if k not in drop}
 
+    # No return annotation on purpose: with one, pydantic would publish it (``Any``) as the
+    # serialization JSON schema instead of the fields (the server's OpenAPI needs them).
     @model_serializer(mode="wrap")
-    def _wire_serialize(
-        self, handler: SerializerFunctionWrapHandler, info: SerializationInfo
-    ) -> Any:
+    def _wire_serialize(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):  # type: ignore[no-untyped-def]
         out = handler(self)
         if isinstance(out, dict):
             keep = self.wire_nulls

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import ConfigDict, field_validator, model_validator
@@ -59,6 +61,20 @@ class TensorData(WireModel):
     dtype: TensorDtype
     shape: list[int] | None = None
 
+    @field_validator("data", mode="plain", json_schema_input_type=list[int] | list[float])
+    @classmethod
+    def _numbers(cls, value: Any) -> list[int] | list[float]:
+        # A plain validator: a union of two 1M-element list schemas costs seconds when the
+        # first member fails on every element; the dtype-specific checks run after.
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ValueError(f"data must be a flat list of numbers, got {type(value).__name__}")
+        out: list[Any] = value
+        if not all(type(v) is int or type(v) is float for v in out):
+            out = [_number(v, i) for i, v in enumerate(out)]
+        return out
+
     @field_validator("shape")
     @classmethod
     def _shape_non_negative(cls, shape: list[int] | None) -> list[int] | None:
@@ -68,26 +84,29 @@ class TensorData(WireModel):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.shape is not None and _product(self.shape) != len(self.data):
+        data = self.data
+        if self.shape is not None and _product(self.shape) != len(data):
             raise ValueError(
                 f"shape {self.shape} holds {_product(self.shape)} elements but data has "
-                f"{len(self.data)}; give data as the row-major flattening of the shape"
+                f"{len(data)}; give data as the row-major flattening of the shape"
             )
         if self.dtype == "int64":
-            ints: list[int] = []
-            for i, v in enumerate(self.data):
-                if isinstance(v, bool) or not (
-                    isinstance(v, int) or (isinstance(v, float) and v.is_integer())
-                ):
-                    raise ValueError(
-                        f"dtype int64 needs integers, data[{i}] is {v!r}; use dtype float32"
-                    )
-                ints.append(int(v))
-                if not -(2**63) <= ints[-1] < 2**63:
-                    raise ValueError(f"data[{i}] = {v} does not fit int64")
-            self.__dict__["data"] = ints
-        elif any(isinstance(v, int) for v in self.data):
-            self.__dict__["data"] = [float(v) for v in self.data]
+            if not all(type(v) is int for v in data):
+                ints: list[int] = []
+                for i, v in enumerate(data):
+                    if isinstance(v, float) and v.is_integer():
+                        ints.append(int(v))
+                    elif isinstance(v, int):
+                        ints.append(v)
+                    else:
+                        raise ValueError(
+                            f"dtype int64 needs integers, data[{i}] is {v!r}; use dtype float32"
+                        )
+                self.__dict__["data"] = data = ints
+            if data and not (min(data) >= -(2**63) and max(data) < 2**63):
+                raise ValueError("data holds integers that do not fit int64")
+        elif not all(type(v) is float for v in data):
+            self.__dict__["data"] = [float(v) for v in data]
         return self
 
     # -- helpers ------------------------------------------------------------------------
@@ -170,6 +189,17 @@ class TensorData(WireModel):
         """A new CPU torch tensor (``torch.int64`` or ``torch.float32``) with this shape."""
         torch_ = require_torch()
         return torch_.from_numpy(self.to_numpy())  # type: ignore[no-any-return]
+
+
+def _number(value: Any, index: int) -> int | float:
+    """A plain int or float from a number (numpy scalars included); bools are refused."""
+    if isinstance(value, (bool, str, bytes)) or getattr(value, "dtype", None) == "bool":
+        raise ValueError(f"data must hold numbers, data[{index}] is {value!r}")
+    if isinstance(value, int) or hasattr(value, "__index__"):
+        return operator.index(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise ValueError(f"data must hold numbers, data[{index}] is {value!r}")
 
 
 def _empty_nested(shape: list[int]) -> Any:
