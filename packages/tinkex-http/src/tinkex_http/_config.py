@@ -283,7 +283,7 @@ class Config:
         src = pick(base_url, "base_url", "TINKER_BASE_URL")
         url = DEFAULT_BASE_URL if src is None else str(src.raw).strip()
         parts = urlsplit(url)
-        if not parts.scheme or not url.startswith(f"{parts.scheme}://"):
+        if not parts.scheme or not url.lower().startswith(f"{parts.scheme}://"):
             raise _fail(
                 src.name if src else "base_url",
                 f"{mask_url(url)!r} has no URL scheme",
