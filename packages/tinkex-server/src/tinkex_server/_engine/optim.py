@@ -1,0 +1,140 @@
+"""AdamW over one adapter's tensors, with Tinker's ``AdamParams`` semantics.
+
+Per step ``t`` (starting at 1), for each tensor ``p`` with accumulated gradient ``g``:
+
+* if ``grad_clip_norm > 0``: scale every ``g`` by ``min(1, clip / (global_norm + 1e-6))``
+  (as ``torch.nn.utils.clip_grad_norm_``);
+* ``p <- p * (1 - lr * weight_decay)``  (decoupled decay);
+* ``m <- beta1 m + (1 - beta1) g``;  ``v <- beta2 v + (1 - beta2) g^2``;
+* ``p <- p - lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps)``.
+
+That is ``torch.optim.AdamW`` (and optax's ``adamw``). The state (``exp_avg``,
+``exp_avg_sq`` per tensor, and the step counter) can be exported and restored.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from tinkex_server._engine.errors import EngineInputError
+
+__all__ = ["AdamParams", "AdamW"]
+
+
+@dataclass(frozen=True)
+class AdamParams:
+    """Optimizer hyper-parameters of one ``optim_step`` (defaults as in the Tinker SDK)."""
+
+    learning_rate: float = 1e-4
+    beta1: float = 0.9
+    beta2: float = 0.95
+    eps: float = 1e-12
+    weight_decay: float = 0.0
+    grad_clip_norm: float = 0.0
+
+    def validate(self) -> None:
+        """Raise :class:`EngineInputError` naming the first bad field."""
+        for name in ("learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise EngineInputError(f"adam_params.{name}", f"must be a number, got {value!r}")
+            if not math.isfinite(value) or value < 0:
+                raise EngineInputError(
+                    f"adam_params.{name}", f"must be a finite number >= 0, got {value!r}"
+                )
+        for name in ("beta1", "beta2"):
+            if getattr(self, name) >= 1:
+                raise EngineInputError(
+                    f"adam_params.{name}", f"must be < 1, got {getattr(self, name)}"
+                )
+
+
+class AdamW:
+    """AdamW over named parameters; hyper-parameters are given per :meth:`step`."""
+
+    def __init__(self, params: list[tuple[str, nn.Parameter]]) -> None:
+        self.params = params
+        self.step_count = 0
+        self.exp_avg: dict[str, Tensor] = {n: torch.zeros_like(p) for n, p in params}
+        self.exp_avg_sq: dict[str, Tensor] = {n: torch.zeros_like(p) for n, p in params}
+
+    def grad_norm(self) -> float:
+        """Global L2 norm of the accumulated gradients (0 when there are none)."""
+        total = torch.zeros((), dtype=torch.float64)
+        for _, p in self.params:
+            if p.grad is not None:
+                total += p.grad.detach().to(torch.float64).pow(2).sum()
+        return float(total.sqrt())
+
+    @torch.no_grad()
+    def step(self, hp: AdamParams) -> dict[str, float]:
+        """Apply one update with the accumulated gradients, then clear them.
+
+        Returns metrics: ``grad_norm:mean`` (before clipping), ``learning_rate:mean`` and
+        ``step:max`` (the step counter after this update).
+        """
+        hp.validate()
+        norm = self.grad_norm()
+        clip = 1.0
+        if hp.grad_clip_norm > 0:
+            clip = min(1.0, hp.grad_clip_norm / (norm + 1e-6))
+        self.step_count += 1
+        t = self.step_count
+        bc1 = 1 - hp.beta1**t
+        bc2 = 1 - hp.beta2**t
+        for name, p in self.params:
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            if clip != 1.0:
+                g = g * clip
+            if hp.weight_decay:
+                p.mul_(1 - hp.learning_rate * hp.weight_decay)
+            m = self.exp_avg[name]
+            v = self.exp_avg_sq[name]
+            m.lerp_(g, 1 - hp.beta1)
+            v.mul_(hp.beta2).addcmul_(g, g, value=1 - hp.beta2)
+            denom = (v.sqrt() / math.sqrt(bc2)).add_(hp.eps)
+            p.addcdiv_(m, denom, value=-hp.learning_rate / bc1)
+            p.grad = None
+        return {
+            "grad_norm:mean": norm,
+            "learning_rate:mean": float(hp.learning_rate),
+            "step:max": float(t),
+        }
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """``<name>.exp_avg`` and ``<name>.exp_avg_sq`` for every parameter."""
+        out: dict[str, Tensor] = {}
+        for name, _ in self.params:
+            out[f"{name}.exp_avg"] = self.exp_avg[name].clone()
+            out[f"{name}.exp_avg_sq"] = self.exp_avg_sq[name].clone()
+        return out
+
+    def load_state_tensors(self, tensors: Mapping[str, Tensor], step: int, *, source: str) -> None:
+        """Restore moments saved by :meth:`state_tensors` and the step counter."""
+        for name, p in self.params:
+            for kind in ("exp_avg", "exp_avg_sq"):
+                key = f"{name}.{kind}"
+                value = tensors.get(key)
+                if value is None or tuple(value.shape) != tuple(p.shape):
+                    raise EngineInputError(
+                        source,
+                        f"optimizer state {key} is missing or has the wrong shape",
+                        "load a checkpoint saved by the same kind of model, or load "
+                        "without optimizer state",
+                    )
+        for name, _ in self.params:
+            self.exp_avg[name] = tensors[f"{name}.exp_avg"].to(torch.float32).clone()
+            self.exp_avg_sq[name] = tensors[f"{name}.exp_avg_sq"].to(torch.float32).clone()
+        self.step_count = int(step)
+
+    def reset(self) -> None:
+        """Forget the moments and the step counter."""
+        self.step_count = 0
+        for name, p in self.params:
+            self.exp_avg[name] = torch.zeros_like(p)
+            self.exp_avg_sq[name] = torch.zeros_like(p)

@@ -1,0 +1,217 @@
+"""Batched autoregressive sampling with a KV cache.
+
+All rows of a batch share one base model; each row may carry its own adapter, sampling
+settings and ``torch.Generator``. Prompts are left-padded so that every row's next token lands
+at the same cache slot; padded keys are masked out and rotary positions count from each
+row's first real token, so a row's computation matches its unbatched one (up to float
+rounding in batched matmuls). Random draws come only from the row's own generator (one
+uniform per sampled token), so seeded rows give the same tokens alone or in any batch.
+Finished rows are dropped from the batch (and the cache) as soon as they stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from tinkex_server._engine.lora import Adapter, RowLora
+from tinkex_server._engine.model import DecoderLM, KVCache
+from tinkex_types import Tokenizer
+
+__all__ = ["RowOutput", "SampleRow", "choose_token", "generate"]
+
+
+@dataclass
+class SampleRow:
+    """One sequence to generate."""
+
+    prompt: list[int]
+    adapter: Adapter | None
+    max_tokens: int
+    temperature: float = 1.0
+    top_k: int = -1
+    top_p: float = 1.0
+    seed: int = 0
+    stop_ids: frozenset[int] = frozenset()
+    stop_strings: tuple[str, ...] = ()
+    prompt_logprobs: bool = False
+    topk_prompt_logprobs: int = 0
+
+
+@dataclass
+class RowOutput:
+    """What :func:`generate` returns per row."""
+
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    stop_reason: Literal["stop", "length"] = "length"
+    prompt_logprobs: list[float | None] | None = None
+    topk_prompt_logprobs: list[list[tuple[int, float]] | None] | None = None
+
+
+def choose_token(
+    logits: Tensor,
+    *,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> int:
+    """Pick one token from float32 ``logits`` ``[vocab]``.
+
+    Temperature 0 is argmax (first maximum). Otherwise the logits are divided by the
+    temperature, filtered by top-k (ties with the k-th value are kept) and top-p (the
+    smallest prefix of the stably sorted distribution whose exclusive cumulative mass is
+    below ``top_p``; the top token is always kept), and one uniform draw from ``generator``
+    picks a token by inverse CDF in float64.
+    """
+    if temperature == 0:
+        return int(torch.argmax(logits))
+    x = logits.to(torch.float64) / temperature
+    vocab = x.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(x, top_k).values[-1]
+        x = x.masked_fill(x < kth, float("-inf"))
+    probs = torch.softmax(x, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = torch.sort(probs, descending=True, stable=True)
+        exclusive = torch.cumsum(sorted_probs, dim=-1) - sorted_probs
+        drop_sorted = exclusive >= top_p
+        drop_sorted[0] = False
+        drop = torch.zeros_like(drop_sorted).scatter(0, order, drop_sorted)
+        probs = probs.masked_fill(drop, 0.0)
+    cdf = torch.cumsum(probs, dim=-1)
+    u = torch.rand((), generator=generator, dtype=torch.float64)
+    idx = int(torch.searchsorted(cdf, u * cdf[-1], right=True))
+    if idx >= vocab or probs[idx] <= 0:
+        idx = int(torch.nonzero(probs > 0)[-1])
+    return idx
+
+
+def _stop_string_hit(
+    tokenizer: Tokenizer, tokens: list[int], stops: tuple[str, ...], window: int
+) -> bool:
+    text = tokenizer.decode(tokens[-window:])
+    return any(s in text for s in stops)
+
+
+def _prompt_logprobs(
+    logits: Tensor, prompt: list[int], k: int, want_lp: bool
+) -> tuple[list[float | None] | None, list[list[tuple[int, float]] | None] | None]:
+    """``logits`` ``[n, vocab]`` of the prompt positions -> per-position logprobs."""
+    logp = torch.log_softmax(logits, dim=-1)
+    n = len(prompt)
+    lps: list[float | None] | None = None
+    tops: list[list[tuple[int, float]] | None] | None = None
+    if want_lp:
+        targets = torch.tensor(prompt[1:], dtype=torch.long)
+        got = logp[: n - 1].gather(-1, targets[:, None])[:, 0] if n > 1 else torch.empty(0)
+        lps = [None, *(float(v) for v in got.tolist())]
+    if k > 0:
+        kk = min(k, logp.shape[-1])
+        values, ids = torch.topk(logp[: n - 1], kk, dim=-1) if n > 1 else (None, None)
+        tops = [None]
+        if values is not None and ids is not None:
+            for row_v, row_i in zip(values.tolist(), ids.tolist(), strict=True):
+                tops.append([(int(i), float(v)) for i, v in zip(row_i, row_v, strict=True)])
+    return lps, tops
+
+
+@torch.no_grad()
+def generate(
+    model: DecoderLM,
+    rows: Sequence[SampleRow],
+    *,
+    tokenizer: Tokenizer | None,
+    pad_id: int = 0,
+) -> list[RowOutput]:
+    """Generate every row in one batch and return the outputs in row order."""
+    if not rows:
+        return []
+    batch = len(rows)
+    lens = [len(r.prompt) for r in rows]
+    width = max(lens)
+    capacity = width + max(r.max_tokens for r in rows)
+    offsets = torch.tensor([width - n for n in lens])
+    tokens = torch.full((batch, width), pad_id, dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, width - lens[i] :] = torch.tensor(r.prompt, dtype=torch.long)
+    cols = torch.arange(capacity)
+    valid = cols[None, :] >= offsets[:, None]  # [B, capacity]
+    positions = (torch.arange(width)[None, :] - offsets[:, None]).clamp(min=0)
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    eye = torch.eye(width, dtype=torch.bool)
+    mask = (causal[None] & (valid[:, None, :width] | eye[None]))[:, None]
+    cache = KVCache(model.config, batch, capacity)
+    lora = RowLora([r.adapter for r in rows])
+    hidden = model.hidden_states(
+        tokens, positions, lora=lora, attn_mask=mask, cache=cache, cache_pos=0
+    )
+    outputs = [RowOutput() for _ in rows]
+    for i, r in enumerate(rows):
+        if r.prompt_logprobs or r.topk_prompt_logprobs > 0:
+            row_lora = lora.select([i])
+            off = width - lens[i]
+            row_logits = model.logits(hidden[i : i + 1, off:], row_lora)[0]
+            lps, tops = _prompt_logprobs(
+                row_logits, r.prompt, r.topk_prompt_logprobs, r.prompt_logprobs
+            )
+            outputs[i].prompt_logprobs = lps
+            outputs[i].topk_prompt_logprobs = tops
+    logits = model.logits(hidden[:, -1], lora)  # [B, vocab]
+    generators = [
+        torch.Generator().manual_seed(r.seed) if r.temperature > 0 else None for r in rows
+    ]
+    windows = [(max(len(s) for s in r.stop_strings) + 8) if r.stop_strings else 0 for r in rows]
+    active = list(range(batch))  # active slot -> row index
+    next_pos = torch.tensor(lens, dtype=torch.long)
+    cur = width
+    while active:
+        logp = torch.log_softmax(logits, dim=-1)
+        keep: list[int] = []
+        step_tokens: list[int] = []
+        for slot, row_idx in enumerate(active):
+            r = rows[row_idx]
+            out = outputs[row_idx]
+            tok = choose_token(
+                logits[slot],
+                temperature=r.temperature,
+                top_k=r.top_k,
+                top_p=r.top_p,
+                generator=generators[row_idx],
+            )
+            out.tokens.append(tok)
+            out.logprobs.append(float(logp[slot, tok]))
+            if tok in r.stop_ids or (
+                r.stop_strings
+                and tokenizer is not None
+                and _stop_string_hit(tokenizer, out.tokens, r.stop_strings, windows[row_idx])
+            ):
+                out.stop_reason = "stop"
+            elif len(out.tokens) >= r.max_tokens:
+                out.stop_reason = "length"
+            else:
+                keep.append(slot)
+                step_tokens.append(tok)
+        if not keep:
+            break
+        if len(keep) < len(active):
+            sel = torch.tensor(keep, dtype=torch.long)
+            cache.select(sel)
+            valid = valid.index_select(0, sel)
+            next_pos = next_pos.index_select(0, sel)
+            lora = lora.select(keep)
+            active = [active[s] for s in keep]
+        step = torch.tensor(step_tokens, dtype=torch.long)[:, None]
+        step_mask = valid[:, None, None, : cur + 1]
+        hidden = model.hidden_states(
+            step, next_pos[:, None], lora=lora, attn_mask=step_mask, cache=cache, cache_pos=cur
+        )
+        logits = model.logits(hidden[:, -1], lora)
+        cur += 1
+        next_pos = next_pos + 1
+    return outputs
