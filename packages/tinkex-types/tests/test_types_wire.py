@@ -507,3 +507,11 @@ def test_validation_errors_name_the_field(build: Any, field: str) -> None:
 def test_loss_fn_names() -> None:
     for name in ["cross_entropy", "importance_sampling", "ppo", "cispo", "dro"]:
         assert ForwardBackwardInput(data=[], loss_fn=name).loss_fn == name  # type: ignore[arg-type]
+
+
+def test_sample_stream_chunk_event_types() -> None:
+    from tinkex_types import SampleStreamChunk
+
+    assert SampleStreamChunk.model_validate({"token": "a", "token_id": 1}).event_type == "token"
+    assert SampleStreamChunk(finish_reason="stop", total_tokens=3).event_type == "done"
+    assert SampleStreamChunk.model_validate({"error": "boom"}).event_type == "error"

@@ -5,7 +5,7 @@ Parsing is tolerant: unknown keys are ignored and ``type`` keys are not required
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -25,6 +25,7 @@ __all__ = [
     "ModelData",
     "OptimStepResponse",
     "SampleResponse",
+    "SampleStreamChunk",
     "SampledSequence",
     "SaveWeightsForSamplerResponse",
     "SaveWeightsResponse",
@@ -203,3 +204,25 @@ class SampleResponse(WireModel):
             else:
                 out.append(position)
         return out
+
+
+class SampleStreamChunk(WireModel):
+    """One server-sent event of ``POST /api/v1/stream_sample`` (tinkex extension; 0.16.1
+    never streams). ``event_type`` is ``error`` with an ``error`` key, ``done`` with a
+    ``finish_reason``, else ``token``."""
+
+    token: str | None = None
+    token_id: int | None = None
+    index: int | None = None
+    logprob: float | None = None
+    finish_reason: str | None = None
+    total_tokens: int | None = None
+    error: str | None = None
+
+    @property
+    def event_type(self) -> Literal["token", "done", "error"]:
+        if self.error is not None:
+            return "error"
+        if self.finish_reason is not None:
+            return "done"
+        return "token"
