@@ -1,0 +1,5 @@
+"""``python -m tinkex_cli``."""
+
+from tinkex_cli._app import main
+
+main()
