@@ -136,8 +136,14 @@ class TensorData(WireModel):
     def from_list(cls, values: Any, dtype: TensorDtype | None = None) -> TensorData:
         """Build from a (possibly nested) list of numbers; ``dtype`` is inferred if omitted
         (all ints -> int64, otherwise float32)."""
-        flat: list[Any] = []
-        shape = _flatten(values, flat, 0, [])
+        flat: list[Any]
+        if isinstance(values, (list, tuple)) and all(
+            type(v) is int or type(v) is float for v in values
+        ):
+            flat, shape = list(values), [len(values)]  # the common flat case, fast
+        else:
+            flat = []
+            shape = _flatten(values, flat, 0, [])
         if dtype is None:
             dtype = (
                 "int64"
