@@ -9,11 +9,13 @@ import pytest
 import torch
 
 import tinkex_regularizers._plugin as builtin_plugin
-from tinkex_types import Datum, Hooks, ModelInput, make_plugin_manager, set_hooks
+from tinkex_types import Datum, Hooks, ModelInput, TensorData, make_plugin_manager, set_hooks
 
 
 def make_hooks(*extra_plugins: object) -> Hooks:
-    return Hooks(make_plugin_manager(load_entrypoints=False, plugins=[builtin_plugin, *extra_plugins]))
+    return Hooks(
+        make_plugin_manager(load_entrypoints=False, plugins=[builtin_plugin, *extra_plugins])
+    )
 
 
 @pytest.fixture
@@ -48,10 +50,15 @@ def _datum(**fields: Sequence[float]) -> Datum:
     n = max((len(v) for v in fields.values()), default=0)
     return Datum(
         model_input=ModelInput.from_ints(list(range(1, n + 2))),
-        loss_fn_inputs={k: torch.tensor(list(v), dtype=torch.float32) for k, v in fields.items()},
+        loss_fn_inputs={
+            k: TensorData.from_torch(torch.tensor(list(v), dtype=torch.float32))
+            for k, v in fields.items()
+        },
     )
 
 
 def _plain(**fields: Any) -> dict[str, Any]:
     """A mapping-shaped datum (float64 values survive exactly)."""
-    return {"loss_fn_inputs": {k: torch.tensor(list(v), dtype=torch.float64) for k, v in fields.items()}}
+    return {
+        "loss_fn_inputs": {k: torch.tensor(list(v), dtype=torch.float64) for k, v in fields.items()}
+    }

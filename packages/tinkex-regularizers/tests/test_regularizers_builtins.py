@@ -35,7 +35,9 @@ def aligned(draw: st.DrawFn, rows: Rows, values: st.SearchStrategy[float] = VAL)
     return [draw(st.lists(values, min_size=len(r), max_size=len(r))) for r in rows]
 
 
-def run(reg: Regularizer[Any], data: Sequence[Any], rows: Rows) -> tuple[float, Rows, dict[str, float]]:
+def run(
+    reg: Regularizer[Any], data: Sequence[Any], rows: Rows
+) -> tuple[float, Rows, dict[str, float]]:
     """Value, d value / d logprobs (as lists) and metrics of ``reg`` in float64."""
     lps = [torch.tensor(r, dtype=torch.float64, requires_grad=True) for r in rows]
     loss, metrics = reg(data, lps)
@@ -43,7 +45,9 @@ def run(reg: Regularizer[Any], data: Sequence[Any], rows: Rows) -> tuple[float, 
     assert loss.dtype == (torch.float64 if rows else torch.get_default_dtype())
     if lps and loss.requires_grad:
         got = torch.autograd.grad(loss, lps, allow_unused=True)
-        grads = [[0.0] * len(r) if g is None else g.tolist() for g, r in zip(got, rows, strict=True)]
+        grads = [
+            [0.0] * len(r) if g is None else g.tolist() for g, r in zip(got, rows, strict=True)
+        ]
     else:
         grads = [[0.0] * len(r) for r in rows]
     return float(loss.detach()), grads, metrics
@@ -99,8 +103,13 @@ def test_l1_matches_reference(rows: Rows, reduction: str, lam: float, target: st
     n = sum(len(r) for r in rows)
     k = divisor(n, reduction)
     want = lam * sum(abs(v) for r in x for v in r) / k
-    want_grad = [[lam * sign(v) * d / k for v, d in zip(r, dr, strict=True)] for r, dr in zip(x, dx, strict=True)]
-    value, grads, metrics = run(L1(reduction=reduction, target=target, **{"lambda": lam}), inputs(rows), rows)
+    want_grad = [
+        [lam * sign(v) * d / k for v, d in zip(r, dr, strict=True)]
+        for r, dr in zip(x, dx, strict=True)
+    ]
+    value, grads, metrics = run(
+        L1(reduction=reduction, target=target, **{"lambda": lam}), inputs(rows), rows
+    )
     assert close(value, want)
     assert_rows_close(grads, want_grad)
     assert close(metrics["l1_mean"], sum(abs(v) for r in x for v in r) / (n or 1))
@@ -155,7 +164,9 @@ def test_l2_matches_reference(
     alpha=st.floats(0.0, 1.0),
     target=st.sampled_from(["logprobs", "probs"]),
 )
-def test_elastic_net_matches_reference(rows: Rows, reduction: str, lam: float, alpha: float, target: str) -> None:
+def test_elastic_net_matches_reference(
+    rows: Rows, reduction: str, lam: float, alpha: float, target: str
+) -> None:
     x, dx = targets(rows, target)
     flat = [v for r in x for v in r]
     k = divisor(len(flat), reduction)
@@ -193,7 +204,9 @@ def test_entropy_matches_reference(rows: Rows, reduction: str, mode: str, normal
         grads_h.append(g)
     k = divisor(len(rows), reduction)
     s = 1.0 if mode == "minimize" else -1.0
-    value, grads, metrics = run(Entropy(reduction=reduction, mode=mode, normalize=normalize), inputs(rows), rows)
+    value, grads, metrics = run(
+        Entropy(reduction=reduction, mode=mode, normalize=normalize), inputs(rows), rows
+    )
     assert close(value, s * sum(hs) / k)
     assert_rows_close(grads, [[s * t / k for t in g] for g in grads_h])
     assert close(metrics["entropy"], sum(hs) / k)
@@ -202,7 +215,8 @@ def test_entropy_matches_reference(rows: Rows, reduction: str, mode: str, normal
 @SETTINGS
 @given(rows=ROWS, temperature=st.floats(0.5, 3.0).filter(lambda t: t != 1.0))
 def test_entropy_with_temperature_matches_reference(rows: Rows, temperature: float) -> None:
-    hs, grads_h = [], []
+    hs: list[float] = []
+    grads_h: Rows = []
     for r in rows:
         if not r:
             hs.append(0.0)
@@ -299,7 +313,9 @@ def test_kl_divergence_matches_reference(
 def test_kl_masks_tiny_probabilities_and_clips_the_log_ratio() -> None:
     rows = [[-30.0, -1.0, -0.5]]
     refs = [[-1.0, -200.0, -0.5]]
-    value, grads, _ = run(KLDivergence(reduction="sum"), inputs(rows, reference_logprobs=refs), rows)
+    value, grads, _ = run(
+        KLDivergence(reduction="sum"), inputs(rows, reference_logprobs=refs), rows
+    )
     want, want_dp, _ = ref_kl_row(rows[0], refs[0])
     assert close(value, want)
     assert close(value, math.exp(-1.0) * 100.0)  # masked, clipped at 100, zero
@@ -310,7 +326,9 @@ def test_kl_masks_tiny_probabilities_and_clips_the_log_ratio() -> None:
 # ---------------------------------------------------------------------------------------
 # consistency
 # ---------------------------------------------------------------------------------------
-def ref_consistency(pairs: list[tuple[list[float], list[float]]], metric: str, reduction: str) -> tuple[float, list[tuple[list[float], list[float]]]]:
+def ref_consistency(
+    pairs: list[tuple[list[float], list[float]]], metric: str, reduction: str
+) -> tuple[float, list[tuple[list[float], list[float]]]]:
     """Value and (d/da, d/db) per pair."""
     a = [v for p in pairs for v in p[0]]
     b = [v for p in pairs for v in p[1]]
@@ -320,7 +338,13 @@ def ref_consistency(pairs: list[tuple[list[float], list[float]]], metric: str, r
         f = (lambda d: d * d) if metric == "mse" else abs
         df = (lambda d: 2 * d) if metric == "mse" else sign
         value = sum(f(x - y) for x, y in zip(a, b, strict=True)) / k
-        grads = [([df(x - y) / k for x, y in zip(pa, pb, strict=True)], [-df(x - y) / k for x, y in zip(pa, pb, strict=True)]) for pa, pb in pairs]
+        grads = [
+            (
+                [df(x - y) / k for x, y in zip(pa, pb, strict=True)],
+                [-df(x - y) / k for x, y in zip(pa, pb, strict=True)],
+            )
+            for pa, pb in pairs
+        ]
         return value, grads
     if metric == "cosine":
         if n == 0:
@@ -332,15 +356,29 @@ def ref_consistency(pairs: list[tuple[list[float], list[float]]], metric: str, r
         gb_on = math.sqrt(sum(y * y for y in b)) > 1e-8
         grads = []
         for pa, pb in pairs:
-            da = [-(y / (na * nb) - (dot * x / (na**3 * nb) if ga_on else 0.0)) for x, y in zip(pa, pb, strict=True)]
-            db = [-(x / (na * nb) - (dot * y / (nb**3 * na) if gb_on else 0.0)) for x, y in zip(pa, pb, strict=True)]
+            da = [
+                -(y / (na * nb) - (dot * x / (na**3 * nb) if ga_on else 0.0))
+                for x, y in zip(pa, pb, strict=True)
+            ]
+            db = [
+                -(x / (na * nb) - (dot * y / (nb**3 * na) if gb_on else 0.0))
+                for x, y in zip(pa, pb, strict=True)
+            ]
             grads.append((da, db))
         return 1.0 - dot / (na * nb), grads
     per_pair, grads = [], []
     for pa, pb in pairs:
-        per_pair.append(0.5 * sum((math.exp(x) - math.exp(y)) * (x - y) for x, y in zip(pa, pb, strict=True)))
-        da = [0.5 * (math.exp(x) * (x - y) + math.exp(x) - math.exp(y)) for x, y in zip(pa, pb, strict=True)]
-        db = [0.5 * (-math.exp(y) * (x - y) - math.exp(x) + math.exp(y)) for x, y in zip(pa, pb, strict=True)]
+        per_pair.append(
+            0.5 * sum((math.exp(x) - math.exp(y)) * (x - y) for x, y in zip(pa, pb, strict=True))
+        )
+        da = [
+            0.5 * (math.exp(x) * (x - y) + math.exp(x) - math.exp(y))
+            for x, y in zip(pa, pb, strict=True)
+        ]
+        db = [
+            0.5 * (-math.exp(y) * (x - y) - math.exp(x) + math.exp(y))
+            for x, y in zip(pa, pb, strict=True)
+        ]
         grads.append((da, db))
     kk = divisor(len(pairs), reduction)
     return sum(per_pair) / kk, [([t / kk for t in da], [t / kk for t in db]) for da, db in grads]
@@ -351,7 +389,9 @@ METRICS = st.sampled_from(["mse", "l1", "cosine", "kl"])
 
 @SETTINGS
 @given(case=kl_case(), metric=METRICS, reduction=st.sampled_from(["sum", "mean"]))
-def test_consistency_with_a_field_matches_reference(case: tuple[Rows, Rows], metric: str, reduction: str) -> None:
+def test_consistency_with_a_field_matches_reference(
+    case: tuple[Rows, Rows], metric: str, reduction: str
+) -> None:
     rows, other = case
     want, want_grads = ref_consistency(list(zip(rows, other, strict=True)), metric, reduction)
     reg = Consistency(metric=metric, reduction=reduction)
@@ -372,10 +412,14 @@ def adjacent_case(draw: st.DrawFn) -> Rows:
 
 @SETTINGS
 @given(rows=adjacent_case(), metric=METRICS, reduction=st.sampled_from(["sum", "mean"]))
-def test_consistency_between_adjacent_data_matches_reference(rows: Rows, metric: str, reduction: str) -> None:
+def test_consistency_between_adjacent_data_matches_reference(
+    rows: Rows, metric: str, reduction: str
+) -> None:
     pairs = [(rows[i], rows[i + 1]) for i in range(0, len(rows), 2)]
     want, want_grads = ref_consistency(pairs, metric, reduction)
-    value, grads, _ = run(Consistency(metric=metric, reduction=reduction, pairs="adjacent"), inputs(rows), rows)
+    value, grads, _ = run(
+        Consistency(metric=metric, reduction=reduction, pairs="adjacent"), inputs(rows), rows
+    )
     assert close(value, want)
     flat_want = [g for pair in want_grads for g in pair]
     assert_rows_close(grads, flat_want, 1e-8)
@@ -395,7 +439,9 @@ def ref_orthogonality(rows: Rows, mode: str, normalize: bool) -> tuple[float, Ro
         xh = [[v / max(nr, 1e-8) for v in r] for r, nr in zip(x, norms, strict=True)]
     else:
         xh = x
-    g = [[sum(a * b for a, b in zip(xh[i], xh[j], strict=True)) for j in range(n)] for i in range(n)]
+    g = [
+        [sum(a * b for a, b in zip(xh[i], xh[j], strict=True)) for j in range(n)] for i in range(n)
+    ]
     off = sum(g[i][j] ** 2 for i in range(n) for j in range(n) if i != j)
     tr = sum(g[i][i] for i in range(n))
     if mode == "soft":
@@ -444,14 +490,29 @@ def exp_loss(data: Any, lps: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 @SETTINGS
-@given(case=kl_case(), target_norm=st.floats(0.0, 3.0), mode=st.sampled_from(["output", "interpolated"]), seed=st.integers(0, 2**31))
-def test_gradient_penalty_matches_reference(case: tuple[Rows, Rows], target_norm: float, mode: str, seed: int) -> None:
+@given(
+    case=kl_case(),
+    target_norm=st.floats(0.0, 3.0),
+    mode=st.sampled_from(["output", "interpolated"]),
+    seed=st.integers(0, 2**31),
+)
+def test_gradient_penalty_matches_reference(
+    case: tuple[Rows, Rows], target_norm: float, mode: str, seed: int
+) -> None:
     rows, refs = case
     if mode == "interpolated" and rows:
-        eps = torch.rand(len(rows), generator=torch.Generator().manual_seed(seed), dtype=torch.float64).tolist()
+        eps = torch.rand(
+            len(rows), generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+        ).tolist()
     else:
         eps = [1.0] * len(rows)
-    z = [[e * v + (1 - e) * (r if mode == "interpolated" else 0.0) for v, r in zip(row, ref, strict=True)] for e, row, ref in zip(eps, rows, refs, strict=True)]
+    z = [
+        [
+            e * v + (1 - e) * (r if mode == "interpolated" else 0.0)
+            for v, r in zip(row, ref, strict=True)
+        ]
+        for e, row, ref in zip(eps, rows, refs, strict=True)
+    ]
     norm = math.sqrt(sum(math.exp(2 * t) for zr in z for t in zr))
     want = (norm - target_norm) ** 2 if rows else 0.0
     want_grads = [
@@ -469,7 +530,9 @@ def test_gradient_penalty_of_a_linear_loss_has_zero_gradient() -> None:
     def linear(data: Any, lps: Sequence[torch.Tensor]) -> torch.Tensor:
         return -sum((lp * 2.0).sum() for lp in lps)  # type: ignore[return-value]
 
-    value, grads, metrics = run(GradientPenalty(loss_fn=linear, target_norm=0.0), [{}], [[-1.0, -2.0]])
+    value, grads, metrics = run(
+        GradientPenalty(loss_fn=linear, target_norm=0.0), [{}], [[-1.0, -2.0]]
+    )
     assert close(metrics["gradient_norm"], math.sqrt(8.0))
     assert close(value, 8.0)
     assert grads == [[0.0, 0.0]]
@@ -490,23 +553,39 @@ MASKABLE: list[Callable[[], Regularizer[Any]]] = [
 
 @settings(deadline=None, max_examples=15)
 @given(case=kl_case(), data=st.data())
-def test_a_mask_equals_dropping_the_masked_positions(case: tuple[Rows, Rows], data: st.DataObject) -> None:
+def test_a_mask_equals_dropping_the_masked_positions(
+    case: tuple[Rows, Rows], data: st.DataObject
+) -> None:
     rows, refs = case
     masks = [data.draw(st.lists(st.booleans(), min_size=len(r), max_size=len(r))) for r in rows]
     weights = [[1.0 if m else 0.0 for m in ms] for ms in masks]
     kept = [[v for v, m in zip(r, ms, strict=True) if m] for r, ms in zip(rows, masks, strict=True)]
-    kept_refs = [[v for v, m in zip(r, ms, strict=True) if m] for r, ms in zip(refs, masks, strict=True)]
+    kept_refs = [
+        [v for v, m in zip(r, ms, strict=True) if m] for r, ms in zip(refs, masks, strict=True)
+    ]
     for make in MASKABLE:
         reg = make()
         masked_value, masked_grads, _ = run(
-            reg, inputs(rows, weights=weights, reference_logprobs=refs, original_logprobs=refs), rows
+            reg,
+            inputs(rows, weights=weights, reference_logprobs=refs, original_logprobs=refs),
+            rows,
         )
         plain = type(reg)(**reg.options.model_dump(exclude={"mask_field"}))
-        value, grads, _ = run(plain, inputs(kept, reference_logprobs=kept_refs, original_logprobs=kept_refs), kept)
+        value, grads, _ = run(
+            plain, inputs(kept, reference_logprobs=kept_refs, original_logprobs=kept_refs), kept
+        )
         assert close(masked_value, value, 1e-8), type(reg).__name__
-        dropped = [[g for g, m in zip(gr, ms, strict=True) if m] for gr, ms in zip(masked_grads, masks, strict=True)]
+        dropped = [
+            [g for g, m in zip(gr, ms, strict=True) if m]
+            for gr, ms in zip(masked_grads, masks, strict=True)
+        ]
         assert_rows_close(dropped, grads, 1e-8)
-        assert all(g == 0.0 for gr, ms in zip(masked_grads, masks, strict=True) for g, m in zip(gr, ms, strict=True) if not m)
+        assert all(
+            g == 0.0
+            for gr, ms in zip(masked_grads, masks, strict=True)
+            for g, m in zip(gr, ms, strict=True)
+            if not m
+        )
 
 
 def test_field_target_penalises_a_datum_field_and_has_no_gradient() -> None:
@@ -546,7 +625,10 @@ GRADCHECK_CASES: list[tuple[str, Callable[[], Regularizer[Any]]]] = [
     ("l2-probs-center", lambda: L2(target="probs", center=0.3)),
     ("elastic-net", lambda: ElasticNet(l1_ratio=0.3)),
     ("entropy", lambda: Entropy()),
-    ("entropy-max-norm-temp", lambda: Entropy(mode="maximize", normalize=True, temperature=1.7, reduction="sum")),
+    (
+        "entropy-max-norm-temp",
+        lambda: Entropy(mode="maximize", normalize=True, temperature=1.7, reduction="sum"),
+    ),
     ("kl-forward", lambda: KLDivergence()),
     ("kl-reverse", lambda: KLDivergence(direction="reverse", reduction="sum")),
     ("kl-symmetric", lambda: KLDivergence(symmetric=True)),
@@ -559,20 +641,28 @@ GRADCHECK_CASES: list[tuple[str, Callable[[], Regularizer[Any]]]] = [
     ("orthogonality-hard", lambda: Orthogonality(mode="hard", normalize=False)),
     ("orthogonality-spectral", lambda: Orthogonality(mode="spectral")),
     ("gradient-penalty", lambda: GradientPenalty(loss_fn=exp_loss)),
-    ("gradient-penalty-interpolated", lambda: GradientPenalty(loss_fn=exp_loss, mode="interpolated", target_norm=0.5)),
+    (
+        "gradient-penalty-interpolated",
+        lambda: GradientPenalty(loss_fn=exp_loss, mode="interpolated", target_norm=0.5),
+    ),
 ]
 
 
 @pytest.mark.parametrize(("label", "make"), GRADCHECK_CASES, ids=[c[0] for c in GRADCHECK_CASES])
-def test_gradient_matches_finite_differences(label: str, make: Callable[[], Regularizer[Any]]) -> None:
+def test_gradient_matches_finite_differences(
+    label: str, make: Callable[[], Regularizer[Any]]
+) -> None:
     g = _gen()
     lps = [t.requires_grad_(True) for t in _random_rows(g)]
     if label == "consistency-adjacent":  # pairs (0, 1) and (2, 3) need equal lengths
-        lps = [lps[0], (lps[0].detach() + 0.3).requires_grad_(True), lps[2], (lps[2].detach() - 0.2).requires_grad_(True)]
+        lps = [
+            lps[0],
+            (lps[0].detach() + 0.3).requires_grad_(True),
+            lps[2],
+            (lps[2].detach() - 0.2).requires_grad_(True),
+        ]
     refs = [t.detach() for t in _random_rows(g)][: len(lps)]
-    data = [
-        {"loss_fn_inputs": {"reference_logprobs": r, "original_logprobs": r}} for r in refs
-    ]
+    data = [{"loss_fn_inputs": {"reference_logprobs": r, "original_logprobs": r}} for r in refs]
     reg = make()
     if isinstance(reg, GradientPenalty):
         seed_state = reg._generator.get_state()

@@ -81,13 +81,11 @@ def validate_options(
     try:
         return options_model.model_validate(raw)
     except pydantic.ValidationError as exc:
-        valid = ", ".join(
-            (info.alias or name) for name, info in options_model.model_fields.items()
-        )
+        valid = ", ".join((info.alias or name) for name, info in options_model.model_fields.items())
         problems = []
         first_field = regularizer
         for i, err in enumerate(exc.errors()):
-            loc = ".".join(str(part) for part in err["loc"]) or "options"
+            loc = str(err["loc"][0]) if err["loc"] else "options"  # the top-level option
             if i == 0:
                 first_field = f"{regularizer}.{loc}"
             shown = err.get("input")
@@ -132,9 +130,7 @@ class RegularizerBatch:
                     f"expected a floating-point torch tensor, got {_describe(lp)}",
                     "pass the per-datum logprobs tensors as given to the loss function",
                 )
-        if self.reference_logprobs is not None and len(self.reference_logprobs) != len(
-            self.data
-        ):
+        if self.reference_logprobs is not None and len(self.reference_logprobs) != len(self.data):
             raise TinkexValidationError(
                 "reference_logprobs",
                 f"got {len(self.reference_logprobs)} reference tensors for {len(self.data)} data",
@@ -213,17 +209,25 @@ class Regularizer(ABC, Generic[_O]):
     Options: ClassVar[type[RegularizerOptions]] = RegularizerOptions
     options: _O
 
-    def __init__(self, options: Mapping[str, Any] | RegularizerOptions | None = None, /, **kwargs: Any) -> None:
+    def __init__(
+        self, options: Mapping[str, Any] | RegularizerOptions | None = None, /, **kwargs: Any
+    ) -> None:
         if options is not None and kwargs:
             raise TypeError("give the options either as one object or as keywords, not both")
-        given: Mapping[str, Any] | RegularizerOptions | None = options if options is not None else kwargs
-        self.options = cast(_O, validate_options(self.name or type(self).__name__, self.Options, given))
+        given: Mapping[str, Any] | RegularizerOptions | None = (
+            options if options is not None else kwargs
+        )
+        self.options = cast(
+            _O, validate_options(self.name or type(self).__name__, self.Options, given)
+        )
 
     @abstractmethod
     def compute(self, batch: RegularizerBatch) -> tuple[torch.Tensor, Metrics]:
         """Return ``(scalar loss tensor, metrics)`` for ``batch``."""
 
-    def __call__(self, data: Sequence[Any], logprobs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, Metrics]:
+    def __call__(
+        self, data: Sequence[Any], logprobs: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, Metrics]:
         """Compute on ``(data, logprobs)`` directly (the custom-loss function signature)."""
         return self.compute(RegularizerBatch(data=list(data), logprobs=list(logprobs)))
 

@@ -79,7 +79,9 @@ def _scale() -> Any:
     return pydantic.Field(1.0, alias="lambda", ge=0.0, allow_inf_nan=False)
 
 
-def _rows(batch: RegularizerBatch, opts: TargetOptions, *, keep_positions: bool = False) -> list[torch.Tensor]:
+def _rows(
+    batch: RegularizerBatch, opts: TargetOptions, *, keep_positions: bool = False
+) -> list[torch.Tensor]:
     """One flat target tensor per datum; masked positions dropped (or zeroed)."""
     rows: list[torch.Tensor] = []
     for i, lp in enumerate(batch.logprobs):
@@ -96,7 +98,12 @@ def _rows(batch: RegularizerBatch, opts: TargetOptions, *, keep_positions: bool 
 
 
 def _apply_mask(
-    batch: RegularizerBatch, mask_field: str | None, index: int, x: torch.Tensor, *, keep_positions: bool
+    batch: RegularizerBatch,
+    mask_field: str | None,
+    index: int,
+    x: torch.Tensor,
+    *,
+    keep_positions: bool,
 ) -> torch.Tensor:
     if mask_field is None:
         return x
@@ -156,7 +163,9 @@ class L2Options(TargetOptions):
 
     @pydantic.field_validator("center")
     @classmethod
-    def _finite_center(cls, value: Literal["mean"] | float | None) -> Literal["mean"] | float | None:
+    def _finite_center(
+        cls, value: Literal["mean"] | float | None
+    ) -> Literal["mean"] | float | None:
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("center must be finite, 'mean' or None")
         return value
@@ -235,7 +244,9 @@ class EntropyOptions(RegularizerOptions):
     mask_field: str | None = None
 
 
-def entropy_row(lp: torch.Tensor, *, temperature: float = 1.0, normalize: bool = False) -> torch.Tensor:
+def entropy_row(
+    lp: torch.Tensor, *, temperature: float = 1.0, normalize: bool = False
+) -> torch.Tensor:
     """``H = −Σ_{lp > −50} exp(lp)·lp`` over one row (after optional tempering)."""
     if temperature != 1.0 and lp.numel():
         lp = torch.log_softmax(lp / temperature, dim=0)
@@ -570,7 +581,9 @@ class GradientPenalty(Regularizer[GradientPenaltyOptions]):
             )
         if len(batch) == 0:
             return batch.zero(), {"gradient_norm": 0.0}
-        lps = [lp if lp.requires_grad else lp.detach().requires_grad_(True) for lp in batch.logprobs]
+        lps = [
+            lp if lp.requires_grad else lp.detach().requires_grad_(True) for lp in batch.logprobs
+        ]
         if o.mode == "output":
             z = lps
         else:
@@ -598,5 +611,14 @@ class GradientPenalty(Regularizer[GradientPenaltyOptions]):
 #: Registered names of the built-ins, in documentation order.
 BUILTINS: dict[str, type[Regularizer[Any]]] = {
     cls.name: cls
-    for cls in (L1, L2, ElasticNet, Entropy, KLDivergence, Consistency, Orthogonality, GradientPenalty)
+    for cls in (
+        L1,
+        L2,
+        ElasticNet,
+        Entropy,
+        KLDivergence,
+        Consistency,
+        Orthogonality,
+        GradientPenalty,
+    )
 }

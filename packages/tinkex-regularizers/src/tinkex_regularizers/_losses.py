@@ -12,7 +12,9 @@ from tinkex_regularizers._base import RegularizerBatch
 __all__ = ["cross_entropy_loss"]
 
 
-def cross_entropy_loss(data: Sequence[Any], logprobs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+def cross_entropy_loss(
+    data: Sequence[Any], logprobs: Sequence[torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, float]]:
     """``−Σ_i Σ_t w_it · lp_it``: the server's ``cross_entropy``, computed on the client.
 
     ``w`` is each datum's ``loss_fn_inputs["weights"]`` (all ones when absent). Metrics:

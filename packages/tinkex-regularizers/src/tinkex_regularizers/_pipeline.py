@@ -129,17 +129,46 @@ class CustomLossOutput:
         return out
 
 
-def _grads(loss: torch.Tensor, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-    """``∂loss/∂inputs`` (zeros where unused), keeping the graph for the caller's backward."""
+def _grads(
+    loss: torch.Tensor, inputs: Sequence[torch.Tensor], *, retain: bool
+) -> list[torch.Tensor]:
+    """``∂loss/∂inputs`` (zeros where unused)."""
     if not loss.requires_grad:
         return [torch.zeros_like(t) for t in inputs]
     wanted = [t for t in inputs if t.requires_grad]
-    got = iter(torch.autograd.grad(loss, wanted, retain_graph=True, allow_unused=True))
+    got = iter(torch.autograd.grad(loss, wanted, retain_graph=retain, allow_unused=True))
     out: list[torch.Tensor] = []
     for t in inputs:
         g = next(got) if t.requires_grad else None
         out.append(torch.zeros_like(t) if g is None else g.detach())
     return out
+
+
+class _Precomputed(torch.autograd.Function):
+    """A scalar whose gradient w.r.t. ``inputs`` is known already (first order only).
+
+    Regularizers run on private leaves (possibly in worker threads) and their weighted
+    gradients are summed in spec order; this node hands that sum to the caller's logprobs.
+    Built in the calling thread, it makes the caller's graph the same whether or not
+    threads were used, so the gradients are bit-identical.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, *args: Any) -> torch.Tensor:
+        value, grads = args[0], args[1]
+        ctx.grads = grads
+        return value.detach().clone()  # type: ignore[no-any-return]
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: Any) -> Any:
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative would be wrong
+            raise RuntimeError(
+                "the loss of a RegularizerPipeline is differentiable once: backward with "
+                "create_graph=True is not supported (call the regularizers directly for "
+                "higher-order derivatives)"
+            )
+        (grad,) = grad_outputs
+        return (None, None, *[g * grad for g in ctx.grads])
 
 
 def grad_norm(grads: Iterable[torch.Tensor]) -> float:
@@ -188,7 +217,8 @@ class RegularizerPipeline:
     ) -> None:
         if base_loss is not None and not callable(base_loss):
             raise TinkexValidationError(
-                "base_loss", f"must be callable, got {type(base_loss).__name__}",
+                "base_loss",
+                f"must be callable, got {type(base_loss).__name__}",
                 "give fn(data, logprobs) -> (loss, metrics)",
             )
         specs = [RegularizerSpec.coerce(r, hooks=hooks) for r in regularizers]
@@ -203,11 +233,14 @@ class RegularizerPipeline:
             seen.add(spec.name)
         if base_loss is None and not specs:
             raise TinkexValidationError(
-                "base_loss", "no base loss and no regularizers: nothing to compute",
+                "base_loss",
+                "no base loss and no regularizers: nothing to compute",
                 "give a base_loss or at least one regularizer",
             )
         if parallel not in (True, False, "auto"):
-            raise TinkexValidationError("parallel", f"got {parallel!r}", "use True, False or 'auto'")
+            raise TinkexValidationError(
+                "parallel", f"got {parallel!r}", "use True, False or 'auto'"
+            )
         if max_workers is not None and max_workers < 1:
             raise TinkexValidationError("max_workers", f"got {max_workers}", "use at least 1")
         if timeout is not None and not timeout > 0:
@@ -233,14 +266,18 @@ class RegularizerPipeline:
     def as_loss_fn(self) -> LossFn:
         """A ``loss_fn(data, logprobs) -> (loss, metrics)`` for ``forward_backward_custom``."""
 
-        def loss_fn(data: list[Any], logprobs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        def loss_fn(
+            data: list[Any], logprobs: list[torch.Tensor]
+        ) -> tuple[torch.Tensor, dict[str, float]]:
             out = self.compute(data, logprobs)
             return out.loss, out.metrics()
 
         loss_fn.pipeline = self  # type: ignore[attr-defined]
         return loss_fn
 
-    def __call__(self, data: Sequence[Any], logprobs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def __call__(
+        self, data: Sequence[Any], logprobs: Sequence[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         out = self.compute(data, logprobs)
         return out.loss, out.metrics()
 
@@ -248,19 +285,25 @@ class RegularizerPipeline:
         """Run the base loss and every regularizer on ``(data, logprobs)``.
 
         Logprobs that do not require grad are replaced by leaf copies that do (so that
-        gradient norms and the gradient penalty work); the returned ``loss`` is
-        differentiable with respect to the tensors given when they required grad.
+        gradient norms and the gradient penalty work). The returned ``loss`` is
+        differentiable (first order) with respect to the given tensors that required grad:
+        each regularizer's gradient is computed eagerly on private copies (in its worker
+        thread) and attached to ``loss``; a second derivative through ``loss`` raises.
         """
         hooks = self._hooks or get_hooks()
         data = list(data)
         lps = [
-            lp if (not isinstance(lp, torch.Tensor) or lp.requires_grad or not lp.is_floating_point())
+            lp
+            if (not isinstance(lp, torch.Tensor) or lp.requires_grad or not lp.is_floating_point())
             else lp.detach().requires_grad_(True)
             for lp in logprobs
         ]
         with hooks.operation_span(
             "regularizer_pipeline",
-            {"regularizer_count": len(self.regularizers), "track_grad_norms": self.track_grad_norms},
+            {
+                "regularizer_count": len(self.regularizers),
+                "track_grad_norms": self.track_grad_norms,
+            },
         ):
             out = self._compute(hooks, data, lps)
         with self._lock:
@@ -275,19 +318,39 @@ class RegularizerPipeline:
                 references = list(self.reference(data))
             except Exception as exc:
                 raise RegularizerError("reference", exc) from exc
-        batch = RegularizerBatch(
-            data=data, logprobs=lps, reference_logprobs=references, base_loss=self.base_loss
+        grad_mode = torch.is_grad_enabled()
+        base_t, base_metrics = self._base(
+            RegularizerBatch(data=data, logprobs=lps, reference_logprobs=references)
         )
-        base_t, base_metrics = self._base(batch)
-        base_grads = _grads(base_t, lps) if self.track_grad_norms else None
-        done = self._run_all(hooks, batch)
+        base_grads = _grads(base_t, lps, retain=True) if self.track_grad_norms else None
+        # The regularizers see private leaves: their graphs stay theirs (and their threads').
+        private = [lp.detach().requires_grad_(grad_mode) for lp in lps]
+        batch = RegularizerBatch(
+            data=data, logprobs=private, reference_logprobs=references, base_loss=self.base_loss
+        )
+        done = self._run_all(hooks, batch, grad_mode)
 
         total = base_t
-        for spec, d in zip(self.regularizers, done, strict=True):
-            total = total + spec.weight * d.loss
+        if self.regularizers:
+            reg_value = batch.zero()
+            for spec, d in zip(self.regularizers, done, strict=True):
+                reg_value = reg_value + spec.weight * d.loss
+            reg_grads = None
+            if grad_mode:
+                reg_grads = [torch.zeros_like(lp) for lp in lps]
+                for spec, d in zip(self.regularizers, done, strict=True):
+                    assert d.grads is not None
+                    for acc, g in zip(reg_grads, d.grads, strict=True):
+                        acc.add_(g, alpha=spec.weight)
+            if reg_grads is not None and any(lp.requires_grad for lp in lps):
+                reg_term = _Precomputed.apply(reg_value, reg_grads, *lps)  # type: ignore[no-untyped-call]
+            else:
+                reg_term = reg_value
+            total = total + reg_term
+
         outputs: dict[str, RegularizerOutput] = {}
         for spec, d in zip(self.regularizers, done, strict=True):
-            norm = grad_norm(d.grads) if d.grads is not None else None
+            norm = grad_norm(d.grads) if self.track_grad_norms and d.grads is not None else None
             outputs[spec.name] = RegularizerOutput(
                 name=spec.name,
                 value=d.value,
@@ -304,9 +367,9 @@ class RegularizerPipeline:
             base_norm = grad_norm(base_grads)
             summed = [g.clone() for g in base_grads]
             for spec, d in zip(self.regularizers, done, strict=True):
-                assert d.grads is not None
-                for acc, g in zip(summed, d.grads, strict=True):
-                    acc.add_(g, alpha=spec.weight)
+                if d.grads is not None:
+                    for acc, g in zip(summed, d.grads, strict=True):
+                        acc.add_(g, alpha=spec.weight)
             total_norm = grad_norm(summed)
         return CustomLossOutput(
             loss=total,
@@ -340,8 +403,7 @@ class RegularizerPipeline:
             return True
         return sum(lp.numel() for lp in batch.logprobs) >= AUTO_PARALLEL_MIN_ELEMENTS
 
-    def _run_all(self, hooks: Hooks, batch: RegularizerBatch) -> list[_Done]:
-        grad_mode = torch.is_grad_enabled()
+    def _run_all(self, hooks: Hooks, batch: RegularizerBatch, grad_mode: bool) -> list[_Done]:
         if not self._use_threads(batch):
             return [self._run_one(hooks, spec, batch, grad_mode) for spec in self.regularizers]
         workers = min(len(self.regularizers), self.max_workers or os.cpu_count() or 1)
@@ -370,7 +432,9 @@ class RegularizerPipeline:
         pool.shutdown(wait=True)
         return results
 
-    def _run_one(self, hooks: Hooks, spec: RegularizerSpec, batch: RegularizerBatch, grad_mode: bool) -> _Done:
+    def _run_one(
+        self, hooks: Hooks, spec: RegularizerSpec, batch: RegularizerBatch, grad_mode: bool
+    ) -> _Done:
         hooks.on_regularizer(RegularizerEvent(name=spec.name, phase="start", weight=spec.weight))
         start = time.perf_counter()
         value: float | None = None
@@ -386,12 +450,15 @@ class RegularizerPipeline:
                 loss = loss_tensor(result, f"regularizer {spec.name!r}")
                 metrics = _metrics(result[1] or {}, f"regularizer {spec.name!r} metric")
                 value = to_float(loss, f"regularizer {spec.name!r}")
-                grads = _grads(loss, batch.logprobs) if self.track_grad_norms else None
+                grads = _grads(loss, batch.logprobs, retain=False) if grad_mode else None
         except Exception as exc:
             hooks.on_regularizer(
                 RegularizerEvent(
-                    name=spec.name, phase="stop", duration_s=time.perf_counter() - start,
-                    value=None, weight=spec.weight,
+                    name=spec.name,
+                    phase="stop",
+                    duration_s=time.perf_counter() - start,
+                    value=None,
+                    weight=spec.weight,
                 )
             )
             raise RegularizerError(spec.name, exc) from exc
@@ -401,10 +468,14 @@ class RegularizerPipeline:
                 name=spec.name, phase="stop", duration_s=duration, value=value, weight=spec.weight
             )
         )
-        return _Done(loss=loss, value=value, metrics=metrics, grads=grads, duration_s=duration)
+        return _Done(
+            loss=loss.detach(), value=value, metrics=metrics, grads=grads, duration_s=duration
+        )
 
 
 def _metrics(raw: Mapping[str, Any], where: str) -> Metrics:
     if not isinstance(raw, Mapping):
-        raise TinkexValidationError(where, f"metrics must be a mapping, got {type(raw).__name__}", None)
+        raise TinkexValidationError(
+            where, f"metrics must be a mapping, got {type(raw).__name__}", None
+        )
     return {str(k): to_float(v, f"{where} {k!r}") for k, v in raw.items()}

@@ -101,8 +101,14 @@ class RegularizerSpec:
             raise TinkexValidationError(
                 "name", f"must be a non-empty string, got {name!r}", "give name='my_term'"
             )
+        if isinstance(regularizer, type):
+            raise TinkexValidationError(
+                "regularizer",
+                f"got the class {regularizer.__name__}, not an instance",
+                f"instantiate it ({regularizer.__name__}(...)) or use RegularizerSpec.from_name",
+            )
         if not callable(getattr(regularizer, "compute", None)):
-            if isinstance(regularizer, type) or not callable(regularizer):
+            if not callable(regularizer):
                 raise TinkexValidationError(
                     "regularizer",
                     f"{regularizer!r} is neither a regularizer instance nor a function",
@@ -150,7 +156,9 @@ class RegularizerSpec:
             reg = value["regularizer"]
             opts = dict(value.get("options") or {})
             if isinstance(reg, str):
-                return cls.from_name(reg, weight=value["weight"], name=value.get("name"), hooks=hooks, **opts)
+                return cls.from_name(
+                    reg, weight=value["weight"], name=value.get("name"), hooks=hooks, **opts
+                )
             if opts:
                 raise TinkexValidationError(
                     "options", "only apply to a regularizer given by name", "drop options"
