@@ -174,6 +174,7 @@ def test_observers_receive_events_and_raising_observers_do_not_break_callers() -
     hooks = _hooks(rec, Exploding())
     req = RequestEvent(method="POST", path="/api/v1/x", attempt=0, duration_s=0.1)
     hooks.on_request(req)  # Exploding runs first (registered last) and raises: swallowed
+    assert req in rec.seen  # ... and the other observers still see the event
     hooks.on_queue_state_change(
         QueueStateEvent(
             request_id="r", queue_state="paused_capacity", previous_state=None, reason=""

@@ -159,12 +159,15 @@ class Hooks:
 
     # -- observers ---------------------------------------------------------------
     def _notify(self, caller: Any, **kwargs: Any) -> None:
-        if not caller.get_hookimpls():
-            return
-        try:
-            caller(**kwargs)
-        except Exception as exc:  # an observer must never break the caller
-            _log.warning("observer_failed", hook=caller.name, error=repr(exc))
+        # Each observer is called on its own (in hook-call order), so that one that raises
+        # neither breaks the caller nor hides the event from the others.
+        for impl in reversed(caller.get_hookimpls()):
+            try:
+                impl.function(**kwargs)
+            except Exception as exc:  # an observer must never break the caller
+                _log.warning(
+                    "observer_failed", hook=caller.name, plugin=impl.plugin_name, error=repr(exc)
+                )
 
     def on_queue_state_change(self, event: QueueStateEvent) -> None:
         self._notify(self.pm.hook.tinkex_on_queue_state_change, event=event)
