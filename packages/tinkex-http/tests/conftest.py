@@ -101,7 +101,9 @@ Handler = Callable[[httpx.Request], httpx.Response]
 def make_client(hooks: Hooks, clock: FakeClock) -> Callable[..., HTTPClient]:
     """``make_client(handler, **config_kwargs)`` → an HTTPClient over a MockTransport."""
 
-    def factory(handler: Handler, *, rng: Callable[[], float] = lambda: 0.5, **cfg: Any) -> HTTPClient:
+    def factory(
+        handler: Handler, *, rng: Callable[[], float] = lambda: 0.5, **cfg: Any
+    ) -> HTTPClient:
         cfg.setdefault("api_key", API_KEY)
         cfg.setdefault("env", {})
         config = Config(**cfg)

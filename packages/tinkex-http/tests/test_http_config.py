@@ -42,7 +42,8 @@ def test_defaults_match_the_spec() -> None:
     assert cfg.telemetry_enabled is True
     assert cfg.sdk_version == SDK_VERSION == "0.16.1"
     assert cfg.user_agent == f"tinkex/{__version__}"
-    assert cfg.project_id is None and cfg.user_metadata is None
+    assert cfg.project_id is None
+    assert cfg.user_metadata is None
     assert cfg.future_timeout is None
     assert cfg.heartbeat_interval == 10.0
 
@@ -84,7 +85,8 @@ def test_environment_is_used_when_no_argument() -> None:
     assert cfg.dump_headers is True
     assert cfg.default_headers == {"X-Team": "ml", "X-N": "3"}
     assert cfg.default_query == {"region": "eu"}
-    assert cfg.proxy is not None and cfg.proxy.get_secret_value().endswith("@proxy.test:3128")
+    assert cfg.proxy is not None
+    assert cfg.proxy.get_secret_value().endswith("@proxy.test:3128")
     assert cfg.proxy_headers == {"X-Proxy": "1"}
     assert cfg.pool_limits["sampling"] == 24
     assert cfg.pool_limits["futures"] == 2 * 3
@@ -159,7 +161,8 @@ def test_secret_never_shows() -> None:
         assert KEY not in text
         assert "[REDACTED]" in text
     assert secret.get_secret_value() == KEY
-    assert secret == Secret(KEY) and secret != Secret("tml-other")
+    assert secret == Secret(KEY)
+    assert secret != Secret("tml-other")
     assert copy.deepcopy(secret) is secret
     with pytest.raises(TypeError):
         pickle.dumps(secret)
@@ -196,7 +199,9 @@ def test_config_in_structlog_output_is_redacted() -> None:
 def test_replace_validates_and_keeps_other_fields() -> None:
     cfg = Config(api_key=KEY, tags=["t"], env={})
     other = cfg.replace(timeout=5)
-    assert other.timeout == 5.0 and other.tags == ["t"] and other.api_key == cfg.api_key
+    assert other.timeout == 5.0
+    assert other.tags == ["t"]
+    assert other.api_key == cfg.api_key
     assert cfg.timeout == 60.0
     with pytest.raises(TinkexValidationError):
         cfg.replace(timeout=0)
@@ -211,4 +216,7 @@ def test_tenant_key_does_not_hold_the_key() -> None:
     assert cfg.pool_key == "https://example.test"
     assert KEY not in repr(cfg.tenant_key)
     assert cfg.tenant_key == Config(api_key=KEY, base_url="https://example.test", env={}).tenant_key
-    assert cfg.tenant_key != Config(api_key="tml-other", base_url="https://example.test", env={}).tenant_key
+    assert (
+        cfg.tenant_key
+        != Config(api_key="tml-other", base_url="https://example.test", env={}).tenant_key
+    )

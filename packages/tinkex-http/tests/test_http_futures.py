@@ -49,7 +49,11 @@ def futures_server(
             raise item
         if isinstance(item, tuple):
             status, payload = item
-            return httpx.Response(status, json=payload) if payload is not None else httpx.Response(status)
+            return (
+                httpx.Response(status, json=payload)
+                if payload is not None
+                else httpx.Response(status)
+            )
         return httpx.Response(200, json=item)
 
     return handler
@@ -69,7 +73,12 @@ async def test_immediate_result(make_client: MakeClient, recorder: Any) -> None:
     assert h["x-tinker-create-promise-roundtrip-time"] == "0.5"
     assert h["x-stainless-read-timeout"] == "45"
     [event] = recorder.futures
-    assert (event.request_id, event.outcome, event.polls, event.model_id) == ("req-1", "resolved", 1, "m1")
+    assert (event.request_id, event.outcome, event.polls, event.model_id) == (
+        "req-1",
+        "resolved",
+        1,
+        "m1",
+    )
 
 
 async def test_completed_wrapper_returns_result(make_client: MakeClient) -> None:
@@ -88,8 +97,18 @@ async def test_try_again_sequence_reports_queue_state_changes_in_order(
         {"type": "try_again", "request_id": "r", "queue_state": "active"},
         {"type": "try_again", "request_id": "r", "queue_state": "paused_rate_limit"},
         {"type": "try_again", "request_id": "r", "queue_state": "paused_rate_limit"},
-        {"type": "try_again", "request_id": "r", "queue_state": "paused_capacity", "queue_state_reason": "GPUs busy"},
-        {"type": "try_again", "request_id": "r", "queue_state": "paused_capacity", "retry_after_ms": 250},
+        {
+            "type": "try_again",
+            "request_id": "r",
+            "queue_state": "paused_capacity",
+            "queue_state_reason": "GPUs busy",
+        },
+        {
+            "type": "try_again",
+            "request_id": "r",
+            "queue_state": "paused_capacity",
+            "retry_after_ms": 250,
+        },
         {"type": "try_again", "request_id": "r", "queue_state": "active"},
         {"loss_fn_outputs": []},
     ]
@@ -114,7 +133,9 @@ async def test_try_again_sequence_reports_queue_state_changes_in_order(
     assert resolver.polls == 8
 
 
-async def test_unknown_queue_state_and_sampling_reason(make_client: MakeClient, recorder: Any) -> None:
+async def test_unknown_queue_state_and_sampling_reason(
+    make_client: MakeClient, recorder: Any
+) -> None:
     seen: list[dict[str, Any]] = []
     answers = [
         {"type": "try_again", "queue_state": "paused_billing"},
@@ -127,12 +148,17 @@ async def test_unknown_queue_state_and_sampling_reason(make_client: MakeClient, 
     assert recorder.queue[1].reason == "concurrent sampler weights limit hit"
 
 
-async def test_408_is_try_again_with_queue_state(make_client: MakeClient, recorder: Any, clock: Any) -> None:
+async def test_408_is_try_again_with_queue_state(
+    make_client: MakeClient, recorder: Any, clock: Any
+) -> None:
     seen: list[dict[str, Any]] = []
     answers = [
         (408, {"type": "try_again", "request_id": "r", "queue_state": "active"}),
         (408, None),
-        (408, {"type": "try_again", "queue_state": "paused_capacity", "queue_state_reason": "full"}),
+        (
+            408,
+            {"type": "try_again", "queue_state": "paused_capacity", "queue_state_reason": "full"},
+        ),
         {"ok": 1},
     ]
     async with make_client(futures_server(answers, seen)) as http:
@@ -162,7 +188,11 @@ async def test_5xx_polls_without_backoff_when_disabled(make_client: MakeClient, 
 @pytest.mark.parametrize(
     ("body", "category", "message"),
     [
-        ({"error": "bad token id 99999", "category": "user"}, RequestErrorCategory.USER, "bad token id 99999"),
+        (
+            {"error": "bad token id 99999", "category": "user"},
+            RequestErrorCategory.USER,
+            "bad token id 99999",
+        ),
         ({"error": "oom", "category": "server"}, RequestErrorCategory.SERVER, "oom"),
         ({"error": "weird", "category": "martian"}, RequestErrorCategory.UNKNOWN, "weird"),
         ({"error": "no category"}, RequestErrorCategory.UNKNOWN, "no category"),
@@ -174,7 +204,11 @@ async def test_5xx_polls_without_backoff_when_disabled(make_client: MakeClient, 
     ],
 )
 async def test_request_failed_by_category(
-    make_client: MakeClient, recorder: Any, body: dict[str, Any], category: RequestErrorCategory, message: str
+    make_client: MakeClient,
+    recorder: Any,
+    body: dict[str, Any],
+    category: RequestErrorCategory,
+    message: str,
 ) -> None:
     seen: list[dict[str, Any]] = []
     async with make_client(futures_server([body], seen)) as http:
@@ -199,8 +233,12 @@ async def test_410_is_final(make_client: MakeClient, recorder: Any) -> None:
     assert recorder.futures[0].outcome == "failed"
 
 
-@pytest.mark.parametrize(("status", "cls"), [(404, NotFoundError), (429, RateLimitError), (409, APIStatusError)])
-async def test_other_4xx_are_final(make_client: MakeClient, status: int, cls: type[Exception]) -> None:
+@pytest.mark.parametrize(
+    ("status", "cls"), [(404, NotFoundError), (429, RateLimitError), (409, APIStatusError)]
+)
+async def test_other_4xx_are_final(
+    make_client: MakeClient, status: int, cls: type[Exception]
+) -> None:
     seen: list[dict[str, Any]] = []
     async with make_client(futures_server([(status, {"detail": "no"})], seen)) as http:
         with pytest.raises(cls):
@@ -221,7 +259,12 @@ async def test_blank_400_is_repolled_three_times(make_client: MakeClient) -> Non
 
 async def test_connection_errors_back_off_then_recover(make_client: MakeClient, clock: Any) -> None:
     seen: list[dict[str, Any]] = []
-    answers = [httpx.ConnectError("down"), httpx.ReadTimeout("slow"), httpx.ConnectError("down"), {"ok": 2}]
+    answers = [
+        httpx.ConnectError("down"),
+        httpx.ReadTimeout("slow"),
+        httpx.ConnectError("down"),
+        {"ok": 2},
+    ]
     async with make_client(futures_server(answers, seen)) as http:
         assert await poll_future(http, "r") == {"ok": 2}
     assert clock.sleeps == [1.0, 2.0, 4.0]
@@ -229,7 +272,11 @@ async def test_connection_errors_back_off_then_recover(make_client: MakeClient, 
 
 async def test_pending_backs_off(make_client: MakeClient, clock: Any) -> None:
     seen: list[dict[str, Any]] = []
-    answers = [{"status": "pending"}, {"status": "pending"}, {"status": "completed", "result": {"x": 1}}]
+    answers = [
+        {"status": "pending"},
+        {"status": "pending"},
+        {"status": "completed", "result": {"x": 1}},
+    ]
     async with make_client(futures_server(answers, seen)) as http:
         assert await poll_future(http, "r") == {"x": 1}
     assert clock.sleeps == [1.0, 2.0]
@@ -244,7 +291,10 @@ async def test_timeout_raises_with_request_and_duration(
         with pytest.raises(APITimeoutError) as info:
             await poll_future(http, "req-slow", request_type="Sample", timeout=10.0)
     text = str(info.value)
-    assert "req-slow" in text and "10s" in text and "Sample" in text and "paused_capacity" in text
+    assert "req-slow" in text
+    assert "10s" in text
+    assert "Sample" in text
+    assert "paused_capacity" in text
     assert info.value.request_id == "req-slow"
     assert recorder.futures[0].outcome == "timed_out"
     assert len(seen) == 4  # 4 × (2 s poll + 1 s wait) > 10 s
@@ -288,8 +338,14 @@ def test_invalid_request_id_is_rejected(make_client: MakeClient) -> None:
 
 
 def test_default_reasons() -> None:
-    assert default_queue_state_reason("paused_rate_limit") == "concurrent training clients rate limit hit"
-    assert default_queue_state_reason("paused_rate_limit", "Sample") == "concurrent sampler weights limit hit"
+    assert (
+        default_queue_state_reason("paused_rate_limit")
+        == "concurrent training clients rate limit hit"
+    )
+    assert (
+        default_queue_state_reason("paused_rate_limit", "Sample")
+        == "concurrent sampler weights limit hit"
+    )
     assert "capacity" in default_queue_state_reason("paused_capacity")
 
 
@@ -298,7 +354,9 @@ def test_queue_state_logger_is_debounced() -> None:
     log = QueueStateLogger(debounce_s=60.0, clock=lambda: clock[0])
 
     def ev(state: str, model: str = "m1") -> QueueStateEvent:
-        return QueueStateEvent(request_id="r", queue_state=state, previous_state=None, reason="why", model_id=model)
+        return QueueStateEvent(
+            request_id="r", queue_state=state, previous_state=None, reason="why", model_id=model
+        )
 
     with structlog.testing.capture_logs() as logs:
         assert log(ev("paused_capacity"))

@@ -28,7 +28,9 @@ from tinkex_types import (
 MakeClient = Callable[..., HTTPClient]
 
 
-def capture(seen: list[httpx.Request], response: Callable[[httpx.Request], httpx.Response] | None = None) -> Callable[[httpx.Request], httpx.Response]:
+def capture(
+    seen: list[httpx.Request], response: Callable[[httpx.Request], httpx.Response] | None = None
+) -> Callable[[httpx.Request], httpx.Response]:
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
         return response(request) if response else httpx.Response(200, json={"ok": True})
@@ -57,7 +59,8 @@ async def test_standard_headers(make_client: MakeClient, api_key: str, recorder:
     assert h["x-stainless-runtime"] == platform.python_implementation()
     assert h["x-stainless-runtime-version"] == platform.python_version()
     assert h["x-stainless-async"] == "async:asyncio"
-    assert h["x-stainless-os"] and h["x-stainless-arch"]
+    assert h["x-stainless-os"]
+    assert h["x-stainless-arch"]
     assert h["x-stainless-retry-count"] == "0"
     assert h["x-stainless-read-timeout"] == "60"
     assert h["cf-access-client-id"] == "cf-id"
@@ -88,7 +91,7 @@ async def test_bodiless_post_still_sends_json_content_type(make_client: MakeClie
 
 
 @pytest.mark.parametrize(
-    ("path", "timeout"),
+    ("path", "read_timeout"),
     [
         ("/api/v1/retrieve_future", "45"),
         ("/api/v1/session_heartbeat", "10"),
@@ -96,11 +99,13 @@ async def test_bodiless_post_still_sends_json_content_type(make_client: MakeClie
         ("/api/v1/create_session", "60"),
     ],
 )
-async def test_read_timeout_header_per_endpoint(make_client: MakeClient, path: str, timeout: str) -> None:
+async def test_read_timeout_header_per_endpoint(
+    make_client: MakeClient, path: str, read_timeout: str
+) -> None:
     seen: list[httpx.Request] = []
     async with make_client(capture(seen)) as http:
         await http.post(path, {})
-    assert seen[0].headers["x-stainless-read-timeout"] == timeout
+    assert seen[0].headers["x-stainless-read-timeout"] == read_timeout
 
 
 async def test_request_type_iteration_roundtrip_and_backpressure(make_client: MakeClient) -> None:
@@ -128,7 +133,9 @@ async def test_gzip_response_is_decoded(make_client: MakeClient) -> None:
 
     def respond(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
-            200, content=gzip.compress(payload), headers={"content-encoding": "gzip", "content-type": "application/json"}
+            200,
+            content=gzip.compress(payload),
+            headers={"content-encoding": "gzip", "content-type": "application/json"},
         )
 
     async with make_client(capture([], respond)) as http:
@@ -142,7 +149,10 @@ async def test_redirect_is_returned_not_followed(make_client: MakeClient) -> Non
     def respond(request: httpx.Request) -> httpx.Response:
         return httpx.Response(
             302,
-            headers={"location": "https://bucket.test/a.tar?sig=1", "expires": "Wed, 21 Oct 2026 07:28:00 GMT"},
+            headers={
+                "location": "https://bucket.test/a.tar?sig=1",
+                "expires": "Wed, 21 Oct 2026 07:28:00 GMT",
+            },
         )
 
     async with make_client(capture(seen, respond)) as http:
@@ -175,7 +185,11 @@ async def test_empty_body_is_empty_dict_and_bad_json_is_an_error(make_client: Ma
         (400, {"detail": "seq_id must increase"}, "seq_id must increase"),
         (400, {"message": "msg field"}, "msg field"),
         (400, {"error": {"message": "nested"}}, "nested"),
-        (422, {"detail": [{"loc": ["body", "model_id"], "msg": "field required"}]}, "model_id: field required"),
+        (
+            422,
+            {"detail": [{"loc": ["body", "model_id"], "msg": "field required"}]},
+            "model_id: field required",
+        ),
         (429, None, "Rate limited"),
         (500, None, "HTTP 500"),
     ],
@@ -189,7 +203,9 @@ async def test_error_messages_come_from_the_body(
         return httpx.Response(status, json=body, headers={"x-should-retry": "false"})
 
     async with make_client(capture([], respond)) as http:
-        with pytest.raises((BadRequestError, UnprocessableEntityError, RateLimitError, InternalServerError)) as info:
+        with pytest.raises(
+            (BadRequestError, UnprocessableEntityError, RateLimitError, InternalServerError)
+        ) as info:
             await http.post("/api/v1/forward", {})
     assert info.value.message == message
     assert info.value.status_code == status

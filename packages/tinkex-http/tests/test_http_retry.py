@@ -40,7 +40,9 @@ from tinkex_types import (
 MakeClient = Callable[..., HTTPClient]
 
 
-def scripted(responses: list[Any], seen: list[httpx.Request]) -> Callable[[httpx.Request], httpx.Response]:
+def scripted(
+    responses: list[Any], seen: list[httpx.Request]
+) -> Callable[[httpx.Request], httpx.Response]:
     """A handler answering from ``responses`` in order (an exception instance is raised)."""
     it = iter(responses)
 
@@ -55,9 +57,13 @@ def scripted(responses: list[Any], seen: list[httpx.Request]) -> Callable[[httpx
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504])
-async def test_retryable_statuses_are_retried(make_client: MakeClient, clock: Any, status: int) -> None:
+async def test_retryable_statuses_are_retried(
+    make_client: MakeClient, clock: Any, status: int
+) -> None:
     seen: list[httpx.Request] = []
-    handler = scripted([httpx.Response(status, json={"detail": "x"}), httpx.Response(200, json={"ok": 1})], seen)
+    handler = scripted(
+        [httpx.Response(status, json={"detail": "x"}), httpx.Response(200, json={"ok": 1})], seen
+    )
     async with make_client(handler) as http:
         assert await http.post("/api/v1/forward", {"a": 1}) == {"ok": 1}
     assert len(seen) == 2
@@ -80,7 +86,11 @@ async def test_other_statuses_fail_at_once_with_the_mapped_error(
 ) -> None:
     seen: list[httpx.Request] = []
     handler = scripted(
-        [httpx.Response(status, json={"detail": f"bad thing {status}"}, headers={"x-request-id": "rq-1"})],
+        [
+            httpx.Response(
+                status, json={"detail": f"bad thing {status}"}, headers={"x-request-id": "rq-1"}
+            )
+        ],
         seen,
     )
     async with make_client(handler) as http:
@@ -90,7 +100,8 @@ async def test_other_statuses_fail_at_once_with_the_mapped_error(
     assert info.value.status_code == status
     assert info.value.message == f"bad thing {status}"
     assert info.value.request_id == "rq-1"
-    assert len(seen) == 1 and clock.sleeps == []
+    assert len(seen) == 1
+    assert clock.sleeps == []
 
 
 async def test_exhausted_retries_raise_the_last_status(make_client: MakeClient, clock: Any) -> None:
@@ -124,7 +135,9 @@ async def test_default_max_retries_is_ten(make_client: MakeClient) -> None:
         ("/api/v1/create_session", 4),
     ],
 )
-async def test_per_endpoint_retry_overrides(make_client: MakeClient, path: str, attempts: int) -> None:
+async def test_per_endpoint_retry_overrides(
+    make_client: MakeClient, path: str, attempts: int
+) -> None:
     seen: list[httpx.Request] = []
     handler = scripted([httpx.Response(503)] * 10, seen)
     async with make_client(handler, max_retries=3) as http:
@@ -169,7 +182,9 @@ async def test_retry_after_ms_header_wins(make_client: MakeClient, clock: Any) -
 async def test_retry_after_http_date(make_client: MakeClient, clock: Any) -> None:
     when = email.utils.formatdate(clock.wall() + 12, usegmt=True)
     seen: list[httpx.Request] = []
-    handler = scripted([httpx.Response(429, headers={"retry-after": when}), httpx.Response(200, json={})], seen)
+    handler = scripted(
+        [httpx.Response(429, headers={"retry-after": when}), httpx.Response(200, json={})], seen
+    )
     async with make_client(handler) as http:
         await http.get("/api/v1/healthz")
     assert len(clock.sleeps) == 1
@@ -181,7 +196,9 @@ async def test_out_of_range_retry_after_falls_back_to_backoff(
     make_client: MakeClient, clock: Any, hint: str
 ) -> None:
     seen: list[httpx.Request] = []
-    handler = scripted([httpx.Response(429, headers={"retry-after": hint}), httpx.Response(200, json={})], seen)
+    handler = scripted(
+        [httpx.Response(429, headers={"retry-after": hint}), httpx.Response(200, json={})], seen
+    )
     async with make_client(handler, rng=lambda: 0.0) as http:
         await http.get("/api/v1/healthz")
     assert clock.sleeps == [0.5]  # backoff_delay(0) with no jitter
@@ -190,7 +207,11 @@ async def test_out_of_range_retry_after_falls_back_to_backoff(
 async def test_x_should_retry_true_retries_a_400(make_client: MakeClient) -> None:
     seen: list[httpx.Request] = []
     handler = scripted(
-        [httpx.Response(400, headers={"x-should-retry": "true"}), httpx.Response(200, json={"ok": True})], seen
+        [
+            httpx.Response(400, headers={"x-should-retry": "true"}),
+            httpx.Response(200, json={"ok": True}),
+        ],
+        seen,
     )
     async with make_client(handler) as http:
         assert await http.post("/api/v1/forward", {}) == {"ok": True}
@@ -203,7 +224,8 @@ async def test_x_should_retry_false_stops_a_503(make_client: MakeClient, clock: 
     async with make_client(handler) as http:
         with pytest.raises(InternalServerError):
             await http.post("/api/v1/forward", {})
-    assert len(seen) == 1 and clock.sleeps == []
+    assert len(seen) == 1
+    assert clock.sleeps == []
 
 
 async def test_x_should_retry_true_still_bounded_by_max_retries(make_client: MakeClient) -> None:
@@ -218,11 +240,17 @@ async def test_x_should_retry_true_still_bounded_by_max_retries(make_client: Mak
 async def test_transport_errors_are_retried(make_client: MakeClient, clock: Any) -> None:
     seen: list[httpx.Request] = []
     handler = scripted(
-        [httpx.ConnectError("refused"), httpx.ReadError("reset"), httpx.Response(200, json={"v": 1})], seen
+        [
+            httpx.ConnectError("refused"),
+            httpx.ReadError("reset"),
+            httpx.Response(200, json={"v": 1}),
+        ],
+        seen,
     )
     async with make_client(handler) as http:
         assert await http.post("/api/v1/forward", {}) == {"v": 1}
-    assert len(seen) == 3 and len(clock.sleeps) == 2
+    assert len(seen) == 3
+    assert len(clock.sleeps) == 2
 
 
 async def test_transport_error_after_retries_is_a_connection_error(
@@ -249,10 +277,17 @@ async def test_timeouts_become_api_timeout_error(make_client: MakeClient) -> Non
     assert len(seen) == 2
 
 
-async def test_idempotency_key_reused_across_retries_and_fresh_per_request(make_client: MakeClient) -> None:
+async def test_idempotency_key_reused_across_retries_and_fresh_per_request(
+    make_client: MakeClient,
+) -> None:
     seen: list[httpx.Request] = []
     handler = scripted(
-        [httpx.Response(500), httpx.Response(429), httpx.Response(200, json={}), httpx.Response(200, json={})],
+        [
+            httpx.Response(500),
+            httpx.Response(429),
+            httpx.Response(200, json={}),
+            httpx.Response(200, json={}),
+        ],
         seen,
     )
     async with make_client(handler) as http:
@@ -264,7 +299,9 @@ async def test_idempotency_key_reused_across_retries_and_fresh_per_request(make_
     assert all(re.fullmatch(r"[0-9a-f]{32}", k) for k in keys)
 
 
-async def test_idempotency_key_can_be_given_or_omitted_and_gets_skip_it(make_client: MakeClient) -> None:
+async def test_idempotency_key_can_be_given_or_omitted_and_gets_skip_it(
+    make_client: MakeClient,
+) -> None:
     seen: list[httpx.Request] = []
     handler = scripted([httpx.Response(200, json={})] * 3, seen)
     async with make_client(handler) as http:
@@ -282,7 +319,10 @@ async def test_on_request_fires_once_per_attempt(make_client: MakeClient, record
     async with make_client(handler) as http:
         await http.post("/api/v1/forward", {"x": 1}, request_type="Forward")
     events = recorder.requests
-    assert [(e.attempt, e.status_code, e.will_retry) for e in events] == [(0, 502, True), (1, 200, False)]
+    assert [(e.attempt, e.status_code, e.will_retry) for e in events] == [
+        (0, 502, True),
+        (1, 200, False),
+    ]
     assert all(e.path == "/api/v1/forward" and e.method == "POST" for e in events)
     assert events[0].request_type == "Forward"
     assert events[1].bytes_sent == len(b'{"x":1}')
@@ -377,7 +417,9 @@ async def test_retry_async_retries_then_succeeds(clock: Any) -> None:
             raise RateLimitError("slow down", status_code=429)
         return "done"
 
-    result = await retry_async(flaky, RetryConfig.sampling(), clock=clock, sleep=clock.sleep, rng=lambda: 0.5)
+    result = await retry_async(
+        flaky, RetryConfig.sampling(), clock=clock, sleep=clock.sleep, rng=lambda: 0.5
+    )
     assert result == "done"
     assert clock.sleeps == [0.5, 1.0, 2.0]
 

@@ -1,0 +1,348 @@
+"""Checkpoint archive: URL resolution, streaming download with flat memory, safe extraction."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import tarfile
+import tracemalloc
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tinkex_http import (
+    ArchiveTooLargeError,
+    HTTPClient,
+    UnsafeArchiveError,
+    archive_destination,
+    download_archive,
+    download_checkpoint_archive,
+    extract_archive_safely,
+    parse_checkpoint_tinker_path,
+    resolve_archive_url,
+)
+from tinkex_types import APIResponseValidationError, InternalServerError, TinkexValidationError
+
+MakeClient = Callable[..., HTTPClient]
+
+
+def make_tar(
+    path: Path, members: list[tarfile.TarInfo | tuple[str, bytes]], *, gz: bool = False
+) -> Path:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tf:
+        for member in members:
+            if isinstance(member, tuple):
+                name, data = member
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                info.mode = 0o644
+                tf.addfile(info, io.BytesIO(data))
+            else:
+                tf.addfile(member)
+    raw = buffer.getvalue()
+    path.write_bytes(gzip.compress(raw) if gz else raw)
+    return path
+
+
+def special(name: str, kind: bytes, linkname: str = "") -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = kind
+    info.linkname = linkname
+    return info
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    if not root.exists():
+        return {}
+    return {
+        str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+        for p in sorted(root.rglob("*"))
+    }
+
+
+VALID = [
+    ("adapter_config.json", b'{"r": 8}'),
+    ("adapter_model.safetensors", os.urandom(70_000)),
+    ("checkpoint_complete", b""),
+    ("nested/deeper/file.bin", bytes(range(256)) * 40),
+]
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_valid_archive_extracts_byte_exact(tmp_path: Path, gz: bool) -> None:
+    members: list[Any] = [special("nested", tarfile.DIRTYPE), *VALID]
+    members.append(special("link_to_config", tarfile.SYMTYPE, "adapter_config.json"))
+    members.append(special("nested/up_link", tarfile.SYMTYPE, "../checkpoint_complete"))
+    members.append(special("hard_copy", tarfile.LNKTYPE, "adapter_config.json"))
+    archive = make_tar(tmp_path / "ok.tar", members, gz=gz)
+    dest = tmp_path / "out" / "ckpt"
+    assert extract_archive_safely(archive, dest) == dest
+    for name, data in VALID:
+        assert (dest / name).read_bytes() == data
+    assert (dest / "link_to_config").is_symlink()
+    assert (dest / "link_to_config").read_bytes() == b'{"r": 8}'
+    assert (dest / "nested/up_link").read_bytes() == b""
+    assert (dest / "hard_copy").read_bytes() == b'{"r": 8}'
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["ckpt"]
+
+
+BAD: dict[str, list[Any]] = {
+    "traversal": [("ok.txt", b"1"), ("../evil.txt", b"pwned")],
+    "nested traversal": [("a/../../evil.txt", b"pwned")],
+    "absolute": [("/tmp/evil-abs.txt", b"pwned")],
+    "symlink escape": [special("esc", tarfile.SYMTYPE, "../../outside")],
+    "absolute symlink": [special("esc", tarfile.SYMTYPE, "/etc/passwd")],
+    "symlink chain escape": [
+        special("sub", tarfile.DIRTYPE),
+        special("sub/b", tarfile.SYMTYPE, ".."),
+        special("x", tarfile.DIRTYPE),
+        special("x/a", tarfile.SYMTYPE, "../sub/b/.."),
+    ],
+    "write through link": [
+        special("d", tarfile.SYMTYPE, "."),
+        special("e", tarfile.SYMTYPE, "d/.."),
+        ("e/evil.txt", b"pwned"),
+    ],
+    "hardlink escape": [special("h", tarfile.LNKTYPE, "../outside.txt")],
+    "absolute hardlink": [special("h", tarfile.LNKTYPE, "/etc/passwd")],
+    "char device": [special("dev", tarfile.CHRTYPE)],
+    "block device": [special("blk", tarfile.BLKTYPE)],
+    "fifo": [special("pipe", tarfile.FIFOTYPE)],
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+@pytest.mark.parametrize("existing", [False, True])
+def test_crafted_archives_are_refused_and_destination_untouched(
+    tmp_path: Path, case: str, existing: bool
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "outside.txt").write_bytes(b"original")
+    archive = make_tar(tmp_path / "bad.tar", BAD[case])
+    dest = work / "ckpt"
+    if existing:
+        dest.mkdir()
+        (dest / "keep.txt").write_bytes(b"keep me")
+    before = snapshot(dest)
+    with pytest.raises(UnsafeArchiveError):
+        extract_archive_safely(archive, dest, overwrite=True)
+    assert snapshot(dest) == before
+    assert dest.exists() == existing
+    assert sorted(p.name for p in work.iterdir()) == (["ckpt"] if existing else [])
+    assert not (tmp_path / "evil.txt").exists()
+    assert not Path("/tmp/evil-abs.txt").exists()
+    assert (tmp_path / "outside.txt").read_bytes() == b"original"
+
+
+def test_oversize_archive_is_refused(tmp_path: Path) -> None:
+    archive = make_tar(tmp_path / "big.tar", [("a.bin", b"x" * 600), ("b.bin", b"y" * 600)])
+    dest = tmp_path / "dest"
+    with pytest.raises(ArchiveTooLargeError, match="1000-byte limit"):
+        extract_archive_safely(archive, dest, max_total_bytes=1000)
+    assert not dest.exists()
+    assert list(tmp_path.iterdir()) == [archive]
+
+
+def test_too_many_members_and_non_tar_are_refused(tmp_path: Path) -> None:
+    archive = make_tar(tmp_path / "many.tar", [(f"f{i}", b"") for i in range(5)])
+    with pytest.raises(ArchiveTooLargeError, match="members"):
+        extract_archive_safely(archive, tmp_path / "d1", max_members=4)
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"this is not a tar archive at all" * 20)
+    with pytest.raises(UnsafeArchiveError, match="tar"):
+        extract_archive_safely(junk, tmp_path / "d2")
+    assert not (tmp_path / "d1").exists()
+    assert not (tmp_path / "d2").exists()
+
+
+def test_existing_destination_requires_overwrite_and_is_replaced_atomically(tmp_path: Path) -> None:
+    archive = make_tar(tmp_path / "ok.tar", VALID)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "old.txt").write_bytes(b"old")
+    with pytest.raises(TinkexValidationError, match="already exists"):
+        extract_archive_safely(archive, dest)
+    assert (dest / "old.txt").read_bytes() == b"old"
+    extract_archive_safely(archive, dest, overwrite=True)
+    assert not (dest / "old.txt").exists()
+    assert (dest / "adapter_config.json").read_bytes() == b'{"r": 8}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "ok.tar"]
+
+
+def test_tinker_path_parsing() -> None:
+    assert parse_checkpoint_tinker_path("tinker://run-1/weights/step-5") == (
+        "run-1",
+        "weights",
+        "step-5",
+    )
+    assert archive_destination("tinker://r:train:0/sampler_weights/x", "/o") == Path(
+        "/o/r:train:0_sampler_weights_x"
+    )
+    for bad in ("http://r/weights/x", "tinker://r/weights", "tinker://r/other/x", "tinker://r//x"):
+        with pytest.raises(TinkexValidationError, match="tinker_path"):
+            parse_checkpoint_tinker_path(bad)
+
+
+async def test_resolve_archive_url_retries_503_then_reads_the_redirect(
+    make_client: MakeClient, clock: Any
+) -> None:
+    answers = [httpx.Response(503), httpx.Response(503)]
+    answers.append(
+        httpx.Response(
+            302,
+            headers={
+                "location": "https://b.test/x.tar",
+                "expires": "Wed, 21 Oct 2026 07:28:00 GMT",
+            },
+        )
+    )
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return answers.pop(0)
+
+    async with make_client(handler) as http:
+        target = await resolve_archive_url(http, "tinker://run/weights/ck")
+    assert target.url == "https://b.test/x.tar"
+    assert target.expires is not None
+    assert not isinstance(target.expires, str)
+    assert target.expires.year == 2026
+    assert clock.sleeps == [30.0, 30.0]
+    assert len(seen) == 3  # no transport retries underneath the 503 loop
+    assert seen[0].url.path.endswith("/api/v1/training_runs/run/checkpoints/weights/ck/archive")
+
+
+async def test_resolve_archive_url_gives_up_after_six_calls(
+    make_client: MakeClient, clock: Any
+) -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(503)
+
+    async with make_client(handler) as http:
+        with pytest.raises(InternalServerError):
+            await resolve_archive_url(http, "tinker://run/weights/ck")
+    assert len(seen) == 6
+    assert clock.sleeps == [30.0] * 5
+
+
+async def test_resolve_archive_url_accepts_json_and_rejects_empty(make_client: MakeClient) -> None:
+    async with make_client(
+        lambda r: httpx.Response(
+            200, json={"url": "https://b.test/y", "expires": "2026-01-02T03:04:05Z"}
+        )
+    ) as http:
+        target = await resolve_archive_url(http, "tinker://run/sampler_weights/s")
+    assert target.url == "https://b.test/y"
+    async with make_client(lambda r: httpx.Response(200, json={})) as http:
+        with pytest.raises(APIResponseValidationError):
+            await resolve_archive_url(http, "tinker://run/weights/ck")
+
+
+async def test_download_checkpoint_end_to_end(
+    make_client: MakeClient, tmp_path: Path, api_key: str
+) -> None:
+    archive_bytes = make_tar(tmp_path / "src.tar", VALID).read_bytes()
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path.endswith("/archive"):
+            return httpx.Response(302, headers={"location": "https://bucket.test/ckpt.tar?sig=abc"})
+        assert request.url.host == "bucket.test"
+        return httpx.Response(200, content=archive_bytes)
+
+    progress: list[tuple[int, int | None]] = []
+    out = tmp_path / "out"
+    async with make_client(handler) as http:
+        dest = await download_checkpoint_archive(
+            http, "tinker://run1/weights/step-1", out, progress=lambda d, t: progress.append((d, t))
+        )
+        assert dest == out / "run1_weights_step-1"
+        for name, data in VALID:
+            assert (dest / name).read_bytes() == data
+        assert sorted(p.name for p in out.iterdir()) == [
+            "run1_weights_step-1"
+        ]  # temp archive removed
+        assert progress[-1] == (len(archive_bytes), len(archive_bytes))
+        assert "x-api-key" in seen[0].headers
+        assert "x-api-key" not in seen[1].headers  # signed URL gets no Tinker headers
+        assert api_key not in str(seen[1].headers)
+        # an existing destination needs force, checked before any request
+        count = len(seen)
+        with pytest.raises(TinkexValidationError, match="already exists"):
+            await download_checkpoint_archive(http, "tinker://run1/weights/step-1", out)
+        assert len(seen) == count
+        await download_checkpoint_archive(http, "tinker://run1/weights/step-1", out, force=True)
+        assert (dest / "checkpoint_complete").exists()
+
+
+async def test_download_failure_leaves_nothing(make_client: MakeClient, tmp_path: Path) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/archive"):
+            return httpx.Response(302, headers={"location": "https://bucket.test/ckpt.tar"})
+        return httpx.Response(403, json={"detail": "signature expired"})
+
+    out = tmp_path / "out"
+    async with make_client(handler) as http:
+        with pytest.raises(Exception, match="signature expired"):
+            await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
+    assert list(out.iterdir()) == []
+
+
+async def test_download_over_the_limit_is_refused(make_client: MakeClient, tmp_path: Path) -> None:
+    async with make_client(lambda r: httpx.Response(200, content=b"x" * 5000)) as http:
+        with pytest.raises(ArchiveTooLargeError):
+            await download_archive(
+                http, "https://bucket.test/a.tar", tmp_path / "a.tar", max_bytes=4096
+            )
+    assert not (tmp_path / "a.tar").exists()
+
+
+async def test_200mb_download_keeps_memory_flat(make_client: MakeClient, tmp_path: Path) -> None:
+    chunk_size = 64 * 1024
+    n_chunks = 200 * 1024 * 1024 // chunk_size
+
+    async def body() -> AsyncIterator[bytes]:
+        for i in range(n_chunks):
+            yield bytes([i % 251]) * chunk_size  # a fresh chunk each time, like a socket read
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            200, content=body(), headers={"content-length": str(n_chunks * chunk_size)}
+        )
+
+    calls = 0
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal calls
+        calls += 1
+        assert total == n_chunks * chunk_size
+
+    target = tmp_path / "big.tar"
+    async with make_client(handler) as http:
+        tracemalloc.start()
+        try:
+            tracemalloc.reset_peak()
+            size = await download_archive(
+                http, "https://bucket.test/big.tar", target, progress=progress
+            )
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert size == 200 * 1024 * 1024 == target.stat().st_size
+    assert calls >= n_chunks
+    assert peak < 4 * 1024 * 1024, f"peak traced memory {peak} bytes"
+    with target.open("rb") as fh:
+        fh.seek(chunk_size * 7)
+        assert fh.read(4) == bytes([7]) * 4
+    target.unlink()
