@@ -38,7 +38,7 @@ from tinkex_telemetry._reporter import (
     telemetry_enabled_from_env,
 )
 from tinkex_telemetry._sinks import BaseSink, ConsoleSink, format_record
-from tinkex_telemetry._transport import SyncTracingTransport, TracingTransport
+from tinkex_telemetry._transport import TracingTransport
 
 __version__ = "0.1.0"
 
@@ -57,7 +57,6 @@ __all__ = [
     "OtelSink",
     "ReporterStats",
     "Severity",
-    "SyncTracingTransport",
     "TelemetryPlugin",
     "TelemetryRecord",
     "TelemetrySink",

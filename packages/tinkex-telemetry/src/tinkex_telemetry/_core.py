@@ -23,7 +23,7 @@ from tinkex_telemetry._records import TelemetryRecord, TelemetrySink, record_fro
 from tinkex_telemetry._redact import redact_text, register_secret
 from tinkex_telemetry._reporter import BackendReporter
 from tinkex_telemetry._sinks import ConsoleSink
-from tinkex_telemetry._transport import SyncTracingTransport, TracingTransport
+from tinkex_telemetry._transport import TracingTransport
 from tinkex_types import (
     FutureEvent,
     QueueStateEvent,
@@ -288,15 +288,8 @@ class TelemetryPlugin:
     def tinkex_wrap_transport(self, transport: Any, config: Any) -> Any | None:
         for field in _SECRET_CONFIG_FIELDS:
             register_secret(getattr(config, field, None))
-        if isinstance(transport, httpx.AsyncBaseTransport):
+        if isinstance(transport, httpx.AsyncBaseTransport | httpx.BaseTransport):
             return TracingTransport(
-                transport,
-                tracer=self.tracer,
-                propagator=self.propagator,
-                capture_request_headers=self.capture_request_headers,
-            )
-        if isinstance(transport, httpx.BaseTransport):
-            return SyncTracingTransport(
                 transport,
                 tracer=self.tracer,
                 propagator=self.propagator,

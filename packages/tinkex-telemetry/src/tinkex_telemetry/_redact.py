@@ -93,7 +93,7 @@ _TEXT_RULES: tuple[tuple[re.Pattern[str], str], ...] = (
         re.compile(
             r"(?i)\b([\w-]*(?:api[_-]?key|authorization|client[_-]?secret|access[_-]?token|"
             r"refresh[_-]?token|auth[_-]?token|password|passwd|secret|token))"
-            r"([\"']?\s*[:=]\s*)([\"']?)(?!\[REDACTED\])[^\s\"',;&}\]]+"
+            r"([\"']?\s*[:=]\s*)([\"']?)(?!\[?REDACTED\]?)[^\s\"',;&}\]]+"
         ),
         rf"\1\2\3{REDACTED}",
     ),

@@ -217,7 +217,7 @@ class BackendReporter(BaseSink):
         self._dropped_full = 0
         self._dropped_retries = 0
         self._flush_requested = False
-        self._interval_due = False
+        self._drain = False
         self._closing = False
         self._session_ended = False
         self._abort = threading.Event()
@@ -309,6 +309,7 @@ class BackendReporter(BaseSink):
             self._queue.append(event)
             self._pushed += 1
             if len(self._queue) >= self.flush_threshold:
+                self._drain = True  # send everything queued, batch after batch
                 self._cond.notify_all()
             return True
 
@@ -389,7 +390,7 @@ class BackendReporter(BaseSink):
             len(self._queue) >= self.flush_threshold
             or self._flush_requested
             or self._closing
-            or self._interval_due
+            or self._drain
         )
 
     def _run(self) -> None:
@@ -403,7 +404,7 @@ class BackendReporter(BaseSink):
                     if now >= self._next_flush:
                         self._next_flush = now + self.flush_interval
                         if self._queue:
-                            self._interval_due = True
+                            self._drain = True
                             continue
                     self._cond.wait(self._next_flush - now)
                 batch = [
@@ -418,7 +419,7 @@ class BackendReporter(BaseSink):
             with self._cond:
                 self._processed += len(batch)
                 if not self._queue:
-                    self._interval_due = False
+                    self._drain = False
                     self._flush_requested = False
                 self._cond.notify_all()
 

@@ -17,7 +17,7 @@ from opentelemetry.util.types import AttributeValue
 from tinkex_telemetry._attrs import body_ids, template_path
 from tinkex_telemetry._redact import SENSITIVE_HEADERS, is_secret_key, redact_text, sanitize_url
 
-__all__ = ["SyncTracingTransport", "TracingTransport"]
+__all__ = ["TracingTransport"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -189,22 +189,25 @@ def _safe_capture(names: Iterable[str]) -> frozenset[str]:
     )
 
 
-class TracingTransport(httpx.AsyncBaseTransport):
-    """Wrap an async transport: one CLIENT span per attempt, ``traceparent`` injected.
+class TracingTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
+    """Wrap an httpx transport: one CLIENT span per attempt, ``traceparent`` injected.
 
-    The span is a child of the current span (the SDK operation span), carries the
-    OpenTelemetry HTTP client attributes (``http.request.method``, ``url.full`` without
-    secrets, ``server.address``, ``server.port``, ``http.response.status_code``,
-    ``error.type``, ``network.protocol.version``, ``http.request.resend_count``) and tinkex
-    ones (``tinkex.retry_count``, ``tinkex.request_type``, ``tinkex.poll_iteration``,
-    ``tinkex.request_id``, ``tinkex.model_id``, ``tinkex.seq_id``...). It ends when the
-    response body has been read or closed. No header value of ``x-api-key``,
-    ``authorization`` or ``cf-access-client-secret`` is ever recorded, nor any body.
+    Works for ``httpx.AsyncClient`` and ``httpx.Client`` alike (each direction needs the
+    wrapped transport to support it). The span is a child of the current span (the SDK
+    operation span), carries the OpenTelemetry HTTP client attributes
+    (``http.request.method``, ``url.full`` without secrets, ``server.address``,
+    ``server.port``, ``http.response.status_code``, ``error.type``,
+    ``network.protocol.version``, ``http.request.resend_count``) and tinkex ones
+    (``tinkex.retry_count``, ``tinkex.request_type``, ``tinkex.poll_iteration``,
+    ``tinkex.request_id``, ``tinkex.model_id``, ``tinkex.seq_id``...), and ends when the
+    response body has been read or closed. The header sent carries the attempt span as
+    parent. No value of ``x-api-key``, ``authorization`` or ``cf-access-client-secret``
+    is ever recorded, nor any body.
     """
 
     def __init__(
         self,
-        inner: httpx.AsyncBaseTransport,
+        inner: httpx.AsyncBaseTransport | httpx.BaseTransport,
         *,
         tracer: Tracer,
         propagator: TextMapPropagator | None = None,
@@ -216,6 +219,8 @@ class TracingTransport(httpx.AsyncBaseTransport):
         self._capture = _safe_capture(capture_request_headers)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.inner, httpx.AsyncBaseTransport):
+            raise TypeError(f"{type(self.inner).__name__} is not an async transport")
         attempt = _AttemptSpan(self._tracer, self._propagator, request, self._capture)
         token = otel_context.attach(trace.set_span_in_context(attempt.span))
         try:
@@ -227,27 +232,9 @@ class TracingTransport(httpx.AsyncBaseTransport):
             otel_context.detach(token)
         return _finish_response(attempt, response, sync=False)
 
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
-class SyncTracingTransport(httpx.BaseTransport):
-    """The blocking twin of :class:`TracingTransport` (for ``httpx.Client``)."""
-
-    def __init__(
-        self,
-        inner: httpx.BaseTransport,
-        *,
-        tracer: Tracer,
-        propagator: TextMapPropagator | None = None,
-        capture_request_headers: Iterable[str] = (),
-    ) -> None:
-        self.inner = inner
-        self._tracer = tracer
-        self._propagator = propagator
-        self._capture = _safe_capture(capture_request_headers)
-
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.inner, httpx.BaseTransport):
+            raise TypeError(f"{type(self.inner).__name__} is not a sync transport")
         attempt = _AttemptSpan(self._tracer, self._propagator, request, self._capture)
         token = otel_context.attach(trace.set_span_in_context(attempt.span))
         try:
@@ -259,8 +246,15 @@ class SyncTracingTransport(httpx.BaseTransport):
             otel_context.detach(token)
         return _finish_response(attempt, response, sync=True)
 
+    async def aclose(self) -> None:
+        if isinstance(self.inner, httpx.AsyncBaseTransport):
+            await self.inner.aclose()
+        else:
+            self.inner.close()
+
     def close(self) -> None:
-        self.inner.close()
+        if isinstance(self.inner, httpx.BaseTransport):
+            self.inner.close()
 
 
 def _finish_response(
