@@ -429,3 +429,58 @@ def test_cross_entropy_base_loss_matches_the_server_loss(
     out = RegularizerPipeline(cross_entropy_loss).compute(data, lps)
     assert out.metrics()["loss:total"] == pytest.approx(5.5)
     assert out.metrics()["nll"] == pytest.approx(5.5)
+
+
+def test_base_loss_and_reference_failures_are_named(use_hooks: Callable[..., Hooks]) -> None:
+    def bad_base(d: Any, lp: Any) -> Any:
+        raise ZeroDivisionError("base broke")
+
+    l2 = RegularizerSpec.from_name("l2", weight=1.0)
+    with pytest.raises(RegularizerError, match="'base_loss' failed: ZeroDivisionError") as info:
+        RegularizerPipeline(bad_base, [l2]).compute([{}], [torch.zeros(2, requires_grad=True)])
+    assert isinstance(info.value.__cause__, ZeroDivisionError)
+
+    def bad_reference(d: Any) -> Any:
+        raise OSError("no file")
+
+    pipe = RegularizerPipeline(square_loss, [l2], reference=bad_reference)
+    with pytest.raises(RegularizerError, match="'reference' failed: OSError: no file"):
+        pipe.compute([{}], [torch.zeros(2, requires_grad=True)])
+
+
+def test_field_values_are_read_in_every_form(
+    use_hooks: Callable[..., Hooks], make_datum: Callable[..., Any]
+) -> None:
+    import numpy as np
+
+    from tinkex_regularizers import RegularizerBatch
+
+    class Holder:
+        def __init__(self, inputs: dict[str, Any]) -> None:
+            self.loss_fn_inputs = inputs
+
+    want = [-1.0, -0.5, -0.25]
+    forms: list[Any] = [
+        make_datum(ref=want),  # a real Datum (TensorData inside)
+        {"loss_fn_inputs": {"ref": {"data": want, "shape": [3]}}},  # wire mapping
+        {"loss_fn_inputs": {"ref": want}},  # list
+        {"loss_fn_inputs": {"ref": np.array(want)}},  # numpy
+        Holder({"ref": torch.tensor(want)}),  # attribute + tensor
+    ]
+    lps = [torch.zeros(3, dtype=torch.float64) for _ in forms]
+    batch = RegularizerBatch(data=forms, logprobs=lps)
+    for i in range(len(forms)):
+        got = batch.field("ref", i)
+        assert got.dtype == torch.float64
+        assert got.tolist() == want
+    with pytest.raises(TinkexValidationError) as info:
+        RegularizerBatch(
+            data=[{"loss_fn_inputs": {"ref": [1.0]}}], logprobs=[torch.zeros(2)]
+        ).field("ref", 0)
+    assert info.value.field == "data[0].loss_fn_inputs['ref']"
+    assert "1 elements" in str(info.value)
+    with pytest.raises(TinkexValidationError) as info:
+        RegularizerBatch(
+            data=[{"loss_fn_inputs": {"ref": ["a", object()]}}], logprobs=[torch.zeros(2)]
+        ).field("ref", 0)
+    assert "cannot be turned into a tensor" in str(info.value)

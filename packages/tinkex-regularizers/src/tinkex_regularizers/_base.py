@@ -233,7 +233,8 @@ class Regularizer(ABC, Generic[_O]):
 
     def __repr__(self) -> str:
         shown = ", ".join(
-            f"{k}={v!r}" for k, v in self.options.model_dump(exclude_defaults=True).items()
+            f"{k}={v!r}"
+            for k, v in self.options.model_dump(exclude_defaults=True, by_alias=True).items()
         )
         return f"{type(self).__name__}({shown})"
 
