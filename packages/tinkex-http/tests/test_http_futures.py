@@ -379,3 +379,27 @@ async def test_default_observer_logs_through_the_plugin(make_client: MakeClient)
         async with make_client(futures_server(answers, seen)) as http:
             await poll_future(http, "r", model_id="plugin-model-xyz")
     assert any("plugin-model-xyz" in entry["event"] for entry in logs)
+
+
+async def test_cancellation_is_reported(make_client: MakeClient, recorder: Any) -> None:
+    import asyncio
+
+    started = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        started.set()
+        await asyncio.Event().wait()  # never answers
+        raise AssertionError("unreachable")
+
+    async with make_client(handler) as http:
+        task = asyncio.create_task(poll_future(http, "r-cancel", request_type="Sample"))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    [event] = recorder.futures
+    assert (event.request_id, event.outcome, event.request_type) == (
+        "r-cancel",
+        "cancelled",
+        "Sample",
+    )
