@@ -60,7 +60,9 @@ def _work(plugin: TelemetryPlugin, n: int = 1) -> int:
     with httpx.Client(transport=transport) as client:
         for i in range(n):
             with plugin.operation_span("forward_backward", {"model_id": "m-1", "seq_id": i}):
-                assert client.post("http://tinker.test/api/v1/forward_backward", json={}).json() == {"ok": True}
+                assert client.post(
+                    "http://tinker.test/api/v1/forward_backward", json={}
+                ).json() == {"ok": True}
             done += 1
     return done
 
@@ -77,17 +79,23 @@ def otlp_env(monkeypatch: pytest.MonkeyPatch) -> Any:
     return point_at
 
 
-def test_export_spans_and_metrics_to_receiver(receiver: Any, otlp_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_spans_and_metrics_to_receiver(
+    receiver: Any, otlp_env: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     otlp_env(receiver.url)
     monkeypatch.setenv("OTEL_SERVICE_NAME", "tinkex-test")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-tenant=acme")
     setup = setup_otel_from_env(set_global=False, export_timeout=5, metric_export_interval=60)
     try:
-        plugin = TelemetryPlugin(tracer_provider=setup.tracer_provider, meter_provider=setup.meter_provider)
+        plugin = TelemetryPlugin(
+            tracer_provider=setup.tracer_provider, meter_provider=setup.meter_provider
+        )
         assert _work(plugin, 3) == 3
         from tinkex_types import RequestEvent
 
-        plugin.tinkex_on_request(event=RequestEvent("POST", "/api/v1/forward_backward", 0, 0.1, status_code=200))
+        plugin.tinkex_on_request(
+            event=RequestEvent("POST", "/api/v1/forward_backward", 0, 0.1, status_code=200)
+        )
         assert setup.force_flush(10)
     finally:
         setup.shutdown()
@@ -95,7 +103,8 @@ def test_export_spans_and_metrics_to_receiver(receiver: Any, otlp_env: Any, monk
     spans = _spans(receiver)
     ops = [s for s in spans if s.name == "forward_backward"]
     attempts = [s for s in spans if s.name == "POST /api/v1/forward_backward"]
-    assert len(ops) == 3 and len(attempts) == 3
+    assert len(ops) == 3
+    assert len(attempts) == 3
     op_ids = {bytes(s.span_id) for s in ops}
     assert {bytes(s.parent_span_id) for s in attempts} == op_ids
     assert _resource_attrs(receiver, "/v1/traces")["service.name"] == "tinkex-test"
@@ -112,7 +121,9 @@ def test_receiver_down_does_not_break_or_block_the_application(otlp_env: Any) ->
     otlp_env(f"http://127.0.0.1:{port}")  # nothing listens there any more
     setup = setup_otel_from_env(set_global=False, export_timeout=0.5, schedule_delay=0.01)
     try:
-        plugin = TelemetryPlugin(tracer_provider=setup.tracer_provider, meter_provider=setup.meter_provider)
+        plugin = TelemetryPlugin(
+            tracer_provider=setup.tracer_provider, meter_provider=setup.meter_provider
+        )
         assert _work(plugin, 30) == 30
         setup.force_flush(2)
     finally:
@@ -125,7 +136,9 @@ def test_receiver_down_does_not_break_or_block_the_application(otlp_env: Any) ->
 def test_hanging_receiver_never_blocks_the_caller(receiver: Any, otlp_env: Any) -> None:
     receiver.hold = threading.Event()
     otlp_env(receiver.url)
-    setup = setup_otel_from_env(set_global=False, metrics_enabled=False, export_timeout=20, schedule_delay=0.01)
+    setup = setup_otel_from_env(
+        set_global=False, metrics_enabled=False, export_timeout=20, schedule_delay=0.01
+    )
     try:
         plugin = TelemetryPlugin(tracer_provider=setup.tracer_provider)
         assert _work(plugin, 1) == 1
@@ -150,7 +163,8 @@ def test_env_switches(otlp_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_TRACES_EXPORTER", "none")
     setup = setup_otel_from_env(set_global=False)
     try:
-        assert setup.tracer_provider is None and setup.meter_provider is not None
+        assert setup.tracer_provider is None
+        assert setup.meter_provider is not None
     finally:
         setup.shutdown()
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "soon")
@@ -160,7 +174,9 @@ def test_env_switches(otlp_env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
         setup_otel_from_env(set_global=False)
 
 
-def test_entry_point_plugin_with_global_setup_in_a_fresh_process(receiver: Any, tmp_path: Any) -> None:
+def test_entry_point_plugin_with_global_setup_in_a_fresh_process(
+    receiver: Any, tmp_path: Any
+) -> None:
     """The installed entry point switches telemetry on: global OTLP setup, spans through the
     default plugin, and the backend reporter flushed at interpreter exit."""
     script = textwrap.dedent(
@@ -192,7 +208,11 @@ def test_entry_point_plugin_with_global_setup_in_a_fresh_process(receiver: Any, 
         TINKER_API_KEY="tml-subprocessKEY000000000",
     )
     proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", script], env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-W", "error", "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "done"
@@ -216,6 +236,8 @@ def test_disabled_by_env_in_a_fresh_process() -> None:
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKEX_",))}
     env.update(TINKEX_LOAD_PLUGINS="telemetry", TINKEX_DISABLE_PLUGINS="telemetry")
-    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["False", "False"]

@@ -10,7 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from tinkex_telemetry import BackendReporter, TelemetryPlugin, capture_exceptions, telemetry_enabled_from_env
+from tinkex_telemetry import (
+    BackendReporter,
+    TelemetryPlugin,
+    capture_exceptions,
+    telemetry_enabled_from_env,
+)
 from tinkex_types import (
     APIConnectionError,
     BadRequestError,
@@ -40,7 +45,11 @@ def _reporter(receiver: Any, **kw: Any) -> BackendReporter:
 def test_wire_format_and_session_lifecycle(receiver: Any, secrets: Any) -> None:
     key = secrets[0]
     rep = _reporter(receiver, api_key=key, sdk_version="0.16.1")
-    rep.log("checkpoint_saved", {"path": "tinker://x/weights/1", "api_key": key, "note": f"key {key}"}, "info")
+    rep.log(
+        "checkpoint_saved",
+        {"path": "tinker://x/weights/1", "api_key": key, "note": f"key {key}"},
+        "info",
+    )
     rep.log_exception(BadRequestError("bad datum", status_code=400, body={"detail": "x"}))
     rep.log_exception(RuntimeError(f"engine exploded with {key}"))
     rep.close(timeout=10)
@@ -52,7 +61,8 @@ def test_wire_format_and_session_lifecycle(receiver: Any, secrets: Any) -> None:
     body = req.json()
     assert body["session_id"] == "sess-1"
     assert body["sdk_version"] == "0.16.1"
-    assert isinstance(body["platform"], str) and body["platform"]
+    assert isinstance(body["platform"], str)
+    assert body["platform"]
     events = body["events"]
     assert [e["event"] for e in events] == [
         "SESSION_START", "GENERIC_EVENT", "GENERIC_EVENT", "UNHANDLED_EXCEPTION", "SESSION_END",
@@ -64,13 +74,16 @@ def test_wire_format_and_session_lifecycle(receiver: Any, secrets: Any) -> None:
         datetime.fromisoformat(e["timestamp"].replace("Z", "+00:00"))
         assert e["severity"] in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}
     generic, user_error, crash, end = events[1], events[2], events[3], events[4]
-    assert generic["event_name"] == "checkpoint_saved" and generic["severity"] == "INFO"
+    assert generic["event_name"] == "checkpoint_saved"
+    assert generic["severity"] == "INFO"
     assert generic["event_data"]["api_key"] == "[REDACTED]"
     assert generic["event_data"]["path"] == "tinker://x/weights/1"
-    assert user_error["event_name"] == "user_error" and user_error["severity"] == "WARNING"
+    assert user_error["event_name"] == "user_error"
+    assert user_error["severity"] == "WARNING"
     assert user_error["event_data"]["status_code"] == 400
     assert user_error["event_data"]["error_type"] == "BadRequestError"
-    assert crash["error_type"] == "RuntimeError" and crash["severity"] == "ERROR"
+    assert crash["error_type"] == "RuntimeError"
+    assert crash["severity"] == "ERROR"
     assert "traceback" in crash
     assert re.match(r"^\d+:\d\d:\d\d(\.\d{6})?$", end["duration"])
     assert key not in req.body.decode()
@@ -84,7 +97,8 @@ def test_batching_by_threshold_and_batch_size(receiver: Any) -> None:
     assert [len(r.json()["events"]) for r in receiver.requests] == [4, 4, 2]
     rep.close(timeout=10)
     assert [e["event_session_index"] for e in _events(receiver)] == list(range(11))
-    assert rep.stats.sent == 11 and rep.stats.batches_sent == 4
+    assert rep.stats.sent == 11
+    assert rep.stats.batches_sent == 4
 
 
 def test_flush_interval(receiver: Any) -> None:
@@ -132,7 +146,9 @@ def test_retry_500_then_200(receiver: Any) -> None:
     assert rep.flush(timeout=10)
     assert [len(r.json()["events"]) for r in receiver.requests] == [2, 2, 2]
     stats = rep.stats
-    assert stats.failed_attempts == 2 and stats.sent == 2 and stats.dropped_after_retries == 0
+    assert stats.failed_attempts == 2
+    assert stats.sent == 2
+    assert stats.dropped_after_retries == 0
     rep.close(timeout=10)
 
 
@@ -141,18 +157,23 @@ def test_retries_are_bounded_then_the_batch_is_dropped(receiver: Any) -> None:
     rep = _reporter(receiver, max_retries=2)
     assert rep.flush(timeout=10), "processed (dropped) in time"
     assert len(receiver.requests) == 3
-    assert rep.stats.dropped_after_retries == 1 and rep.stats.sent == 0
+    assert rep.stats.dropped_after_retries == 1
+    assert rep.stats.sent == 0
     receiver.default_status = 200
     rep.log("later")
     rep.close(timeout=10)
-    assert [e["event"] for e in receiver.requests[-1].json()["events"]] == ["GENERIC_EVENT", "SESSION_END"]
+    assert [e["event"] for e in receiver.requests[-1].json()["events"]] == [
+        "GENERIC_EVENT",
+        "SESSION_END",
+    ]
 
 
 def test_client_errors_are_not_retried(receiver: Any) -> None:
     receiver.statuses = [404]
     rep = _reporter(receiver, max_retries=3)
     assert rep.flush(timeout=10)
-    assert len(receiver.requests) == 1 and rep.stats.dropped_after_retries == 1
+    assert len(receiver.requests) == 1
+    assert rep.stats.dropped_after_retries == 1
     rep.close(timeout=10)
 
 
@@ -191,16 +212,31 @@ def test_close_timeout_abandons_retries() -> None:
     assert len(calls) == 1, "the 30 s backoff was cut short"
 
 
-def test_hook_events_are_forwarded_through_the_plugin(receiver: Any, otel: Any, fake_config: Any) -> None:
+def test_hook_events_are_forwarded_through_the_plugin(
+    receiver: Any, otel: Any, fake_config: Any
+) -> None:
     fake_config.base_url = receiver.url
     factory = otel.hooks.telemetry_sinks().get("backend")
     rep = factory(session_id="sess-9", config=fake_config, flush_interval=60.0)
-    assert isinstance(rep, BackendReporter) and rep in otel.plugin.sinks
+    assert isinstance(rep, BackendReporter)
+    assert rep in otel.plugin.sinks
     hooks = otel.hooks
-    hooks.on_request(RequestEvent("POST", "/api/v1/forward_backward", 0, 0.1, status_code=200, base_url=receiver.url))
-    hooks.on_request(RequestEvent("POST", "/api/v1/forward_backward", 0, 0.1, error="ConnectError", base_url=receiver.url))
-    hooks.on_request(RequestEvent("POST", "/api/v1/x", 0, 0.1, status_code=200, base_url="http://other.test"))
-    hooks.on_queue_state_change(QueueStateEvent("r", "paused_capacity", "active", "busy", base_url=receiver.url))
+    hooks.on_request(
+        RequestEvent(
+            "POST", "/api/v1/forward_backward", 0, 0.1, status_code=200, base_url=receiver.url
+        )
+    )
+    hooks.on_request(
+        RequestEvent(
+            "POST", "/api/v1/forward_backward", 0, 0.1, error="ConnectError", base_url=receiver.url
+        )
+    )
+    hooks.on_request(
+        RequestEvent("POST", "/api/v1/x", 0, 0.1, status_code=200, base_url="http://other.test")
+    )
+    hooks.on_queue_state_change(
+        QueueStateEvent("r", "paused_capacity", "active", "busy", base_url=receiver.url)
+    )
     hooks.on_future(FutureEvent("r", "failed", 1.0, 3, category="user", error="bad"))
     rep.close(timeout=10)
     assert rep not in otel.plugin.sinks, "closing detaches"
@@ -219,7 +255,9 @@ def test_hook_events_are_forwarded_through_the_plugin(receiver: Any, otel: Any, 
     assert events[1]["event_data"]["status_code"] == 200
 
 
-def test_disabled_reporters_send_nothing(receiver: Any, fake_config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_disabled_reporters_send_nothing(
+    receiver: Any, fake_config: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_config.base_url = receiver.url
     fake_config.telemetry_enabled = False
     rep = BackendReporter.from_config(fake_config, session_id="s")
@@ -265,7 +303,9 @@ def test_fatal_exception_ends_session_and_flushes(receiver: Any) -> None:
     with pytest.raises(InternalServerError):
         train()
     kinds = [e["event"] for e in _events(receiver)]
-    assert kinds == ["SESSION_START", "UNHANDLED_EXCEPTION", "SESSION_END"], "flushed before re-raising"
+    assert kinds == ["SESSION_START", "UNHANDLED_EXCEPTION", "SESSION_END"], (
+        "flushed before re-raising"
+    )
     assert _events(receiver)[1]["severity"] == "CRITICAL"
     rep.close(timeout=10)
     assert [e["event"] for e in _events(receiver)].count("SESSION_END") == 1
@@ -289,7 +329,8 @@ async def test_capture_exceptions_async_and_user_errors(receiver: Any) -> None:
     rep.close(timeout=10)
     events = _events(receiver)
     assert events[1]["event_name"] == "user_error"
-    assert events[2]["event"] == "UNHANDLED_EXCEPTION" and events[2]["severity"] == "WARNING"
+    assert events[2]["event"] == "UNHANDLED_EXCEPTION"
+    assert events[2]["severity"] == "WARNING"
     assert events[2]["error_type"] == "APIConnectionError"
 
 
@@ -303,10 +344,13 @@ def test_rate_limit_is_not_a_user_error(receiver: Any) -> None:
 def test_plugin_close_closes_sinks(receiver: Any) -> None:
     plugin = TelemetryPlugin()
     rep = plugin.create_sink("backend", session_id="s", base_url=receiver.url, flush_interval=60.0)
-    plugin.tinkex_on_request(event=RequestEvent("GET", "/x", 0, 0.1, status_code=200, base_url=receiver.url))
+    plugin.tinkex_on_request(
+        event=RequestEvent("GET", "/x", 0, 0.1, status_code=200, base_url=receiver.url)
+    )
     assert plugin.flush(10)
     assert len(_events(receiver)) == 2
     plugin.close(10)
-    assert rep.closed and plugin.sinks == ()
+    assert rep.closed
+    assert plugin.sinks == ()
     with pytest.raises(TinkexValidationError):
         plugin.create_sink("backend", base_url=receiver.url)

@@ -23,7 +23,8 @@ BASE = "http://tinker.test"
 
 def _traceparent_ids(header: str) -> tuple[int, int]:
     version, trace_id, span_id, flags = header.split("-")
-    assert version == "00" and int(flags, 16) & 1 == 1
+    assert version == "00"
+    assert int(flags, 16) & 1 == 1
     return int(trace_id, 16), int(span_id, 16)
 
 
@@ -106,13 +107,17 @@ async def call(
     return response
 
 
-def make_client(hooks: tinkex_types.Hooks, server: Callable[..., Any], config: Any) -> httpx.AsyncClient:
+def make_client(
+    hooks: tinkex_types.Hooks, server: Callable[..., Any], config: Any
+) -> httpx.AsyncClient:
     transport = hooks.wrap_transport(httpx.MockTransport(server), config)
     assert isinstance(transport, TracingTransport)
     return httpx.AsyncClient(base_url=BASE, transport=transport)
 
 
-async def forward_backward_flow(hooks: tinkex_types.Hooks, client: httpx.AsyncClient, key: str) -> None:
+async def forward_backward_flow(
+    hooks: tinkex_types.Hooks, client: httpx.AsyncClient, key: str
+) -> None:
     body = {"model_id": "m-1", "seq_id": 3, "forward_backward_input": {"data": [1, 2, 3]}}
     with hooks.operation_span("forward_backward", {"model_id": "m-1", "seq_id": 3, "api_key": key}):
         first = await call(hooks, client, "/api/v1/forward_backward", body, api_key=key)
@@ -134,7 +139,9 @@ async def forward_backward_flow(hooks: tinkex_types.Hooks, client: httpx.AsyncCl
         )  # fmt: skip
         assert "metrics" in r.json()
         hooks.on_future(
-            FutureEvent(request_id, "resolved", 0.2, 2, request_type="ForwardBackward", model_id="m-1")
+            FutureEvent(
+                request_id, "resolved", 0.2, 2, request_type="ForwardBackward", model_id="m-1"
+            )
         )
 
 
@@ -143,7 +150,9 @@ def _children(spans: list[ReadableSpan], parent: ReadableSpan) -> list[ReadableS
     return [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
 
 
-async def test_span_tree_client_http_server_engine(otel: Any, fake_config: Any, secrets: Any) -> None:
+async def test_span_tree_client_http_server_engine(
+    otel: Any, fake_config: Any, secrets: Any
+) -> None:
     key = secrets[0]
     server = FakeServer(otel.hooks)
     async with make_client(otel.hooks, server, fake_config) as client:
@@ -151,12 +160,14 @@ async def test_span_tree_client_http_server_engine(otel: Any, fake_config: Any, 
 
     spans = otel.spans()
     op = otel.span("forward_backward")
-    assert op.kind is SpanKind.INTERNAL and op.parent is None
+    assert op.kind is SpanKind.INTERNAL
+    assert op.parent is None
     assert op.attributes["tinkex.model_id"] == "m-1"
     assert op.attributes["tinkex.seq_id"] == 3
     assert op.attributes["tinkex.operation"] == "forward_backward"
     assert op.attributes["tinkex.queue_state"] == "paused_capacity"
-    assert "tinkex.api_key" not in op.attributes and "api_key" not in op.attributes
+    assert "tinkex.api_key" not in op.attributes
+    assert "api_key" not in op.attributes
     event_names = [e.name for e in op.events]
     assert event_names == ["tinkex.queue.state_change", "tinkex.future.resolved"]
     assert op.events[1].attributes["tinkex.future.polls"] == 2
@@ -205,7 +216,8 @@ async def test_span_tree_client_http_server_engine(otel: Any, fake_config: Any, 
         (srv,) = _children(spans, attempt)
         assert srv.name == "server.request"
         assert srv.kind is SpanKind.SERVER
-        assert srv.parent is not None and srv.parent.is_remote
+        assert srv.parent is not None
+        assert srv.parent.is_remote
         assert srv.context.trace_id == op.context.trace_id
         (engine,) = _children(spans, srv)
         assert engine.name == "server.engine_step"
@@ -232,7 +244,12 @@ async def test_no_span_holds_a_secret(otel: Any, fake_config: Any, secrets: Any)
     plugin_with_headers = TelemetryPlugin(
         tracer_provider=otel.tracer_provider,
         meter_provider=otel.meter_provider,
-        capture_request_headers=["x-api-key", "authorization", "cf-access-client-secret", "x-tinker-request-type"],
+        capture_request_headers=[
+            "x-api-key",
+            "authorization",
+            "cf-access-client-secret",
+            "x-tinker-request-type",
+        ],
     )
     inner = httpx.MockTransport(server)
     transport = plugin_with_headers.tinkex_wrap_transport(
@@ -246,11 +263,20 @@ async def test_no_span_holds_a_secret(otel: Any, fake_config: Any, secrets: Any)
             "cf-access-client-secret": cf_secret,
             "x-tinker-request-type": "Sample",
         }
-        await client.post(f"/api/v1/asample?api_key={key}&token=abc&page=2", json={"session_id": key}, headers=headers)
+        await client.post(
+            f"/api/v1/asample?api_key={key}&token=abc&page=2",
+            json={"session_id": key},
+            headers=headers,
+        )
         server.fail_with = httpx.ConnectError(f"connection to {BASE} with key {key} refused")
         with pytest.raises(httpx.ConnectError):
             await client.post("/api/v1/asample", json={}, headers=headers)
-        with pytest.raises(RuntimeError), otel.hooks.operation_span("sample", {"note": f"uses {key}", "password": "hunter2hunter2"}):
+        with (
+            pytest.raises(RuntimeError),
+            otel.hooks.operation_span(
+                "sample", {"note": f"uses {key}", "password": "hunter2hunter2"}
+            ),
+        ):
             raise RuntimeError(f"failed while using {key} and {cf_secret}")
 
     spans = otel.spans()
@@ -263,14 +289,21 @@ async def test_no_span_holds_a_secret(otel: Any, fake_config: Any, secrets: Any)
     sample_attempts = [s for s in spans if s.name == "POST /api/v1/asample"]
     # Both wrappers traced both calls: 2 calls x 2 wrappers.
     assert len(sample_attempts) == 4
-    with_headers = [s for s in sample_attempts if "http.request.header.x-tinker-request-type" in s.attributes]
+    with_headers = [
+        s for s in sample_attempts if "http.request.header.x-tinker-request-type" in s.attributes
+    ]
     assert with_headers, "the allowed header was captured"
     for span in sample_attempts:
-        assert not any("api-key" in k or "authorization" in k or "secret" in k for k in span.attributes)
+        assert not any(
+            "api-key" in k or "authorization" in k or "secret" in k for k in span.attributes
+        )
     url = sample_attempts[0].attributes["url.full"]
-    assert "api_key=REDACTED" in url and "token=REDACTED" in url and "page=2" in url
+    assert "api_key=REDACTED" in url
+    assert "token=REDACTED" in url
+    assert "page=2" in url
     failed = [s for s in sample_attempts if s.attributes.get("error.type") == "ConnectError"]
-    assert len(failed) == 2 and all(s.status.status_code is StatusCode.ERROR for s in failed)
+    assert len(failed) == 2
+    assert all(s.status.status_code is StatusCode.ERROR for s in failed)
     op = otel.span("sample")
     assert op.status.status_code is StatusCode.ERROR
     assert op.attributes["error.type"] == "RuntimeError"
@@ -279,7 +312,9 @@ async def test_no_span_holds_a_secret(otel: Any, fake_config: Any, secrets: Any)
     assert "[REDACTED]" in exc_event.attributes["exception.message"]
 
 
-async def test_concurrent_operations_keep_their_own_parents(otel: Any, fake_config: Any, secrets: Any) -> None:
+async def test_concurrent_operations_keep_their_own_parents(
+    otel: Any, fake_config: Any, secrets: Any
+) -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(0.01)
         return httpx.Response(200, json={"ok": True})
@@ -301,19 +336,29 @@ async def test_concurrent_operations_keep_their_own_parents(otel: Any, fake_conf
         kids = _children(spans, parent)
         assert len(kids) == 3
         assert all(k.context.trace_id == parent.context.trace_id for k in kids)
-    assert len({otel.span(n).context.trace_id for n in ("sample", "optim_step", "save_weights")}) == 3
+    assert (
+        len({otel.span(n).context.trace_id for n in ("sample", "optim_step", "save_weights")}) == 3
+    )
 
 
 def test_sync_transport_and_streamed_body(otel: Any, fake_config: Any) -> None:
     payload = b"x" * 5000
 
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, stream=httpx.ByteStream(payload), extensions={"http_version": b"HTTP/2"})
+        return httpx.Response(
+            200, stream=httpx.ByteStream(payload), extensions={"http_version": b"HTTP/2"}
+        )
 
     transport = otel.hooks.wrap_transport(httpx.MockTransport(handler), fake_config)
     assert isinstance(transport, TracingTransport)
-    with otel.hooks.operation_span("download_archive", {}), httpx.Client(transport=transport) as client:
-        with client.stream("GET", "https://tinker.test/api/v1/training_runs/run-42/checkpoints/weights/0001/archive") as r:
+    with (
+        otel.hooks.operation_span("download_archive", {}),
+        httpx.Client(transport=transport) as client,
+    ):
+        with client.stream(
+            "GET",
+            "https://tinker.test/api/v1/training_runs/run-42/checkpoints/weights/0001/archive",
+        ) as r:
             assert not otel.spans(), "the attempt span stays open while the body streams"
             assert r.read() == payload
     attempt = otel.span("GET /api/v1/training_runs/{id}/checkpoints/weights/{id}/archive")
@@ -356,7 +401,9 @@ def test_inject_headers_only_inside_a_span_and_never_overwrites(otel: Any) -> No
     assert (trace_id, span_id) == (op.context.trace_id, op.context.span_id)
 
 
-async def test_attempt_without_operation_continues_a_callers_traceparent(otel: Any, fake_config: Any) -> None:
+async def test_attempt_without_operation_continues_a_callers_traceparent(
+    otel: Any, fake_config: Any
+) -> None:
     seen: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -369,7 +416,8 @@ async def test_attempt_without_operation_continues_a_callers_traceparent(otel: A
         await client.get("http://tinker.test/api/v1/healthz", headers={"traceparent": caller})
     span = otel.span("GET /api/v1/healthz")
     assert span.context.trace_id == int("ab" * 16, 16)
-    assert span.parent is not None and span.parent.span_id == int("cd" * 8, 16)
+    assert span.parent is not None
+    assert span.parent.span_id == int("cd" * 8, 16)
     assert _traceparent_ids(seen[0]) == (span.context.trace_id, span.context.span_id)
 
 
@@ -381,7 +429,9 @@ async def test_propagate_false_injects_nothing(otel: Any, fake_config: Any) -> N
         seen.append(request.headers)
         return httpx.Response(200)
 
-    transport = plugin.tinkex_wrap_transport(transport=httpx.MockTransport(handler), config=fake_config)
+    transport = plugin.tinkex_wrap_transport(
+        transport=httpx.MockTransport(handler), config=fake_config
+    )
     headers: dict[str, str] = {}
     with plugin.operation_span("sample"):
         plugin.tinkex_inject_headers(headers)
@@ -398,7 +448,9 @@ def test_server_span_with_carrier_is_child_of_client_attempt(otel: Any) -> None:
         otel.hooks.inject_headers(carrier)
 
     def server_side() -> None:
-        with otel.hooks.operation_span("server.request", {"route": "/api/v1/asample"}, carrier=carrier):
+        with otel.hooks.operation_span(
+            "server.request", {"route": "/api/v1/asample"}, carrier=carrier
+        ):
             with otel.hooks.operation_span("server.queue_wait", {}):
                 pass
             # A worker handed the same carrier nests under the current server span.
@@ -408,7 +460,8 @@ def test_server_span_with_carrier_is_child_of_client_attempt(otel: Any) -> None:
     contextvars.Context().run(server_side)
     client = otel.span("sample")
     srv = otel.span("server.request")
-    assert srv.parent is not None and srv.parent.span_id == client.context.span_id
+    assert srv.parent is not None
+    assert srv.parent.span_id == client.context.span_id
     assert srv.attributes["tinkex.route"] == "/api/v1/asample"
     assert otel.span("server.queue_wait").parent.span_id == srv.context.span_id
     assert otel.span("server.engine_step").parent.span_id == srv.context.span_id
@@ -440,12 +493,22 @@ def test_cancellation_is_not_an_error(otel: Any) -> None:
 
 
 def test_large_body_ids_are_scanned_not_parsed(otel: Any, fake_config: Any) -> None:
-    big = {"forward_backward_input": {"data": [{"tokens": list(range(60_000))}]}, "model_id": "m-big", "seq_id": 9}
+    big = {
+        "forward_backward_input": {"data": [{"tokens": list(range(60_000))}]},
+        "model_id": "m-big",
+        "seq_id": 9,
+    }
     content = json.dumps(big).encode()
     assert len(content) > 256 * 1024
-    transport = otel.hooks.wrap_transport(httpx.MockTransport(lambda r: httpx.Response(200)), fake_config)
+    transport = otel.hooks.wrap_transport(
+        httpx.MockTransport(lambda r: httpx.Response(200)), fake_config
+    )
     with httpx.Client(transport=transport) as client:
-        client.post("http://tinker.test/api/v1/forward_backward", content=content, headers={"content-type": "application/json"})
+        client.post(
+            "http://tinker.test/api/v1/forward_backward",
+            content=content,
+            headers={"content-type": "application/json"},
+        )
     span = otel.span("POST /api/v1/forward_backward")
     assert span.attributes["tinkex.model_id"] == "m-big"
     assert span.attributes["tinkex.seq_id"] == 9

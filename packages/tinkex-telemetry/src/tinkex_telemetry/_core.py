@@ -49,7 +49,9 @@ class TelemetryPlugin:
     ``propagator`` defaults to W3C Trace Context; ``propagate=False`` injects nothing.
     ``capture_request_headers`` lists extra request headers to record on attempt spans
     (sensitive headers are refused). ``server_operations`` are the operation names that
-    get a SERVER span (others are INTERNAL).
+    get a SERVER span (others are INTERNAL). ``sinks`` are attached at once;
+    ``register_sinks=False`` keeps this instance from contributing the ``backend``,
+    ``console`` and ``otel`` sink factories (sink names must be unique per plugin manager).
 
     The module ``tinkex_telemetry._plugin`` (entry point ``telemetry``) delegates to one
     default instance using the global providers.
@@ -65,6 +67,7 @@ class TelemetryPlugin:
         capture_request_headers: Iterable[str] = (),
         server_operations: Iterable[str] = ("server.request",),
         sinks: Iterable[TelemetrySink] = (),
+        register_sinks: bool = True,
     ) -> None:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
@@ -73,6 +76,7 @@ class TelemetryPlugin:
         )
         self.capture_request_headers = tuple(capture_request_headers)
         self.server_operations = frozenset(server_operations)
+        self.register_sinks = register_sinks
         self._lock = threading.Lock()
         self._tracer: Tracer | None = None
         self._metrics: TinkexMetrics | None = None
@@ -344,6 +348,8 @@ class TelemetryPlugin:
 
     @hookimpl
     def tinkex_register_telemetry_sinks(self, register: Callable[[str, Any], None]) -> None:
+        if not self.register_sinks:
+            return
         for name in SINK_NAMES:
             register(name, _SinkFactory(self, name))
 
