@@ -131,3 +131,40 @@ async def test_closed_client_refuses_requests() -> None:
 
     with pytest.raises(APIConnectionError, match="closed"):
         await http.get("/api/v1/healthz")
+
+
+async def test_builtin_transport_talks_to_a_real_loopback_server(hooks: Hooks) -> None:
+    import asyncio
+
+    received: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        body = await reader.readexactly(length)
+        received.append(head + body)
+        payload = b'{"session_id": "s-1"}'
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+            + f"content-length: {len(payload)}\r\n\r\n".encode()
+            + payload
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        cfg = Config(base_url=f"http://127.0.0.1:{port}", env={})
+        async with HTTPClient(cfg, hooks=hooks) as http:
+            assert await http.post("/api/v1/create_session", {"tags": []}) == {"session_id": "s-1"}
+    finally:
+        server.close()
+        await server.wait_closed()
+    [raw] = received
+    assert raw.startswith(b"POST /api/v1/create_session HTTP/1.1\r\n")
+    assert b"x-api-key: tml-local" in raw
+    assert raw.endswith(b'{"tags":[]}')
