@@ -1,3 +1,73 @@
-"""tinkex_clients."""
+"""tinkex-clients: ServiceClient, TrainingClient, SamplingClient, RestClient and APIFuture.
 
-__all__: list[str] = []
+Quick use::
+
+    from tinkex_clients import ServiceClient
+    from tinkex_types import AdamParams, Datum, ModelInput
+
+    with ServiceClient(base_url="local://") as service:
+        training = service.create_lora_training_client("tinkex/tiny-llama-1m", rank=8)
+        result = training.forward_backward(data, "cross_entropy").result()
+        training.optim_step(AdamParams(learning_rate=1e-3)).result()
+        sampler = training.save_weights_and_get_sampling_client()
+
+See ``docs/tinkex-clients.md`` for the whole API.
+"""
+
+from __future__ import annotations
+
+from tinkex_clients._chunking import (
+    DEFAULT_MAX_CHUNK_BYTES,
+    DEFAULT_MAX_CHUNK_ITEMS,
+    chunk_data,
+    combine_forward_backward_outputs,
+    reduce_metrics,
+)
+from tinkex_clients._future import APIFuture
+from tinkex_clients._recovery import (
+    RecoveryError,
+    RecoveryExecutor,
+    RecoveryMonitor,
+    RecoveryPolicy,
+    RecoveryResult,
+)
+from tinkex_clients._rest import RestClient
+from tinkex_clients._sampling import SamplingClient
+from tinkex_clients._service import ServiceClient
+from tinkex_clients._tokenizers import (
+    TokenizerNotFoundError,
+    hf_hub_cache_dir,
+    load_local_tokenizer,
+    tokenizer_id_for_model,
+    tokenizer_search_paths,
+)
+from tinkex_clients._training import CustomLossFn, TrainingClient
+from tinkex_clients._validate import ClientClosedError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_MAX_CHUNK_BYTES",
+    "DEFAULT_MAX_CHUNK_ITEMS",
+    "APIFuture",
+    "ClientClosedError",
+    "CustomLossFn",
+    "RecoveryError",
+    "RecoveryExecutor",
+    "RecoveryMonitor",
+    "RecoveryPolicy",
+    "RecoveryResult",
+    "RestClient",
+    "SamplingClient",
+    "ServiceClient",
+    "TokenizerNotFoundError",
+    "TrainingClient",
+    "__version__",
+    "chunk_data",
+    "combine_forward_backward_outputs",
+    "hf_hub_cache_dir",
+    "load_local_tokenizer",
+    "reduce_metrics",
+    "tokenizer_id_for_model",
+    "tokenizer_search_paths",
+]

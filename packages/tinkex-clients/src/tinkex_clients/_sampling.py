@@ -1,0 +1,291 @@
+"""SamplingClient: text generation and prompt logprobs from a base model or saved weights."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from tinkex_clients._future import APIFuture
+from tinkex_clients._session import Session, parse_result
+from tinkex_clients._tokenizers import resolve_tokenizer, tokenizer_id_for_model
+from tinkex_clients._validate import (
+    as_model_input,
+    as_non_negative_int,
+    as_positive_int,
+    as_sampling_params,
+)
+from tinkex_http import (
+    ByteEstimator,
+    RateLimiter,
+    RetryConfig,
+    RetrySemaphore,
+    SamplingDispatch,
+    retry_async,
+)
+from tinkex_types import (
+    GetSamplerResponse,
+    ModelInput,
+    RateLimitError,
+    SampleRequest,
+    SampleResponse,
+    SamplingParams,
+    TinkexValidationError,
+)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tinkex_types import Tokenizer
+
+__all__ = ["SamplingClient"]
+
+_log = structlog.get_logger("tinkex.clients.sampling")
+
+#: At most this many sample calls of one sampler run their retry loop at once.
+MAX_CONCURRENT_SAMPLES_PER_SESSION = 1000
+
+
+class SamplingClient:
+    """Generates tokens (and prompt logprobs) from one sampling session.
+
+    Get one from ``service_client.create_sampling_client(...)`` or
+    ``training_client.save_weights_and_get_sampling_client()``. Safe to share across threads
+    and coroutines: every request runs on the ServiceClient's background loop behind the
+    layered admission of :class:`tinkex_http.SamplingDispatch` (400 concurrent requests per
+    tenant, 10 and ×20 bytes for 10 s after a 429, 5 MiB per client) and the sampling retry
+    loop (``retry_config``, default :meth:`tinkex_http.RetryConfig.sampling`).
+    """
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        sampling_session_id: str,
+        retry_config: RetryConfig | None = None,
+        base_model: str | None = None,
+        model_path: str | None = None,
+        dispatch: SamplingDispatch | None = None,
+    ) -> None:
+        if retry_config is not None and not isinstance(retry_config, RetryConfig):
+            raise TinkexValidationError(
+                "retry_config",
+                f"must be a tinkex RetryConfig, got {type(retry_config).__name__}",
+                "use tinkex_http.RetryConfig(...) or None for the default",
+            )
+        self._session = session
+        self.sampling_session_id = sampling_session_id
+        self.retry_config = retry_config or RetryConfig.sampling()
+        self.model_path = model_path
+        self._base_model = base_model
+        self._seq = 0
+        self._dispatch = dispatch or SamplingDispatch(
+            rate_limiter=RateLimiter.for_key(session.config),
+            tenant=session.config.tenant_key,
+        )
+        self._tokenizer: Any = None
+
+    def __repr__(self) -> str:
+        return f"SamplingClient(sampling_session_id={self.sampling_session_id!r})"
+
+    @property
+    def dispatch(self) -> SamplingDispatch:
+        """The admission layers of this client (in-flight counters for inspection)."""
+        return self._dispatch
+
+    # -- internals ------------------------------------------------------------------------
+    def _next_seq(self) -> int:
+        value = self._seq
+        self._seq += 1
+        return value
+
+    async def _attempt(self, request: SampleRequest, estimated: int) -> SampleResponse:
+        session = self._session
+        limiter = self._dispatch.rate_limiter
+        await limiter.wait_for_backoff()
+        body = request.model_copy(update={"seq_id": self._next_seq()}).to_json_dict()
+        started = time.monotonic()
+        try:
+            submitted = await session.http.post("/api/v1/asample", body)
+        except RateLimitError as exc:
+            seconds = self._dispatch.set_backoff(estimated)
+            if isinstance(exc.body, dict) and exc.body.get("queue_state"):
+                _log.info(
+                    "sampling_backpressure",
+                    sampler=self.sampling_session_id,
+                    queue_state=exc.body.get("queue_state"),
+                    reason=exc.body.get("queue_state_reason"),
+                    backoff_s=seconds,
+                )
+            raise
+        limiter.clear_backoff()
+        return await session.resolve(
+            submitted, SampleResponse, request_type="Sample", started=started
+        )
+
+    async def _sample(self, request: SampleRequest, operation: str) -> SampleResponse:
+        session = self._session
+        estimated = ByteEstimator.model_input_bytes(request.prompt)
+        with session.span(
+            operation,
+            sampler_id=self.sampling_session_id,
+            num_samples=request.num_samples,
+            prompt_tokens=estimated // ByteEstimator.BYTES_PER_TOKEN,
+        ):
+            async with self._dispatch.slot(estimated):
+                async with RetrySemaphore.hold(
+                    ("sampler", self.sampling_session_id), MAX_CONCURRENT_SAMPLES_PER_SESSION
+                ):
+                    return await retry_async(
+                        lambda: self._attempt(request, estimated),
+                        self.retry_config,
+                        sleep=session.http.sleep,
+                    )
+
+    def _request(
+        self,
+        prompt: Any,
+        num_samples: Any,
+        sampling_params: Any,
+        include_prompt_logprobs: Any,
+        topk_prompt_logprobs: Any,
+    ) -> SampleRequest:
+        self._session.check_open("SamplingClient")
+        model_input = as_model_input(prompt)
+        n = as_positive_int(num_samples, "num_samples")
+        params = as_sampling_params(sampling_params)
+        if not isinstance(include_prompt_logprobs, bool):
+            raise TinkexValidationError(
+                "include_prompt_logprobs", f"must be a bool, got {include_prompt_logprobs!r}"
+            )
+        topk = as_non_negative_int(topk_prompt_logprobs, "topk_prompt_logprobs")
+        return SampleRequest(
+            num_samples=n,
+            prompt=model_input,
+            sampling_params=params,
+            sampling_session_id=self.sampling_session_id,
+            prompt_logprobs=include_prompt_logprobs,
+            topk_prompt_logprobs=topk,
+        )
+
+    # -- public API -----------------------------------------------------------------------
+    def sample(
+        self,
+        prompt: ModelInput,
+        num_samples: int,
+        sampling_params: SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+    ) -> APIFuture[SampleResponse]:
+        """Generate ``num_samples`` continuations of ``prompt``.
+
+        Returns a future of :class:`SampleResponse` (``.result()`` or ``await``).
+        """
+        request = self._request(
+            prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs
+        )
+        return self._session.run(self._sample(request, "sample"), "SamplingClient")
+
+    async def sample_async(
+        self,
+        prompt: ModelInput,
+        num_samples: int,
+        sampling_params: SamplingParams,
+        include_prompt_logprobs: bool = False,
+        topk_prompt_logprobs: int = 0,
+    ) -> SampleResponse:
+        """Async version of :meth:`sample` (returns the response itself)."""
+        request = self._request(
+            prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs
+        )
+        return await self._session.bridge(self._sample(request, "sample"), "SamplingClient")
+
+    async def _compute_logprobs(self, request: SampleRequest) -> list[float | None]:
+        response = await self._sample(request, "compute_logprobs")
+        if response.prompt_logprobs is None:
+            raise TinkexValidationError(
+                "prompt",
+                "the server returned no prompt logprobs",
+                "check that the server supports prompt_logprobs",
+            )
+        return list(response.prompt_logprobs)
+
+    def _logprobs_request(self, prompt: Any) -> SampleRequest:
+        return self._request(prompt, 1, SamplingParams(max_tokens=1), True, 0)
+
+    def compute_logprobs(self, prompt: ModelInput) -> APIFuture[list[float | None]]:
+        """Log-probability of every prompt token given the ones before it (``None`` first)."""
+        request = self._logprobs_request(prompt)
+        return self._session.run(self._compute_logprobs(request), "SamplingClient")
+
+    async def compute_logprobs_async(self, prompt: ModelInput) -> list[float | None]:
+        request = self._logprobs_request(prompt)
+        return await self._session.bridge(self._compute_logprobs(request), "SamplingClient")
+
+    async def _get_sampler(self) -> GetSamplerResponse:
+        from urllib.parse import quote
+
+        body = await self._session.get(
+            f"/api/v1/samplers/{quote(self.sampling_session_id, safe=':')}"
+        )
+        return parse_result(body, GetSamplerResponse, what="get_sampler")
+
+    async def _base_model_coro(self) -> str:
+        if self._base_model is None:
+            self._base_model = (await self._get_sampler()).base_model
+        return self._base_model
+
+    def get_base_model(self) -> str:
+        """The base model this sampler serves (asked from the server once, then cached)."""
+        if self._base_model is not None:
+            return self._base_model
+        return self._session.call(self._base_model_coro(), "SamplingClient")
+
+    async def get_base_model_async(self) -> str:
+        if self._base_model is not None:
+            return self._base_model
+        return await self._session.bridge(self._base_model_coro(), "SamplingClient")
+
+    def get_tokenizer(self) -> Tokenizer:
+        """The tokenizer of the base model (through the ``tinkex_resolve_tokenizer`` hook)."""
+        if self._tokenizer is None:
+            name = tokenizer_id_for_model(self.get_base_model())
+            self._tokenizer = resolve_tokenizer(name, self._session.hooks)
+        return self._tokenizer  # type: ignore[no-any-return]
+
+    async def get_tokenizer_async(self) -> Tokenizer:
+        if self._tokenizer is None:
+            name = tokenizer_id_for_model(await self.get_base_model_async())
+            self._tokenizer = await asyncio.to_thread(resolve_tokenizer, name, self._session.hooks)
+        return self._tokenizer  # type: ignore[no-any-return]
+
+
+async def create_sampling_client(
+    session: Session,
+    *,
+    model_path: str | None = None,
+    base_model: str | None = None,
+    retry_config: RetryConfig | None = None,
+) -> SamplingClient:
+    """Create a sampling session on the server and a :class:`SamplingClient` for it
+    (arguments already validated)."""
+    from tinkex_types import CreateSamplingSessionRequest, CreateSamplingSessionResponse
+
+    request = CreateSamplingSessionRequest(
+        session_id=session.session_id or "",
+        sampling_session_seq_id=session.next_sampling_session_seq_id(),
+        base_model=base_model,
+        model_path=model_path,
+    )
+    with session.span("create_sampling_client", base_model=base_model, model_path=model_path):
+        body = await session.post(
+            "/api/v1/create_sampling_session", request.to_json_dict(), retries=False
+        )
+    response = parse_result(body, CreateSamplingSessionResponse, what="create_sampling_session")
+    return SamplingClient(
+        session,
+        sampling_session_id=response.sampling_session_id,
+        retry_config=retry_config,
+        base_model=base_model,
+        model_path=model_path,
+    )
