@@ -198,8 +198,8 @@ class RegularizerPipeline:
     ``‖∂term/∂logprobs‖₂`` per term and for the total. ``parallel``: ``True`` runs the
     regularizers in a thread pool, ``False`` one after the other, ``"auto"`` (default) uses
     threads for two or more regularizers on at least 32768 logprob elements. Results do
-    not depend on this choice. ``timeout`` (seconds, threads only) bounds each
-    regularizer. ``reference(data) -> [tensor per datum]`` supplies reference logprobs to
+    not depend on this choice. ``timeout`` (seconds, threads only): every
+    regularizer must finish that long after submission. ``reference(data) -> [tensor per datum]`` supplies reference logprobs to
     the regularizers that use one. ``hooks`` defaults to :func:`tinkex_types.get_hooks`.
     """
 
