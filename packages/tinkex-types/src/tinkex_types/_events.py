@@ -26,6 +26,7 @@ class QueueStateEvent:
     reason: str
     model_id: str | None = None
     base_url: str | None = None
+    request_type: str | None = None
     timestamp: float = field(default_factory=time.time)
 
 
