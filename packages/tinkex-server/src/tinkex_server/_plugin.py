@@ -17,3 +17,8 @@ def tinkex_resolve_tokenizer(name: str) -> Any | None:
     from tinkex_server._tokenizer import resolve_tokenizer
 
     return resolve_tokenizer(name)
+
+
+from tinkex_server._hooks_api import tinkex_register_commands, tinkex_register_transports  # noqa: E402
+
+__all__ = ["tinkex_register_commands", "tinkex_register_transports", "tinkex_resolve_tokenizer"]

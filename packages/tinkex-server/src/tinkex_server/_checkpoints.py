@@ -1,0 +1,148 @@
+"""Checkpoint files on disk: directory layout, sizes, tar archives and signed download URLs.
+
+Layout under the data directory (every path segment percent-encoded, so ids with ``:`` and
+names such as ``..`` are safe)::
+
+    checkpoints/<training_run_id>/<kind>/<name>/   kind = weights | sampler_weights
+        adapter_model.safetensors, adapter_config.json      (both kinds, PEFT layout)
+        optimizer.safetensors, tinkex_state.json            (weights = training state)
+    samplers/<sampler_id>/                          snapshots behind unnamed sampler saves
+    archives/<training_run_id>/<kind>/<name>.tar    built on demand, then cached
+
+Archives are uncompressed tars holding ``adapter_config.json``,
+``adapter_model.safetensors`` and an empty ``checkpoint_complete`` marker at the root.
+Download URLs are signed with HMAC-SHA256 over (run, kind, name, expiry) using a secret kept
+in the database, so they work without Tinker headers and survive restarts until they expire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import io
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+__all__ = [
+    "ARCHIVE_FILES",
+    "CheckpointFiles",
+    "safe_segment",
+]
+
+#: Files every archive holds, in order (the marker is written empty).
+ARCHIVE_FILES = ("adapter_config.json", "adapter_model.safetensors")
+MARKER = "checkpoint_complete"
+
+
+def safe_segment(text: str) -> str:
+    """A file-name-safe, reversible encoding of an id or name (never ``.``/``..``)."""
+    return quote(text, safe="-_").replace(".", "%2E")
+
+
+def dir_size(path: Path) -> int:
+    """Total size of the regular files under ``path``."""
+    total = 0
+    for p in path.rglob("*"):
+        if p.is_file():
+            total += p.stat().st_size
+    return total
+
+
+class CheckpointFiles:
+    """Where checkpoint files live, and how archives and download URLs are made."""
+
+    def __init__(self, data_dir: Path, secret: bytes) -> None:
+        self.data_dir = data_dir
+        self._secret = secret
+        self.root = data_dir / "checkpoints"
+        self.sampler_root = data_dir / "samplers"
+        self.archive_root = data_dir / "archives"
+
+    def checkpoint_dir(self, run_id: str, kind: str, name: str) -> Path:
+        return self.root / safe_segment(run_id) / kind / safe_segment(name)
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.data_dir).as_posix()
+
+    def absolute(self, rel: str) -> Path:
+        return self.data_dir / rel
+
+    def sampler_dir(self, sampler_id: str) -> Path:
+        return self.sampler_root / safe_segment(sampler_id)
+
+    def archive_path(self, run_id: str, kind: str, name: str) -> Path:
+        return self.archive_root / safe_segment(run_id) / kind / (safe_segment(name) + ".tar")
+
+    def remove(self, run_id: str, kind: str, name: str) -> None:
+        """Delete a checkpoint's directory and cached archive (missing is fine)."""
+        shutil.rmtree(self.checkpoint_dir(run_id, kind, name), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.archive_path(run_id, kind, name).unlink()
+
+    # -- archives ---------------------------------------------------------------------------
+    def build_archive(self, source: Path, run_id: str, kind: str, name: str) -> Path:
+        """The tar of a checkpoint directory, built (atomically) if not cached yet.
+
+        Raises ``FileNotFoundError`` naming the missing file if the directory lacks one of
+        :data:`ARCHIVE_FILES`.
+        """
+        target = self.archive_path(run_id, kind, name)
+        if target.is_file() and target.stat().st_mtime >= _newest_mtime(source):
+            return target
+        for fname in ARCHIVE_FILES:
+            if not (source / fname).is_file():
+                raise FileNotFoundError(f"checkpoint file {fname} is missing")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                with tarfile.open(fileobj=fh, mode="w", format=tarfile.PAX_FORMAT) as tar:
+                    for fname in ARCHIVE_FILES:
+                        info = tar.gettarinfo(str(source / fname), arcname=fname)
+                        _normalise(info)
+                        with (source / fname).open("rb") as src:
+                            tar.addfile(info, src)
+                    marker = tarfile.TarInfo(MARKER)
+                    marker.size = 0
+                    _normalise(marker)
+                    tar.addfile(marker, io.BytesIO(b""))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return target
+
+    # -- signed URLs ------------------------------------------------------------------------
+    def sign(self, run_id: str, kind: str, name: str, expires: int) -> str:
+        msg = "\n".join((run_id, kind, name, str(expires))).encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).hexdigest()
+
+    def verify(self, run_id: str, kind: str, name: str, expires: int, sig: str) -> bool:
+        """Whether ``sig`` is valid for this checkpoint and ``expires`` lies in the future."""
+        if expires < time.time():
+            return False
+        return hmac.compare_digest(self.sign(run_id, kind, name, expires), sig)
+
+
+def _normalise(info: tarfile.TarInfo) -> None:
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    info.mtime = 0
+
+
+def _newest_mtime(path: Path) -> float:
+    newest = 0.0
+    for fname in ARCHIVE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            newest = max(newest, (path / fname).stat().st_mtime)
+    return newest

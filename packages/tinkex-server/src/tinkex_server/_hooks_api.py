@@ -1,0 +1,31 @@
+"""Hook implementations contributed by the server side: the ``local`` transport scheme and
+the ``serve`` CLI command. Cheap to import: the app, torch and uvicorn load on first use."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tinkex_types import hookimpl
+
+__all__ = ["tinkex_register_commands", "tinkex_register_transports"]
+
+
+def _local_factory(*, config: Any = None, pool: str = "default", **kwargs: Any) -> Any:
+    from tinkex_server._local import local_transport_factory
+
+    return local_transport_factory(config=config, pool=pool, **kwargs)
+
+
+@hookimpl
+def tinkex_register_transports(register: Callable[[str, Callable[..., Any]], None]) -> None:
+    """``local://``: the server in-process (see :mod:`tinkex_server._local`)."""
+    register("local", _local_factory)
+
+
+@hookimpl
+def tinkex_register_commands(cli: Any) -> None:
+    """``tinkex serve``: the server over HTTP."""
+    from tinkex_server._serve import serve
+
+    cli.add_command(serve)

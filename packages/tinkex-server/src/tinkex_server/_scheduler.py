@@ -1,0 +1,355 @@
+"""Futures and the per-model ``seq_id`` queues that feed the engine worker.
+
+* :class:`FutureHub` lets ``retrieve_future`` long-poll: one ``asyncio.Event`` per pending
+  request id, set when its result is stored.
+* :class:`Scheduler` keeps, per model, the next expected ``seq_id`` (persisted in the
+  store) and buffers early arrivals. A job whose number is next becomes *ready*; when the
+  expected number has not arrived within the grace window, the gap is skipped. Jobs without
+  a ``seq_id`` are ready at once (arrival order). One dispatcher task runs ready jobs one at
+  a time on the engine worker thread, alternating with batches of sampling jobs (every
+  sampling job queued at that moment, up to ``max_batch``, goes to the engine as one
+  batch). Results, failures and the applied-steps log entry of a job are stored in one
+  transaction before its waiters wake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tinkex_server._store import Store
+from tinkex_server._worker import EngineWorker
+from tinkex_types import TinkexValidationError, get_hooks
+
+if TYPE_CHECKING:
+    from tinkex_server._engine import Engine
+
+__all__ = ["FutureHub", "Job", "Scheduler", "failure_body"]
+
+_log = logging.getLogger("tinkex_server.scheduler")
+
+
+def failure_body(exc: BaseException) -> dict[str, Any]:
+    """The 200 body of a failed future: ``user`` for caller mistakes, else ``server``."""
+    if isinstance(exc, TinkexValidationError):
+        return {"error": str(exc), "category": "user"}
+    return {
+        "error": f"internal server error: {type(exc).__name__}: {exc}",
+        "category": "server",
+    }
+
+
+class FutureHub:
+    """In-memory wake-up events of pending futures (results themselves live in the store)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def add(self, request_id: str) -> None:
+        self._events.setdefault(request_id, asyncio.Event())
+
+    def resolve(self, request_id: str) -> None:
+        event = self._events.pop(request_id, None)
+        if event is not None:
+            event.set()
+
+    def is_pending(self, request_id: str) -> bool:
+        return request_id in self._events
+
+    async def wait(self, request_id: str, hold_s: float) -> bool:
+        """Wait up to ``hold_s`` for ``request_id`` to resolve; False if it did not."""
+        event = self._events.get(request_id)
+        if event is None:
+            return True
+        try:
+            async with asyncio.timeout(hold_s):
+                await event.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
+@dataclass
+class Job:
+    """One queued operation.
+
+    * ``execute(engine)`` runs on the engine thread (ordered jobs).
+    * ``sample`` (an engine ``SampleRequest``) and ``prepare(engine)`` for sampling jobs.
+    * ``finish(output)`` runs on the event loop inside the result transaction and returns
+      the wire result body; ``on_failure(exc)`` likewise on failure (optional).
+    """
+
+    request_id: str
+    target: str
+    seq_id: int | None
+    request_type: str
+    execute: Callable[[Engine], Any] | None = None
+    sample: Any = None
+    prepare: Callable[[Engine], None] | None = None
+    finish: Callable[[Any], dict[str, Any]] = field(default=lambda out: dict(out))
+    on_failure: Callable[[BaseException], None] | None = None
+    ordered: bool = True
+    carrier: Mapping[str, str] | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    enqueued_at: float = field(default_factory=time.monotonic)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass
+class _ModelQueue:
+    next_expected: int
+    buffered: dict[int, Job] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+
+
+class Scheduler:
+    """Per-model ordering plus the single dispatcher (see the module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        worker: EngineWorker,
+        hub: FutureHub,
+        *,
+        grace_s: float,
+        max_batch: int,
+    ) -> None:
+        self._store = store
+        self._worker = worker
+        self._hub = hub
+        self.grace_s = grace_s
+        self.max_batch = max_batch
+        self._queues: dict[str, _ModelQueue] = {}
+        self._ready: deque[Job] = deque()
+        self._samples: deque[Job] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._span_tasks: set[asyncio.Task[None]] = set()
+        self._busy = False
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._dispatch(), name="tinkex-scheduler"
+            )
+
+    async def stop(self) -> None:
+        for queue in self._queues.values():
+            if queue.timer is not None:
+                queue.timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        for task in list(self._span_tasks):
+            task.cancel()
+
+    # -- introspection ----------------------------------------------------------------------
+    @property
+    def queued_samples(self) -> int:
+        return len(self._samples)
+
+    @property
+    def queued_jobs(self) -> int:
+        buffered = sum(len(q.buffered) for q in self._queues.values())
+        return len(self._ready) + len(self._samples) + buffered
+
+    def next_expected(self, target: str) -> int:
+        return self._queue(target).next_expected
+
+    def _queue(self, target: str) -> _ModelQueue:
+        queue = self._queues.get(target)
+        if queue is None:
+            row = self._store.get_model(target)
+            queue = _ModelQueue(next_expected=row.next_seq_id if row is not None else 1)
+            self._queues[target] = queue
+        return queue
+
+    # -- submission -------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        """Queue ``job`` (its future row must already exist in the store)."""
+        self._span_queue_wait(job)
+        if not job.ordered:
+            self._samples.append(job)
+            self._wake.set()
+            return
+        if job.seq_id is None:
+            self._ready.append(job)
+            self._wake.set()
+            return
+        queue = self._queue(job.target)
+        if job.seq_id < queue.next_expected:
+            self._late(job, queue.next_expected)
+            return
+        queue.buffered[job.seq_id] = job
+        self._drain(job.target, queue)
+
+    def _late(self, job: Job, expected: int) -> None:
+        exc = TinkexValidationError(
+            "seq_id",
+            f"seq_id {job.seq_id} for {job.target!r} arrived after the server had moved on "
+            f"(next expected {expected}; a missing seq_id is skipped after "
+            f"{self.grace_s:g} s)",
+            "send each model's requests with increasing seq_id, without long gaps",
+        )
+        self._store.complete_future(job.request_id, failure_body(exc), failed=True)
+        job.started.set()
+        self._hub.resolve(job.request_id)
+
+    def _drain(self, target: str, queue: _ModelQueue) -> None:
+        moved = False
+        while queue.next_expected in queue.buffered:
+            self._ready.append(queue.buffered.pop(queue.next_expected))
+            queue.next_expected += 1
+            moved = True
+        if moved:
+            self._persist_next(target, queue.next_expected)
+            self._wake.set()
+            if queue.timer is not None:
+                queue.timer.cancel()
+                queue.timer = None
+        if queue.buffered and queue.timer is None:
+            loop = asyncio.get_running_loop()
+            queue.timer = loop.call_later(self.grace_s, self._gap_expired, target)
+
+    def _gap_expired(self, target: str) -> None:
+        queue = self._queues.get(target)
+        if queue is None:
+            return
+        queue.timer = None
+        if not queue.buffered:
+            return
+        first = min(queue.buffered)
+        if first > queue.next_expected:
+            _log.warning(
+                "seq_id gap skipped: %s waited %.1f s for seq_id %d..%d, continuing at %d",
+                target,
+                self.grace_s,
+                queue.next_expected,
+                first - 1,
+                first,
+            )
+            queue.next_expected = first
+        self._drain(target, queue)
+
+    def _persist_next(self, target: str, next_seq: int) -> None:
+        if self._store.get_model(target) is not None:
+            self._store.update_model(target, next_seq_id=next_seq)
+
+    def _span_queue_wait(self, job: Job) -> None:
+        hooks = get_hooks()
+        if not hooks.pm.hook.tinkex_operation_span.get_hookimpls():
+            return
+
+        async def hold() -> None:
+            attrs = {**job.attributes, "request_type": job.request_type}
+            with hooks.operation_span("server.queue_wait", attrs, carrier=job.carrier):
+                await job.started.wait()
+
+        task = asyncio.get_running_loop().create_task(hold())
+        self._span_tasks.add(task)
+        task.add_done_callback(self._span_tasks.discard)
+
+    # -- dispatch ---------------------------------------------------------------------------
+    async def _dispatch(self) -> None:
+        last_was_training = False
+        while True:
+            if not self._ready and not self._samples:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            take_samples = bool(self._samples) and (not self._ready or last_was_training)
+            if take_samples:
+                batch = [
+                    self._samples.popleft() for _ in range(min(self.max_batch, len(self._samples)))
+                ]
+                await self._run_samples(batch)
+                last_was_training = False
+            else:
+                await self._run_job(self._ready.popleft())
+                last_was_training = True
+
+    def _record(self, job: Job, output: Any, error: BaseException | None) -> None:
+        applied = (job.target, job.seq_id, job.request_type)
+        body: dict[str, Any]
+        if error is None:
+            try:
+                with self._store.tx():
+                    body = job.finish(output)
+                    self._store.complete_future(job.request_id, body, failed=False, applied=applied)
+                self._hub.resolve(job.request_id)
+                return
+            except Exception as exc:
+                _log.exception("storing the result of %s failed", job.request_id)
+                error = exc
+        body = failure_body(error)
+        with self._store.tx():
+            if job.on_failure is not None:
+                try:
+                    job.on_failure(error)
+                except Exception:
+                    _log.exception("failure handler of %s raised", job.request_id)
+            self._store.complete_future(job.request_id, body, failed=True, applied=applied)
+        self._hub.resolve(job.request_id)
+
+    async def _run_job(self, job: Job) -> None:
+        job.started.set()
+        assert job.execute is not None
+        attrs = {**job.attributes, "request_type": job.request_type}
+        output: Any = None
+        error: BaseException | None = None
+        try:
+            output = await self._worker.run(job.execute, attributes=attrs, carrier=job.carrier)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if not isinstance(exc, TinkexValidationError):
+                _log.exception("engine failure in %s (%s)", job.request_id, job.request_type)
+            error = exc
+        self._record(job, output, error)
+
+    async def _run_samples(self, batch: list[Job]) -> None:
+        for job in batch:
+            job.started.set()
+
+        def run(engine: Engine) -> list[Any]:
+            results: list[Any] = [None] * len(batch)
+            live: list[int] = []
+            for i, job in enumerate(batch):
+                try:
+                    if job.prepare is not None:
+                        job.prepare(engine)
+                    live.append(i)
+                except Exception as exc:
+                    results[i] = exc
+            if live:
+                outs = engine.sample_batch([batch[i].sample for i in live], return_exceptions=True)
+                for i, out in zip(live, outs, strict=True):
+                    results[i] = out
+            return results
+
+        attrs = {"request_type": "Sample", "batch_size": len(batch)}
+        carrier = batch[0].carrier if len(batch) == 1 else None
+        try:
+            outputs = await self._worker.run(run, attributes=attrs, carrier=carrier)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _log.exception("engine failure in a sampling batch of %d", len(batch))
+            outputs = [exc] * len(batch)
+        for job, out in zip(batch, outputs, strict=True):
+            if isinstance(out, BaseException):
+                self._record(job, None, out)
+            else:
+                self._record(job, out, None)
