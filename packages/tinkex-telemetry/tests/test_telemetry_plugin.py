@@ -198,8 +198,24 @@ def test_server_operations_are_server_spans(otel: Any) -> None:
     with otel.plugin.operation_span("server.request"):
         with otel.plugin.operation_span("server.engine_step"):
             pass
+    with otel.plugin.operation_span("server.forward_backward"):
+        with otel.plugin.operation_span("server.queue_wait"):
+            pass
+    with otel.plugin.operation_span("forward_backward"):
+        pass
     assert otel.span("server.request").kind is SpanKind.SERVER
+    assert otel.span("server.forward_backward").kind is SpanKind.SERVER
     assert otel.span("server.engine_step").kind is SpanKind.INTERNAL
+    assert otel.span("server.queue_wait").kind is SpanKind.INTERNAL
+    assert otel.span("forward_backward").kind is SpanKind.INTERNAL
+    custom = TelemetryPlugin(tracer_provider=otel.tracer_provider, server_operations=["handle"])
+    with custom.operation_span("handle"), custom.operation_span("server.request"):
+        pass
+    assert otel.span("handle").kind is SpanKind.SERVER
+    assert [s.kind for s in otel.spans() if s.name == "server.request"] == [
+        SpanKind.SERVER,
+        SpanKind.INTERNAL,
+    ]
 
 
 def test_span_attribute_conversion(otel: Any) -> None:

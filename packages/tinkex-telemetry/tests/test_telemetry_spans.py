@@ -421,6 +421,20 @@ async def test_attempt_without_operation_continues_a_callers_traceparent(
     assert _traceparent_ids(seen[0]) == (span.context.trace_id, span.context.span_id)
 
 
+def test_span_names_use_the_api_route(otel: Any, fake_config: Any) -> None:
+    transport = otel.hooks.wrap_transport(
+        httpx.MockTransport(lambda r: httpx.Response(200)), fake_config
+    )
+    with httpx.Client(transport=transport) as client:
+        client.post("https://tinker.test/services/tinker-prod/api/v1/forward_backward")
+        client.post("http://127.0.0.1:8000/tmp/data-dir-42/api/v1/asample")
+        client.get("https://tinker.test/healthz")
+    names = sorted(s.name for s in otel.spans())
+    assert names == ["GET /healthz", "POST /api/v1/asample", "POST /api/v1/forward_backward"]
+    prod = otel.span("POST /api/v1/forward_backward")
+    assert prod.attributes["url.template"] == "/services/tinker-prod/api/v1/forward_backward"
+
+
 async def test_propagate_false_injects_nothing(otel: Any, fake_config: Any) -> None:
     plugin = TelemetryPlugin(tracer_provider=otel.tracer_provider, propagate=False)
     seen: list[httpx.Headers] = []

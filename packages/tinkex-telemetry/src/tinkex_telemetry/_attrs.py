@@ -11,7 +11,7 @@ from opentelemetry.util.types import AttributeValue
 
 from tinkex_telemetry._redact import is_secret_key, redact_text
 
-__all__ = ["body_ids", "span_attributes", "template_path", "to_attribute"]
+__all__ = ["body_ids", "route_of", "span_attributes", "template_path", "to_attribute"]
 
 _ID_SEGMENT = re.compile(r"\d|^[0-9a-fA-F\-]{24,}$|:")
 _VERSION_SEGMENT = re.compile(r"^v\d+$")
@@ -49,6 +49,15 @@ def template_path(path: str) -> str:
         else:
             out.append(seg)
     return "/".join(out) or "/"
+
+
+def route_of(path: str) -> str:
+    """The API route of a URL path, templated: the part from ``/api/`` on when present
+    (base URLs may carry a prefix such as ``/services/tinker-prod`` or a ``local://``
+    data directory), else the whole path."""
+    path = path.split("?", 1)[0]
+    at = path.find("/api/")
+    return template_path(path[at:] if at >= 0 else path)
 
 
 def to_attribute(value: Any) -> AttributeValue | None:

@@ -38,6 +38,8 @@ INSTRUMENTATION_NAME = "tinkex"
 INSTRUMENTATION_VERSION = "0.1.0"
 SINK_NAMES: tuple[str, ...] = ("backend", "console", "otel")
 _SECRET_CONFIG_FIELDS = ("api_key", "cf_access_client_secret", "proxy")
+#: Server operations that are work inside a request, not the request itself.
+_SERVER_INTERNAL = frozenset({"server.queue_wait", "server.engine_step"})
 
 
 class TelemetryPlugin:
@@ -49,7 +51,8 @@ class TelemetryPlugin:
     ``propagator`` defaults to W3C Trace Context; ``propagate=False`` injects nothing.
     ``capture_request_headers`` lists extra request headers to record on attempt spans
     (sensitive headers are refused). ``server_operations`` are the operation names that
-    get a SERVER span (others are INTERNAL). ``sinks`` are attached at once;
+    get a SERVER span (others are INTERNAL); by default every ``server.*`` operation except
+    ``server.queue_wait`` and ``server.engine_step``. ``sinks`` are attached at once;
     ``register_sinks=False`` keeps this instance from contributing the ``backend``,
     ``console`` and ``otel`` sink factories (sink names must be unique per plugin manager).
 
@@ -65,7 +68,7 @@ class TelemetryPlugin:
         propagator: TextMapPropagator | None = None,
         propagate: bool = True,
         capture_request_headers: Iterable[str] = (),
-        server_operations: Iterable[str] = ("server.request",),
+        server_operations: Iterable[str] | None = None,
         sinks: Iterable[TelemetrySink] = (),
         register_sinks: bool = True,
     ) -> None:
@@ -75,7 +78,9 @@ class TelemetryPlugin:
             (propagator or TraceContextTextMapPropagator()) if propagate else None
         )
         self.capture_request_headers = tuple(capture_request_headers)
-        self.server_operations = frozenset(server_operations)
+        self.server_operations = (
+            frozenset(server_operations) if server_operations is not None else None
+        )
         self.register_sinks = register_sinks
         self._lock = threading.Lock()
         self._tracer: Tracer | None = None
@@ -226,6 +231,11 @@ class TelemetryPlugin:
             return None
         return remote
 
+    def _is_server_entry(self, operation: str) -> bool:
+        if self.server_operations is not None:
+            return operation in self.server_operations
+        return operation.startswith("server.") and operation not in _SERVER_INTERNAL
+
     @contextlib.contextmanager
     def operation_span(
         self,
@@ -238,7 +248,7 @@ class TelemetryPlugin:
         attrs = span_attributes(attributes)
         attrs["tinkex.operation"] = operation
         parent = self._parent_context(carrier)
-        kind = SpanKind.SERVER if operation in self.server_operations else SpanKind.INTERNAL
+        kind = SpanKind.SERVER if self._is_server_entry(operation) else SpanKind.INTERNAL
         span = self.tracer.start_span(operation, context=parent, kind=kind, attributes=attrs)
         token = otel_context.attach(trace.set_span_in_context(span, parent))
         record_metrics = True

@@ -14,7 +14,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from tinkex_telemetry._attrs import body_ids, template_path
+from tinkex_telemetry._attrs import body_ids, route_of, template_path
 from tinkex_telemetry._redact import SENSITIVE_HEADERS, is_secret_key, redact_text, sanitize_url
 
 __all__ = ["TracingTransport"]
@@ -79,7 +79,10 @@ class _AttemptSpan:
         ):
             parent_ctx = propagator.extract(carrier=dict(headers.items()))
         self.span: Span = tracer.start_span(
-            f"{method} {template}", context=parent_ctx, kind=SpanKind.CLIENT, attributes=attrs
+            f"{method} {route_of(url.path)}",
+            context=parent_ctx,
+            kind=SpanKind.CLIENT,
+            attributes=attrs,
         )
         if self.span.is_recording():
             try:
