@@ -104,8 +104,10 @@ def test_batching_by_threshold_and_batch_size(receiver: Any) -> None:
 def test_flush_interval(receiver: Any) -> None:
     rep = _reporter(receiver, flush_interval=0.05)
     rep.log("tick")
-    assert receiver.wait_for(1)
+    with receiver.got_request:
+        assert receiver.got_request.wait_for(lambda: len(_events(receiver)) >= 2, 10)
     assert [e["event"] for e in _events(receiver)] == ["SESSION_START", "GENERIC_EVENT"]
+    assert rep.stats.queued == 0, "sent by the timer alone: no flush, no close"
     rep.close(timeout=10)
 
 

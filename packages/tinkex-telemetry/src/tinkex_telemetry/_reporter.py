@@ -233,8 +233,14 @@ class BackendReporter(BaseSink):
         if key:
             register_secret(key)
             send_headers["x-api-key"] = key
-        self._client = httpx.Client(transport=transport, timeout=http_timeout, headers=send_headers)
+        # Built on the worker thread: creating a client (TLS context) is not free.
+        self._client_args: dict[str, Any] = {
+            "transport": transport,
+            "timeout": http_timeout,
+            "headers": send_headers,
+        }
         self._enqueue({"event": "SESSION_START", "severity": "INFO"}, ts=self.session_start)
+        self._next_flush = time.monotonic() + self.flush_interval
         self._thread = threading.Thread(
             target=self._run, name=f"tinkex-telemetry-{session_id[:8]}", daemon=True
         )
@@ -394,6 +400,11 @@ class BackendReporter(BaseSink):
         )
 
     def _run(self) -> None:
+        try:
+            self._client = httpx.Client(**self._client_args)
+        except Exception as exc:  # e.g. a broken TLS setup: drop everything, never raise
+            _log.warning("telemetry_client_failed", error=type(exc).__name__)
+            self._abort.set()
         while True:
             with self._cond:
                 while not self._should_send():
@@ -424,7 +435,10 @@ class BackendReporter(BaseSink):
                 self._cond.notify_all()
 
     def _send(self, batch: list[dict[str, Any]]) -> None:
-        assert self._client is not None
+        if self._client is None:
+            with self._cond:
+                self._dropped_retries += len(batch)
+            return
         body = {
             "session_id": self.session_id,
             "platform": self.platform,
