@@ -194,6 +194,18 @@ def test_module_entry_point_delegates_to_the_default_plugin() -> None:
     }
 
 
+def test_default_plugin_propagation_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(plugin_module, "_default", None)
+    monkeypatch.setenv("TINKEX_OTEL_PROPAGATE", "off")
+    assert default_plugin().propagator is None
+    monkeypatch.setattr(plugin_module, "_default", None)
+    monkeypatch.setenv("TINKEX_OTEL_PROPAGATE", "true")
+    assert default_plugin().propagator is not None
+    monkeypatch.setattr(plugin_module, "_default", None)
+    monkeypatch.delenv("TINKEX_OTEL_PROPAGATE")
+    assert default_plugin().propagator is not None
+
+
 def test_server_operations_are_server_spans(otel: Any) -> None:
     with otel.plugin.operation_span("server.request"):
         with otel.plugin.operation_span("server.engine_step"):

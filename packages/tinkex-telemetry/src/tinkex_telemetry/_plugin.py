@@ -8,6 +8,7 @@ whole plugin with ``TINKEX_DISABLE_PLUGINS=telemetry``.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,17 +18,23 @@ from tinkex_types import FutureEvent, QueueStateEvent, RegularizerEvent, Request
 
 __all__ = ["default_plugin"]
 
+_FALSY = frozenset({"0", "false", "no", "off"})
 _default: TelemetryPlugin | None = None
 _lock = threading.Lock()
 
 
 def default_plugin() -> TelemetryPlugin:
-    """The process-wide plugin behind the entry point (global OpenTelemetry providers)."""
+    """The process-wide plugin behind the entry point (global OpenTelemetry providers).
+
+    Trace-context propagation is on unless ``TINKEX_OTEL_PROPAGATE`` is set to a falsey
+    value (``0``, ``false``, ``no``, ``off``) when it is first used.
+    """
     global _default
     if _default is None:
         with _lock:
             if _default is None:
-                _default = TelemetryPlugin()
+                raw = os.environ.get("TINKEX_OTEL_PROPAGATE", "").strip().lower()
+                _default = TelemetryPlugin(propagate=raw not in _FALSY)
     return _default
 
 
