@@ -411,3 +411,20 @@ def test_invalid_requests() -> None:
     assert not isinstance(results[0], Exception)
     assert not isinstance(results[2], Exception)
     assert results[0].sequences[0].tokens == results[2].sequences[0].tokens  # type: ignore[union-attr]
+
+
+def test_a_mixed_batch_is_decoded_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinkex_server._engine import engine as engine_module
+
+    engine = _LAZY.engine
+    calls: list[int] = []
+    real = engine_module.generate
+
+    def counting(model, rows, **kw):  # type: ignore[no-untyped-def]
+        calls.append(len(rows))
+        return real(model, rows, **kw)
+
+    monkeypatch.setattr(engine_module, "generate", counting)
+    results = engine.sample_batch(_mixed_requests())
+    assert calls == [sum(r.num_samples for r in _mixed_requests())]
+    assert len(results) == 5

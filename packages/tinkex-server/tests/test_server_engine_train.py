@@ -459,3 +459,36 @@ def test_bare_training_loop_reports_timings_and_learns() -> None:
     assert len(result.losses) == 4
     assert result.losses[-1] < result.losses[0]
     assert result.tokens_per_second > 0
+
+
+def test_wire_models_are_accepted_as_they_are() -> None:
+    import tinkex_types as tt
+
+    engine = Engine(seed=0)
+    engine.create_adapter("w", MODEL, tt.LoraConfig(rank=4, seed=11))
+    engine.create_adapter("e", MODEL, LoraConfig(rank=4, seed=11))
+    seq = SEQS[0]
+    wire = tt.Datum(
+        model_input=tt.ModelInput.from_ints(seq[:-1]),
+        loss_fn_inputs={"target_tokens": seq[1:], "weights": [1.0] * (len(seq) - 1)},
+    )
+    assert isinstance(wire.loss_fn_inputs["weights"], tt.TensorData)
+    a = engine.forward_backward("w", [wire])
+    b = engine.forward_backward("e", [sft(seq)])
+    assert a.metrics == b.metrics
+    ma = engine.optim_step("w", tt.AdamParams(learning_rate=1e-2, grad_clip_norm=1.0))
+    mb = engine.optim_step("e", AdamParams(learning_rate=1e-2, grad_clip_norm=1.0))
+    assert ma == mb
+    sa, sb = engine.adapter_state("w"), engine.adapter_state("e")
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    image = tt.Datum(
+        model_input=tt.ModelInput(
+            chunks=[
+                tt.EncodedTextChunk(tokens=[1, 2]),
+                tt.ImageChunk(data=b"\x89PNG", format="png"),
+            ]
+        ),
+        loss_fn_inputs={"target_tokens": [2, 3], "weights": [1.0, 1.0]},
+    )
+    with pytest.raises(EngineInputError, match="image"):
+        engine.forward("w", [image])

@@ -14,7 +14,6 @@ __all__ = ["SUPPORTED_ARCHITECTURES", "ModelConfig"]
 SUPPORTED_ARCHITECTURES: dict[str, Literal["llama", "qwen3"]] = {
     "LlamaForCausalLM": "llama",
     "Llama3ForCausalLM": "llama",
-    "MistralForCausalLM": "llama",
     "Qwen3ForCausalLM": "qwen3",
 }
 
@@ -105,6 +104,12 @@ class ModelConfig:
         if act not in ("silu", "swish"):
             raise EngineInputError(
                 "config.json:hidden_act", f"unsupported activation {act!r}", "only silu works"
+            )
+        if cfg.get("use_sliding_window") is True:
+            raise EngineInputError(
+                "config.json:use_sliding_window",
+                "sliding-window attention is not supported",
+                "use a model with full attention",
             )
         hidden = _int(cfg, "hidden_size")
         heads = _int(cfg, "num_attention_heads")

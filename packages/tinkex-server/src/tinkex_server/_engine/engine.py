@@ -115,6 +115,24 @@ def _to_tensor(value: Any, field: str) -> Tensor:
         ) from None
 
 
+def _datum_tokens(datum: Any, where: str) -> list[int]:
+    """Token ids of an engine :class:`Datum` (``tokens``) or a wire ``Datum``
+    (``model_input.to_ints()``; image chunks are refused)."""
+    tokens = getattr(datum, "tokens", None)
+    if tokens is not None:
+        return list(tokens)
+    model_input = getattr(datum, "model_input", None)
+    to_ints = getattr(model_input, "to_ints", None)
+    if to_ints is None:
+        raise EngineInputError(f"{where}.model_input", "missing", "give the input token ids")
+    try:
+        return list(to_ints())
+    except ValueError as exc:
+        raise EngineInputError(
+            f"{where}.model_input", str(exc), "this server only takes text token chunks"
+        ) from None
+
+
 def _flat(t: Tensor, dtype: Literal["float32", "int64"] = "float32") -> FlatTensor:
     data = t.reshape(-1).tolist()
     return FlatTensor(data=data, dtype=dtype, shape=list(t.shape))
@@ -330,10 +348,8 @@ class Engine:
         out: list[_Prepared] = []
         for i, datum in enumerate(data):
             where = f"data[{i}]"
-            raw_tokens = getattr(datum, "tokens", None)
-            if raw_tokens is None:
-                raise EngineInputError(f"{where}.tokens", "missing", "give the input token ids")
-            tokens = _to_tensor(list(raw_tokens), f"{where}.tokens")
+            raw_tokens = _datum_tokens(datum, where)
+            tokens = _to_tensor(raw_tokens, f"{where}.model_input")
             if tokens.ndim != 1 or tokens.numel() == 0 or tokens.is_floating_point():
                 raise EngineInputError(
                     f"{where}.model_input", "must be a non-empty list of integer token ids"
@@ -797,7 +813,10 @@ class Engine:
         max_tokens = _int("max_tokens", req.max_tokens, 1)
         num_samples = _int("num_samples", req.num_samples, 1)
         top_k = req.top_k if req.top_k is not None else -1
-        _int("top_k", abs(top_k) if top_k < 0 else top_k, 0)
+        if isinstance(top_k, bool) or not isinstance(top_k, int):
+            raise EngineInputError(
+                "sampling_params.top_k", f"must be an integer (-1 = off), got {top_k!r}"
+            )
         temperature = _num("temperature", req.temperature)
         if temperature < 0:
             raise EngineInputError("sampling_params.temperature", "must be >= 0 (0 is greedy)")
