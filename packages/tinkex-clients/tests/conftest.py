@@ -317,16 +317,40 @@ def service(fake: FakeTinker, private_hooks: Hooks) -> Iterator[ServiceClient]:
         client.close()
 
 
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    d = tmp_path / "tinkex-data"
-    monkeypatch.setenv("TINKEX_DATA_DIR", str(d))
-    return d
+@pytest.fixture(scope="session")
+def local_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One in-process local server for the whole test session (engine start-up is the slow
+    part), with the opt-in test routes enabled; ``TINKEX_DATA_DIR`` points at its directory."""
+    from tinkex_server._config import ServerConfig
+    from tinkex_server._local import get_local_server
+
+    directory = tmp_path_factory.mktemp("tinkex-data")
+    server = get_local_server(config=ServerConfig(data_dir=directory, enable_test_routes=True))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TINKEX_DATA_DIR", str(directory))
+        try:
+            yield directory
+        finally:
+            server.close()
+
+
+@pytest.fixture(scope="session")
+def local_hooks() -> Hooks:
+    """http + clients + server plugins only (no other installed plugin interferes)."""
+    import tinkex_clients._plugin as clients_plugin
+    import tinkex_http._plugin as http_plugin
+    import tinkex_server._plugin as server_plugin
+
+    return Hooks(
+        make_plugin_manager(
+            load_entrypoints=False, plugins=[http_plugin, clients_plugin, server_plugin]
+        )
+    )
 
 
 @pytest.fixture
-def local_service(data_dir: Path) -> Iterator[ServiceClient]:
-    client = ServiceClient(base_url="local://", poll_policy=FAST_POLLS)
+def local_service(local_data_dir: Path, local_hooks: Hooks) -> Iterator[ServiceClient]:
+    client = ServiceClient(base_url="local://", hooks=local_hooks, poll_policy=FAST_POLLS)
     try:
         yield client
     finally:
