@@ -225,3 +225,14 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     fileio.atomic_write_bytes(tmp_path / "f.bin", b"abc")
     assert (tmp_path / "f.bin").read_bytes() == b"abc"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "f.bin"]
+
+
+def test_peft_directory_with_regex_targets_is_refused(tmp_path: Path) -> None:
+    engine = _trained(steps=1)
+    path = engine.save_sampler_weights("m", tmp_path / "p")
+    config = json.loads((path / "adapter_config.json").read_text())
+    config["target_modules"] = ".*proj"
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(EngineInputError, match="regexes are not supported"):
+        engine.load_sampler_weights("x", path)
+    assert not engine.has_adapter("x")

@@ -100,6 +100,14 @@ def test_greedy_is_deterministic_and_matches_uncached_decoding() -> None:
     assert first.stop_reason == "length"
     assert len(first.tokens) == 8
     assert first.tokens == _naive_greedy("a", prompt, 8)
+    # Longer than the cache's initial room (64 positions): the cache grows correctly.
+    long = engine.sample(
+        SampleRequest(
+            prompt=prompt, max_tokens=100, model_id="b", temperature=0.0, stop_at_eos=False
+        )
+    ).sequences[0]
+    assert len(long.tokens) == 100
+    assert long.tokens == _naive_greedy("b", prompt, 100)
     # The adapter learned its text: greedy continues it.
     assert tok.decode(first.tokens).startswith(" are you today")
 
@@ -159,6 +167,7 @@ def _mixed_requests() -> list[SampleRequest]:
             seed=4,
             stop_strings=["five"],
         ),
+        SampleRequest(prompt=[1, 9, 10], max_tokens=80, model_id="b", seed=5, stop_at_eos=False),
     ]
 
 
@@ -427,4 +436,4 @@ def test_a_mixed_batch_is_decoded_in_one_pass(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(engine_module, "generate", counting)
     results = engine.sample_batch(_mixed_requests())
     assert calls == [sum(r.num_samples for r in _mixed_requests())]
-    assert len(results) == 5
+    assert len(results) == 6

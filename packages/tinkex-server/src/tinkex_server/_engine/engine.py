@@ -429,6 +429,7 @@ class Engine:
         loss_fn_config: Mapping[str, Any] | None,
         backward: bool,
     ) -> ForwardResult:
+        # Everything is validated before any gradient is accumulated.
         config = resolve_loss_config(loss_fn, loss_fn_config)
         items = self._prepare(slot.base, data, loss_fn)
         model = slot.base.module
@@ -492,9 +493,6 @@ class Engine:
                     f"{model_id!r} holds sampler weights and cannot be trained",
                     "create a training model, or load_state into one",
                 )
-            # Validate everything first, so a bad datum leaves no partial gradient behind.
-            resolve_loss_config(loss_fn, loss_fn_config)
-            self._prepare(slot.base, data, loss_fn)
             return self._run(slot, data, loss_fn, loss_fn_config, backward=True)
 
     def compute_logprobs(
@@ -653,7 +651,14 @@ class Engine:
                     "checkpoint", f"{path / STATE_FILE} is incomplete ({exc})"
                 ) from None
         peft = read_json(path / ADAPTER_CONFIG, field="checkpoint")
-        targets = set(peft.get("target_modules") or [])
+        raw_targets = peft.get("target_modules") or []
+        if not isinstance(raw_targets, list):
+            raise EngineInputError(
+                "checkpoint",
+                f"{path / ADAPTER_CONFIG}: target_modules must be a list of module names",
+                "save the adapter with explicit target_modules (regexes are not supported)",
+            )
+        targets = {str(t) for t in raw_targets}
         try:
             return StateInfo(
                 base_model=str(peft.get("base_model_name_or_path")),

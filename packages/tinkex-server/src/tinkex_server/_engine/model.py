@@ -98,6 +98,19 @@ class KVCache:
         self.values = [torch.zeros(shape) for _ in range(config.num_hidden_layers)]
         self.capacity = capacity
 
+    def grow(self, capacity: int) -> None:
+        """Enlarge every layer's buffers to ``capacity`` positions (keeping the contents)."""
+        if capacity <= self.capacity:
+            return
+        extra = capacity - self.capacity
+
+        def _pad(t: Tensor) -> Tensor:
+            return torch.cat([t, t.new_zeros((*t.shape[:2], extra, t.shape[3]))], dim=2)
+
+        self.keys = [_pad(k) for k in self.keys]
+        self.values = [_pad(v) for v in self.values]
+        self.capacity = capacity
+
     def select(self, rows: Tensor) -> None:
         """Keep only the batch rows ``rows`` (an index tensor), in that order."""
         self.keys = [k.index_select(0, rows) for k in self.keys]

@@ -24,6 +24,8 @@ from tinkex_types import Tokenizer
 
 __all__ = ["RowOutput", "SampleRow", "choose_token", "generate"]
 
+_INITIAL_DECODE_ROOM = 64
+
 
 @dataclass
 class SampleRow:
@@ -135,7 +137,9 @@ def generate(
     batch = len(rows)
     lens = [len(r.prompt) for r in rows]
     width = max(lens)
-    capacity = width + max(r.max_tokens for r in rows)
+    # The cache starts small and doubles when needed (rows usually stop early).
+    full = width + max(r.max_tokens for r in rows)
+    capacity = min(full, width + _INITIAL_DECODE_ROOM)
     offsets = torch.tensor([width - n for n in lens])
     tokens = torch.full((batch, width), pad_id, dtype=torch.long)
     for i, r in enumerate(rows):
@@ -206,6 +210,12 @@ def generate(
             next_pos = next_pos.index_select(0, sel)
             lora = lora.select(keep)
             active = [active[s] for s in keep]
+        if cur + 1 > cache.capacity:
+            new_capacity = min(full, 2 * cache.capacity)
+            cache.grow(new_capacity)
+            valid = torch.cat(
+                [valid, valid.new_ones((valid.shape[0], new_capacity - valid.shape[1]))], 1
+            )
         step = torch.tensor(step_tokens, dtype=torch.long)[:, None]
         step_mask = valid[:, None, None, : cur + 1]
         hidden = model.hidden_states(
