@@ -126,18 +126,15 @@ class _ServerMiddleware:
         self.runtime = runtime
         self.config = runtime.config
 
-    async def _reply(self, send: Send, status: int, detail: str) -> None:
+    async def _reply(self, send: Send, status: int, detail: str, *, retry: bool = True) -> None:
         body = json.dumps({"detail": detail}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ]
+        if not retry:
+            headers.append((b"x-should-retry", b"false"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def _authorised(self, scope: Scope) -> bool:
@@ -165,7 +162,12 @@ class _ServerMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        await self.runtime.ensure_started()
+        try:
+            await self.runtime.ensure_started()
+        except Exception as exc:  # e.g. the data directory is owned by another server
+            _log.error("the server cannot start: %s", exc)
+            await self._reply(send, 503, f"the server cannot start: {exc}", retry=False)
+            return
         if self.config.auth_required and not self._authorised(scope):
             await self._reply(send, 401, "missing or invalid X-API-Key header")
             return
@@ -382,7 +384,7 @@ def create_app(
     @app.get(f"{v1}/training_runs", tags=["rest"])
     async def list_training_runs(
         limit: int = Query(20, ge=0, le=10_000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=2**62),
         access_scope: str = "owned",
     ) -> Response:
         return _json(200, runtime.list_training_runs(limit, offset, access_scope))
@@ -401,7 +403,7 @@ def create_app(
 
     @app.get(f"{v1}/checkpoints", tags=["rest"])
     async def list_user_checkpoints(
-        limit: int = Query(100, ge=0, le=10_000), offset: int = Query(0, ge=0)
+        limit: int = Query(100, ge=0, le=10_000), offset: int = Query(0, ge=0, le=2**62)
     ) -> Response:
         return _json(200, runtime.list_user_checkpoints(limit, offset))
 
@@ -446,7 +448,7 @@ def create_app(
     @app.get(f"{v1}/sessions", tags=["rest"])
     async def list_sessions(
         limit: int = Query(20, ge=0, le=10_000),
-        offset: int = Query(0, ge=0),
+        offset: int = Query(0, ge=0, le=2**62),
         access_scope: str = "owned",
     ) -> Response:
         return _json(200, runtime.list_sessions(limit, offset, access_scope))

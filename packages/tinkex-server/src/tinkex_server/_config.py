@@ -48,6 +48,8 @@ class ServerConfig:
     * ``max_sample_batch``: sampling requests handed to the engine as one batch, at most.
     * ``max_queued_samples``: pending sampling requests beyond this get 429 (back-pressure).
     * ``max_num_samples`` / ``max_topk_prompt_logprobs``: per-request limits (400 beyond).
+    * ``default_max_tokens``: the cap when a sampling request gives no ``max_tokens``
+      (never beyond the room left in the model's context).
     * ``archive_url_ttl_s``: validity of signed archive download URLs.
     * ``enable_test_routes``: adds ``/api/v1/_test/...`` routes (mark a run corrupted, read
       the applied-steps log and the stored telemetry). Off by default.
@@ -64,6 +66,7 @@ class ServerConfig:
     max_sample_batch: int = 32
     max_queued_samples: int = 2000
     max_num_samples: int = 128
+    default_max_tokens: int = 1024
     max_topk_prompt_logprobs: int = 50
     archive_url_ttl_s: float = 900.0
     enable_test_routes: bool = False
@@ -88,6 +91,7 @@ class ServerConfig:
             "max_sample_batch",
             "max_queued_samples",
             "max_num_samples",
+            "default_max_tokens",
             "max_topk_prompt_logprobs",
             "archive_url_ttl_s",
         ):

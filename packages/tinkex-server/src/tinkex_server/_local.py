@@ -129,8 +129,9 @@ class LocalServer:
                     del _SERVERS[key]
 
 
-class LocalTransport(httpx.AsyncBaseTransport):
-    """An ``httpx.AsyncBaseTransport`` that serves requests from a :class:`LocalServer`.
+class LocalTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
+    """An httpx transport (async and sync) that serves requests from a
+    :class:`LocalServer`.
 
     ``prefix`` (a URL path such as ``/tmp/data``) is stripped from request paths first.
     Closing the transport does not close the shared server.
@@ -140,24 +141,38 @@ class LocalTransport(httpx.AsyncBaseTransport):
         self.server = server
         self._prefix = prefix.rstrip("/").encode()
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        body = await request.aread()
+    def _target(self, request: httpx.Request) -> tuple[str, list[tuple[bytes, bytes]]]:
         raw_path = request.url.raw_path
         if self._prefix and raw_path.startswith(self._prefix + b"/"):
             raw_path = raw_path[len(self._prefix) :]
         url = f"http://{LOCAL_HOST}{raw_path.decode('ascii')}"
         headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"host"]
         headers.append((b"host", LOCAL_HOST.encode()))
+        return url, headers
+
+    def _submit(
+        self, request: httpx.Request, body: bytes
+    ) -> concurrent.futures.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+        url, headers = self._target(request)
         try:
-            cfut = self.server.submit(request.method, url, headers, body)
+            return self.server.submit(request.method, url, headers, body)
         except RuntimeError as exc:  # the loop is gone
             raise httpx.ConnectError(str(exc), request=request) from None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        cfut = self._submit(request, body)
         try:
-            status, resp_headers, content = await asyncio.wrap_future(cfut)
+            status, headers, content = await asyncio.wrap_future(cfut)
         except asyncio.CancelledError:
             cfut.cancel()
             raise
-        return httpx.Response(status, headers=resp_headers, content=content, request=request)
+        return httpx.Response(status, headers=headers, content=content, request=request)
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        body = request.read()
+        status, headers, content = self._submit(request, body).result()
+        return httpx.Response(status, headers=headers, content=content, request=request)
 
 
 def get_local_server(

@@ -79,6 +79,17 @@ def _iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, UTC).isoformat().replace("+00:00", "Z")
 
 
+_INT64 = 2**63
+
+
+def _int64(field: str, value: int | None, *, minimum: int = -_INT64) -> None:
+    """400 unless ``value`` is None or fits a signed 64-bit integer (and >= ``minimum``)."""
+    if value is not None and not minimum <= value < _INT64:
+        raise bad_request(
+            field, f"{value} is out of range", f"use an integer in [{minimum}, 2**63)"
+        )
+
+
 def _text_tokens(model_input: ModelInput, field: str) -> list[int]:
     out: list[int] = []
     for j, chunk in enumerate(model_input.chunks):
@@ -385,6 +396,8 @@ class Runtime:
         existing, _ = self.store.dedup_get(dedup)
         if existing is not None:
             return self._future_body(existing)
+        _int64("model_seq_id", req.model_seq_id, minimum=0)
+        _int64("lora_config.seed", lc.seed)
         self._session(req.session_id)
         self._base(req.base_model)
         if lc.rank > MAX_LORA_RANK:
@@ -564,8 +577,7 @@ class Runtime:
         )
 
     def _check_seq(self, model_id: str, seq_id: int | None) -> None:
-        if seq_id is not None and seq_id < 0:
-            raise bad_request("seq_id", f"must be >= 0, got {seq_id}")
+        _int64("seq_id", seq_id, minimum=0)
 
     def forward(
         self,
@@ -739,6 +751,7 @@ class Runtime:
                 execute=execute,
                 finish=finish,
             )
+        _int64("sampling_session_seq_id", req.sampling_session_seq_id, minimum=0)
         if req.sampling_session_seq_id is None:
             raise bad_request(
                 "path",
@@ -848,6 +861,7 @@ class Runtime:
         return ckpt
 
     def create_sampling_session(self, req: CreateSamplingSessionRequest) -> dict[str, Any]:
+        _int64("sampling_session_seq_id", req.sampling_session_seq_id, minimum=0)
         self._session(req.session_id)
         sampler_id = f"{req.session_id}:sample:{req.sampling_session_seq_id}"
         existing = self.store.get_sampler(sampler_id)
@@ -953,6 +967,7 @@ class Runtime:
         carrier: Mapping[str, str] | None,
     ) -> dict[str, Any]:
         cfg = self.config
+        _int64("seq_id", req.seq_id)
         sampler = self._sampler_for(req)
         desc = self._base(sampler.base_model)
         prompt = _text_tokens(req.prompt, "prompt")
@@ -985,7 +1000,7 @@ class Runtime:
             )
         sp = req.sampling_params
         if sp.max_tokens is None:
-            max_tokens = room
+            max_tokens = min(room, cfg.default_max_tokens)
         elif sp.max_tokens < 1:
             raise bad_request("sampling_params.max_tokens", "must be >= 1")
         elif sp.max_tokens > room:
