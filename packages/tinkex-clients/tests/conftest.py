@@ -128,7 +128,11 @@ class FakeTinker:
         return entry
 
     def _run(self, model: FakeModel) -> dict[str, Any]:
-        mine = [c for c in self.checkpoints if c["tinker_path"].startswith(f"tinker://{model.model_id}/")]
+        mine = [
+            c
+            for c in self.checkpoints
+            if c["tinker_path"].startswith(f"tinker://{model.model_id}/")
+        ]
         training = [c for c in mine if c["checkpoint_type"] == "training"]
         return {
             "training_run_id": model.model_id,
@@ -142,7 +146,7 @@ class FakeTinker:
         }
 
     # -- the handler ---------------------------------------------------------------------------
-    async def handler(self, request: httpx.Request) -> httpx.Response:  # noqa: C901
+    async def handler(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
         body: Any = json.loads(request.content) if request.content else None
         self.requests.append((request.method, path, body))
@@ -157,7 +161,9 @@ class FakeTinker:
             return self._json({"supported_models": [{"model_name": TINY}, "plain-name"]})
         if path == "/api/v1/create_model":
             model_id = f"{body['session_id']}:train:{body['model_seq_id']}"
-            self.models[model_id] = FakeModel(model_id, body["base_model"], body["lora_config"]["rank"])
+            self.models[model_id] = FakeModel(
+                model_id, body["base_model"], body["lora_config"]["rank"]
+            )
             return self._json({**self._future({"model_id": model_id}), "model_id": model_id})
         if path == "/api/v1/retrieve_future":
             rid = body["request_id"]
@@ -177,7 +183,11 @@ class FakeTinker:
             return self._json(
                 {
                     "model_id": model.model_id,
-                    "model_data": {"arch": "llama", "model_name": model.base_model, "tokenizer_id": model.base_model},
+                    "model_data": {
+                        "arch": "llama",
+                        "model_name": model.base_model,
+                        "tokenizer_id": model.base_model,
+                    },
                     "is_lora": True,
                     "lora_rank": model.rank,
                 }
@@ -212,7 +222,7 @@ class FakeTinker:
             return self._json(self._future({"sampling_session_id": sid}))
         if path == "/api/v1/load_weights":
             model = self._model(body)
-            run, kind, name = body["path"][len("tinker://") :].split("/")
+            run, _kind, name = body["path"][len("tinker://") :].split("/")
             model.theta = self.models[run].saved[name]
             return self._json(self._future({"path": body["path"]}))
         if path == "/api/v1/weights_info":
@@ -220,7 +230,9 @@ class FakeTinker:
             if run not in self.models:
                 return self._json({"detail": "no such checkpoint"}, 404)
             model = self.models[run]
-            return self._json({"base_model": model.base_model, "is_lora": True, "lora_rank": model.rank})
+            return self._json(
+                {"base_model": model.base_model, "is_lora": True, "lora_rank": model.rank}
+            )
         if path == "/api/v1/create_sampling_session":
             sid = f"{body['session_id']}:sample:{body['sampling_session_seq_id']}"
             self.samplers[sid] = {"base_model": body.get("base_model") or "from-path", "theta": 0.0}
@@ -236,7 +248,13 @@ class FakeTinker:
             seqs = []
             for i in range(n):
                 toks = [(seed + i + j + len(prompt)) % 50 for j in range(max_tokens)]
-                seqs.append({"stop_reason": "length", "tokens": toks, "logprobs": [_lp(t, 0.0) for t in toks]})
+                seqs.append(
+                    {
+                        "stop_reason": "length",
+                        "tokens": toks,
+                        "logprobs": [_lp(t, 0.0) for t in toks],
+                    }
+                )
             result: dict[str, Any] = {"sequences": seqs}
             if body.get("prompt_logprobs"):
                 result["prompt_logprobs"] = [None] + [_lp(t, 0.0) for t in prompt[1:]]
@@ -265,7 +283,11 @@ class FakeTinker:
             if not tail:
                 return self._json(self._run(self.models[run_id]))
             if tail == "checkpoints":
-                mine = [c for c in self.checkpoints if c["tinker_path"].startswith(f"tinker://{run_id}/")]
+                mine = [
+                    c
+                    for c in self.checkpoints
+                    if c["tinker_path"].startswith(f"tinker://{run_id}/")
+                ]
                 return self._json({"checkpoints": mine})
             return self._json({})
         if path == "/api/v1/checkpoints":
@@ -290,7 +312,9 @@ def private_hooks() -> Iterator[Hooks]:
     import tinkex_clients._plugin as clients_plugin
     import tinkex_http._plugin as http_plugin
 
-    hooks = Hooks(make_plugin_manager(load_entrypoints=False, plugins=[http_plugin, clients_plugin]))
+    hooks = Hooks(
+        make_plugin_manager(load_entrypoints=False, plugins=[http_plugin, clients_plugin])
+    )
     old = set_hooks(hooks)
     try:
         yield hooks

@@ -64,8 +64,24 @@ def test_chunking_preserves_order_and_respects_limits(
 
 def test_reduce_metrics_by_suffix() -> None:
     metrics = [
-        {"loss:sum": 1.0, "acc:mean": 0.5, "lr:max": 1.0, "m:min": 3.0, "s:slack": 1.0, "u:unique": 1.0, "plain": 2.0},
-        {"loss:sum": 2.0, "acc:mean": 1.0, "lr:max": 3.0, "m:min": 2.0, "s:slack": 4.0, "u:unique": 5.0, "plain": 5.0},
+        {
+            "loss:sum": 1.0,
+            "acc:mean": 0.5,
+            "lr:max": 1.0,
+            "m:min": 3.0,
+            "s:slack": 1.0,
+            "u:unique": 1.0,
+            "plain": 2.0,
+        },
+        {
+            "loss:sum": 2.0,
+            "acc:mean": 1.0,
+            "lr:max": 3.0,
+            "m:min": 2.0,
+            "s:slack": 4.0,
+            "u:unique": 5.0,
+            "plain": 5.0,
+        },
     ]
     out = reduce_metrics(metrics, [1, 3])
     assert out["loss:sum"] == 3.0
@@ -73,7 +89,8 @@ def test_reduce_metrics_by_suffix() -> None:
     assert out["lr:max"] == 3.0
     assert out["m:min"] == 2.0
     assert out["s:slack"] == pytest.approx(4.0 - (1.0 + 12.0) / 4)
-    assert out["u:unique"] == 1.0 and out["u:unique_2"] == 5.0
+    assert out["u:unique"] == 1.0
+    assert out["u:unique_2"] == 5.0
     assert out["plain"] == pytest.approx((2.0 + 15.0) / 4)
 
 
@@ -94,6 +111,7 @@ def test_combine_outputs() -> None:
     a = ForwardBackwardOutput(loss_fn_outputs=[lp, lp], metrics={"loss:sum": 1.0})
     b = ForwardBackwardOutput(loss_fn_outputs=[lp], metrics={"loss:sum": 2.5})
     out = combine_forward_backward_outputs([a, b])
-    assert len(out.loss_fn_outputs) == 3 and out.metrics == {"loss:sum": 3.5}
+    assert len(out.loss_fn_outputs) == 3
+    assert out.metrics == {"loss:sum": 3.5}
     assert combine_forward_backward_outputs([a]) is a
     assert combine_forward_backward_outputs([]).loss_fn_outputs == []

@@ -66,7 +66,8 @@ def test_rl_step_with_sampler_logprobs(local_service: ServiceClient) -> None:
     assert len(response.sequences) == 3
     data = []
     for k, seq in enumerate(response.sequences):
-        assert seq.logprobs is not None and len(seq.logprobs) == len(seq.tokens)
+        assert seq.logprobs is not None
+        assert len(seq.logprobs) == len(seq.tokens)
         full = prompt + seq.tokens
         n = len(full) - 1
         old = [0.0] * (len(prompt) - 1) + list(seq.logprobs)
@@ -92,7 +93,9 @@ def test_custom_loss_matches_builtin_cross_entropy(local_service: ServiceClient)
     builtin = local_service.create_lora_training_client(MODEL, rank=4, seed=3)
     custom = local_service.create_lora_training_client(MODEL, rank=4, seed=3)
 
-    def ce(data: list[Datum], logprobs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def ce(
+        data: list[Datum], logprobs: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         total = torch.zeros(())
         for datum, lp in zip(data, logprobs, strict=True):
             total = total - (lp * datum.loss_fn_inputs["weights"].to_torch()).sum()
@@ -115,7 +118,7 @@ def test_chunked_batch_gives_the_same_result(local_service: ServiceClient) -> No
     whole = local_service.create_lora_training_client(MODEL, rank=4, seed=4)
     chunked = local_service.create_lora_training_client(MODEL, rank=4, seed=4)
     chunked.max_chunk_items = 1
-    data = BATCH + [sft_datum([3, 1, 4, 1, 5, 9, 2, 6])]
+    data = [*BATCH, sft_datum([3, 1, 4, 1, 5, 9, 2, 6])]
     first = chunked.next_seq_id
     a = whole.forward_backward(data, "cross_entropy").result(60)
     b = chunked.forward_backward(data, "cross_entropy").result(60)
@@ -158,7 +161,8 @@ def test_sampler_weights_same_seed_same_tokens(local_service: ServiceClient) -> 
     tc = local_service.create_lora_training_client(MODEL, rank=4, seed=6)
     _step(tc)
     saved = tc.save_weights_for_sampler("sampler-a").result(60)
-    assert saved.path is not None and "/sampler_weights/sampler-a" in saved.path
+    assert saved.path is not None
+    assert "/sampler_weights/sampler-a" in saved.path
     by_path = local_service.create_sampling_client(model_path=saved.path)
     ephemeral = tc.save_weights_and_get_sampling_client()
     prompt = ModelInput.from_ints([1, 20, 30])
@@ -170,7 +174,9 @@ def test_sampler_weights_same_seed_same_tokens(local_service: ServiceClient) -> 
     assert tokens == [s.tokens for s in two.sequences] == [s.tokens for s in three.sequences]
     assert by_path.get_base_model() == MODEL
     lps = by_path.compute_logprobs(ModelInput.from_ints([1, 20, 30, 40])).result(60)
-    assert lps[0] is None and len(lps) == 4 and all(x is not None and x < 0 for x in lps[1:])
+    assert lps[0] is None
+    assert len(lps) == 4
+    assert all(x is not None and x < 0 for x in lps[1:])
 
 
 def test_rest_listing_and_checkpoint_download(local_service: ServiceClient, tmp_path: Path) -> None:
@@ -180,23 +186,35 @@ def test_rest_listing_and_checkpoint_download(local_service: ServiceClient, tmp_
     rest = local_service.create_rest_client()
     listing = rest.list_checkpoints(tc.model_id).result(60)
     assert {c.tinker_path for c in listing.checkpoints} == {path, sampler_path}
-    assert path in {c.tinker_path for c in rest.list_user_checkpoints(limit=500).result(60).checkpoints}
+    assert path in {
+        c.tinker_path for c in rest.list_user_checkpoints(limit=500).result(60).checkpoints
+    }
     run = rest.get_training_run(tc.model_id).result(60)
-    assert run.base_model == MODEL and run.lora_rank == 4 and not run.corrupted
-    assert run.last_checkpoint is not None and run.last_checkpoint.tinker_path == path
+    assert run.base_model == MODEL
+    assert run.lora_rank == 4
+    assert not run.corrupted
+    assert run.last_checkpoint is not None
+    assert run.last_checkpoint.tinker_path == path
     runs = rest.list_training_runs(limit=1).result(60)
-    assert len(runs.training_runs) == 1 and runs.cursor.total_count >= 1
+    assert len(runs.training_runs) == 1
+    assert runs.cursor.total_count >= 1
     session = rest.get_session(local_service.session_id).result(60)
     assert tc.model_id in session.training_run_ids
     info = rest.get_weights_info_by_tinker_path(path).result(60)
-    assert info.base_model == MODEL and info.lora_rank == 4
+    assert info.base_model == MODEL
+    assert info.lora_rank == 4
     url = rest.get_checkpoint_archive_url_from_tinker_path(path).result(60)
     assert url.url
     progress: list[tuple[int, int | None]] = []
-    dest = rest.download_checkpoint(path, tmp_path, progress=lambda d, t: progress.append((d, t))).result(60)
-    assert dest.is_dir() and (dest / "adapter_config.json").is_file()
-    assert (dest / "adapter_model.safetensors").is_file() and (dest / "checkpoint_complete").exists()
-    assert progress and progress[-1][0] > 0
+    dest = rest.download_checkpoint(
+        path, tmp_path, progress=lambda d, t: progress.append((d, t))
+    ).result(60)
+    assert dest.is_dir()
+    assert (dest / "adapter_config.json").is_file()
+    assert (dest / "adapter_model.safetensors").is_file()
+    assert (dest / "checkpoint_complete").exists()
+    assert progress
+    assert progress[-1][0] > 0
     assert not any(p.suffix == ".tar" for p in tmp_path.iterdir())
     with pytest.raises(Exception, match="already exists"):
         rest.download_checkpoint(path, tmp_path).result(60)
@@ -224,7 +242,8 @@ def test_pipelined_submissions_complete_in_order(local_service: ServiceClient) -
     losses = [r.metrics["loss:sum"] for r in results[0::2]]
     # each pass saw exactly the weights of the previous optimizer step
     assert losses == pytest.approx(expected, rel=1e-6)
-    assert losses == sorted(losses, reverse=True) and len(set(losses)) == len(losses)
+    assert losses == sorted(losses, reverse=True)
+    assert len(set(losses)) == len(losses)
     applied = local_service._session.call(
         local_service._session.get(
             "/api/v1/_test/applied", params={"target": tc.model_id}, retries=False

@@ -21,26 +21,29 @@ def loop_thread():
 
 def test_completed_and_failed_futures() -> None:
     ok = APIFuture.completed(3)
-    assert ok.done() and ok.result() == 3 and ok.exception() is None
+    assert ok.done()
+    assert ok.result() == 3
+    assert ok.exception() is None
     err = RequestFailedError("boom", category=RequestErrorCategory.USER, request_id="r1")
     bad: APIFuture[int] = APIFuture.failed(err)
     with pytest.raises(RequestFailedError) as info:
         bad.result()
     assert info.value.request_id == "r1"
     assert info.value.category is RequestErrorCategory.USER
-    assert "failed" in repr(bad) and "done" in repr(ok)
+    assert "failed" in repr(bad)
+    assert "done" in repr(ok)
 
 
 def test_result_timeout_leaves_operation_running(loop_thread: EventLoopThread) -> None:
     gate = threading.Event()
 
     async def slow() -> str:
-        while not gate.is_set():
+        while not gate.is_set():  # noqa: ASYNC110 - the gate is a thread event
             await asyncio.sleep(0.01)
         return "finished"
 
     fut = APIFuture(loop_thread.submit(slow()), loop_thread)
-    with pytest.raises(TimeoutError, match="did not finish within 0.05"):
+    with pytest.raises(TimeoutError, match=r"did not finish within 0\.05"):
         fut.result(timeout=0.05)
     assert not fut.done()
     gate.set()
@@ -62,7 +65,7 @@ async def test_result_async_timeout_does_not_cancel(loop_thread: EventLoopThread
     gate = threading.Event()
 
     async def slow() -> int:
-        while not gate.is_set():
+        while not gate.is_set():  # noqa: ASYNC110 - the gate is a thread event
             await asyncio.sleep(0.01)
         return 1
 

@@ -48,7 +48,9 @@ def test_disabled_policy_refuses(service: ServiceClient) -> None:
         monitor.monitor_run("run")
 
 
-def test_corrupted_run_is_restarted_from_last_checkpoint(service: ServiceClient, fake: FakeTinker) -> None:
+def test_corrupted_run_is_restarted_from_last_checkpoint(
+    service: ServiceClient, fake: FakeTinker
+) -> None:
     events: list[tuple[Any, Any, str]] = []
     done = threading.Event()
 
@@ -71,9 +73,12 @@ def test_corrupted_run_is_restarted_from_last_checkpoint(service: ServiceClient,
     assert tc.model_id not in monitor.monitored
     result = monitor.recoveries[tc.model_id].result(10)
     assert done.wait(5)
-    assert result.checkpoint == path and result.attempts == 1
+    assert result.checkpoint == path
+    assert result.attempts == 1
     old, new, checkpoint = events[0]
-    assert old is tc and new is result.training_client and checkpoint == path
+    assert old is tc
+    assert new is result.training_client
+    assert checkpoint == path
     assert fake.models[new.model_id].theta == 0.9
     assert fake.bodies("/api/v1/load_weights")[-1]["optimizer"] is True
     monitor.stop()
@@ -95,9 +100,11 @@ def test_failing_restart_stops_after_max_attempts(service: ServiceClient, fake: 
         executor.recover("some-run")
     with pytest.raises(RecoveryError) as info:
         fut.result(10)
-    assert info.value.attempts == 3 and info.value.run_id == "some-run"
+    assert info.value.attempts == 3
+    assert info.value.run_id == "some-run"
     assert fake.paths().count("/api/v1/weights_info") == 3
-    assert failures and failures[0][0] == "some-run"
+    assert failures
+    assert failures[0][0] == "some-run"
     assert "some-run" not in executor.pending
 
 

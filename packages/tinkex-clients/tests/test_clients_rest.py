@@ -20,7 +20,9 @@ def tc(service: ServiceClient) -> TrainingClient:
     return service.create_lora_training_client("tinkex/tiny-llama-100k", rank=4)
 
 
-def test_training_runs_listing_and_pagination(service: ServiceClient, rest: RestClient, fake: FakeTinker) -> None:
+def test_training_runs_listing_and_pagination(
+    service: ServiceClient, rest: RestClient, fake: FakeTinker
+) -> None:
     ids = [service.create_lora_training_client("m").model_id for _ in range(3)]
     page = rest.list_training_runs(limit=2).result(5)
     assert [r.training_run_id for r in page.training_runs] == ids[:2]
@@ -30,7 +32,8 @@ def test_training_runs_listing_and_pagination(service: ServiceClient, rest: Rest
     _, path, _ = fake.requests[-1]
     assert path == "/api/v1/training_runs"
     run = rest.get_training_run(ids[0]).result(5)
-    assert run.training_run_id == ids[0] and not run.corrupted
+    assert run.training_run_id == ids[0]
+    assert not run.corrupted
     with pytest.raises(NotFoundError):
         rest.get_training_run("nope").result(5)
 
@@ -57,10 +60,13 @@ def test_checkpoint_management(rest: RestClient, tc: TrainingClient, fake: FakeT
         ("DELETE", base, None),
     ]
     info = rest.get_weights_info_by_tinker_path(path).result(5)
-    assert info.base_model == "tinkex/tiny-llama-100k" and info.lora_rank == 4
+    assert info.base_model == "tinkex/tiny-llama-100k"
+    assert info.lora_rank == 4
 
 
-def test_sessions_and_samplers(service: ServiceClient, rest: RestClient, tc: TrainingClient) -> None:
+def test_sessions_and_samplers(
+    service: ServiceClient, rest: RestClient, tc: TrainingClient
+) -> None:
     assert rest.list_sessions().result(5).sessions == [service.session_id]
     detail = rest.get_session(service.session_id).result(5)
     assert detail.training_run_ids == [tc.model_id]
@@ -88,7 +94,10 @@ def test_rest_argument_errors(rest: RestClient, fake: FakeTinker) -> None:
         (lambda: rest.get_training_run(""), "training_run_id"),
         (lambda: rest.delete_checkpoint("run", "ckpt-1"), "checkpoint_id"),
         (lambda: rest.delete_checkpoint_from_tinker_path("tinker://run/other/x"), "tinker_path"),
-        (lambda: rest.set_checkpoint_ttl_from_tinker_path("tinker://r/weights/x", -5), "ttl_seconds"),
+        (
+            lambda: rest.set_checkpoint_ttl_from_tinker_path("tinker://r/weights/x", -5),
+            "ttl_seconds",
+        ),
         (lambda: rest.get_checkpoint_archive_url_from_tinker_path("http://x"), "tinker_path"),
         (lambda: rest.download_checkpoint("tinker://r/weights/x", progress=3), "progress"),  # type: ignore[arg-type]
         (lambda: rest.get_session("a/b"), "session_id"),

@@ -20,19 +20,28 @@ def sc(service: ServiceClient) -> SamplingClient:
 
 
 def test_sample_request_shape_and_result(sc: SamplingClient, fake: FakeTinker) -> None:
-    res = sc.sample(ModelInput.from_ints([1, 2, 3]), 2, SamplingParams(max_tokens=3, seed=5)).result(5)
-    assert len(res.sequences) == 2 and all(len(s.tokens) == 3 for s in res.sequences)
+    res = sc.sample(
+        ModelInput.from_ints([1, 2, 3]), 2, SamplingParams(max_tokens=3, seed=5)
+    ).result(5)
+    assert len(res.sequences) == 2
+    assert all(len(s.tokens) == 3 for s in res.sequences)
     body = fake.bodies("/api/v1/asample")[0]
     assert body["sampling_session_id"] == sc.sampling_session_id == "sess-0:sample:0"
-    assert body["seq_id"] == 0 and body["num_samples"] == 2
-    assert body["prompt_logprobs"] is False and body["topk_prompt_logprobs"] == 0
-    assert body["sampling_params"]["max_tokens"] == 3 and body["sampling_params"]["seed"] == 5
+    assert body["seq_id"] == 0
+    assert body["num_samples"] == 2
+    assert body["prompt_logprobs"] is False
+    assert body["topk_prompt_logprobs"] == 0
+    assert body["sampling_params"]["max_tokens"] == 3
+    assert body["sampling_params"]["seed"] == 5
     assert body["prompt"] == {"chunks": [{"tokens": [1, 2, 3]}]}
     create = fake.bodies("/api/v1/create_sampling_session")[0]
-    assert create["base_model"] == "tinkex/tiny-llama-100k" and create["model_path"] is None
+    assert create["base_model"] == "tinkex/tiny-llama-100k"
+    assert create["model_path"] is None
 
 
-def test_429_backs_off_and_resends_with_new_seq_id(service: ServiceClient, fake: FakeTinker) -> None:
+def test_429_backs_off_and_resends_with_new_seq_id(
+    service: ServiceClient, fake: FakeTinker
+) -> None:
     fast = RetryConfig(base_delay=0.01, max_delay=0.02)
     sc = service.create_sampling_client(base_model="m", retry_config=fast)
     sc.dispatch.small_backoff = 0.01
@@ -45,9 +54,11 @@ def test_429_backs_off_and_resends_with_new_seq_id(service: ServiceClient, fake:
 
 def test_compute_logprobs_and_base_model(sc: SamplingClient, fake: FakeTinker) -> None:
     lps = sc.compute_logprobs(ModelInput.from_ints([3, 4, 5])).result(5)
-    assert lps[0] is None and len(lps) == 3
+    assert lps[0] is None
+    assert len(lps) == 3
     body = fake.bodies("/api/v1/asample")[0]
-    assert body["prompt_logprobs"] is True and body["sampling_params"]["max_tokens"] == 1
+    assert body["prompt_logprobs"] is True
+    assert body["sampling_params"]["max_tokens"] == 1
     assert sc.get_base_model() == "tinkex/tiny-llama-100k"
 
 
@@ -64,7 +75,10 @@ def test_get_base_model_asks_the_server(service: ServiceClient, fake: FakeTinker
 def test_shared_across_threads(sc: SamplingClient, fake: FakeTinker) -> None:
     prompt = ModelInput.from_ints([1, 2, 3])
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(lambda: sc.sample(prompt, 1, SamplingParams(max_tokens=2)).result(10)) for _ in range(32)]
+        futures = [
+            pool.submit(lambda: sc.sample(prompt, 1, SamplingParams(max_tokens=2)).result(10))
+            for _ in range(32)
+        ]
         results = [f.result() for f in futures]
     assert len(results) == 32
     seq_ids = sorted(b["seq_id"] for b in fake.bodies("/api/v1/asample"))
@@ -77,7 +91,8 @@ async def test_many_coroutines(sc: SamplingClient) -> None:
     results = await asyncio.gather(
         *(sc.sample_async(prompt, 1, SamplingParams(max_tokens=1, seed=i)) for i in range(20))
     )
-    assert len(results) == 20 and sc.dispatch.max_in_flight >= 1
+    assert len(results) == 20
+    assert sc.dispatch.max_in_flight >= 1
     lps = await sc.compute_logprobs_async(prompt)
     assert lps[0] is None
     assert await sc.get_base_model_async() == "tinkex/tiny-llama-100k"
@@ -92,8 +107,14 @@ def test_bad_sampling_arguments(sc: SamplingClient, fake: FakeTinker) -> None:
         (lambda: sc.sample(prompt, 0, SamplingParams()), "num_samples"),
         (lambda: sc.sample(prompt, 1, "greedy"), "sampling_params"),  # type: ignore[arg-type]
         (lambda: sc.sample(prompt, 1, {"temperature": -1.0}), "sampling_params"),  # type: ignore[arg-type]
-        (lambda: sc.sample(prompt, 1, SamplingParams(), topk_prompt_logprobs=-1), "topk_prompt_logprobs"),
-        (lambda: sc.sample(prompt, 1, SamplingParams(), include_prompt_logprobs="yes"), "include_prompt_logprobs"),  # type: ignore[arg-type]
+        (
+            lambda: sc.sample(prompt, 1, SamplingParams(), topk_prompt_logprobs=-1),
+            "topk_prompt_logprobs",
+        ),
+        (
+            lambda: sc.sample(prompt, 1, SamplingParams(), include_prompt_logprobs="yes"),
+            "include_prompt_logprobs",
+        ),  # type: ignore[arg-type]
     ]
     for call, field in cases:
         with pytest.raises(TinkexValidationError) as info:

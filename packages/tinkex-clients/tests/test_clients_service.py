@@ -21,7 +21,8 @@ def test_session_created_eagerly_and_heartbeats(service: ServiceClient, fake: Fa
     assert service.session_id == "sess-0"
     assert fake.paths()[0] == "/api/v1/create_session"
     body = fake.bodies("/api/v1/create_session")[0]
-    assert body["sdk_version"] == "0.16.1" and body["user_metadata"] == {}
+    assert body["sdk_version"] == "0.16.1"
+    assert body["user_metadata"] == {}
     deadline = time.monotonic() + 5
     while fake.heartbeats < 2 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -43,7 +44,8 @@ def test_close_stops_everything_and_later_calls_fail_clearly(
     sent = len(fake.requests)
     with pytest.raises(ClientClosedError) as info:
         tc.optim_step({"learning_rate": 1e-3})
-    assert isinstance(info.value, TinkexValidationError) and info.value.field == "client"
+    assert isinstance(info.value, TinkexValidationError)
+    assert info.value.field == "client"
     with pytest.raises(ClientClosedError):
         rest.list_training_runs()
     with pytest.raises(ClientClosedError):
@@ -68,9 +70,11 @@ def test_context_manager_and_user_metadata(fake: FakeTinker, private_hooks: Hook
         assert not svc.closed
         body = fake.bodies("/api/v1/create_session")[0]
         assert body["user_metadata"] == {"team": "a"}
-        assert body["project_id"] == "proj-1" and body["tags"] == ["t1"]
+        assert body["project_id"] == "proj-1"
+        assert body["tags"] == ["t1"]
         thread = svc._session.loop_thread.thread
-    assert svc.closed and not thread.is_alive()
+    assert svc.closed
+    assert not thread.is_alive()
 
 
 async def test_async_context_manager(fake: FakeTinker, private_hooks: Hooks) -> None:
@@ -91,15 +95,20 @@ def test_failed_session_creation_raises_and_cleans_up(private_hooks: Hooks) -> N
 
     with pytest.raises(AuthenticationError, match="bad key"):
         ServiceClient(
-            api_key="tml-bad", base_url="http://fake.test", transport=httpx.MockTransport(deny),
-            hooks=private_hooks, max_retries=0,
+            api_key="tml-bad",
+            base_url="http://fake.test",
+            transport=httpx.MockTransport(deny),
+            hooks=private_hooks,
+            max_retries=0,
         )
 
 
 def test_bad_arguments_rejected_before_sending(service: ServiceClient, fake: FakeTinker) -> None:
     sent = len(fake.requests)
     with pytest.raises(TinkexValidationError, match="train_mlp"):
-        service.create_lora_training_client("m", train_mlp=False, train_attn=False, train_unembed=False)
+        service.create_lora_training_client(
+            "m", train_mlp=False, train_attn=False, train_unembed=False
+        )
     with pytest.raises(TinkexValidationError) as info:
         service.create_lora_training_client("m", rank=0)
     assert info.value.field == "rank"
@@ -114,7 +123,8 @@ def test_bad_arguments_rejected_before_sending(service: ServiceClient, fake: Fak
     assert info.value.field == "model_path"
     with pytest.raises(TinkexValidationError) as info:
         service.create_training_client_from_state("tinker://run/sampler_weights/s1")
-    assert info.value.field == "path" and "sampler_weights" in str(info.value)
+    assert info.value.field == "path"
+    assert "sampler_weights" in str(info.value)
     with pytest.raises(TinkexValidationError):
         service.create_lora_training_client("m", user_metadata={"a": 1})  # type: ignore[dict-item]
     with pytest.raises(TinkexValidationError):
@@ -130,10 +140,12 @@ def test_from_state_restores_weights(service: ServiceClient, fake: FakeTinker) -
     tc2 = service.create_training_client_from_state_with_optimizer(path)
     assert tc2.model_id != tc.model_id
     model2 = fake.models[tc2.model_id]
-    assert model2.rank == 8 and model2.theta == 0.25
+    assert model2.rank == 8
+    assert model2.theta == 0.25
     assert model2.seq_ids == [1]  # load_weights is the first request of the new model
     load = fake.bodies("/api/v1/load_weights")[-1]
-    assert load["optimizer"] is True and load["path"] == path
+    assert load["optimizer"] is True
+    assert load["path"] == path
     tc3 = service.create_training_client_from_state(path)
     assert fake.bodies("/api/v1/load_weights")[-1]["optimizer"] is False
     assert tc3.model_id not in (tc.model_id, tc2.model_id)
@@ -142,4 +154,5 @@ def test_from_state_restores_weights(service: ServiceClient, fake: FakeTinker) -
 def test_poll_policy_and_config_accessors(service: ServiceClient) -> None:
     assert service._session.poll_policy is FAST_POLLS
     assert service.config.base_url == "http://fake.test"
-    assert "tml-test-key" not in repr(service) and "tml-test-key" not in repr(service.config)
+    assert "tml-test-key" not in repr(service)
+    assert "tml-test-key" not in repr(service.config)

@@ -52,7 +52,10 @@ def _cached_repo(hf_home: Path, repo: str) -> Path:
 def test_tokenizer_id_heuristics() -> None:
     assert tokenizer_id_for_model("Qwen/Qwen3-8B") == "Qwen/Qwen3-8B"
     assert tokenizer_id_for_model("org/model/variant") == "org/model"
-    assert tokenizer_id_for_model("meta-llama/Llama-3.1-8B") == "thinkingmachineslabinc/meta-llama-3-tokenizer"
+    assert (
+        tokenizer_id_for_model("meta-llama/Llama-3.1-8B")
+        == "thinkingmachineslabinc/meta-llama-3-tokenizer"
+    )
     assert tokenizer_id_for_model("x", "Qwen/Qwen3-8B:rev1") == "Qwen/Qwen3-8B"
     assert tokenizer_id_for_model("Qwen/Qwen3-8B:main") == "Qwen/Qwen3-8B"
 
@@ -81,7 +84,8 @@ def test_loads_from_local_directory(tmp_path: Path) -> None:
     directory = tmp_path / f"tok-{uuid.uuid4().hex[:6]}"
     _write_tokenizer(directory)
     tok = load_local_tokenizer(str(directory))
-    assert tok is not None and tok.encode("world") == [3]
+    assert tok is not None
+    assert tok.encode("world") == [3]
 
 
 def test_not_found_error_lists_where_it_looked(hf_home: Path, private_hooks: Hooks) -> None:
@@ -90,8 +94,10 @@ def test_not_found_error_lists_where_it_looked(hf_home: Path, private_hooks: Hoo
     with pytest.raises(TokenizerNotFoundError) as info:
         resolve_tokenizer(repo, private_hooks)
     text = str(info.value)
-    assert repo in text and str(hf_home / "hub") in text and "tokenizer.json" in text
-    assert [str(p) for p in tokenizer_search_paths(repo)][0].endswith("tokenizer.json")
+    assert repo in text
+    assert str(hf_home / "hub") in text
+    assert "tokenizer.json" in text
+    assert next(str(p) for p in tokenizer_search_paths(repo)).endswith("tokenizer.json")
 
 
 def test_other_plugins_answer_before_the_default(hf_home: Path) -> None:

@@ -44,7 +44,8 @@ def test_first_request_is_seq_id_one_and_counts_up(tc: TrainingClient, fake: Fak
     assert fake.models[tc.model_id].seq_ids == [1, 2, 3, 4, 5]
     assert tc.next_seq_id == 6
     create = fake.bodies("/api/v1/create_model")[0]
-    assert create["model_seq_id"] == 0 and create["lora_config"]["rank"] == 4
+    assert create["model_seq_id"] == 0
+    assert create["lora_config"]["rank"] == 4
     assert create["lora_config"]["seed"] is None
 
 
@@ -95,19 +96,23 @@ def test_large_batch_is_chunked_and_combined(tc: TrainingClient, fake: FakeTinke
     assert [b["seq_id"] for b in bodies] == [1, 2, 3, 4]
     assert chunked.metrics["loss:sum"] == pytest.approx(whole.metrics["loss:sum"])
     assert chunked.metrics["datums:sum"] == 5.0
-    assert chunked.metrics["chunk:unique"] == 2.0 and chunked.metrics["chunk:unique_3"] == 1.0
+    assert chunked.metrics["chunk:unique"] == 2.0
+    assert chunked.metrics["chunk:unique_3"] == 1.0
     assert [o["logprobs"].data for o in chunked.loss_fn_outputs] == [
         o["logprobs"].data for o in whole.loss_fn_outputs
     ]
 
 
-def test_server_failure_carries_request_id_and_category(tc: TrainingClient, fake: FakeTinker) -> None:
+def test_server_failure_carries_request_id_and_category(
+    tc: TrainingClient, fake: FakeTinker
+) -> None:
     fake.fail_forward_backward = True
     fut = tc.forward_backward([_datum([1, 2, 3])], "cross_entropy")
     with pytest.raises(RequestFailedError) as info:
         fut.result(5)
     assert info.value.category is RequestErrorCategory.USER
-    assert info.value.request_id and info.value.request_id.startswith("req-")
+    assert info.value.request_id
+    assert info.value.request_id.startswith("req-")
     assert "bad targets" in str(info.value)
     # the failure does not block later requests
     fake.fail_forward_backward = False
@@ -128,13 +133,23 @@ BAD_INPUTS = [
     ([_datum([1, 2, 3])], "hinge", None, "loss_fn"),
     ([_datum([1, 2, 3])], "cross_entropy", {"beta": "x"}, "loss_fn_config['beta']"),
     (
-        [Datum(model_input=ModelInput.from_ints([1, 2, 3]), loss_fn_inputs={"target_tokens": [2, 3], "weights": [1.0, 1.0]})],
+        [
+            Datum(
+                model_input=ModelInput.from_ints([1, 2, 3]),
+                loss_fn_inputs={"target_tokens": [2, 3], "weights": [1.0, 1.0]},
+            )
+        ],
         "cross_entropy",
         None,
         "data[0].loss_fn_inputs.target_tokens",
     ),
     (
-        [Datum(model_input=ModelInput.from_ints([1, 2]), loss_fn_inputs={"target_tokens": [2, 3], "weights": [1.0]})],
+        [
+            Datum(
+                model_input=ModelInput.from_ints([1, 2]),
+                loss_fn_inputs={"target_tokens": [2, 3], "weights": [1.0]},
+            )
+        ],
         "cross_entropy",
         None,
         "data[0].loss_fn_inputs.weights",
@@ -175,7 +190,12 @@ def test_other_bad_arguments(tc: TrainingClient, fake: FakeTinker) -> None:
         (lambda: tc.load_state_with_optimizer("tinker://run/weights"), "path"),
         (lambda: tc.save_weights_for_sampler("tinker://x/y/z"), "name"),
         (lambda: tc.forward_backward_custom([_datum([1, 2, 3])], "not callable"), "loss_fn"),  # type: ignore[arg-type]
-        (lambda: tc.forward_backward_custom([_datum([1, 2, 3])], lambda d, l: (0, {}), loss_type_input="probs"), "loss_type_input"),  # type: ignore[arg-type]
+        (
+            lambda: tc.forward_backward_custom(
+                [_datum([1, 2, 3])], lambda d, lp: (0, {}), loss_type_input="probs"
+            ),
+            "loss_type_input",
+        ),  # type: ignore[arg-type]
     ]
     for call, field in cases:
         with pytest.raises(TinkexValidationError) as info:
@@ -188,7 +208,9 @@ def test_custom_loss_sends_negative_gradients(tc: TrainingClient, fake: FakeTink
     data = [_datum([1, 2, 3, 4]), _datum([5, 6, 7])]
     data[1] = Datum(model_input=data[1].model_input, loss_fn_inputs={"target_tokens": [6, 7]})
 
-    def loss_fn(batch: list[Datum], logprobs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_fn(
+        batch: list[Datum], logprobs: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         assert [lp.shape for lp in logprobs] == [torch.Size([3]), torch.Size([2])]
         loss = sum((lp * lp).sum() for lp in logprobs)
         return loss, {"custom": 1.5, "tensor_metric": torch.tensor(2.0)}
@@ -201,13 +223,16 @@ def test_custom_loss_sends_negative_gradients(tc: TrainingClient, fake: FakeTink
     for datum, targets in zip(bwd["data"], ([2, 3, 4], [6, 7]), strict=True):
         lps = [-(1.0 + (t % 5) / 10.0) for t in targets]
         assert datum["loss_fn_inputs"]["weights"]["data"] == pytest.approx([-2 * lp for lp in lps])
-    assert out.metrics["custom"] == 1.5 and out.metrics["tensor_metric"] == 2.0
+    assert out.metrics["custom"] == 1.5
+    assert out.metrics["tensor_metric"] == 2.0
     assert "loss:sum" in out.metrics
     assert fake.models[tc.model_id].seq_ids == [1, 2]
 
 
 def test_custom_loss_error_keeps_seq_ids_gap_free(tc: TrainingClient, fake: FakeTinker) -> None:
-    def broken(batch: list[Datum], logprobs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def broken(
+        batch: list[Datum], logprobs: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         raise ZeroDivisionError("user bug")
 
     fut = tc.forward_backward_custom([_datum([1, 2, 3])], broken)
@@ -222,7 +247,9 @@ def test_custom_loss_error_keeps_seq_ids_gap_free(tc: TrainingClient, fake: Fake
 
 
 def test_custom_loss_validates_its_return_value(tc: TrainingClient) -> None:
-    def no_grad(batch: list[Datum], logprobs: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+    def no_grad(
+        batch: list[Datum], logprobs: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         return torch.tensor(1.0), {}
 
     with pytest.raises(TinkexValidationError, match="does not depend"):
@@ -243,14 +270,16 @@ def test_cancelled_operation_releases_its_turn(tc: TrainingClient, fake: FakeTin
 
 def test_info_tokenizer_fallback_and_unload(tc: TrainingClient, fake: FakeTinker) -> None:
     info = tc.get_info()
-    assert info.model_data.model_name == "tinkex/tiny-llama-100k" and info.lora_rank == 4
+    assert info.model_data.model_name == "tinkex/tiny-llama-100k"
+    assert info.lora_rank == 4
     assert tc.get_base_model() == "tinkex/tiny-llama-100k"
 
 
 def test_save_weights_and_get_sampling_client(tc: TrainingClient, fake: FakeTinker) -> None:
     sc = tc.save_weights_and_get_sampling_client()
     body = fake.bodies("/api/v1/save_weights_for_sampler")[-1]
-    assert "path" not in body and body["sampling_session_seq_id"] == 0
+    assert "path" not in body
+    assert body["sampling_session_seq_id"] == 0
     assert sc.sampling_session_id == f"{tc.model_id}:sample:0"
     named = tc.save_weights_and_get_sampling_client("keep")
     assert fake.bodies("/api/v1/save_weights_for_sampler")[-1]["path"] == "keep"

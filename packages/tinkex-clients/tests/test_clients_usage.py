@@ -47,14 +47,17 @@ def test_sync_usage_from_script_and_threads(local_service: ServiceClient) -> Non
 
     def worker(seed: int) -> None:
         prompt = ModelInput.from_ints(tokenizer.encode("the quick"))
-        outputs.append(sampler.sample(prompt, 1, SamplingParams(max_tokens=4, seed=seed)).result(60))
+        outputs.append(
+            sampler.sample(prompt, 1, SamplingParams(max_tokens=4, seed=seed)).result(60)
+        )
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(60)
-    assert len(outputs) == 4 and all(len(o.sequences[0].tokens) == 4 for o in outputs)
+    assert len(outputs) == 4
+    assert all(len(o.sequences[0].tokens) == 4 for o in outputs)
     assert first.metrics["loss:sum"] > 0
 
 
@@ -76,7 +79,9 @@ async def test_async_usage(local_data_dir: Path, local_hooks: Hooks) -> None:
         sampler = await tc.save_weights_and_get_sampling_client_async()
         results = await asyncio.gather(
             *(
-                sampler.sample_async(ModelInput.from_ints([5, 6]), 1, SamplingParams(max_tokens=3, seed=i))
+                sampler.sample_async(
+                    ModelInput.from_ints([5, 6]), 1, SamplingParams(max_tokens=3, seed=i)
+                )
                 for i in range(6)
             )
         )
@@ -97,8 +102,11 @@ async def test_sync_api_inside_a_running_event_loop(local_service: ServiceClient
     out = tc.forward_backward(data, "cross_entropy").result(60)
     tc.optim_step(AdamParams(learning_rate=1e-2)).result(60)
     sampler = tc.save_weights_and_get_sampling_client()
-    response = sampler.sample(ModelInput.from_ints([1, 2]), 1, SamplingParams(max_tokens=2)).result(60)
-    assert out.metrics["loss:sum"] > 0 and len(response.sequences) == 1
+    response = sampler.sample(ModelInput.from_ints([1, 2]), 1, SamplingParams(max_tokens=2)).result(
+        60
+    )
+    assert out.metrics["loss:sum"] > 0
+    assert len(response.sequences) == 1
     # and awaiting the same kind of future from this loop works too
     again = await tc.forward(data, "cross_entropy")
     assert again.metrics["loss:sum"] < out.metrics["loss:sum"]
@@ -107,7 +115,9 @@ async def test_sync_api_inside_a_running_event_loop(local_service: ServiceClient
 def _mark_corrupted(service: ServiceClient, run_id: str) -> None:
     session = service._session
     session.call(
-        session.post(f"/api/v1/_test/training_runs/{run_id}/corrupted", {"corrupted": True}, retries=False)
+        session.post(
+            f"/api/v1/_test/training_runs/{run_id}/corrupted", {"corrupted": True}, retries=False
+        )
     )
 
 
@@ -133,11 +143,16 @@ def test_recovery_of_a_corrupted_run(local_service: ServiceClient) -> None:
     assert fired.wait(30), "on_recovery did not fire"
     monitor.stop()
     old, new, checkpoint = recovered[0]
-    assert old is tc and checkpoint == path and new.model_id != tc.model_id
+    assert old is tc
+    assert checkpoint == path
+    assert new.model_id != tc.model_id
     result = monitor.recoveries[tc.model_id].result(30)
-    assert result.training_client is new and result.attempts == 1
+    assert result.training_client is new
+    assert result.attempts == 1
     # the new client continues from the checkpoint
-    assert new.forward(data, "cross_entropy").result(60).metrics["loss:sum"] == pytest.approx(expected, rel=1e-5)
+    assert new.forward(data, "cross_entropy").result(60).metrics["loss:sum"] == pytest.approx(
+        expected, rel=1e-5
+    )
 
 
 def test_failing_recovery_stops_after_max_attempts(local_service: ServiceClient) -> None:
@@ -158,4 +173,6 @@ def test_failing_recovery_stops_after_max_attempts(local_service: ServiceClient)
     with pytest.raises(RecoveryError) as info:
         monitor.recoveries[tc.model_id].result(60)
     assert info.value.attempts == 2
-    assert failures and failures[0][0] == tc.model_id and failures[0][1] is info.value
+    assert failures
+    assert failures[0][0] == tc.model_id
+    assert failures[0][1] is info.value

@@ -1,3 +1,139 @@
-"""tinkex."""
+"""tinkex: a Python SDK for the Tinker training and sampling API, with a local backend.
 
-__all__: list[str] = []
+Code written for the official ``tinker`` SDK runs with ``import tinkex as tinker``::
+
+    import tinkex as tinker
+    from tinkex import types
+
+    service_client = tinker.ServiceClient(base_url="local://")   # or TINKER_BASE_URL
+    training_client = service_client.create_lora_training_client("tinkex/tiny-llama-1m")
+    training_client.forward_backward(data, "cross_entropy").result()
+    training_client.optim_step(types.AdamParams(learning_rate=1e-4)).result()
+
+The clients come from ``tinkex-clients``, the wire models from ``tinkex-types``
+(``tinkex.types``), configuration and retries from ``tinkex-http``.
+"""
+
+from __future__ import annotations
+
+from tinkex import types
+from tinkex.types import ModelID
+from tinkex_clients import (
+    APIFuture,
+    ClientClosedError,
+    RecoveryError,
+    RecoveryExecutor,
+    RecoveryMonitor,
+    RecoveryPolicy,
+    RecoveryResult,
+    RestClient,
+    SamplingClient,
+    ServiceClient,
+    TokenizerNotFoundError,
+    TrainingClient,
+)
+from tinkex_http import Config, RetryConfig
+from tinkex_types import (
+    AdamParams,
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    Checkpoint,
+    CheckpointType,
+    ConflictError,
+    Datum,
+    EncodedTextChunk,
+    ForwardBackwardOutput,
+    InternalServerError,
+    LoraConfig,
+    ModelInput,
+    ModelInputChunk,
+    NotFoundError,
+    OptimStepRequest,
+    OptimStepResponse,
+    ParsedCheckpointTinkerPath,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestErrorCategory,
+    RequestFailedError,
+    SampledSequence,
+    SampleRequest,
+    SampleResponse,
+    SamplingParams,
+    StopReason,
+    TensorData,
+    TensorDtype,
+    TinkexError,
+    TinkexValidationError,
+    TrainingRun,
+    UnprocessableEntityError,
+)
+
+#: The official SDK's name for the base error class.
+TinkerError = TinkexError
+
+__version__ = "0.1.0"
+__title__ = "tinkex"
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIFuture",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AdamParams",
+    "AuthenticationError",
+    "BadRequestError",
+    "Checkpoint",
+    "CheckpointType",
+    "ClientClosedError",
+    "Config",
+    "ConflictError",
+    "Datum",
+    "EncodedTextChunk",
+    "ForwardBackwardOutput",
+    "InternalServerError",
+    "LoraConfig",
+    "ModelID",
+    "ModelInput",
+    "ModelInputChunk",
+    "NotFoundError",
+    "OptimStepRequest",
+    "OptimStepResponse",
+    "ParsedCheckpointTinkerPath",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "RecoveryError",
+    "RecoveryExecutor",
+    "RecoveryMonitor",
+    "RecoveryPolicy",
+    "RecoveryResult",
+    "RequestErrorCategory",
+    "RequestFailedError",
+    "RestClient",
+    "RetryConfig",
+    "SampleRequest",
+    "SampleResponse",
+    "SampledSequence",
+    "SamplingClient",
+    "SamplingParams",
+    "ServiceClient",
+    "StopReason",
+    "TensorData",
+    "TensorDtype",
+    "TinkerError",
+    "TinkexError",
+    "TinkexValidationError",
+    "TokenizerNotFoundError",
+    "TrainingClient",
+    "TrainingRun",
+    "UnprocessableEntityError",
+    "__title__",
+    "__version__",
+    "types",
+]
