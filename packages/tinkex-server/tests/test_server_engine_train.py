@@ -401,6 +401,12 @@ def test_bad_inputs_raise_clear_errors_and_leave_no_gradient() -> None:
             "NaN",
         ),
         ([Datum([], {"target_tokens": [], "weights": []})], "cross_entropy", None, "non-empty"),
+        (
+            [Datum([1] * 2049, {"target_tokens": [1] * 2049, "weights": [1.0] * 2049})],
+            "cross_entropy",
+            None,
+            "more than the context length 2048",
+        ),
         ([good], "gspo", None, "unknown loss 'gspo'"),
         (
             [Datum([1, 2], {"target_tokens": [2, 3], "logprobs": [0, 0], "advantages": [1, 1]})],
@@ -476,6 +482,8 @@ def test_wire_models_are_accepted_as_they_are() -> None:
     a = engine.forward_backward("w", [wire])
     b = engine.forward_backward("e", [sft(seq)])
     assert a.metrics == b.metrics
+    as_tensor = Datum(torch.tensor(seq[:-1]), sft(seq).loss_fn_inputs)
+    assert engine.forward("e", [as_tensor]).metrics == engine.forward("e", [sft(seq)]).metrics
     ma = engine.optim_step("w", tt.AdamParams(learning_rate=1e-2, grad_clip_norm=1.0))
     mb = engine.optim_step("e", AdamParams(learning_rate=1e-2, grad_clip_norm=1.0))
     assert ma == mb

@@ -119,6 +119,8 @@ def _datum_tokens(datum: Any, where: str) -> list[int]:
     """Token ids of an engine :class:`Datum` (``tokens``) or a wire ``Datum``
     (``model_input.to_ints()``; image chunks are refused)."""
     tokens = getattr(datum, "tokens", None)
+    if isinstance(tokens, Tensor):
+        return list(tokens.tolist())
     if tokens is not None:
         return list(tokens)
     model_input = getattr(datum, "model_input", None)
@@ -362,6 +364,13 @@ class Engine:
                     "tokenize with this model's tokenizer",
                 )
             n = tokens.shape[0]
+            if n > base.config.max_position_embeddings:
+                raise EngineInputError(
+                    f"{where}.model_input",
+                    f"has {n} tokens, more than the context length "
+                    f"{base.config.max_position_embeddings}",
+                    "split or truncate the sequence",
+                )
             lfi = getattr(datum, "loss_fn_inputs", None) or {}
             missing = [k for k in required if k not in lfi]
             if missing:

@@ -115,7 +115,7 @@ class Adapter:
         self.spec = spec
         self.trainable = trainable
         self.scale = spec.scale
-        gen = torch.Generator().manual_seed(spec.seed)
+        gen = torch.Generator().manual_seed(spec.seed % 2**63)
         self.params: dict[str, tuple[nn.Parameter, nn.Parameter]] = {}
         for key, short, fan_in, fan_out in model.lora_targets():
             if not spec.wants(short):
