@@ -201,6 +201,9 @@ class FakeTinker:
                 return self._json(self._future({"error": "bad targets", "category": "user"}))
             fb_input = body["forward_backward_input"] if backward else body["forward_input"]
             return self._json(self._future(self._forward(model, fb_input, backward)))
+        if path == "/api/v1/unload_model":
+            model = self.models.pop(body["model_id"])
+            return self._json(self._future({"model_id": model.model_id}))
         if path == "/api/v1/optim_step":
             model = self._model(body)
             lr = body["adam_params"]["learning_rate"]
