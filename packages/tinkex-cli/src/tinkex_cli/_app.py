@@ -126,6 +126,13 @@ def build_cli(hooks: Hooks | None = None) -> TinkexGroup:
         help="Per-request timeout (default: $TINKEX_TIMEOUT, else 60).",
     )
     @click.option(
+        "--max-retries",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="N",
+        help="Retries of a failed request (default: $TINKEX_MAX_RETRIES, else 10).",
+    )
+    @click.option(
         "-f",
         "--format",
         "output_format",
@@ -151,6 +158,7 @@ def build_cli(hooks: Hooks | None = None) -> TinkexGroup:
         base_url: str | None,
         api_key: str | None,
         timeout: float | None,
+        max_retries: int | None,
         output_format: str,
         limit: int | None,
         verbose: int,
@@ -166,6 +174,7 @@ def build_cli(hooks: Hooks | None = None) -> TinkexGroup:
             base_url=base_url,
             api_key=api_key,
             timeout=timeout,
+            max_retries=max_retries,
             format="json" if output_format == "json" else "table",
             limit=limit,
             verbose=verbose,

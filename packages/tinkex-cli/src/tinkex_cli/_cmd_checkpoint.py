@@ -346,9 +346,7 @@ def download_command(
             progress.update(task, completed=done, total=total)
 
         destination = resolve(
-            rest.download_checkpoint(
-                str(parsed), output_dir=output_dir, force=force, progress=on_progress
-            )
+            rest.download_checkpoint(str(parsed), output_dir, progress=on_progress, force=force)
         )
     destination = Path(os.fspath(destination))
     files = sorted(p.name for p in destination.iterdir()) if destination.is_dir() else []

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -16,6 +17,9 @@ __all__ = ["run_group"]
 #: Page size of ``list_training_runs`` calls.
 RUN_PAGE_SIZE = 100
 
+F = TypeVar("F", bound=Callable[..., Any])
+AccessScope = Literal["owned", "accessible"]
+
 
 def _lora(run: TrainingRun) -> str:
     if not run.is_lora:
@@ -27,6 +31,16 @@ def _status(run: TrainingRun) -> str:
     return "Corrupted" if run.corrupted else "Active"
 
 
+def _access_scope(f: F) -> F:
+    return click.option(
+        "--access-scope",
+        type=click.Choice(["owned", "accessible"]),
+        default="owned",
+        show_default=True,
+        help="owned: your runs; accessible: also runs shared with you.",
+    )(f)
+
+
 @click.group("run")
 def run_group() -> None:
     """List and inspect training runs."""
@@ -35,15 +49,20 @@ def run_group() -> None:
 @run_group.command("list")
 @paged_limit_option
 @offset_option
+@_access_scope
 @format_option
 @pass_state
-def list_command(state: CLIState, limit: int | None, offset: int) -> None:
+def list_command(
+    state: CLIState, limit: int | None, offset: int, access_scope: AccessScope
+) -> None:
     """List your training runs."""
     want = state.effective_limit(limit)
     rest = state.rest_client()
 
     def page(limit: int, offset: int) -> tuple[list[TrainingRun], int | None]:
-        result = resolve(rest.list_training_runs(limit=limit, offset=offset))
+        result = resolve(
+            rest.list_training_runs(limit=limit, offset=offset, access_scope=access_scope)
+        )
         return list(result.training_runs), result.cursor.total_count
 
     runs, total = fetch_pages(
@@ -79,16 +98,17 @@ def list_command(state: CLIState, limit: int | None, offset: int) -> None:
 
 @run_group.command("info")
 @click.argument("run_id")
+@_access_scope
 @format_option
 @pass_state
-def info_command(state: CLIState, run_id: str) -> None:
+def info_command(state: CLIState, run_id: str, access_scope: AccessScope) -> None:
     """Show one training run (RUN_ID, or any tinker:// path of one of its checkpoints)."""
     rest = state.rest_client()
     if run_id.startswith("tinker://"):
         from tinkex_cli._cmd_checkpoint import parse_tinker_path
 
         run_id = parse_tinker_path(run_id, param="RUN_ID").training_run_id
-    run = resolve(rest.get_training_run(run_id))
+    run = resolve(rest.get_training_run(run_id, access_scope))
 
     def render(out: Output) -> None:
         rows: list[tuple[str, Any]] = [

@@ -8,11 +8,15 @@ from pathlib import Path
 from typing import Any
 
 import click
+import structlog
 
 from tinkex_cli._context import CLIState, format_option, pass_state
 from tinkex_cli._errors import CLIError, ExitCode
 from tinkex_cli._output import Output
 from tinkex_cli._paging import resolve
+from tinkex_types import TinkexError
+
+_log = structlog.get_logger("tinkex.cli")
 
 __all__ = ["parse_token_ids", "sample_command"]
 
@@ -61,21 +65,14 @@ def _read_prompt_file(path: Path) -> tuple[str | None, list[int] | None]:
     return text, None
 
 
-def _tokenizer_for(
-    state: CLIState, sampler: Any, base_model: str | None, model_path: str | None
-) -> Any:
-    """The sampler's tokenizer, else one a plugin resolves for the base model, else None."""
-    get = getattr(sampler, "get_tokenizer", None)
-    if callable(get):
-        try:
-            return get()
-        except Exception:
-            pass
-    name = base_model
-    if name is None and model_path is not None:
-        info = resolve(state.rest_client().get_weights_info_by_tinker_path(model_path))
-        name = info.base_model
-    return state.hooks.resolve_tokenizer(name) if name else None
+def _tokenizer_for(sampler: Any) -> Any:
+    """The sampler's tokenizer (resolved through the ``tinkex_resolve_tokenizer`` hook), or
+    ``None`` when no plugin knows the model's tokenizer."""
+    try:
+        return sampler.get_tokenizer()
+    except (TinkexError, LookupError, ImportError, OSError) as exc:
+        _log.info("no_tokenizer", error=str(exc))
+        return None
 
 
 @click.command("sample")
@@ -204,7 +201,7 @@ def sample_command(
         sampler = service.create_sampling_client(model_path=model_path)
     else:
         sampler = service.create_sampling_client(base_model=base_model)
-    tokenizer = _tokenizer_for(state, sampler, base_model, model_path)
+    tokenizer = _tokenizer_for(sampler)
     if ids is None:
         if tokenizer is None:
             raise CLIError(

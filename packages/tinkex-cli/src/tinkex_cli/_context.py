@@ -33,6 +33,7 @@ class CLIState:
     base_url: str | None = None
     api_key: str | None = None
     timeout: float | None = None
+    max_retries: int | None = None
     format: OutputFormat = "table"
     limit: int | None = None
     verbose: int = 0
@@ -67,13 +68,15 @@ class CLIState:
             kwargs["api_key"] = self.api_key
         if self.timeout is not None:
             kwargs["timeout"] = self.timeout
+        if self.max_retries is not None:
+            kwargs["max_retries"] = self.max_retries
         return Config(**kwargs)
 
     def service_client(self) -> ServiceClient:
         if self._service is None:
             from tinkex_clients import ServiceClient
 
-            service = ServiceClient(config=self.config())
+            service = ServiceClient(config=self.config(), hooks=self.hooks)
             self._service = service
             self._closers.append(service.close)
         return self._service

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -76,17 +78,20 @@ def format_time(value: dt.datetime | None, *, now: dt.datetime | None = None) ->
 
 
 def to_json_data(value: Any) -> Any:
-    """Plain JSON data from pydantic models, datetimes, mappings and sequences."""
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        return to_json_data(dump(mode="json"))
+    """Plain JSON data from pydantic models (all fields), datetimes, mappings and sequences."""
+    if isinstance(value, BaseModel):
+        # Every field, ``None`` included, so that JSON output has a stable set of keys
+        # (wire dumps drop ``None`` fields).
+        return {name: to_json_data(getattr(value, name)) for name in type(value).model_fields}
     if isinstance(value, dt.datetime):
         return value.isoformat()
     if isinstance(value, Mapping):
         return {str(k): to_json_data(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [to_json_data(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None  # keep the document valid JSON
+    if value is None or isinstance(value, str | int | bool):
         return value
     return str(value)
 
@@ -132,7 +137,7 @@ class Output:
             raise RuntimeError("a command may emit only one result")
         self._emitted = True
         if self.json:
-            text = json.dumps(to_json_data(doc), indent=2, ensure_ascii=False)
+            text = json.dumps(to_json_data(doc), indent=2, ensure_ascii=False, allow_nan=False)
             sys.stdout.write(self.redactor(text) + "\n")
             sys.stdout.flush()
         else:
