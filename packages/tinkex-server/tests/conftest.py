@@ -24,7 +24,7 @@ MODEL = "tinkex/tiny-llama-100k"
 @pytest.fixture(autouse=True)
 def _torch_threads() -> Iterator[None]:
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 

@@ -220,11 +220,27 @@ async def test_weights_samplers_and_rest(api: Any) -> None:
     a = await api.result(await api.ok("forward", api.fwd_body(mid, 6)))
     b = await api.result(await api.ok("forward", api.fwd_body(mid2, 2)))
     assert a["loss_fn_outputs"] == b["loss_fn_outputs"]
+    # Sampler weights load too (weights only); with optimizer they are a user error.
+    mid3 = await api.model(sid, 2, seed=5)
+    bad = await api.ok(
+        "load_weights", {"model_id": mid3, "path": sampler_path, "optimizer": True, "seq_id": 1}
+    )
+    status, failed = await api.poll(bad["request_id"])
+    assert status == 200
+    assert failed["category"] == "user"
+    await api.result(
+        await api.ok(
+            "load_weights",
+            {"model_id": mid3, "path": sampler_path, "optimizer": False, "seq_id": 2},
+        )
+    )
+    c = await api.result(await api.ok("forward", api.fwd_body(mid3, 3)))
+    assert c["loss_fn_outputs"] == a["loss_fn_outputs"]
 
     # REST: runs, checkpoints, publish, TTL, archive, delete, sessions.
     runs = TrainingRunsResponse.model_validate((await api.c.get("/api/v1/training_runs")).json())
-    assert {r.training_run_id for r in runs.training_runs} == {mid, mid2}
-    assert runs.cursor.total_count == 2
+    assert {r.training_run_id for r in runs.training_runs} == {mid, mid2, mid3}
+    assert runs.cursor.total_count == 3
     run = TrainingRun.model_validate(
         (await api.c.get(f"/api/v1/training_runs/{mid}", params={"access_scope": "owned"})).json()
     )
@@ -311,7 +327,7 @@ async def test_weights_samplers_and_rest(api: Any) -> None:
     sessions = (await api.c.get("/api/v1/sessions")).json()
     assert sessions["sessions"] == [sid]
     detail = (await api.c.get(f"/api/v1/sessions/{sid}")).json()
-    assert detail["training_run_ids"] == [mid, mid2]
+    assert detail["training_run_ids"] == [mid, mid2, mid3]
     assert set(detail["sampler_ids"]) == {f"{sid}:sample:{i}" for i in range(4)}
 
     # unload_model: a future; afterwards the model refuses work.

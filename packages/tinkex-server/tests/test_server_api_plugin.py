@@ -171,3 +171,21 @@ async def test_one_server_per_data_directory(
         first.server.close()
         # Once the first one is gone, the directory is free.
         assert (await second.c.get("/api/v1/get_server_capabilities")).status_code == 200
+
+
+def test_public_names_and_light_imports() -> None:
+    import tinkex_server
+
+    for name in tinkex_server.__all__:
+        assert getattr(tinkex_server, name) is not None
+    assert tinkex_server.ServerConfig(data_dir="x").data_dir == Path("x")
+    code = (
+        "import sys, tinkex_server, tinkex_server._plugin as p\n"
+        "p.tinkex_register_transports(register=lambda n, f: None)\n"
+        "heavy = [m for m in ('torch', 'fastapi', 'uvicorn') if m in sys.modules]\n"
+        "print(','.join(heavy) or 'none')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip() == "none"

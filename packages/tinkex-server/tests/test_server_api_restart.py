@@ -42,7 +42,7 @@ class Served:
             str(data_dir),
             "--enable-test-routes",
             "--torch-threads",
-            "2",
+            "1",
             "--log-level",
             "info",
             *extra,
