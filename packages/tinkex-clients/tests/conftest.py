@@ -344,21 +344,26 @@ def service(fake: FakeTinker, private_hooks: Hooks) -> Iterator[ServiceClient]:
         client.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def local_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One in-process local server for the whole test session (engine start-up is the slow
-    part), with the opt-in test routes enabled; ``TINKEX_DATA_DIR`` points at its directory."""
+    """One in-process local server per test module (engine start-up is the slow part), with
+    the opt-in test routes enabled."""
     from tinkex_server._config import ServerConfig
     from tinkex_server._local import get_local_server
 
     directory = tmp_path_factory.mktemp("tinkex-data")
     server = get_local_server(config=ServerConfig(data_dir=directory, enable_test_routes=True))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TINKEX_DATA_DIR", str(directory))
-        try:
-            yield directory
-        finally:
-            server.close()
+    try:
+        yield directory
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def local_env(local_data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """``TINKEX_DATA_DIR`` points at the module's local server for this test."""
+    monkeypatch.setenv("TINKEX_DATA_DIR", str(local_data_dir))
+    return local_data_dir
 
 
 @pytest.fixture(scope="session")
@@ -376,7 +381,7 @@ def local_hooks() -> Hooks:
 
 
 @pytest.fixture
-def local_service(local_data_dir: Path, local_hooks: Hooks) -> Iterator[ServiceClient]:
+def local_service(local_env: Path, local_hooks: Hooks) -> Iterator[ServiceClient]:
     client = ServiceClient(base_url="local://", hooks=local_hooks, poll_policy=FAST_POLLS)
     try:
         yield client

@@ -61,7 +61,7 @@ def test_sync_usage_from_script_and_threads(local_service: ServiceClient) -> Non
     assert first.metrics["loss:sum"] > 0
 
 
-async def test_async_usage(local_data_dir: Path, local_hooks: Hooks) -> None:
+async def test_async_usage(local_env: Path, local_hooks: Hooks) -> None:
     async with await ServiceClient.create_async(
         base_url="local://", hooks=local_hooks, poll_policy=FAST_POLLS
     ) as svc:

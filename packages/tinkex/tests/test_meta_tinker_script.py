@@ -16,7 +16,8 @@ SCRIPT = Path(__file__).with_name("tinker_style_script.py")
 
 @pytest.fixture
 def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setenv("TINKEX_DATA_DIR", str(tmp_path / "data"))
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("TINKEX_DATA_DIR", str(data_dir))
     monkeypatch.setenv("TINKER_BASE_URL", "local://")
     monkeypatch.delenv("TINKER_API_KEY", raising=False)
     # plugins of the core packages only, discovered through their entry points
@@ -26,9 +27,9 @@ def local_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
         yield tmp_path
     finally:
         tinkex_types.set_hooks(old)
-        from tinkex_server._local import shutdown_local_servers
+        from tinkex_server._local import get_local_server
 
-        shutdown_local_servers()
+        get_local_server(data_dir).close()  # only the server this test started
 
 
 def test_tinker_style_script_runs_unchanged(local_env: Path) -> None:
