@@ -371,3 +371,23 @@ def test_click_completion_env_var_mechanism() -> None:
 
     env = {"_TINKEX_COMPLETE": "bash_complete", "COMP_WORDS": "tinkex -f ", "COMP_CWORD": "2"}
     assert invoke([], env=env).stdout.split() == ["plain,table", "plain,json"]
+
+
+def test_missing_api_key_for_a_remote_url_is_an_auth_error() -> None:
+    # Config validation fails before any connection is attempted.
+    result = invoke(["--base-url", "https://tinker.example.invalid", "run", "list"])
+    assert result.exit_code == ExitCode.AUTH
+    assert result.stderr == (
+        "Error: invalid api_key: no API key was given "
+        "(pass --api-key tml-... or set TINKER_API_KEY)\n"
+    )
+
+
+def test_local_url_without_tinkex_server_says_what_to_install() -> None:
+    import tinkex_http._plugin
+
+    result = invoke(["--base-url", "local://", "run", "list"], hooks=only(tinkex_http._plugin))
+    assert result.exit_code == ExitCode.USAGE
+    assert "'local'" in result.stderr
+    assert "tinkex-server" in result.stderr
+    assert len(result.stderr.splitlines()) == 1

@@ -13,7 +13,7 @@ import click
 from tinkex_cli._errors import CLIError, ExitCode
 from tinkex_cli._logging import Redactor
 from tinkex_cli._output import Output, OutputFormat
-from tinkex_types import Hooks
+from tinkex_types import Hooks, TinkexValidationError
 
 if TYPE_CHECKING:
     from tinkex_clients import RestClient, ServiceClient
@@ -70,7 +70,14 @@ class CLIState:
             kwargs["timeout"] = self.timeout
         if self.max_retries is not None:
             kwargs["max_retries"] = self.max_retries
-        return Config(**kwargs)
+        try:
+            return Config(**kwargs)
+        except TinkexValidationError as exc:
+            if exc.field == "api_key" and self.api_key is None:  # say it in CLI terms
+                raise TinkexValidationError(
+                    "api_key", exc.problem, "pass --api-key tml-... or set TINKER_API_KEY"
+                ) from None
+            raise
 
     def service_client(self) -> ServiceClient:
         if self._service is None:
