@@ -1,4 +1,5 @@
-"""Replays the CLI session of the package README against a real `tinkex serve` process.
+"""Replays the CLI session of the package README (and of the repository README, once it
+carries the same ``cli-session`` block) against a real `tinkex serve` process.
 
 The `tinkex ...` lines are read from the README's ``cli-session`` block and run as written
 (``$CKPT`` and the two local directories substituted). ``tinkex serve`` runs as a real
@@ -26,12 +27,22 @@ from click.testing import CliRunner
 
 from tinkex_cli import ExitCode, build_cli
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PACKAGE_README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT_README = Path(__file__).resolve().parents[3] / "README.md"
+MARKER = "<!-- cli-session -->"
 KEY = "tml-session-test-KEY-0123456789"
 
 
-def session_lines() -> list[str]:
-    text = README.read_text(encoding="utf-8")
+def readmes() -> list[Path]:
+    """The package README, and the repository README when it carries the session too."""
+    found = [PACKAGE_README]
+    if ROOT_README.is_file() and MARKER in ROOT_README.read_text(encoding="utf-8"):
+        found.append(ROOT_README)
+    return found
+
+
+def session_lines(readme: Path = PACKAGE_README) -> list[str]:
+    text = readme.read_text(encoding="utf-8")
     block = text.split("<!-- cli-session -->", 1)[1].split("<!-- /cli-session -->", 1)[0]
     lines = []
     for raw in block.splitlines():
@@ -105,16 +116,17 @@ def quickstart_stand_in(url: str) -> str:
         return str(training.save_weights_for_sampler("final").result().path)
 
 
-def test_readme_session_replays(served: tuple[str, Path], tmp_path: Path) -> None:
+@pytest.mark.parametrize("readme", readmes(), ids=lambda p: p.parent.name)
+def test_readme_session_replays(served: tuple[str, Path], tmp_path: Path, readme: Path) -> None:
     url, _data_dir = served
     env: dict[str, str] = {"TINKER_API_KEY": KEY}
     out_dir = tmp_path / "checkpoints"
     ckpt = ""
     outputs: dict[str, Any] = {}
     ran = []
-    for line in session_lines():
+    for line in session_lines(readme):
         if line.startswith("tinkex serve"):
-            continue  # the fixture runs it
+            continue  # the fixture runs it (as written in the package README)
         if line.startswith("export TINKER_BASE_URL="):
             env["TINKER_BASE_URL"] = url
             continue
