@@ -326,3 +326,35 @@ async def test_sampling_back_pressure_429(
         for resp in ok:
             await api.result(resp.json())
         assert (await api.post("asample", {**body, "seq_id": 3})).status_code == 200
+
+
+async def test_internal_faults_are_server_category_and_the_queue_survives(
+    make_server: Any, api_for: Any
+) -> None:
+    from tinkex_server._engine import Engine
+
+    class Broken(Engine):
+        def optim_step(self, model_id: str, adam_params: Any = None) -> Any:
+            raise RuntimeError("simulated engine fault")
+
+        def save_sampler_weights(self, model_id: str, directory: Any) -> Any:
+            return None  # "succeeds" without writing: storing the result fails
+
+    async with api_for(make_server(engine=Broken(seed=0))) as api:
+        sid = await api.session()
+        mid = await api.model(sid)
+        status, body = await api.poll(
+            (await api.ok("optim_step", {"adam_params": {}, "model_id": mid, "seq_id": 1}))[
+                "request_id"
+            ]
+        )
+        assert status == 200
+        assert body["category"] == "server"
+        assert "simulated engine fault" in body["error"]
+        fut = await api.ok("save_weights_for_sampler", {"model_id": mid, "path": "x", "seq_id": 2})
+        status, body = await api.poll(fut["request_id"])
+        assert status == 200
+        assert body["category"] == "server"
+        listed = (await api.c.get(f"/api/v1/training_runs/{mid}/checkpoints")).json()
+        assert listed["checkpoints"] == []  # no half-written checkpoint row
+        assert "loss_fn_outputs" in await api.result(await api.ok("forward", api.fwd_body(mid, 3)))

@@ -671,6 +671,8 @@ class Runtime:
     def _save_checkpoint_row(
         self, model_id: str, kind: str, name: str, directory: Path, ttl: int | None, step: int
     ) -> CheckpointRow:
+        if not (directory / "adapter_model.safetensors").is_file():
+            raise RuntimeError(f"the engine wrote no adapter_model.safetensors in {directory}")
         expires = time.time() + ttl if ttl is not None else None
         with contextlib.suppress(FileNotFoundError):
             self.files.archive_path(model_id, kind, name).unlink()

@@ -270,15 +270,26 @@ class Scheduler:
                 await self._wake.wait()
                 continue
             take_samples = bool(self._samples) and (not self._ready or last_was_training)
-            if take_samples:
-                batch = [
-                    self._samples.popleft() for _ in range(min(self.max_batch, len(self._samples)))
-                ]
-                await self._run_samples(batch)
-                last_was_training = False
-            else:
-                await self._run_job(self._ready.popleft())
-                last_was_training = True
+            jobs: list[Job] = []
+            try:
+                if take_samples:
+                    jobs = [
+                        self._samples.popleft()
+                        for _ in range(min(self.max_batch, len(self._samples)))
+                    ]
+                    await self._run_samples(jobs)
+                    last_was_training = False
+                else:
+                    jobs = [self._ready.popleft()]
+                    await self._run_job(jobs[0])
+                    last_was_training = True
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Storing a result failed (disk full, ...): the dispatcher must survive.
+                _log.exception("the scheduler could not finish %d job(s)", len(jobs))
+                for job in jobs:
+                    self._hub.resolve(job.request_id)
 
     def _record(self, job: Job, output: Any, error: BaseException | None) -> None:
         applied = (job.target, job.seq_id, job.request_type)
