@@ -249,8 +249,6 @@ class Scheduler:
 
     def _span_queue_wait(self, job: Job) -> None:
         hooks = get_hooks()
-        if not hooks.pm.hook.tinkex_operation_span.get_hookimpls():
-            return
 
         async def hold() -> None:
             attrs = {**job.attributes, "request_type": job.request_type}
