@@ -88,9 +88,7 @@ def loss_curve(losses: list[float], width: int = 60, height: int = 8) -> str:
     """The loss curve as a small text chart (one column per bucket of steps)."""
     if not losses:
         return ""
-    buckets = [
-        losses[int(i * len(losses) / width)] for i in range(min(width, len(losses)))
-    ]
+    buckets = [losses[int(i * len(losses) / width)] for i in range(min(width, len(losses)))]
     top, bottom = max(buckets), min(buckets)
     span = (top - bottom) or 1.0
     rows = []
@@ -170,9 +168,7 @@ def _report(console: Console, result: QuickstartResult, base_url: str) -> None:
     table.add_column("expected", style="green")
     table.add_column("before training", style="red")
     table.add_column("after training", style="cyan")
-    for (prompt, expected), before, after in zip(
-        PHRASES, result.before, result.after, strict=True
-    ):
+    for (prompt, expected), before, after in zip(PHRASES, result.before, result.after, strict=True):
         table.add_row(prompt, expected, repr(before), repr(after))
     console.print(table)
     first, last = result.losses[0], result.losses[-1]

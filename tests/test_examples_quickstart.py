@@ -35,10 +35,18 @@ def test_quickstart_learns_the_phrases(tmp_path: Path, monkeypatch: pytest.Monke
     assert len(result.losses) == 100
     assert result.losses[-1] < 0.2 * result.losses[0]
     expected = [completion for _, completion in quickstart.PHRASES]
-    learned = sum(after.strip() == want.strip() for after, want in zip(result.after, expected))
+    learned = sum(
+        after.strip() == want.strip() for after, want in zip(result.after, expected, strict=True)
+    )
     assert learned >= len(expected) - 1, (result.after, expected)
     # Before training the adapter is a no-op and the random base model babbles.
-    assert sum(before.strip() == want.strip() for before, want in zip(result.before, expected)) == 0
+    assert (
+        sum(
+            before.strip() == want.strip()
+            for before, want in zip(result.before, expected, strict=True)
+        )
+        == 0
+    )
     assert result.sampler_path.startswith("tinker://")
     assert "/sampler_weights/quickstart" in result.sampler_path
     text = out.getvalue()
