@@ -13,6 +13,12 @@ if TYPE_CHECKING:
     from tinkex_server._app import create_app, runtime_of
     from tinkex_server._builtin import builtin_models
     from tinkex_server._config import ServerConfig
+    from tinkex_server._engine import (
+        BareLoopResult,
+        Engine,
+        bare_training_loop,
+        export_builtin_model,
+    )
     from tinkex_server._local import (
         LocalServer,
         LocalTransport,
@@ -39,20 +45,28 @@ _EXPORTS: dict[str, str] = {
     "runtime_of": "tinkex_server._app",
     "serve": "tinkex_server._serve",
     "shutdown_local_servers": "tinkex_server._local",
-    # models
+    # engine and models
+    "BareLoopResult": "tinkex_server._engine",
+    "Engine": "tinkex_server._engine",
+    "bare_training_loop": "tinkex_server._engine",
     "builtin_models": "tinkex_server._builtin",
+    "export_builtin_model": "tinkex_server._engine",
 }
 
 __all__ = [
     "AppliedStep",
+    "BareLoopResult",
+    "Engine",
     "LocalServer",
     "LocalTransport",
     "Runtime",
     "ServerConfig",
     "Store",
     "TelemetryRow",
+    "bare_training_loop",
     "builtin_models",
     "create_app",
+    "export_builtin_model",
     "get_local_server",
     "local_transport_factory",
     "runtime_of",

@@ -18,7 +18,6 @@ __all__ = ["BaseModelDesc", "describe_base_model"]
 _ARCHS = {
     "LlamaForCausalLM": "llama",
     "Llama3ForCausalLM": "llama",
-    "MistralForCausalLM": "llama",
     "Qwen3ForCausalLM": "qwen3",
 }
 
