@@ -9,7 +9,8 @@ malformed JSON and semantic mistakes, 422 for schema mismatches, 401 for a wrong
 One ASGI middleware wraps every request: it starts the runtime lazily, checks
 ``X-API-Key`` (when keys are configured), enforces the body size limit and opens the
 ``server.<endpoint>`` span through the ``operation_span`` hook with the incoming
-``traceparent``/``tracestate`` headers as carrier.
+``traceparent``/``tracestate`` headers as carrier. Jobs queued by an endpoint carry that
+span (``inject_headers`` inside it), so their queue-wait and engine-step spans nest under it.
 """
 
 from __future__ import annotations
@@ -93,8 +94,23 @@ def _idem(request: Request) -> str | None:
 
 
 def _carrier(request: Request) -> dict[str, str] | None:
-    out = {h: request.headers[h] for h in _PROPAGATION if h in request.headers}
-    return out or None
+    """The trace context a queued job carries to its ``server.queue_wait`` and
+    ``server.engine_step`` spans.
+
+    Endpoints run inside the ``server.<endpoint>`` span (opened by the middleware), so the
+    span plugins inject *that* span here: the job's spans become its children. When no
+    plugin injects anything, the request's own ``traceparent``/``tracestate``/``baggage``
+    are passed on unchanged (the job's spans then hang under the caller's span).
+    """
+    incoming = {h: request.headers[h] for h in _PROPAGATION if h in request.headers}
+    injected: dict[str, str] = {}
+    get_hooks().inject_headers(injected)
+    if not injected:
+        return incoming or None
+    carrier = {key.lower(): value for key, value in injected.items()}
+    if "baggage" in incoming and "baggage" not in carrier:
+        carrier["baggage"] = incoming["baggage"]
+    return carrier
 
 
 def _describe_validation(exc: RequestValidationError) -> tuple[int, str]:
