@@ -51,6 +51,8 @@ DEFAULT_FORWARD: frozenset[str] = frozenset({"request", "queue_state", "future"}
 _TRUTHY = {"1", "true", "yes", "on"}
 _FALSY = {"0", "false", "no", "off"}
 _RETRYABLE_STATUS = {408, 429}
+#: URL schemes the default httpx transport serves; others need a registered transport.
+_NETWORK_SCHEMES = frozenset({"http", "https"})
 
 
 def telemetry_enabled_from_env(env: Mapping[str, str] | None = None) -> bool:
@@ -97,6 +99,35 @@ def _check_positive(field: str, value: float, *, integer: bool = False, zero: bo
         raise TinkexValidationError(
             field, f"must be {kind} {bound}, got {value!r}", f"pass {field}=<{kind} {bound}>"
         )
+
+
+def _registered_transport(config: Any, url: object) -> httpx.BaseTransport | None:
+    """The synchronous transport registered for ``url``'s scheme, when httpx cannot reach
+    that scheme by itself (``None`` for http/https or no URL)."""
+    if not isinstance(url, str) or not url:
+        return None
+    scheme = httpx.URL(url).scheme.lower()
+    if scheme in _NETWORK_SCHEMES:
+        return None
+    from tinkex_types import get_hooks
+
+    registry = get_hooks().transports()
+    if scheme not in registry:
+        raise TinkexValidationError(
+            "base_url",
+            f"no transport is registered for URL scheme {scheme!r} "
+            f"(registered: {', '.join(registry.names()) or 'none'})",
+            "install the package that registers it (tinkex-server for 'local') or pass transport=",
+        )
+    transport = registry.get(scheme)(config=config, pool="telemetry")
+    if not isinstance(transport, httpx.BaseTransport):
+        raise TinkexValidationError(
+            "base_url",
+            f"the transport registered for {scheme!r} ({type(transport).__name__}) cannot send "
+            "synchronous requests, which the reporter's worker thread needs",
+            "pass transport=<an httpx.BaseTransport>",
+        )
+    return transport
 
 
 _live: weakref.WeakSet[BackendReporter] = weakref.WeakSet()
@@ -191,6 +222,14 @@ class BackendReporter(BaseSink):
         self.session_id = session_id
         self.base_url = base_url.rstrip("/") if base_url else None
         self.endpoint = endpoint or f"{self.base_url}/api/v1/telemetry"
+        scheme = httpx.URL(self.endpoint).scheme.lower()
+        if enabled and transport is None and scheme not in _NETWORK_SCHEMES:
+            raise TinkexValidationError(
+                "base_url" if endpoint is None else "endpoint",
+                f"httpx cannot reach a {scheme!r} URL by itself",
+                "build the reporter with BackendReporter.from_config(config) (it uses the "
+                "transport registered for the scheme) or pass transport=",
+            )
         self.sdk_version = sdk_version
         self.platform = platform or _platform.system() or "Unknown"
         self.enabled = enabled
@@ -224,6 +263,7 @@ class BackendReporter(BaseSink):
         self._next_flush = time.monotonic() + self.flush_interval
         self._thread: threading.Thread | None = None
         self._client: httpx.Client | None = None
+        self._post_url = self.endpoint
         if not enabled:
             return
 
@@ -239,6 +279,13 @@ class BackendReporter(BaseSink):
             "timeout": http_timeout,
             "headers": send_headers,
         }
+        if scheme not in _NETWORK_SCHEMES:
+            # httpx turns an absolute URL without a host (``local:/api/...``) into a bare
+            # path when it sends it (and then fails on cookies): post the path against a
+            # client base URL that keeps the scheme.
+            target = httpx.URL(self.endpoint)
+            self._client_args["base_url"] = target.copy_with(raw_path=b"/")
+            self._post_url = target.raw_path.decode("ascii")
         self._enqueue({"event": "SESSION_START", "severity": "INFO"}, ts=self.session_start)
         self._next_flush = time.monotonic() + self.flush_interval
         self._thread = threading.Thread(
@@ -257,6 +304,11 @@ class BackendReporter(BaseSink):
         Reads ``base_url``, ``api_key``, ``sdk_version``, ``telemetry_enabled`` and the
         Cloudflare Access headers from ``config``; ``overrides`` win. Without a config,
         ``TINKER_BASE_URL``/``TINKER_API_KEY``/``TINKER_TELEMETRY`` are used.
+
+        For a URL scheme other than ``http``/``https`` (e.g. ``local://``, the in-process
+        server) the transport registered for that scheme through the
+        ``tinkex_register_transports`` hook is used (pool ``"telemetry"``); it must support
+        synchronous requests.
         """
         options: dict[str, Any] = {}
         if config is not None:
@@ -283,6 +335,10 @@ class BackendReporter(BaseSink):
             options["api_key"] = os.environ.get("TINKER_API_KEY")
             options["enabled"] = telemetry_enabled_from_env()
         options.update(overrides)
+        if options.get("transport") is None and options.get("enabled", True):
+            options["transport"] = _registered_transport(
+                config, options.get("endpoint") or options.get("base_url")
+            )
         return cls(session_id=session_id, **options)
 
     # -- queueing ---------------------------------------------------------------------
@@ -452,7 +508,7 @@ class BackendReporter(BaseSink):
                 break
             retryable = True
             try:
-                response = self._client.post(self.endpoint, json=body)
+                response = self._client.post(self._post_url, json=body)
             except httpx.HTTPError as exc:
                 reason = type(exc).__name__
             else:
