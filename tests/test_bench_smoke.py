@@ -1,0 +1,82 @@
+"""Smoke test of bench/: every benchmark runs at its tiny size and yields a finite figure.
+
+No timing is asserted (numbers at the tiny size mean nothing); this only keeps the
+benchmarks working as the packages change. The benchmarks run in a subprocess, as
+``python -m bench`` does, against a real ``tinkex serve`` subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ["p1", "p2", "p3", "p4", "p5", "p6"]
+
+
+def _run_bench(
+    args: list[str], tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    out = tmp_path / "rows.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", *args, "--size", "tiny", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.is_file(), f"no JSON written; stderr:\n{proc.stderr[-4000:]}"
+    return proc, json.loads(out.read_text())
+
+
+def test_bench_all_tiny_rows_are_finite(tmp_path: Path) -> None:
+    proc, payload = _run_bench([], tmp_path)
+    rows = payload["rows"]
+    assert [r["key"] for r in rows] == KEYS
+    for row in rows:
+        assert row["error"] is None, f"{row['key']} failed: {row['error']}\n{proc.stderr[-4000:]}"
+        assert row["value"] is not None, row
+        assert math.isfinite(row["value"]), row
+        assert row["target"] is not None, row
+        assert math.isfinite(row["target"]), row
+        assert row["op"] in ("<=", ">=")
+        assert row["status"] in ("pass", "MISS")
+        # The printed table carries the same row: key, figure, target and status.
+        line = next(ln for ln in proc.stdout.splitlines() if ln.startswith(row["key"].upper()))
+        assert row["status"] in line
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def test_bench_runs_one_benchmark_alone(tmp_path: Path) -> None:
+    proc, payload = _run_bench(["p2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert [r["key"] for r in payload["rows"]] == ["p2"]
+    row = payload["rows"][0]
+    assert math.isfinite(row["value"])
+    assert row["value"] > 0
+    table = [ln for ln in proc.stdout.splitlines() if ln.startswith("P")]
+    assert len(table) == 1
+    assert "≥ 3.00×" in table[0]
+    assert "orjson" in row["detail"]
+    assert "MB/s" in row["detail"]
+
+
+def test_bench_rejects_unknown_benchmark() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "p9"],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "unknown benchmark" in proc.stderr
+    assert "p1" in proc.stderr
