@@ -28,8 +28,9 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from tinkex_server._checkpoints import checkpoint_name_problem
 from tinkex_server._config import ServerConfig
-from tinkex_server._problems import ApiProblem
+from tinkex_server._problems import ApiProblem, bad_request
 from tinkex_server._runtime import Runtime
 from tinkex_types import (
     CreateModelRequest,
@@ -328,42 +329,83 @@ def create_app(
     async def unload_model(body: UnloadModelRequest, request: Request) -> Response:
         return _json(200, runtime.unload_model(body, _idem(request), _carrier(request)))
 
+    def ordered_submit(
+        model_id: str, seq_id: int | None, submit: Callable[[], dict[str, Any]]
+    ) -> Response:
+        """Submit one of a model's ``seq_id``-ordered requests. When it is refused with a
+        4xx the client will not send that number again (only 408, 409 and 429 are retried),
+        so the scheduler stops waiting for it instead of stalling the model's next request
+        for the whole gap grace."""
+        try:
+            return _json(200, submit())
+        except ApiProblem as exc:
+            if 400 <= exc.status < 500 and exc.status not in (408, 409, 429):
+                runtime.scheduler.void(model_id, seq_id)
+            raise
+
+    def check_checkpoint_name(name: str | None) -> None:
+        problem = checkpoint_name_problem(name) if name is not None else None
+        if problem is not None:
+            raise bad_request(
+                "path",
+                problem,
+                "use a short name of letters, digits, '-', '_' and '.', e.g. 'step-0010'",
+            )
+
     @app.post(f"{v1}/forward", tags=["training"])
     async def forward(body: ForwardRequest, request: Request) -> Response:
-        return _json(
-            200,
-            runtime.forward(
+        return ordered_submit(
+            body.model_id,
+            body.seq_id,
+            lambda: runtime.forward(
                 body, backward=False, idempotency_key=_idem(request), carrier=_carrier(request)
             ),
         )
 
     @app.post(f"{v1}/forward_backward", tags=["training"])
     async def forward_backward(body: ForwardBackwardRequest, request: Request) -> Response:
-        return _json(
-            200,
-            runtime.forward(
+        return ordered_submit(
+            body.model_id,
+            body.seq_id,
+            lambda: runtime.forward(
                 body, backward=True, idempotency_key=_idem(request), carrier=_carrier(request)
             ),
         )
 
     @app.post(f"{v1}/optim_step", tags=["training"])
     async def optim_step(body: OptimStepRequest, request: Request) -> Response:
-        return _json(200, runtime.optim_step(body, _idem(request), _carrier(request)))
+        return ordered_submit(
+            body.model_id,
+            body.seq_id,
+            lambda: runtime.optim_step(body, _idem(request), _carrier(request)),
+        )
 
     # -- weights ----------------------------------------------------------------------------
     @app.post(f"{v1}/save_weights", tags=["weights"])
     async def save_weights(body: SaveWeightsRequest, request: Request) -> Response:
-        return _json(200, runtime.save_weights(body, _idem(request), _carrier(request)))
+        def submit() -> dict[str, Any]:
+            check_checkpoint_name(body.path)
+            return runtime.save_weights(body, _idem(request), _carrier(request))
+
+        return ordered_submit(body.model_id, body.seq_id, submit)
 
     @app.post(f"{v1}/save_weights_for_sampler", tags=["weights"])
     async def save_weights_for_sampler(
         body: SaveWeightsForSamplerRequest, request: Request
     ) -> Response:
-        return _json(200, runtime.save_weights_for_sampler(body, _idem(request), _carrier(request)))
+        def submit() -> dict[str, Any]:
+            check_checkpoint_name(body.path)
+            return runtime.save_weights_for_sampler(body, _idem(request), _carrier(request))
+
+        return ordered_submit(body.model_id, body.seq_id, submit)
 
     @app.post(f"{v1}/load_weights", tags=["weights"])
     async def load_weights(body: LoadWeightsRequest, request: Request) -> Response:
-        return _json(200, runtime.load_weights(body, _idem(request), _carrier(request)))
+        return ordered_submit(
+            body.model_id,
+            body.seq_id,
+            lambda: runtime.load_weights(body, _idem(request), _carrier(request)),
+        )
 
     @app.post(f"{v1}/weights_info", tags=["weights"])
     async def weights_info(body: WeightsInfoRequest) -> Response:

@@ -31,7 +31,9 @@ from urllib.parse import quote
 
 __all__ = [
     "ARCHIVE_FILES",
+    "MAX_NAME_SEGMENT",
     "CheckpointFiles",
+    "checkpoint_name_problem",
     "safe_segment",
 ]
 
@@ -43,6 +45,45 @@ MARKER = "checkpoint_complete"
 def safe_segment(text: str) -> str:
     """A file-name-safe, reversible encoding of an id or name (never ``.``/``..``)."""
     return quote(text, safe="-_").replace(".", "%2E")
+
+
+#: Longest encoded checkpoint name (see :func:`safe_segment`). Temporary siblings add 18
+#: characters (``.<name>.tmp-<12 hex>``), and file systems allow 255 per path component.
+MAX_NAME_SEGMENT = 200
+
+#: Characters tinker 0.16.1 puts into REST URLs unescaped and that then change the URL:
+#: ``?`` starts the query, ``#`` the fragment, ``%`` an escape (``a%20b`` arrives as
+#: ``a b``).
+_URL_BREAKERS = frozenset("?#%")
+
+
+def checkpoint_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a checkpoint, or ``None`` when it can.
+
+    A name must survive two trips: into a file-system path (its encoded form is at most
+    :data:`MAX_NAME_SEGMENT` characters) and into the REST URLs the official client builds
+    for the archive, TTL, publish and delete calls. tinker 0.16.1 inserts the name there
+    without escaping, so ``.``, ``..``, control characters and ``?``, ``#``, ``%`` would
+    give a checkpoint that can be saved but never reached again by name.
+    """
+    if name in (".", ".."):
+        return f"{name!r} is a relative path segment, which URLs collapse"
+    bad = sorted({c for c in name if c in _URL_BREAKERS or ord(c) < 0x20 or ord(c) == 0x7F})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        return (
+            f"{name!r} contains {shown}, which the tinker client puts into REST URLs "
+            "unescaped (the checkpoint could never be downloaded, expired, published or "
+            "deleted by name)"
+        )
+    size = len(safe_segment(name))
+    if size > MAX_NAME_SEGMENT:
+        return (
+            f"is too long: {size} characters once encoded for the file system (letters, "
+            f"digits, '-' and '_' count 1, other characters 3 per UTF-8 byte); the limit is "
+            f"{MAX_NAME_SEGMENT}"
+        )
+    return None
 
 
 def dir_size(path: Path) -> int:

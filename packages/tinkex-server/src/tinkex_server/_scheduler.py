@@ -4,8 +4,10 @@
   request id, set when its result is stored.
 * :class:`Scheduler` keeps, per model, the next expected ``seq_id`` (persisted in the
   store) and buffers early arrivals. A job whose number is next becomes *ready*; when the
-  expected number has not arrived within the grace window, the gap is skipped. Jobs without
-  a ``seq_id`` are ready at once (arrival order). One dispatcher task runs ready jobs one at
+  expected number has not arrived within the grace window, the gap is skipped. A number
+  whose request was refused at submission (:meth:`Scheduler.void`) is skipped at once: the
+  client moved its counter past it and will not send it again. Jobs without a ``seq_id``
+  are ready at once (arrival order). One dispatcher task runs ready jobs one at
   a time on the engine worker thread, alternating with batches of sampling jobs (every
   sampling job queued at that moment, up to ``max_batch``, goes to the engine as one
   batch). Results, failures and the applied-steps log entry of a job are stored in one
@@ -108,6 +110,7 @@ class Job:
 class _ModelQueue:
     next_expected: int
     buffered: dict[int, Job] = field(default_factory=dict)
+    voided: set[int] = field(default_factory=set)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -195,6 +198,25 @@ class Scheduler:
         queue.buffered[job.seq_id] = job
         self._drain(job.target, queue)
 
+    def void(self, target: str, seq_id: int | None) -> None:
+        """``seq_id`` of ``target`` was refused at submission (a 4xx): it will never run.
+
+        Clients advance their counter past a refused request and never re-send it (tinker
+        0.16.1 does not retry a 400), so waiting the grace window for it would only stall
+        every later request of the model. A number that is already queued or behind
+        ``next_expected`` (a refused duplicate) changes nothing. If the number does arrive
+        later with a valid body before it is passed, it still runs.
+        """
+        if not isinstance(seq_id, int) or not 0 <= seq_id < 2**63:
+            return
+        if self._store.get_model(target) is None:
+            return
+        queue = self._queue(target)
+        if seq_id < queue.next_expected or seq_id in queue.buffered:
+            return
+        queue.voided.add(seq_id)
+        self._drain(target, queue)
+
     def _late(self, job: Job, expected: int) -> None:
         exc = TinkexValidationError(
             "seq_id",
@@ -209,8 +231,13 @@ class Scheduler:
 
     def _drain(self, target: str, queue: _ModelQueue) -> None:
         moved = False
-        while queue.next_expected in queue.buffered:
-            self._ready.append(queue.buffered.pop(queue.next_expected))
+        while True:
+            expected = queue.next_expected
+            if expected in queue.buffered:
+                self._ready.append(queue.buffered.pop(expected))
+            elif expected not in queue.voided:
+                break
+            queue.voided.discard(expected)
             queue.next_expected += 1
             moved = True
         if moved:
@@ -241,6 +268,7 @@ class Scheduler:
                 first,
             )
             queue.next_expected = first
+            queue.voided = {v for v in queue.voided if v >= first}
         self._drain(target, queue)
 
     def _persist_next(self, target: str, next_seq: int) -> None:
