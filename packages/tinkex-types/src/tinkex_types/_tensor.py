@@ -7,7 +7,7 @@ import numbers
 import operator
 from typing import TYPE_CHECKING, Any, Self
 
-from pydantic import ConfigDict, field_validator, model_validator
+from pydantic import ConfigDict, ModelWrapValidatorHandler, field_validator, model_validator
 
 from tinkex_types._base import TensorDtype, WireModel
 
@@ -46,6 +46,17 @@ def _product(shape: list[int]) -> int:
     return math.prod(shape)
 
 
+# Type sets for C-speed element checks (``set.issuperset(map(type, data))``): exact types,
+# so bools and numpy scalars take the slow, converting path.
+_NUMBER_TYPES: frozenset[type] = frozenset({int, float})
+_INT_TYPE: frozenset[type] = frozenset({int})
+_FLOAT_TYPE: frozenset[type] = frozenset({float})
+
+
+def _fits_int64(data: list[int]) -> bool:
+    return not data or (min(data) >= -(2**63) and max(data) < 2**63)
+
+
 class TensorData(WireModel):
     """``{"data": [...], "dtype": "int64" | "float32", "shape": [...]}``.
 
@@ -71,7 +82,7 @@ class TensorData(WireModel):
         if not isinstance(value, list):
             raise ValueError(f"data must be a flat list of numbers, got {type(value).__name__}")
         out: list[Any] = value
-        if not all(type(v) is int or type(v) is float for v in out):
+        if not _NUMBER_TYPES.issuperset(map(type, out)):  # C-speed "all plain int/float"
             out = [_number(v, i) for i, v in enumerate(out)]
         return out
 
@@ -82,7 +93,15 @@ class TensorData(WireModel):
             raise ValueError(f"shape dimensions must be >= 0, got {shape}")
         return shape
 
-    @model_validator(mode="after")
+    @model_validator(mode="wrap")
+    @classmethod
+    def _checked(cls, value: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
+        # An existing instance is taken as it is, as pydantic does for models (an "after"
+        # validator would re-scan every element each time a TensorData is nested).
+        if isinstance(value, cls):
+            return value
+        return handler(value)._check()
+
     def _check(self) -> Self:
         data = self.data
         if self.shape is not None and _product(self.shape) != len(data):
@@ -91,7 +110,7 @@ class TensorData(WireModel):
                 f"{len(data)}; give data as the row-major flattening of the shape"
             )
         if self.dtype == "int64":
-            if not all(type(v) is int for v in data):
+            if not _INT_TYPE.issuperset(map(type, data)):
                 ints: list[int] = []
                 for i, v in enumerate(data):
                     if isinstance(v, float) and v.is_integer():
@@ -105,7 +124,7 @@ class TensorData(WireModel):
                 self.__dict__["data"] = data = ints
             if data and not (min(data) >= -(2**63) and max(data) < 2**63):
                 raise ValueError("data holds integers that do not fit int64")
-        elif not all(type(v) is float for v in data):
+        elif not _FLOAT_TYPE.issuperset(map(type, data)):
             self.__dict__["data"] = [float(v) for v in data]
         return self
 
@@ -137,11 +156,13 @@ class TensorData(WireModel):
         """Build from a (possibly nested) list of numbers; ``dtype`` is inferred if omitted
         (all ints -> int64, otherwise float32)."""
         flat: list[Any]
-        if isinstance(values, (list, tuple)) and all(
-            type(v) is int or type(v) is float for v in values
-        ):
+        kinds: set[type] | None = None
+        if isinstance(values, (list, tuple)):
+            kinds = set(map(type, values))
+        if kinds is not None and _NUMBER_TYPES.issuperset(kinds):
             flat, shape = list(values), [len(values)]  # the common flat case, fast
         else:
+            kinds = None
             flat = []
             shape = _flatten(values, flat, 0, [])
         if dtype is None:
@@ -150,6 +171,13 @@ class TensorData(WireModel):
                 if flat and all(isinstance(v, int) and not isinstance(v, bool) for v in flat)
                 else "float32"
             )
+        if kinds is not None:
+            # Flat plain ints/floats: when they already fit the dtype, the checks of
+            # validation reduce to the int64 range, so skip the per-element passes.
+            if dtype == "float32" and kinds <= _FLOAT_TYPE:
+                return cls.model_construct(data=flat, dtype=dtype, shape=shape)
+            if dtype == "int64" and kinds <= _INT_TYPE and _fits_int64(flat):
+                return cls.model_construct(data=flat, dtype=dtype, shape=shape)
         return cls(data=flat, dtype=dtype, shape=shape)
 
     # -- numpy --------------------------------------------------------------------------
