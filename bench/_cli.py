@@ -64,6 +64,14 @@ def run_benchmarks(keys: list[str], ctx: Context) -> list[Row]:
     return rows
 
 
+def _loadavg() -> float:
+    """The 1-minute load average (NaN where the OS has none): a busy machine skews ratios."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return math.nan
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m bench",
@@ -104,13 +112,15 @@ def main(argv: list[str] | None = None) -> int:
             f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}"
         )
     started = time.perf_counter()
+    load_before = _loadavg()
     with Context(args.size, args.workdir, keep=args.keep) as ctx:
         rows = run_benchmarks(keys, ctx)
     total = time.perf_counter() - started
     cpus = os.cpu_count()
+    load_after = _loadavg()
     print(
-        f"tinkex benchmarks (size={args.size}; {cpus} CPUs, Python {platform.python_version()}, "
-        f"{total:.0f} s)"
+        f"tinkex benchmarks (size={args.size}; {cpus} CPUs, Python {platform.python_version()}; "
+        f"{total:.0f} s; load average {load_before:.1f} before, {load_after:.1f} after)"
     )
     print(format_table(rows, markdown=args.markdown))
     if args.json is not None:
@@ -119,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": cpus,
             "python": platform.python_version(),
             "total_s": round(total, 1),
+            "loadavg": [round(load_before, 2), round(load_after, 2)],
             "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
             "rows": [r.to_json() for r in rows],
         }
