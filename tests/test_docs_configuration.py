@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ def _doc() -> str:
     return DOC.read_text(encoding="utf-8")
 
 
+@functools.cache
 def tink_literals() -> dict[str, set[str]]:
     """Every string constant that is a whole ``TINKER_*``/``TINKEX_*`` name -> files."""
     found: dict[str, set[str]] = {}
@@ -52,6 +54,7 @@ def tink_literals() -> dict[str, set[str]]:
     return found
 
 
+@functools.cache
 def env_reads() -> set[str]:
     """Variables read by literal name: ``os.environ.get("X")``, ``os.getenv("X")``,
     ``os.environ["X"]``, ``"X" in os.environ`` and helpers whose name mentions ``env``
