@@ -11,6 +11,8 @@ from types import ModuleType
 import pytest
 from rich.console import Console
 
+from tinkex_server import get_local_server
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,6 +54,7 @@ def test_quickstart_learns_the_phrases(tmp_path: Path, monkeypatch: pytest.Monke
     text = out.getvalue()
     assert "checkpoint list" in text
     assert "% of start" in text
+    get_local_server(tmp_path / "data").close()  # release the directory now, not at exit
 
 
 def test_loss_curve_labels_top_and_bottom() -> None:
