@@ -1,6 +1,7 @@
 """``python -m tinkex_server serve`` over real HTTP on 127.0.0.1: an API key, then SIGKILL and
 a restart on the same data directory. Completed futures, checkpoints and archives survive;
-pending futures answer 410; the model comes back from its last training-state checkpoint."""
+pending futures answer 410; a model that lost steps is refused until its last training-state
+checkpoint is loaded back."""
 
 from __future__ import annotations
 
@@ -246,18 +247,31 @@ def test_sigkill_and_restart_keep_futures_and_checkpoints(
                 "adapter_model.safetensors",
                 "checkpoint_complete",
             }
-        # The model is rebuilt from weights/s1 (optimizer included): same logprobs as
-        # right after the save, and it keeps training.
-        _, fwd_again = _run(c, "forward", _fwd(mid, 10))
+        # Steps 6 and 7 were lost with the process: the model is refused (never trained on
+        # silently from weights/s1) until a checkpoint is loaded back.
+        r = c.post("/api/v1/forward", json=_fwd(mid, 10))
+        status, refused = _poll(c, r.json()["request_id"])
+        assert status == 200
+        assert refused["category"] == "user"
+        assert "seq_id 6..7" in refused["error"]
+        assert c.get(f"/api/v1/training_runs/{mid}").json()["corrupted"] is True
+        _run(
+            c,
+            "load_weights",
+            {"model_id": mid, "path": saved["path"], "optimizer": True, "seq_id": 11},
+        )
+        # Back to weights/s1 (optimizer included): same logprobs as right after the save,
+        # and it keeps training.
+        _, fwd_again = _run(c, "forward", _fwd(mid, 12))
         assert fwd_again["loss_fn_outputs"] == fwd_after_save["loss_fn_outputs"]
-        _run(c, "forward_backward", {**fb, "seq_id": 11})
+        _run(c, "forward_backward", {**fb, "seq_id": 13})
         _, opt = _run(
-            c, "optim_step", {"adam_params": {"learning_rate": 0.01}, "model_id": mid, "seq_id": 12}
+            c, "optim_step", {"adam_params": {"learning_rate": 0.01}, "model_id": mid, "seq_id": 14}
         )
         assert opt["metrics"]["step:max"] == 2.0  # step 1 restored + this one
         steps = c.get("/api/v1/_test/applied", params={"target": mid}).json()["steps"]
         seqs = [s["seq_id"] for s in steps]
-        assert seqs == [None, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12]
+        assert seqs == [None, 1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14]
     second.stop()
     output = "".join(first.lines + second.lines)
     assert KEY not in output

@@ -12,8 +12,12 @@ LoRA config and seed, every completed future result (until ``result_ttl_s``), ev
 checkpoint and sampler, de-duplication keys, telemetry and the applied-steps log. Futures
 that were still pending are answered 410 afterwards. A model's weights and optimizer state
 are rebuilt lazily, at its next request, from its newest saved training-state checkpoint
-(``save_weights``/``save_state``), or from its seeded initialisation if it has none; steps
-applied after that checkpoint are lost.
+(``save_weights``/``save_state``), or from its seeded initialisation if it has none. If steps
+that change the state (``forward_backward``, ``optim_step``, ``load_weights``) were applied
+after that checkpoint, they are gone: the model is then marked ``corrupted`` and every
+request on it fails with an error naming the lost ``seq_id`` range and the ``seq_id`` its
+state is back to, until a ``load_weights`` puts a checkpoint back (nothing continues silently
+from an older state).
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ _log = logging.getLogger("tinkex_server")
 
 MAX_LORA_RANK = 1024
 _ACCESS_SCOPES = ("owned", "accessible")
+#: Operations whose effect lives only in the engine's memory (lost on a restart unless a
+#: later training checkpoint holds it).
+_STATEFUL = frozenset({"ForwardBackward", "OptimStep", "LoadWeights"})
 
 
 def _iso(t: float | None) -> str | None:
@@ -314,10 +321,52 @@ class Runtime:
         return self._future_body(request_id)
 
     # -- engine-side helpers (run on the engine thread) --------------------------------------
-    def _ensure_model(self, engine: Engine, model_id: str) -> None:
-        """Make sure the engine holds ``model_id``; rebuild it from the store if not."""
+    def _lost_state(self, model_id: str, ckpt: CheckpointRow | None) -> str | None:
+        """Why rebuilding ``model_id`` from ``ckpt`` (its newest training checkpoint, or its
+        seeded initialisation when ``None``) would not give its state back: the stateful
+        steps applied after that point. ``None`` when nothing was lost."""
+        steps = [s for s in self.store.applied_steps(model_id) if s.outcome == "ok"]
+        start = 0
+        kept = "its seeded initialisation (it has no training checkpoint)"
+        if ckpt is not None:
+            # The save that wrote ckpt committed in the transaction that stamped created_at.
+            start = next(
+                (i for i, s in enumerate(steps) if s.applied_at >= ckpt.created_at), len(steps)
+            )
+            if start < len(steps) and steps[start].request_type == "SaveWeights":
+                kept = f"its newest training checkpoint {ckpt.tinker_path}"
+                if steps[start].seq_id is not None:
+                    kept += f" (saved by seq_id {steps[start].seq_id})"
+                start += 1
+            else:
+                kept = f"its newest training checkpoint {ckpt.tinker_path}"
+        lost = [s for s in steps[start:] if s.request_type in _STATEFUL]
+        if not lost:
+            return None
+        seqs = [s.seq_id for s in lost if s.seq_id is not None]
+        kinds = ", ".join(sorted({s.request_type for s in lost}))
+        span = f"seq_id {seqs[0]}..{seqs[-1]}" if seqs else "steps"
+        durable = [s.seq_id for s in steps[:start] if s.seq_id is not None]
+        last = (
+            f"its state is back to what it was after seq_id {durable[-1]}"
+            if durable
+            else "its state is back to its seeded initialisation"
+        )
+        return (
+            f"model {model_id!r} lost {len(lost)} step(s) when the server restarted: "
+            f"{span} ({kinds}) were applied after {kept}, and only training checkpoints "
+            f"survive a restart; {last}"
+        )
+
+    def _ensure_model(self, engine: Engine, model_id: str, *, allow_lost: bool = False) -> bool:
+        """Make sure the engine holds ``model_id``; rebuild it from the store if not.
+
+        A model whose stateful steps after its newest training checkpoint were lost (a
+        restart) is refused (and marked corrupted) unless ``allow_lost`` (``load_weights``,
+        which replaces the state); returns whether such a model was rebuilt.
+        """
         if engine.has_adapter(model_id):
-            return
+            return False
         from tinkex_server._engine import LoraConfig as EngineLora
         from tinkex_server._engine import UnknownModelError
 
@@ -330,6 +379,16 @@ class Runtime:
             )
         if row.status == "unloaded":
             raise TinkexValidationError("model_id", f"model {model_id!r} was unloaded")
+        ckpt = self.store.latest_checkpoint(model_id, "weights")
+        lost = self._lost_state(model_id, ckpt)
+        if lost is not None and not allow_lost:
+            self.store.set_corrupted(model_id, True)
+            raise TinkexValidationError(
+                "model_id",
+                lost,
+                "load a checkpoint into this model (load_state / load_state_with_optimizer) "
+                "or create a training client from one, then repeat the steps after it",
+            )
         lc = row.lora_config
         engine.create_adapter(
             model_id,
@@ -343,7 +402,6 @@ class Runtime:
                 alpha=lc.get("alpha"),
             ),
         )
-        ckpt = self.store.latest_checkpoint(model_id, "weights")
         if ckpt is not None:
             directory = self.files.absolute(ckpt.directory)
             try:
@@ -353,6 +411,7 @@ class Runtime:
                 engine.remove_adapter(model_id)
                 raise
             _log.info("model %s restored from checkpoint %s", model_id, ckpt.tinker_path)
+        return lost is not None
 
     def _touch(self, model_id: str, **fields: Any) -> None:
         self.store.update_model(model_id, last_request_time=time.time(), **fields)
@@ -548,10 +607,19 @@ class Runtime:
         finish: Callable[[Any], dict[str, Any]],
         dedup_keys: tuple[str, ...] = (),
         extra_attrs: Mapping[str, Any] | None = None,
+        replaces_state: bool = False,
     ) -> dict[str, Any]:
         def run(engine: Engine) -> Any:
-            self._ensure_model(engine, model_id)
-            return execute(engine)
+            lost = self._ensure_model(engine, model_id, allow_lost=replaces_state)
+            if not lost:
+                return execute(engine)
+            try:
+                out = execute(engine)
+            except BaseException:
+                engine.remove_adapter(model_id)  # still lost: keep refusing
+                raise
+            self.store.set_corrupted(model_id, False)
+            return out
 
         def make(request_id: str) -> Job:
             return Job(
@@ -853,6 +921,7 @@ class Runtime:
             carrier=carrier,
             execute=execute,
             finish=finish,
+            replaces_state=True,
         )
 
     # ====================================================================== sampling
