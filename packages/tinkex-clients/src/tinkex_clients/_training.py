@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequenc
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import structlog
+from pydantic import BaseModel
 
 from tinkex_clients._chunking import (
     DEFAULT_MAX_CHUNK_BYTES,
@@ -34,6 +35,7 @@ from tinkex_clients._validate import (
 from tinkex_http import RetryConfig
 from tinkex_types import (
     AdamParams,
+    APIStatusError,
     Datum,
     ForwardBackwardInput,
     ForwardBackwardOutput,
@@ -63,6 +65,7 @@ __all__ = ["CustomLossFn", "TrainingClient", "require_torch_for_custom_loss"]
 _log = structlog.get_logger("tinkex.clients.training")
 
 _T = TypeVar("_T")
+_M = TypeVar("_M", bound=BaseModel)
 
 #: ``loss_fn(data, logprobs) -> (loss, metrics)``: ``logprobs`` is one torch tensor per
 #: datum (shape of its ``target_tokens``); ``loss`` a torch scalar (non-scalars are summed).
@@ -132,9 +135,67 @@ class TrainingClient:
         self._abandoned: set[int] = set()
         self._waiters: dict[int, asyncio.Future[None]] = {}
         self._tokenizer: Any = None
+        # (seq_id, operation) of the highest-numbered request whose result arrived.
+        self._last_completed: tuple[int, str] | None = None
 
     def __repr__(self) -> str:
         return f"TrainingClient(model_id={self.model_id!r})"
+
+    @property
+    def last_completed_seq_id(self) -> int | None:
+        """The highest ``seq_id`` of this client whose result arrived (``None`` before the
+        first); the step named when a request is lost by a server restart."""
+        last = self._last_completed
+        return None if last is None else last[0]
+
+    async def _resolve(
+        self,
+        submitted: Any,
+        result_type: type[_M],
+        *,
+        number: int,
+        request_type: str,
+        operation: str,
+        started: float,
+    ) -> _M:
+        """Poll one submitted request; a lost future (410) becomes an error that names the
+        request and the last one that completed."""
+        try:
+            result = await self._session.resolve(
+                submitted,
+                result_type,
+                request_type=request_type,
+                model_id=self.model_id,
+                started=started,
+            )
+        except APIStatusError as exc:
+            if exc.status_code != 410:
+                raise
+            raise type(exc)(
+                self._lost_message(number + 1, operation),
+                status_code=exc.status_code,
+                request_id=exc.request_id,
+                body=exc.body,
+            ) from exc
+        seq_id = number + 1
+        if self._last_completed is None or seq_id > self._last_completed[0]:
+            self._last_completed = (seq_id, operation)
+        return result
+
+    def _lost_message(self, seq_id: int, operation: str) -> str:
+        last = self._last_completed
+        done = (
+            f"the last completed request of this client is seq_id {last[0]} ({last[1]})"
+            if last is not None
+            else "no request of this client had completed"
+        )
+        return (
+            f"{operation} (seq_id {seq_id}) of model {self.model_id} was lost: the server "
+            f"restarted before finishing it and will not run it (410); {done}. A restart "
+            "keeps a model's state only up to its newest training checkpoint (the next "
+            "request on this model names the seq_id it is back to): load a checkpoint with "
+            "load_state_with_optimizer(path) and repeat the steps after it"
+        )
 
     # -- ordering ---------------------------------------------------------------------------
     def _reserve(self, count: int) -> list[int]:
@@ -218,11 +279,12 @@ class TrainingClient:
         session = self._session
         with session.span(operation, model_id=self.model_id, seq_id=number + 1, **span_attrs):
             submitted, started = await self._submit(number, path, body, request_type)
-            return await session.resolve(
+            return await self._resolve(
                 submitted,
                 result_type,
+                number=number,
                 request_type=request_type,
-                model_id=self.model_id,
+                operation=operation,
                 started=started,
             )
 
@@ -246,7 +308,6 @@ class TrainingClient:
         loss_fn: str,
         loss_fn_config: dict[str, float] | None,
     ) -> ForwardBackwardOutput:
-        session = self._session
         request_type = "Forward" if forward_only else "ForwardBackward"
         path = "/api/v1/forward" if forward_only else "/api/v1/forward_backward"
         polls: list[asyncio.Task[ForwardBackwardOutput]] = []
@@ -271,11 +332,12 @@ class TrainingClient:
                 )
                 polls.append(
                     asyncio.ensure_future(
-                        session.resolve(
+                        self._resolve(
                             submitted,
                             ForwardBackwardOutput,
+                            number=number,
                             request_type=request_type,
-                            model_id=self.model_id,
+                            operation="forward" if forward_only else "forward_backward",
                             started=started,
                         )
                     )
