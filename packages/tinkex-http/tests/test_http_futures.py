@@ -233,9 +233,42 @@ async def test_410_is_final(make_client: MakeClient, recorder: Any) -> None:
     assert recorder.futures[0].outcome == "failed"
 
 
-@pytest.mark.parametrize(
-    ("status", "cls"), [(404, NotFoundError), (429, RateLimitError), (409, APIStatusError)]
-)
+async def test_429_polls_wait_and_repoll(
+    make_client: MakeClient, clock: Any, recorder: Any
+) -> None:
+    """Regression: a rate-limited poll used to fail the call although the server had run
+    the request (a user redoing the step would then apply it twice)."""
+    seen: list[dict[str, Any]] = []
+    answers = [
+        (429, {"detail": "slow down"}),
+        (429, None),
+        (429, {"detail": "slow", "queue_state": "paused_rate_limit", "retry_after_ms": 250}),
+        (429, {"detail": "slow down"}),
+        {"done": True},
+        (429, {"detail": "slow down"}),
+        {"again": True},
+    ]
+    async with make_client(futures_server(answers, seen)) as http:
+        assert await poll_future(http, "r", request_type="OptimStep") == {"done": True}
+        assert await poll_future(http, "r2") == {"again": True}
+    # Transport backoff (rng 0.5 → x0.875) unless the body gives retry_after_ms; the count
+    # starts again after each answer.
+    assert clock.sleeps == [0.4375, 0.875, 0.25, 3.5, 0.4375]
+    assert len(seen) == 7
+    assert [e.queue_state for e in recorder.queue] == ["paused_rate_limit"]
+    assert [e.outcome for e in recorder.futures] == ["resolved", "resolved"]
+
+
+async def test_429_polls_stop_at_the_timeout(make_client: MakeClient) -> None:
+    seen: list[dict[str, Any]] = []
+    async with make_client(futures_server([(429, {"detail": "no"})] * 50, seen)) as http:
+        with pytest.raises(APITimeoutError) as info:
+            await poll_future(http, "r", timeout=5.0)
+    assert isinstance(info.value.__cause__, RateLimitError)
+    assert 1 < len(seen) < 10
+
+
+@pytest.mark.parametrize(("status", "cls"), [(404, NotFoundError), (409, APIStatusError)])
 async def test_other_4xx_are_final(
     make_client: MakeClient, status: int, cls: type[Exception]
 ) -> None:

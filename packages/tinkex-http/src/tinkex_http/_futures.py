@@ -14,8 +14,11 @@
   with its category (terminal for every category, as the official 0.16.1 client);
 * 200 ``{"status": "completed", "result": ...}`` → ``result``; any other 200 body → the body;
 * 408 → try_again (its body may carry queue state); 5xx → re-polled after
-  ``config.poll_backoff`` (1 s doubling to 30 s by default); blank 400 → up to 3 immediate
-  re-polls; 410 → terminal "promise expired"; other statuses → terminal;
+  ``config.poll_backoff`` (1 s doubling to 30 s by default); 429 → re-polled after the
+  body's ``retry_after_ms`` or the transport backoff (0.5 s doubling to 10 s; 0.16.1 fails
+  here, later SDKs retry: a poll only reads, and failing would report a request the server
+  ran as failed, inviting a second run of it); blank 400 → up to 3 immediate re-polls;
+  410 → terminal "promise expired"; other statuses → terminal;
 * connection errors and poll timeouts → backoff ``min(2**n, 30)`` s, then re-poll.
 
 With a ``timeout`` (argument or ``config.future_timeout``) the loop raises
@@ -238,6 +241,7 @@ class APIFutureResolver:
         server_errors = 0
         blank_400 = 0
         pending = 0
+        rate_limited = 0
         last: BaseException | None = None
         try:
             while True:
@@ -293,6 +297,17 @@ class APIFutureResolver:
                             )
                             await self._sleep(self._try_again_delay(exc.body), deadline)
                         continue
+                    if code == 429:
+                        last = exc
+                        delay = http.retry_policy.delay(rate_limited, rng=http.rng)
+                        if isinstance(exc.body, dict):
+                            self._observe(
+                                exc.body.get("queue_state"), exc.body.get("queue_state_reason")
+                            )
+                            delay = self._try_again_delay(exc.body) or delay
+                        rate_limited += 1
+                        await self._sleep(delay, deadline)
+                        continue
                     if code >= 500:
                         last = exc
                         backoff = http.config.poll_backoff
@@ -307,7 +322,7 @@ class APIFutureResolver:
                         last = exc
                         continue
                     raise
-                conn_errors = server_errors = 0
+                conn_errors = server_errors = rate_limited = 0
                 if not isinstance(body, dict):
                     return body
                 if body.get("type") == "try_again":
