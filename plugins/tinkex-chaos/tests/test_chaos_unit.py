@@ -180,3 +180,50 @@ def test_stats_snapshot_has_every_kind() -> None:
     assert set(snap) == {*tinkex_chaos.FAULT_KINDS, "latency", "passed"}
     assert snap["error"] == 1
     assert stats.total_faults == 1
+
+
+async def test_each_path_has_its_own_fault_stream() -> None:
+    """The faults one endpoint sees do not depend on traffic to other endpoints."""
+    cfg = ChaosConfig(seed=5, error_rate=0.3, timeout_rate=0.2)
+
+    async def statuses(interleave: int) -> list[int]:
+        client, _ = _client(cfg, Recorder())
+        out = []
+        async with client:
+            for _ in range(30):
+                for _ in range(interleave):
+                    await client.post("/api/v1/retrieve_future")
+                out.append((await client.post("/api/v1/optim_step")).status_code)
+        return out
+
+    alone, busy = await statuses(0), await statuses(3)
+    assert alone == busy
+    assert {503, 408, 200} <= set(alone)
+
+
+async def test_base_path_is_stripped_before_matching_and_counting() -> None:
+    recorder = Recorder()
+    cfg = ChaosConfig(error_rate=1.0, endpoints=("/api/v1/*",))
+    transport = ChaosTransport(
+        httpx.MockTransport(recorder), cfg, sleep=_no_sleep, base_path="/tmp/data/"
+    )
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        assert (await client.post("/tmp/data/api/v1/forward")).status_code == 503
+        assert (await client.post("/elsewhere/api/v1/forward")).status_code == 200
+    assert transport.stats.by_path() == {("error", "/api/v1/forward"): 1}
+
+
+def test_hook_takes_the_base_path_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tinkex_http import Config
+
+    monkeypatch.setenv("TINKEX_CHAOS", "seed=1,error_rate=0.1")
+    inner = httpx.MockTransport(Recorder())
+    config = Config(base_url="local:///srv/tinkex-data", env={})
+    wrapped = chaos_plugin.tinkex_wrap_transport(transport=inner, config=config)
+    assert isinstance(wrapped, ChaosTransport)
+    assert wrapped.base_path == "/srv/tinkex-data"
+    plain = chaos_plugin.tinkex_wrap_transport(
+        transport=inner, config=Config(base_url="http://127.0.0.1:8000", env={})
+    )
+    assert isinstance(plain, ChaosTransport)
+    assert plain.base_path == ""

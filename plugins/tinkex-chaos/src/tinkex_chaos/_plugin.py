@@ -8,6 +8,7 @@ take the plain transport path.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from tinkex_chaos._state import current_config, shared_stats
 from tinkex_chaos._transport import ChaosTransport
@@ -20,4 +21,6 @@ def tinkex_wrap_transport(transport: Any, config: Any) -> Any | None:
     chaos = current_config()
     if chaos is None or not chaos.enabled:
         return None
-    return ChaosTransport(transport, chaos, stats=shared_stats())
+    base_url = getattr(config, "base_url", None)
+    base_path = urlsplit(base_url).path if isinstance(base_url, str) else ""
+    return ChaosTransport(transport, chaos, stats=shared_stats(), base_path=base_path)

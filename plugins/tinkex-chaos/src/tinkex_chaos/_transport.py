@@ -66,6 +66,13 @@ class ChaosTransport(httpx.AsyncBaseTransport):
     Faults before the server (``error``, ``rate_limit``, ``timeout``) never reach the
     inner transport. ``reset_after_send`` and ``truncate`` let the server process the
     request and lose (part of) the answer, the hardest case for exactly-once.
+
+    Every endpoint path draws from its own stream, seeded by ``(config.seed, path)``: the
+    faults ``/api/v1/optim_step`` sees do not depend on how often futures were polled in
+    between, so a run is reproducible although polling is timing-dependent.
+    ``base_path`` (the path of the base URL, e.g. the data directory of
+    ``local:///tmp/data``) is removed before matching ``endpoints``/``exclude`` and before
+    counting, so paths always read ``/api/v1/...``.
     """
 
     def __init__(
@@ -75,19 +82,31 @@ class ChaosTransport(httpx.AsyncBaseTransport):
         *,
         stats: ChaosStats | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        base_path: str = "",
     ) -> None:
         self.inner = inner
         self.config = config
         self.stats = stats if stats is not None else ChaosStats()
-        self._rng = random.Random(config.seed)
+        self.base_path = base_path.rstrip("/")
+        self._rngs: dict[str, random.Random] = {}
         self._lock = threading.Lock()
         self._sleep = sleep
 
-    def _draw(self) -> tuple[str | None, float]:
+    def endpoint(self, request: httpx.Request) -> str:
+        """The request path without the base URL's path (``/api/v1/forward_backward``)."""
+        path = request.url.path
+        if self.base_path and path.startswith(self.base_path + "/"):
+            path = path[len(self.base_path) :]
+        return path
+
+    def _draw(self, path: str) -> tuple[str | None, float]:
         with self._lock:
-            roll = self._rng.random()
+            rng = self._rngs.get(path)
+            if rng is None:
+                rng = self._rngs[path] = random.Random(f"{self.config.seed}:{path}")
+            roll = rng.random()
             lo, hi = self.config.latency_ms
-            latency = self._rng.randint(lo, hi) / 1000.0 if hi > 0 else 0.0
+            latency = rng.randint(lo, hi) / 1000.0 if hi > 0 else 0.0
         edge = 0.0
         for kind in FAULT_KINDS:
             edge += self.config.rate(kind)
@@ -96,10 +115,10 @@ class ChaosTransport(httpx.AsyncBaseTransport):
         return None, latency
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        path = request.url.path
+        path = self.endpoint(request)
         if not self.config.enabled or not self.config.applies_to(path):
             return await self.inner.handle_async_request(request)
-        fault, latency = self._draw()
+        fault, latency = self._draw(path)
         if latency > 0:
             self.stats.add("latency", path)
             await self._sleep(latency)
