@@ -26,6 +26,7 @@ __all__ = [
     "log",
     "median",
     "percentile",
+    "rounds_within",
 ]
 
 Size = Literal["tiny", "default"]
@@ -205,6 +206,18 @@ def timed(sink: list[float]) -> Iterator[None]:
         yield
     finally:
         sink.append(time.perf_counter() - start)
+
+
+def rounds_within(rounds: int, budget_s: float, what: str) -> Iterator[int]:
+    """``range(rounds)``, but no new round starts once ``budget_s`` seconds have passed
+    (the first round always runs): keeps the whole suite under its time limit on a busy
+    machine. A shortened run is logged."""
+    start = time.perf_counter()
+    for r in range(rounds):
+        if r and time.perf_counter() - start > budget_s:
+            log(f"{what}: stopping after {r} of {rounds} rounds (time budget {budget_s:.0f} s)")
+            return
+        yield r
 
 
 def best_of(fn: Callable[[], object], repeat: int) -> list[float]:

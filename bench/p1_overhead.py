@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from bench._clients import SMALL_MODEL, RawClient, close_quietly, tinker_service, tinkex_service
-from bench._harness import Context, Row, log
+from bench._harness import Context, Row, log, rounds_within
 
 KEY = "p1"
 TITLE = "client overhead per request"
@@ -112,7 +112,7 @@ def run(ctx: Context) -> Row:
             side.round(min(n, 5))  # warm-up: connections, caches, lazy imports
             side.info_s.clear()
             side.sample_s.clear()
-        for r in range(rounds):
+        for r in rounds_within(rounds, 90, KEY):
             order = sides if r % 2 == 0 else [sides[1], sides[0], sides[2]]
             for side in order:
                 side.round(n)
@@ -121,7 +121,7 @@ def run(ctx: Context) -> Row:
             close_quietly(closer)
     tx, tk, raw = sides
     ratio = tx.total / tk.total
-    per = rounds * n
+    per = len(tx.info_s) * n
 
     def ms(values: list[float]) -> float:
         return sum(values) / per * 1e3

@@ -2,24 +2,30 @@
 
 Full stack: tinkex ``TrainingClient`` → HTTP (loopback) → ``tinkex serve`` → engine; one
 step is ``forward_backward(batch, "cross_entropy")`` and ``optim_step(AdamParams)``
-submitted back to back, then both results awaited. Bare loop:
-``tinkex_server``'s ``bare_training_loop`` (the engine's decoder and LoRA code, a padded
-batch, ``-sum(logprobs)``, ``backward``, ``torch.optim.AdamW``; no engine, validation,
-serialisation, HTTP or futures) in this process. Same model, batch (the same token ids),
-LoRA rank and seed, AdamW hyper-parameters and torch thread count (the server's default,
-which is torch's default). The figure is the ratio of trained tokens per second at the
-median step time; measured rounds alternate between the two.
+submitted back to back, then both results awaited. Bare loop: ``tinkex_server``'s
+``bare_training_loop`` (the engine's decoder and LoRA code, a padded batch,
+``-sum(logprobs)``, ``backward``, ``torch.optim.AdamW``; no engine, validation,
+serialisation, HTTP or futures), run in a fresh Python process like the server. Same
+model, batch (the same token ids), LoRA rank and seed, AdamW hyper-parameters and torch
+thread count (torch's default in both processes, as ``tinkex serve`` uses it). The figure
+is the ratio of trained tokens per second at the median step time; measured rounds
+alternate between the two.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import statistics
+import subprocess
+import sys
 import time
-from typing import Final
+from pathlib import Path
+from typing import Any, Final
 
 from bench._clients import close_quietly, tinkex_service
-from bench._harness import Context, Row, log
+from bench._harness import Context, Row, log, rounds_within
 
 KEY = "p3"
 TITLE = "training throughput"
@@ -35,6 +41,46 @@ def _sequences(batch: int, seq_len: int, vocab: int, seed: int) -> list[list[int
     return [[rng.randrange(vocab) for _ in range(seq_len + 1)] for _ in range(batch)]
 
 
+def _bare_child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Runs in the fresh subprocess."""
+    import torch
+
+    from tinkex_server import bare_training_loop
+
+    result = bare_training_loop(
+        spec["model"],
+        rank=spec["rank"],
+        steps=spec["steps"],
+        warmup=spec["warmup"],
+        learning_rate=LEARNING_RATE,
+        seed=0,
+        sequences=spec["sequences"],
+    )
+    return {
+        "step_seconds": result.step_seconds,
+        "losses": result.losses,
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _bare_in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.p3_training"],
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"bare loop subprocess failed:\n{proc.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
 def run(ctx: Context) -> Row:
     # (model, batch, seq_len, rank, steps, warmup, rounds)
     sizes: dict[bool, tuple[str, int, int, int, int, int, int]] = {
@@ -42,16 +88,20 @@ def run(ctx: Context) -> Row:
         False: ("tinkex/tiny-llama-1m", 8, 128, 8, 5, 2, 2),
     }
     model, batch, seq_len, rank, steps, warmup, rounds = sizes[ctx.tiny]
-    import torch
-
-    from tinkex_server import bare_training_loop
     from tinkex_types import AdamParams, Datum, ModelInput
 
     url = ctx.server().base_url
     sequences = _sequences(batch, seq_len, 1024, seed=3)
+    spec = {
+        "model": model,
+        "rank": rank,
+        "steps": steps,
+        "warmup": warmup,
+        "sequences": sequences,
+    }
     log(
         f"p3: {model}, batch {batch}x{seq_len}, LoRA rank {rank}, {rounds} rounds of "
-        f"{warmup}+{steps} steps each side; torch threads {torch.get_num_threads()}"
+        f"{warmup}+{steps} steps each side"
     )
     data = [
         Datum(
@@ -64,22 +114,15 @@ def run(ctx: Context) -> Row:
     service = tinkex_service(url)
     bare_steps: list[float] = []
     stack_steps: list[float] = []
-    losses: dict[str, float] = {}
+    first_loss: dict[str, float] = {}
+    threads = 0
     try:
         training = service.create_lora_training_client(model, rank=rank, seed=0)
-        for r in range(rounds):
-            result = bare_training_loop(
-                model,
-                rank=rank,
-                steps=steps,
-                warmup=warmup,
-                learning_rate=LEARNING_RATE,
-                seed=0,
-                sequences=sequences,
-            )
-            bare_steps.extend(result.step_seconds)
-            if r == 0:
-                losses["bare_first"] = result.losses[0]
+        for r in rounds_within(rounds, 90, KEY):
+            bare = _bare_in_subprocess(spec)
+            bare_steps.extend(bare["step_seconds"])
+            threads = bare["torch_threads"]
+            first_loss.setdefault("bare", bare["losses"][0])
             for i in range(warmup + steps):
                 start = time.perf_counter()
                 fb = training.forward_backward(data, "cross_entropy")
@@ -90,17 +133,17 @@ def run(ctx: Context) -> Row:
                 if i >= warmup:
                     stack_steps.append(elapsed)
                 if r == 0 and i == 0:
-                    losses["stack_first"] = float(out.metrics.get("loss:sum", float("nan")))
+                    first_loss["stack"] = float(out.metrics.get("loss:sum", float("nan")))
     finally:
         close_quietly(service)
     tokens = batch * seq_len
-    bare_tps = tokens / statistics.median(bare_steps)
-    stack_tps = tokens / statistics.median(stack_steps)
-    ratio = stack_tps / bare_tps
+    bare_s = statistics.median(bare_steps)
+    stack_s = statistics.median(stack_steps)
+    ratio = bare_s / stack_s  # = (tokens / stack_s) / (tokens / bare_s)
     detail = (
-        f"stack {stack_tps:,.0f} tok/s ({statistics.median(stack_steps) * 1e3:.0f} ms/step), "
-        f"bare torch {bare_tps:,.0f} tok/s ({statistics.median(bare_steps) * 1e3:.0f} ms/step); "
-        f"{model} {batch}×{seq_len}, rank {rank}"
+        f"stack {tokens / stack_s:,.0f} tok/s ({stack_s * 1e3:.0f} ms/step), "
+        f"bare torch {tokens / bare_s:,.0f} tok/s ({bare_s * 1e3:.0f} ms/step); "
+        f"{model} {batch}×{seq_len}, rank {rank}, {threads} torch threads"
     )
     return Row(
         key=KEY,
@@ -117,7 +160,11 @@ def run(ctx: Context) -> Row:
             "rank": rank,
             "stack_step_s": stack_steps,
             "bare_step_s": bare_steps,
-            "first_loss": losses,
-            "torch_threads": torch.get_num_threads(),
+            "first_loss": first_loss,
+            "torch_threads": threads,
         },
     )
+
+
+if __name__ == "__main__":
+    print(json.dumps(_bare_child(json.loads(sys.stdin.read()))))

@@ -14,7 +14,7 @@ import time
 from typing import Any, Final
 
 from bench._clients import SMALL_MODEL, close_quietly, tinkex_service
-from bench._harness import Context, Row, log, median
+from bench._harness import Context, Row, log, median, rounds_within
 
 KEY = "p6"
 TITLE = "concurrent sampling"
@@ -50,7 +50,7 @@ def run(ctx: Context) -> Row:
             futures = [sampler.sample(p, 1, sp) for p, sp in zip(prompts, params, strict=True)]
             return [f.result() for f in futures]
 
-        for r in range(rounds):
+        for r in rounds_within(rounds, 100, KEY):
             order = [("seq", sequential), ("conc", concurrent)]
             if r % 2:
                 order.reverse()
