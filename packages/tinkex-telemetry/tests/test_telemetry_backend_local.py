@@ -176,17 +176,18 @@ def test_close_sends_everything_queued(server: LocalServer) -> None:
 
 
 def test_interpreter_exit_flushes_an_open_reporter(tmp_path: Path) -> None:
-    """A ``local://`` session with a backend sink, neither closed: the exit hook delivers."""
+    """A ``local://`` session whose reporter (built by the entry-point plugin through the
+    ``tinkex_on_session`` hook) is never closed: the exit hook delivers."""
     data = tmp_path / "data"
     script = textwrap.dedent(
         f"""
         from tinkex_clients import ServiceClient
-        from tinkex_types import get_hooks
+        from tinkex_telemetry import BackendReporter, default_plugin
 
+        default_plugin().session_reporter_options.update(forward=["request"], flush_interval=600.0)
         service = ServiceClient(base_url="local://", api_key={API_KEY!r})
-        sink = get_hooks().telemetry_sinks().get("backend")(
-            session_id=service.session_id, config=service.config, flush_interval=600.0
-        )
+        sink = service.get_telemetry()
+        assert isinstance(sink, BackendReporter), sink
         service.get_server_capabilities()
         sink.log("before-exit", {{"n": 1}})
         print("session", service.session_id, flush=True)
@@ -321,7 +322,7 @@ def test_hook_events_of_a_local_session_reach_the_server(
     data = tmp_path / "data"
     monkeypatch.setenv("TINKEX_DATA_DIR", str(data))
     local = get_local_server(config=ServerConfig(data_dir=data, api_keys=(API_KEY,)))
-    plugin = TelemetryPlugin(propagate=False)
+    plugin = TelemetryPlugin(propagate=False, session_reporters=False)  # only the sink below
     hooks = tinkex_types.Hooks(
         tinkex_types.make_plugin_manager(
             load_entrypoints=False, plugins=[http_plugin, server_plugin, clients_plugin, plugin]

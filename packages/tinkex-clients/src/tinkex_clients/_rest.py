@@ -450,9 +450,9 @@ class RestClient:
     async def get_sampler_async(self, sampler_id: str) -> GetSamplerResponse:
         return await self._bridge(self._get_sampler(sampler_id))
 
-    def get_telemetry(self) -> None:
-        """Compatibility with the official SDK: telemetry goes through tinkex hooks."""
-        return
+    def get_telemetry(self) -> Any | None:
+        """The session's telemetry handle (see ``ServiceClient.get_telemetry``), or ``None``."""
+        return self._session.telemetry
 
 
 async def _post_model(session: Session, op: str, path: str, body: Any, result_type: type[_M]) -> _M:

@@ -60,7 +60,8 @@ class ServiceClient:
     (``api_key``, ``base_url``, ``timeout``, ``max_retries``, ``default_headers``...).
     ``ServiceClient(base_url="local://")`` uses the in-process local server of the
     ``tinkex-server`` package. ``transport`` replaces the network transport (tests),
-    ``hooks`` the process-wide plugin hooks.
+    ``hooks`` the process-wide plugin hooks. Plugins hear about the session through the
+    ``tinkex_on_session`` hook (start after it was created, end on close).
 
     Use ``with ServiceClient(...) as client:`` (or ``async with``) or call :meth:`close`.
     """
@@ -89,6 +90,7 @@ class ServiceClient:
         except BaseException:
             self._session.close()
             raise
+        self._session.announce_start()
 
     @classmethod
     async def create_async(
@@ -156,9 +158,16 @@ class ServiceClient:
     ) -> None:
         await self.aclose()
 
-    def get_telemetry(self) -> None:
-        """Compatibility with the official SDK: telemetry goes through tinkex hooks."""
-        return
+    def get_telemetry(self) -> Any | None:
+        """The session's telemetry handle, or ``None``.
+
+        It is what a ``tinkex_on_session`` plugin returned when the session started: with
+        tinkex-telemetry installed and telemetry enabled (``TINKER_TELEMETRY`` /
+        ``telemetry_enabled``), its ``BackendReporter`` (``log(name, data)``,
+        ``log_exception(exc)``, ``flush()``); it sends ``SESSION_END`` when this client
+        closes. Without such a plugin, ``None``.
+        """
+        return self._session.telemetry
 
     # -- helpers ----------------------------------------------------------------------------------
     def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:

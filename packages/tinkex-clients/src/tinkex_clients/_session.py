@@ -9,7 +9,7 @@ import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import httpx
 import structlog
@@ -31,6 +31,7 @@ from tinkex_types import (
     CreateSessionRequest,
     CreateSessionResponse,
     Hooks,
+    SessionEvent,
     get_hooks,
 )
 
@@ -74,6 +75,9 @@ class Session:
         self.heartbeat_failures = 0
         self._last_beat_ok: float | None = None
         self.info_message: str | None = None
+        #: What a ``tinkex_on_session`` plugin returned on start (e.g. the backend reporter).
+        self.telemetry: Any | None = None
+        self._announced = False
 
     # -- plumbing -------------------------------------------------------------------------
     @property
@@ -223,6 +227,28 @@ class Session:
         self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat_loop())
         return response.session_id
 
+    def _session_event(self, phase: Literal["start", "end"]) -> SessionEvent:
+        return SessionEvent(
+            session_id=self.session_id or "",
+            phase=phase,
+            base_url=self.config.base_url,
+            config=self.config,
+            sdk_version=self.config.sdk_version,
+        )
+
+    def announce_start(self) -> None:
+        """Fire ``tinkex_on_session`` ``start`` (after :meth:`start` succeeded) and keep the
+        telemetry handle a plugin returned."""
+        self.telemetry = self.hooks.on_session(self._session_event("start"))
+        self._announced = True
+
+    def _announce_end(self) -> None:
+        # Reached at most once: only the first close()/aclose() gets past the _closed check.
+        if not self._announced:
+            return
+        self._announced = False
+        self.hooks.on_session(self._session_event("end"))
+
     async def _heartbeat_loop(self) -> None:
         interval = self.config.heartbeat_interval
         warn_after = self.config.heartbeat_warning_after
@@ -259,29 +285,37 @@ class Session:
         await self.http.aclose()
 
     def close(self) -> None:
-        """Stop heart-beating, close connections, stop the loop thread (idempotent)."""
+        """Stop heart-beating, close connections, stop the loop thread, then fire
+        ``tinkex_on_session`` ``end`` (idempotent)."""
+        if self.loop_thread.in_loop_thread():
+            raise RuntimeError("close() cannot run on the tinkex event loop thread; use aclose()")
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if self.loop_thread.in_loop_thread():
-            raise RuntimeError("close() cannot run on the tinkex event loop thread; use aclose()")
-        if self.loop_thread.running:
-            fut = self.loop_thread.submit(self._aclose_inner())
-            with contextlib.suppress(Exception):
-                fut.result(15.0)
-        self.loop_thread.stop()
+        try:
+            if self.loop_thread.running:
+                fut = self.loop_thread.submit(self._aclose_inner())
+                with contextlib.suppress(Exception):
+                    fut.result(15.0)
+            self.loop_thread.stop()
+        finally:
+            self._announce_end()
 
     async def aclose(self) -> None:
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        if self.loop_thread.running:
-            fut = self.loop_thread.submit(self._aclose_inner())
-            with contextlib.suppress(Exception):
-                await asyncio.wrap_future(fut)
-        await asyncio.to_thread(self.loop_thread.stop)
+        try:
+            if self.loop_thread.running:
+                fut = self.loop_thread.submit(self._aclose_inner())
+                with contextlib.suppress(Exception):
+                    await asyncio.wrap_future(fut)
+            await asyncio.to_thread(self.loop_thread.stop)
+        finally:
+            if self._announced:  # observers may block briefly (a final flush): not on a loop
+                await asyncio.to_thread(self._announce_end)
 
 
 def parse_result(

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
+import structlog
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
@@ -21,7 +22,7 @@ from tinkex_telemetry._metrics import TinkexMetrics
 from tinkex_telemetry._otel import OtelSink
 from tinkex_telemetry._records import TelemetryRecord, TelemetrySink, record_from_event
 from tinkex_telemetry._redact import redact_text, register_secret
-from tinkex_telemetry._reporter import BackendReporter
+from tinkex_telemetry._reporter import BackendReporter, telemetry_enabled_from_env
 from tinkex_telemetry._sinks import ConsoleSink
 from tinkex_telemetry._transport import TracingTransport
 from tinkex_types import (
@@ -29,10 +30,14 @@ from tinkex_types import (
     QueueStateEvent,
     RegularizerEvent,
     RequestEvent,
+    SessionEvent,
+    TinkexValidationError,
     hookimpl,
 )
 
 __all__ = ["SINK_NAMES", "TelemetryPlugin"]
+
+_log = structlog.get_logger("tinkex.telemetry")
 
 INSTRUMENTATION_NAME = "tinkex"
 INSTRUMENTATION_VERSION = "0.1.0"
@@ -56,6 +61,16 @@ class TelemetryPlugin:
     ``register_sinks=False`` keeps this instance from contributing the ``backend``,
     ``console`` and ``otel`` sink factories (sink names must be unique per plugin manager).
 
+    Session reporters (spec §7.1): on ``tinkex_on_session`` ``start`` (a ServiceClient
+    created its session) the plugin builds a :class:`BackendReporter` for that session
+    (``SESSION_START`` queued at once) and returns it, so ``ServiceClient.get_telemetry()``
+    hands it out; on ``end`` it sends ``SESSION_END`` and closes it, waiting about
+    ``session_close_timeout`` seconds at most. Nothing is built when the client's
+    ``telemetry_enabled`` (``TINKER_TELEMETRY``) is false or ``session_reporters=False``.
+    ``session_reporter_options`` are :meth:`BackendReporter.from_config` overrides; hook
+    events are not forwarded unless they include ``forward`` (they carry no session id, so
+    every session reporter on the same base URL would receive them).
+
     The module ``tinkex_telemetry._plugin`` (entry point ``telemetry``) delegates to one
     default instance using the global providers.
     """
@@ -71,6 +86,9 @@ class TelemetryPlugin:
         server_operations: Iterable[str] | None = None,
         sinks: Iterable[TelemetrySink] = (),
         register_sinks: bool = True,
+        session_reporters: bool = True,
+        session_close_timeout: float = 5.0,
+        session_reporter_options: Mapping[str, Any] | None = None,
     ) -> None:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
@@ -86,6 +104,20 @@ class TelemetryPlugin:
         self._tracer: Tracer | None = None
         self._metrics: TinkexMetrics | None = None
         self._sinks: list[TelemetrySink] = []
+        self.session_reporters = session_reporters
+        if (
+            isinstance(session_close_timeout, bool)
+            or not isinstance(session_close_timeout, int | float)
+            or not session_close_timeout > 0
+        ):
+            raise TinkexValidationError(
+                "session_close_timeout",
+                f"must be a number of seconds > 0, got {session_close_timeout!r}",
+                "pass session_close_timeout=5.0",
+            )
+        self.session_close_timeout = float(session_close_timeout)
+        self.session_reporter_options: dict[str, Any] = dict(session_reporter_options or {})
+        self._by_session: dict[str, BackendReporter] = {}
         for sink in sinks:
             self.attach(sink)
 
@@ -175,6 +207,58 @@ class TelemetryPlugin:
             self.attach(sink)
         return sink
 
+    def session_reporter(self, session_id: str) -> BackendReporter | None:
+        """The open reporter of a ServiceClient session, if this plugin built one."""
+        with self._lock:
+            return self._by_session.get(session_id)
+
+    def _owned(self) -> list[TelemetrySink]:
+        """Attached sinks, then session reporters that are not attached."""
+        with self._lock:
+            owned: list[TelemetrySink] = list(self._sinks)
+            owned += [r for r in self._by_session.values() if r not in owned]
+        return owned
+
+    def _start_session(self, event: SessionEvent) -> BackendReporter | None:
+        if not self.session_reporters:
+            return None
+        config = event.config
+        enabled = getattr(config, "telemetry_enabled", None)
+        if not (bool(enabled) if enabled is not None else telemetry_enabled_from_env()):
+            return None
+        options: dict[str, Any] = {
+            "base_url": event.base_url,
+            "forward": (),
+            "session_start": event.timestamp,
+        }
+        if event.sdk_version:
+            options["sdk_version"] = event.sdk_version
+        options.update(self.session_reporter_options)
+        try:
+            reporter = BackendReporter.from_config(config, session_id=event.session_id, **options)
+        except Exception as exc:  # e.g. no transport for the scheme: no telemetry, no crash
+            _log.warning(
+                "telemetry_session_reporter_failed",
+                session_id=event.session_id,
+                error=redact_text(str(exc)),
+            )
+            return None
+        with self._lock:
+            previous = self._by_session.pop(event.session_id, None)
+            self._by_session[event.session_id] = reporter
+        if previous is not None:  # the same id announced twice: end the older reporter
+            previous.close(timeout=self.session_close_timeout)
+        if reporter.forward:
+            self.attach(reporter)
+        return reporter
+
+    def _end_session(self, event: SessionEvent) -> None:
+        with self._lock:
+            reporter = self._by_session.pop(event.session_id, None)
+        if reporter is not None:
+            reporter.close(timeout=self.session_close_timeout)
+            self.detach(reporter)
+
     def _dispatch(self, record_for: Callable[[], TelemetryRecord]) -> None:
         sinks = self.sinks
         if not sinks:
@@ -187,7 +271,7 @@ class TelemetryPlugin:
     def flush(self, timeout: float | None = None) -> bool:
         """Flush every attached sink; ``True`` if all delivered in time."""
         ok = True
-        for sink in self.sinks:
+        for sink in self._owned():
             try:
                 ok = bool(sink.flush(timeout)) and ok
             except Exception:
@@ -195,11 +279,13 @@ class TelemetryPlugin:
         return ok
 
     def close(self, timeout: float | None = None) -> None:
-        """Close (and detach) every attached sink."""
-        for sink in self.sinks:
+        """Close (and detach) every attached sink and every open session reporter."""
+        for sink in self._owned():
             with contextlib.suppress(Exception):
                 sink.close(timeout)
             self.detach(sink)
+        with self._lock:
+            self._by_session.clear()
 
     # -- sampling dispatch -------------------------------------------------------------
     def adjust_sampling_in_flight(self, delta: int, operation: str = "sample") -> None:
@@ -355,6 +441,13 @@ class TelemetryPlugin:
     def tinkex_on_regularizer(self, event: RegularizerEvent) -> None:
         self.metrics.record_regularizer(event)
         self._dispatch(lambda: record_from_event(event))
+
+    @hookimpl
+    def tinkex_on_session(self, event: SessionEvent) -> Any | None:
+        if event.phase == "start":
+            return self._start_session(event)
+        self._end_session(event)
+        return None
 
     @hookimpl
     def tinkex_register_telemetry_sinks(self, register: Callable[[str, Any], None]) -> None:

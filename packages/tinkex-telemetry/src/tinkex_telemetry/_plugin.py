@@ -14,7 +14,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tinkex_telemetry._core import TelemetryPlugin
-from tinkex_types import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent, hookimpl
+from tinkex_types import (
+    FutureEvent,
+    QueueStateEvent,
+    RegularizerEvent,
+    RequestEvent,
+    SessionEvent,
+    hookimpl,
+)
 
 __all__ = ["default_plugin"]
 
@@ -77,6 +84,11 @@ def tinkex_on_queue_state_change(event: QueueStateEvent) -> None:
 @hookimpl
 def tinkex_on_regularizer(event: RegularizerEvent) -> None:
     default_plugin().tinkex_on_regularizer(event=event)
+
+
+@hookimpl
+def tinkex_on_session(event: SessionEvent) -> Any | None:
+    return default_plugin().tinkex_on_session(event=event)
 
 
 @hookimpl

@@ -52,7 +52,13 @@ from tinkex_types._errors import (
     UnprocessableEntityError,
     status_error_class,
 )
-from tinkex_types._events import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent
+from tinkex_types._events import (
+    FutureEvent,
+    QueueStateEvent,
+    RegularizerEvent,
+    RequestEvent,
+    SessionEvent,
+)
 from tinkex_types._futures import (
     REQUEST_TYPES,
     FutureCompletedMetadataResponse,
@@ -252,6 +258,7 @@ __all__ = [
     "SaveWeightsRequest",
     "SaveWeightsResponse",
     "SessionEndEvent",
+    "SessionEvent",
     "SessionHeartbeatRequest",
     "SessionHeartbeatResponse",
     "SessionStartEvent",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 __all__ = [
     "FutureEvent",
     "QueueStateEvent",
     "RegularizerEvent",
     "RequestEvent",
+    "SessionEvent",
 ]
 
 QueueStateName = Literal["active", "paused_rate_limit", "paused_capacity", "unknown"]
@@ -75,4 +76,23 @@ class RegularizerEvent:
     duration_s: float | None = None
     value: float | None = None
     weight: float | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+SessionPhase = Literal["start", "end"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEvent:
+    """A ServiceClient session started (``create_session`` succeeded) or ended (closed).
+
+    ``config`` is the client's ``tinkex_http.Config`` (typed ``Any`` here: tinkex-types does
+    not depend on tinkex-http); read its secrets only to authenticate, never log them.
+    """
+
+    session_id: str
+    phase: SessionPhase
+    base_url: str
+    config: Any = field(default=None, repr=False)
+    sdk_version: str | None = None
     timestamp: float = field(default_factory=time.time)

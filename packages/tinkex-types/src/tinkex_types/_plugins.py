@@ -13,7 +13,13 @@ import structlog
 
 from tinkex_types import hookspecs
 from tinkex_types._errors import PluginError
-from tinkex_types._events import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent
+from tinkex_types._events import (
+    FutureEvent,
+    QueueStateEvent,
+    RegularizerEvent,
+    RequestEvent,
+    SessionEvent,
+)
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -158,16 +164,22 @@ class Hooks:
         return self.pm.hook.tinkex_resolve_tokenizer(name=name)
 
     # -- observers ---------------------------------------------------------------
-    def _notify(self, caller: Any, **kwargs: Any) -> None:
+    def _notify(self, caller: Any, **kwargs: Any) -> list[Any]:
         # Each observer is called on its own (in hook-call order), so that one that raises
-        # neither breaks the caller nor hides the event from the others.
+        # neither breaks the caller nor hides the event from the others. Returns the
+        # non-None results, in hook-call order.
+        results: list[Any] = []
         for impl in reversed(caller.get_hookimpls()):
             try:
-                impl.function(**kwargs)
+                result = impl.function(**kwargs)
             except Exception as exc:  # an observer must never break the caller
                 _log.warning(
                     "observer_failed", hook=caller.name, plugin=impl.plugin_name, error=repr(exc)
                 )
+                continue
+            if result is not None:
+                results.append(result)
+        return results
 
     def on_queue_state_change(self, event: QueueStateEvent) -> None:
         self._notify(self.pm.hook.tinkex_on_queue_state_change, event=event)
@@ -180,6 +192,12 @@ class Hooks:
 
     def on_regularizer(self, event: RegularizerEvent) -> None:
         self._notify(self.pm.hook.tinkex_on_regularizer, event=event)
+
+    def on_session(self, event: SessionEvent) -> Any | None:
+        """Tell ``tinkex_on_session`` observers a session started or ended; returns the
+        first non-``None`` result (on ``start``: the session's telemetry handle)."""
+        results = self._notify(self.pm.hook.tinkex_on_session, event=event)
+        return results[0] if results else None
 
     def inject_headers(self, headers: dict[str, str]) -> None:
         self._notify(self.pm.hook.tinkex_inject_headers, headers=headers)

@@ -12,7 +12,13 @@ from typing import Any
 
 import pluggy
 
-from tinkex_types._events import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent
+from tinkex_types._events import (
+    FutureEvent,
+    QueueStateEvent,
+    RegularizerEvent,
+    RequestEvent,
+    SessionEvent,
+)
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
 
@@ -65,6 +71,21 @@ def tinkex_on_request(event: RequestEvent) -> None:
 def tinkex_on_future(event: FutureEvent) -> None:
     """Observe a future that reached its final state: resolved, failed, timed out or
     cancelled. Observers must not raise and must not block."""
+
+
+@hookspec
+def tinkex_on_session(event: SessionEvent) -> Any | None:
+    """Observe a ServiceClient session: ``phase="start"`` right after ``create_session``
+    succeeded, ``phase="end"`` once when the client is closed (``close()``/``aclose()``;
+    called from the closing thread after the session stopped, never on the event loop).
+
+    On ``start`` an implementation may return a per-session telemetry handle (tinkex-telemetry
+    returns its backend reporter); the client keeps the first non-``None`` one and hands it
+    out through ``get_telemetry()``. The result of ``end`` is ignored. An implementation that
+    keeps per-session state keys it by ``event.session_id`` and releases it on ``end``.
+    Observers must not raise; ``start`` must not block, ``end`` may wait briefly (bounded)
+    to flush.
+    """
 
 
 @hookspec
