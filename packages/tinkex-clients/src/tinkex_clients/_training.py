@@ -856,9 +856,10 @@ class TrainingClient:
     async def unload_model_async(self) -> APIFuture[UnloadModelResponse]:
         return self.unload_model()
 
-    def get_telemetry(self) -> None:
-        """Compatibility with the official SDK: telemetry goes through tinkex hooks."""
-        return
+    def get_telemetry(self) -> Any | None:
+        """The session's telemetry handle (a backend reporter when tinkex-telemetry is
+        installed), as in the official SDK; ``None`` without one."""
+        return self._session.telemetry
 
 
 def _check_retry_config(retry_config: Any) -> None:
