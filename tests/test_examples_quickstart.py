@@ -2,34 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
-import pytest
 from rich.console import Console
 
-from tinkex_server import get_local_server
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name: str) -> ModuleType:
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"tinkex_example_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+#: The ``load_example`` fixture of tests/conftest.py.
+ExampleLoader = Callable[[str], ModuleType]
 
 
-def test_quickstart_learns_the_phrases(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TINKEX_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.delenv("TINKER_BASE_URL", raising=False)
+def test_quickstart_learns_the_phrases(load_example: ExampleLoader, local_data_dir: Path) -> None:
     quickstart = load_example("quickstart")
     out = io.StringIO()
     result = quickstart.run(seed=0, console=Console(file=out, width=120))
@@ -54,10 +38,10 @@ def test_quickstart_learns_the_phrases(tmp_path: Path, monkeypatch: pytest.Monke
     text = out.getvalue()
     assert "checkpoint list" in text
     assert "% of start" in text
-    get_local_server(tmp_path / "data").close()  # release the directory now, not at exit
+    assert (local_data_dir / "tinkex.sqlite3").exists() or any(local_data_dir.iterdir())
 
 
-def test_loss_curve_labels_top_and_bottom() -> None:
+def test_loss_curve_labels_top_and_bottom(load_example: ExampleLoader) -> None:
     quickstart = load_example("quickstart")
     chart = quickstart.loss_curve([10.0, 5.0, 1.0], width=3, height=4)
     lines = chart.splitlines()

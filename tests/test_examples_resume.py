@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -13,35 +11,13 @@ import pytest
 from rich.console import Console
 
 import tinkex as tinker
-from tinkex_server import get_local_server
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name: str) -> ModuleType:
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"tinkex_example_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def local_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The in-process server (``local://``) on a fresh data directory, closed afterwards."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("TINKEX_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("TINKER_BASE_URL", raising=False)
-    monkeypatch.delenv("TINKER_API_KEY", raising=False)
-    yield data_dir
-    get_local_server(data_dir).close()  # release the directory now rather than at exit
+#: The ``load_example`` fixture of tests/conftest.py.
+ExampleLoader = Callable[[str], ModuleType]
 
 
 def test_resume_with_optimizer_is_identical(
-    local_data_dir: Path, capsys: pytest.CaptureFixture[str]
+    load_example: ExampleLoader, local_data_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     resume = load_example("resume")
     out = io.StringIO()

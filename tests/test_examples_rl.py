@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import statistics
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -14,34 +12,14 @@ import pytest
 from rich.console import Console
 
 from tinkex import types
-from tinkex_server import get_local_server
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def load_example(name: str) -> ModuleType:
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"tinkex_example_{name}", path)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+#: The ``load_example`` fixture of tests/conftest.py.
+ExampleLoader = Callable[[str], ModuleType]
 
 
-@pytest.fixture
-def local_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """The in-process server (``local://``) on a fresh data directory, closed afterwards."""
-    data_dir = tmp_path / "data"
-    monkeypatch.setenv("TINKEX_DATA_DIR", str(data_dir))
-    monkeypatch.delenv("TINKER_BASE_URL", raising=False)
-    monkeypatch.delenv("TINKER_API_KEY", raising=False)
-    yield data_dir
-    get_local_server(data_dir).close()  # release the directory now rather than at exit
-
-
-def test_rl_reward_rises(local_data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_rl_reward_rises(
+    load_example: ExampleLoader, local_data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     rl = load_example("rl")
     out = io.StringIO()
     result = rl.run(iterations=8, console=Console(file=out, width=120))
@@ -61,7 +39,7 @@ def test_rl_reward_rises(local_data_dir: Path, capsys: pytest.CaptureFixture[str
     assert "iteration  0" in capsys.readouterr().out
 
 
-def test_reward_and_advantages() -> None:
+def test_reward_and_advantages(load_example: ExampleLoader) -> None:
     rl = load_example("rl")
     assert rl.reward("call 911") == 1.0
     assert rl.reward("no digits here") == 0.0
@@ -72,7 +50,7 @@ def test_reward_and_advantages() -> None:
     assert rl.group_advantages([1.0, 1.0]) == [0.0, 0.0]
 
 
-def test_rl_datum_uses_the_sampler_logprobs() -> None:
+def test_rl_datum_uses_the_sampler_logprobs(load_example: ExampleLoader) -> None:
     rl = load_example("rl")
     sample = types.SampledSequence(
         stop_reason="length", tokens=[7, 8, 9], logprobs=[-1.0, -2.0, -3.0]
