@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import pickle
 
 import pytest
@@ -16,6 +17,8 @@ from tinkex_http import (
     Config,
     Secret,
     __version__,
+    parse_bool,
+    parse_log_level,
 )
 from tinkex_types import TinkexValidationError
 
@@ -28,6 +31,9 @@ def test_defaults_match_the_spec() -> None:
     assert cfg.timeout == 60.0
     assert cfg.connect_timeout == 5.0
     assert cfg.max_retries == 10
+    assert cfg.retry_backoff == (0.5, 10.0)
+    assert cfg.otel_propagate is True
+    assert cfg.log_level is None
     assert cfg.parity_mode == "python"
     assert cfg.poll_backoff == (1.0, 30.0)
     assert cfg.pool_limits == {
@@ -70,6 +76,7 @@ def test_environment_is_used_when_no_argument() -> None:
         "TINKEX_OTEL_PROPAGATE": "1",
         "TINKEX_TIMEOUT": "12.5",
         "TINKEX_MAX_RETRIES": "3",
+        "TINKEX_RETRY_BACKOFF": " 0.25 , 4 ",
         "TINKEX_FUTURE_TIMEOUT": "600",
     }
     cfg = Config(env=env)
@@ -94,6 +101,7 @@ def test_environment_is_used_when_no_argument() -> None:
     assert cfg.otel_propagate is True
     assert cfg.timeout == 12.5
     assert cfg.max_retries == 3
+    assert cfg.retry_backoff == (0.25, 4.0)
     assert cfg.future_timeout == 600.0
 
 
@@ -134,6 +142,20 @@ def test_local_and_loopback_urls_get_a_placeholder_key() -> None:
         ({"api_key": KEY}, {"TINKEX_PARITY": "cobol"}, "TINKEX_PARITY"),
         ({"api_key": KEY}, {"TINKER_TELEMETRY": "maybe"}, "TINKER_TELEMETRY"),
         ({"api_key": KEY}, {"TINKER_LOG": "loud"}, "TINKER_LOG"),
+        ({"api_key": KEY, "log_level": "verbose"}, {}, "log_level"),
+        ({"api_key": KEY, "log_level": 10}, {}, "log_level"),
+        ({"api_key": KEY}, {"TINKEX_OTEL_PROPAGATE": "maybe"}, "TINKEX_OTEL_PROPAGATE"),
+        ({"api_key": KEY}, {"TINKEX_RETRY_BACKOFF": "fast"}, "TINKEX_RETRY_BACKOFF"),
+        ({"api_key": KEY}, {"TINKEX_RETRY_BACKOFF": "0.5"}, "TINKEX_RETRY_BACKOFF"),
+        ({"api_key": KEY}, {"TINKEX_RETRY_BACKOFF": "1,2,3"}, "TINKEX_RETRY_BACKOFF"),
+        ({"api_key": KEY}, {"TINKEX_RETRY_BACKOFF": "5,1"}, "TINKEX_RETRY_BACKOFF"),
+        ({"api_key": KEY}, {"TINKEX_RETRY_BACKOFF": "-1,2"}, "TINKEX_RETRY_BACKOFF"),
+        ({"api_key": KEY}, {"TINKEX_RETRY_BACKOFF": "0.5,inf"}, "TINKEX_RETRY_BACKOFF"),
+        ({"api_key": KEY, "retry_backoff": (2.0, 1.0)}, {}, "retry_backoff"),
+        ({"api_key": KEY, "retry_backoff": (True, 1.0)}, {}, "retry_backoff"),
+        ({"api_key": KEY, "retry_backoff": (0.5,)}, {}, "retry_backoff"),
+        ({"api_key": KEY, "retry_backoff": 3.0}, {}, "retry_backoff"),
+        ({"api_key": KEY, "retry_backoff": ("a", 1.0)}, {}, "retry_backoff"),
         ({"api_key": KEY}, {"TINKEX_DEFAULT_HEADERS": "{nope"}, "TINKEX_DEFAULT_HEADERS"),
         ({"api_key": KEY}, {"TINKEX_DEFAULT_HEADERS": "[1]"}, "TINKEX_DEFAULT_HEADERS"),
         ({"api_key": KEY}, {"TINKEX_PROXY": "ftp://x"}, "TINKEX_PROXY"),
@@ -220,3 +242,60 @@ def test_tenant_key_does_not_hold_the_key() -> None:
         cfg.tenant_key
         != Config(api_key="tml-other", base_url="https://example.test", env={}).tenant_key
     )
+
+
+def test_retry_backoff_forms_and_bounds() -> None:
+    assert Config(api_key=KEY, retry_backoff=(0.02, 1), env={}).retry_backoff == (0.02, 1.0)
+    assert Config(api_key=KEY, retry_backoff=[1, 1], env={}).retry_backoff == (1.0, 1.0)  # type: ignore[arg-type]
+    assert Config(api_key=KEY, retry_backoff="0,0", env={}).retry_backoff == (0.0, 0.0)
+    # the argument beats the environment; replace() keeps and re-validates it
+    env = {"TINKEX_RETRY_BACKOFF": "3,30"}
+    assert Config(api_key=KEY, env=env).retry_backoff == (3.0, 30.0)
+    cfg = Config(api_key=KEY, retry_backoff=(0.1, 2.0), env=env)
+    assert cfg.retry_backoff == (0.1, 2.0)
+    assert cfg.replace(timeout=5.0).retry_backoff == (0.1, 2.0)
+    with pytest.raises(TinkexValidationError) as info:
+        cfg.replace(retry_backoff=(3.0, 2.0))
+    assert info.value.field == "retry_backoff"
+    assert "initial 3 s is above max 2 s" in str(info.value)
+    assert "retry_backoff=(0.1, 2.0)" in repr(cfg)
+
+
+def test_parse_log_level_is_the_one_parser() -> None:
+    assert parse_log_level(None) is None
+    assert parse_log_level("  ") is None
+    assert parse_log_level(" WARN ", "TINKER_LOG") == logging.WARNING
+    assert parse_log_level("Critical") == logging.CRITICAL
+    assert parse_log_level(15) == 15
+    with pytest.raises(TinkexValidationError) as info:
+        parse_log_level("loud", "TINKER_LOG")
+    assert info.value.field == "TINKER_LOG"
+    assert "'loud'" in str(info.value)
+    assert "debug, info, warning" in str(info.value)
+    with pytest.raises(TinkexValidationError):
+        parse_log_level("10")  # names only in strings
+    with pytest.raises(TinkexValidationError):
+        parse_log_level(True)
+
+
+def test_log_level_is_stored_as_a_canonical_name() -> None:
+    for raw, name in [("WARN", "warning"), ("critical", "critical"), ("Debug", "debug")]:
+        assert Config(api_key=KEY, env={"TINKER_LOG": raw}).log_level == name
+        assert Config(api_key=KEY, log_level=raw, env={}).log_level == name
+    assert Config(api_key=KEY, env={"TINKER_LOG": " "}).log_level is None
+
+
+def test_parse_bool() -> None:
+    assert parse_bool(True, "x") is True
+    assert parse_bool(" Yes ", "x") is True
+    assert parse_bool("f", "x") is False
+    assert parse_bool("", "x") is False
+    with pytest.raises(TinkexValidationError) as info:
+        parse_bool("maybe", "TINKEX_OTEL_PROPAGATE")
+    assert info.value.field == "TINKEX_OTEL_PROPAGATE"
+
+
+def test_otel_propagate_defaults_on_and_reads_the_variable() -> None:
+    assert Config(api_key=KEY, env={}).otel_propagate is True
+    assert Config(api_key=KEY, env={"TINKEX_OTEL_PROPAGATE": "off"}).otel_propagate is False
+    assert Config(api_key=KEY, otel_propagate=False, env={}).otel_propagate is False

@@ -73,6 +73,21 @@ async def test_standard_headers(make_client: MakeClient, api_key: str, recorder:
     assert h["traceparent"].startswith("00-")
 
 
+async def test_otel_propagate_off_skips_the_inject_headers_hook(
+    make_client: MakeClient, recorder: Any
+) -> None:
+    seen: list[httpx.Request] = []
+    async with make_client(capture(seen), env={"TINKEX_OTEL_PROPAGATE": "0"}) as http:
+        assert http.config.otel_propagate is False
+        await http.post("/api/v1/forward", {"a": 1})
+    assert recorder.injected == 0
+    assert "traceparent" not in seen[0].headers
+    async with make_client(capture(seen), otel_propagate=True) as http:
+        await http.post("/api/v1/forward", {"a": 1})
+    assert recorder.injected == 1
+    assert seen[1].headers["traceparent"].startswith("00-")
+
+
 async def test_get_has_no_body_and_no_content_type(make_client: MakeClient) -> None:
     seen: list[httpx.Request] = []
     async with make_client(capture(seen), default_query={"region": "eu"}) as http:

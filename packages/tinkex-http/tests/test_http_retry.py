@@ -124,6 +124,32 @@ async def test_default_max_retries_is_ten(make_client: MakeClient) -> None:
     assert len(seen) == 11
 
 
+async def test_default_policy_comes_from_max_retries_and_retry_backoff(
+    make_client: MakeClient, clock: Any
+) -> None:
+    async with make_client(lambda r: httpx.Response(200)) as http:
+        assert http.retry_policy == RetryPolicy(max_retries=10, initial_delay=0.5, max_delay=10.0)
+    seen: list[httpx.Request] = []
+    handler = scripted([httpx.Response(503)] * 5, seen)
+    async with make_client(
+        handler, rng=lambda: 0.0, max_retries=4, env={"TINKEX_RETRY_BACKOFF": "0.02,0.05"}
+    ) as http:
+        assert http.retry_policy == RetryPolicy(max_retries=4, initial_delay=0.02, max_delay=0.05)
+        with pytest.raises(InternalServerError):
+            await http.get("/api/v1/healthz")
+    assert len(seen) == 5
+    assert clock.sleeps == [0.02, 0.04, 0.05, 0.05]
+
+
+async def test_explicit_retry_policy_beats_the_config(hooks: Any) -> None:
+    from tinkex_http import Config
+
+    policy = RetryPolicy(max_retries=1, initial_delay=3.0, max_delay=4.0)
+    config = Config(api_key="tml-x", retry_backoff=(0.1, 0.2), env={})
+    async with HTTPClient(config, hooks=hooks, retry_policy=policy) as http:
+        assert http.retry_policy is policy
+
+
 @pytest.mark.parametrize(
     ("path", "attempts"),
     [

@@ -34,7 +34,7 @@ import torch
 
 import tinkex_chaos
 from tinkex_clients import ServiceClient, TrainingClient
-from tinkex_http import PollPolicy, RetryPolicy
+from tinkex_http import PollPolicy
 from tinkex_types import (
     AdamParams,
     Datum,
@@ -62,22 +62,20 @@ CHAOS = (
 
 #: Client-side polling that retries fast (the server long-polls anyway).
 FAST_POLLS = PollPolicy(backoff_initial=0.01, backoff_max=0.2, paused_delay=0.01)
-#: Config fields for small backoff on re-polled 5xx answers.
-CLIENT_CONFIG: dict[str, Any] = {"poll_backoff": (0.01, 0.2), "heartbeat_interval": 60.0}
-#: Transport retries: 20 ms doubling to 1 s (the default is 0.5 s doubling to 10 s); ten
-#: of them outlast a server restart.
-FAST_RETRIES = RetryPolicy(max_retries=10, initial_delay=0.02, max_delay=1.0)
+#: Config fields: small backoff on re-polled 5xx answers, and transport retries of 20 ms
+#: doubling to 1 s (the default is 0.5 s doubling to 10 s); ten of them (the default
+#: ``max_retries``) outlast a server restart.
+CLIENT_CONFIG: dict[str, Any] = {
+    "poll_backoff": (0.01, 0.2),
+    "retry_backoff": (0.02, 1.0),
+    "max_retries": 10,
+    "heartbeat_interval": 60.0,
+}
 
 
 def client(url: str, hooks: Hooks) -> ServiceClient:
-    """A ServiceClient with fast polling and fast transport retries.
-
-    ``Config`` has no field for the transport backoff yet, so it is set on the session's
-    HTTP client right after creation (only ``create_session`` ran with the default).
-    """
-    service = ServiceClient(base_url=url, hooks=hooks, poll_policy=FAST_POLLS, **CLIENT_CONFIG)
-    service._session.http.retry_policy = FAST_RETRIES
-    return service
+    """A ServiceClient with fast polling and fast transport retries (public options only)."""
+    return ServiceClient(base_url=url, hooks=hooks, poll_policy=FAST_POLLS, **CLIENT_CONFIG)
 
 
 def batch(step: int) -> list[Datum]:

@@ -10,6 +10,8 @@ from typing import Any
 
 import structlog
 
+from tinkex_http import parse_log_level
+
 __all__ = ["Redactor", "configure_logging"]
 
 REDACTED = "[REDACTED]"
@@ -69,12 +71,16 @@ _LEVELS = {0: logging.WARNING, 1: logging.INFO}
 def configure_logging(verbose: int, redactor: Redactor, *, env_level: str | None = None) -> int:
     """Send structlog output to stderr: warnings by default, ``-v`` info, ``-vv`` debug.
 
-    Without ``-v``, ``TINKER_LOG`` (debug/info/warning/error) picks the level. Returns it.
+    Without ``-v``, ``env_level`` (the value of ``TINKER_LOG``) picks the level. It is
+    parsed by :func:`tinkex_http.parse_log_level` like ``Config.log_level``: blank means
+    unset, and an unknown name raises :class:`~tinkex_types.TinkexValidationError` naming
+    ``TINKER_LOG`` (also with ``-v``). Returns the level.
     """
+    from_env = parse_log_level(env_level, "TINKER_LOG")
     if verbose > 0:
         level = _LEVELS.get(verbose, logging.DEBUG)
-    elif env_level:
-        level = logging.getLevelNamesMapping().get(env_level.strip().upper(), logging.WARNING)
+    elif from_env is not None:
+        level = from_env
     else:
         level = logging.WARNING
     structlog.configure(

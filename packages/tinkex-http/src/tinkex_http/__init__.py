@@ -30,11 +30,14 @@ from tinkex_http._client import HTTPClient, RequestOptions, StreamingResponse, n
 from tinkex_http._config import (
     API_KEY_PREFIX,
     LOCAL_API_KEY,
+    LOG_LEVELS,
     POOL_NAMES,
     Config,
     PoolName,
     mask_url,
     normalize_base_url,
+    parse_bool,
+    parse_log_level,
     redact_headers,
 )
 from tinkex_http._encoding import decode_json, encode_json, to_jsonable
@@ -80,6 +83,7 @@ __all__ = [
     "KNOWN_TRANSPORT_PROVIDERS",
     "LOCAL_API_KEY",
     "LOCAL_BASE_URL",
+    "LOG_LEVELS",
     "POOL_NAMES",
     "QUEUE_STATES",
     "REDACTED",
@@ -126,7 +130,9 @@ __all__ = [
     "mask_url",
     "new_idempotency_key",
     "normalize_base_url",
+    "parse_bool",
     "parse_checkpoint_tinker_path",
+    "parse_log_level",
     "parse_retry_after",
     "poll_future",
     "redact_headers",

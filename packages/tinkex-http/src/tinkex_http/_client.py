@@ -10,8 +10,9 @@ registered for the base URL's scheme. Every call goes through one pipeline:
    ``x-idempotency-key`` (32 hex chars, non-GET, reused across retries), the
    ``x-tinker-*`` request headers, ``x-tinker-sampling-backpressure`` on ``/asample``, then the
    caller's headers; per attempt ``x-stainless-retry-count`` and ``x-stainless-read-timeout``
-   are set and ``Hooks.inject_headers`` runs;
-3. transport retries follow :class:`tinkex_http.RetryPolicy` with the endpoint's overrides
+   are set and ``Hooks.inject_headers`` runs (unless ``config.otel_propagate`` is off);
+3. transport retries follow :class:`tinkex_http.RetryPolicy` (by default built from
+   ``config.max_retries`` and ``config.retry_backoff``) with the endpoint's overrides
    (``/asample``, ``retrieve_future`` and the heartbeat: 0; telemetry: 1);
 4. ``Hooks.on_request`` fires once per attempt;
 5. 2xx bodies are JSON-decoded (empty → ``{}``), 3xx become
@@ -219,6 +220,8 @@ class HTTPClient:
     Use as ``async with HTTPClient(config) as http: await http.post(path, body)``.
     ``transport`` replaces the registered transports for every pool (tests pass an
     ``httpx.MockTransport``); ``hooks`` defaults to :func:`tinkex_types.get_hooks`.
+    ``retry_policy`` defaults to ``RetryPolicy(max_retries=config.max_retries,
+    initial_delay=config.retry_backoff[0], max_delay=config.retry_backoff[1])``.
     """
 
     def __init__(
@@ -240,7 +243,10 @@ class HTTPClient:
         self.wall_clock = wall_clock
         self.sleep = sleep
         self.rng = rng
-        self.retry_policy = retry_policy or RetryPolicy(max_retries=self.config.max_retries)
+        initial_delay, max_delay = self.config.retry_backoff
+        self.retry_policy = retry_policy or RetryPolicy(
+            max_retries=self.config.max_retries, initial_delay=initial_delay, max_delay=max_delay
+        )
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._foreign: dict[str, httpx.AsyncClient] = {}
         self._closed = False
@@ -521,12 +527,14 @@ class HTTPClient:
 
         client = self.client_for(pool)
         hooks = self.hooks
+        propagate = self.config.otel_propagate
         attempt = 0
         while True:
             attempt_headers = dict(headers)
             attempt_headers["x-stainless-retry-count"] = str(attempt)
             attempt_headers["x-stainless-read-timeout"] = _fmt_seconds(timeout)
-            hooks.inject_headers(attempt_headers)
+            if propagate:
+                hooks.inject_headers(attempt_headers)
             request = client.build_request(
                 method,
                 path,

@@ -12,6 +12,7 @@ field                      environment variable                 default
 ``timeout``                ``TINKEX_TIMEOUT`` (seconds)         60 s (``python`` parity), 120 s
 ``connect_timeout``        --                                   5 s
 ``max_retries``            ``TINKEX_MAX_RETRIES``               10 (``python``), 2 (``beam``)
+``retry_backoff``          ``TINKEX_RETRY_BACKOFF`` (``a,b``)   ``(0.5, 10.0)`` s (transport)
 ``parity_mode``            ``TINKEX_PARITY``                    ``python``
 ``poll_backoff``           ``TINKEX_POLL_BACKOFF``              ``(1.0, 30.0)`` s on 5xx polls
 ``pool_size/pool_count``   ``TINKEX_POOL_SIZE/_POOL_COUNT``     50 / 20 (sampling = 1000 conns)
@@ -28,10 +29,25 @@ field                      environment variable                 default
 ``proxy_headers``          ``TINKEX_PROXY_HEADERS`` (JSON)      ``{}``
 ``default_headers``        ``TINKEX_DEFAULT_HEADERS`` (JSON)    ``{}``
 ``default_query``          ``TINKEX_DEFAULT_QUERY`` (JSON)      ``{}``
-``otel_propagate``         ``TINKEX_OTEL_PROPAGATE``            ``False``
+``otel_propagate``         ``TINKEX_OTEL_PROPAGATE``            ``True``
 ``sdk_version``            --                                   ``"0.16.1"``
 ``user_agent``             --                                   ``"tinkex/<version>"``
 =========================  ===================================  =================================
+
+What the less obvious fields do today:
+
+* ``retry_backoff`` -- ``(initial, max)`` seconds of the transport retry backoff
+  (``min(initial * 2**n, max)``, 25 % jitter): :class:`~tinkex_http.HTTPClient` builds its
+  default :class:`~tinkex_http.RetryPolicy` from it and ``max_retries``.
+* ``parity_mode`` -- only selects the defaults of ``timeout`` and ``max_retries``.
+* ``otel_propagate`` -- ``False`` stops :class:`~tinkex_http.HTTPClient` from calling the
+  ``tinkex_inject_headers`` hook, so no plugin adds trace context (``traceparent``) to its
+  requests. The telemetry plugin reads the same variable with the same default.
+* ``log_level`` -- validated with :func:`parse_log_level` (the parser of the CLI and of
+  ``tinkex_telemetry.configure_logging``) and stored as a lower-case name; tinkex never
+  configures logging from it (pass it to ``configure_logging`` yourself).
+* ``feature_gates`` -- reserved: parsed for parity with the official and Elixir SDKs,
+  which read ``TINKER_FEATURE_GATES`` without acting on it either. No effect, never sent.
 
 The base URL default is the Tinker cloud. The in-process local server is :data:`LOCAL_BASE_URL`
 (``local://``, served by the ``tinkex-server`` package) and must be asked for explicitly.
@@ -46,11 +62,13 @@ environment variable. Secrets (API key, Cloudflare secret, proxy URL) are
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal
+from types import MappingProxyType
+from typing import Any, Final, Literal, overload
 from urllib.parse import urlsplit, urlunsplit
 
 import orjson
@@ -62,10 +80,13 @@ from tinkex_types import TinkexValidationError
 __all__ = [
     "API_KEY_PREFIX",
     "LOCAL_API_KEY",
+    "LOG_LEVELS",
     "POOL_NAMES",
     "Config",
     "PoolName",
     "normalize_base_url",
+    "parse_bool",
+    "parse_log_level",
 ]
 
 PoolName = Literal["session", "training", "sampling", "futures", "telemetry"]
@@ -93,6 +114,19 @@ _SENSITIVE_HEADERS = {
 _TRUTHY = {"1", "true", "yes", "on", "y", "t"}
 _FALSY = {"0", "false", "no", "off", "n", "f", ""}
 
+#: Log level names accepted everywhere tinkex reads one (``TINKER_LOG``, ``TINKEX_LOG``,
+#: ``Config.log_level``, the CLI, ``tinkex_telemetry.configure_logging``).
+LOG_LEVELS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "debug": logging.DEBUG,
+        "info": logging.INFO,
+        "warn": logging.WARNING,
+        "warning": logging.WARNING,
+        "error": logging.ERROR,
+        "critical": logging.CRITICAL,
+    }
+)
+
 
 class _Unset:
     def __repr__(self) -> str:
@@ -104,6 +138,49 @@ _UNSET: Final = _Unset()
 
 def _fail(field: str, problem: str, fix: str | None = None) -> TinkexValidationError:
     return TinkexValidationError(field, problem, fix)
+
+
+def parse_bool(value: str | bool, field: str) -> bool:
+    """A boolean setting: ``True``/``False`` as is, or ``1 true yes on y t`` /
+    ``0 false no off n f`` (any case, blank is false); anything else raises
+    :class:`~tinkex_types.TinkexValidationError` naming ``field``."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUTHY:
+        return True
+    if text in _FALSY:
+        return False
+    raise _fail(field, f"must be a boolean, got {value!r}", "use 1/0, true/false, yes/no")
+
+
+@overload
+def parse_log_level(value: None, field: str = ...) -> None: ...
+@overload
+def parse_log_level(value: str | int | None, field: str = ...) -> int | None: ...
+def parse_log_level(value: str | int | None, field: str = "level") -> int | None:
+    """A log level as a :mod:`logging` number.
+
+    ``None`` or a blank string (an unset variable) gives ``None``; a name from
+    :data:`LOG_LEVELS` (any case, surrounding blanks ignored) or an ``int`` gives the
+    number. Anything else raises :class:`~tinkex_types.TinkexValidationError` naming
+    ``field`` (pass the variable's name, e.g. ``"TINKER_LOG"``).
+    """
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if not text:
+            return None
+        if text in LOG_LEVELS:
+            return LOG_LEVELS[text]
+    raise _fail(
+        field,
+        f"unknown log level {value!r}",
+        "use one of debug, info, warning (or warn), error, critical",
+    )
 
 
 def normalize_base_url(url: str) -> str:
@@ -160,6 +237,7 @@ class Config:
     timeout: float
     connect_timeout: float
     max_retries: int
+    retry_backoff: tuple[float, float]
     parity_mode: Literal["python", "beam"]
     poll_backoff: tuple[float, float] | None
     pool_size: int
@@ -192,6 +270,7 @@ class Config:
         "timeout",
         "connect_timeout",
         "max_retries",
+        "retry_backoff",
         "parity_mode",
         "poll_backoff",
         "pool_size",
@@ -226,6 +305,7 @@ class Config:
         timeout: float | _Unset | None = _UNSET,
         connect_timeout: float | _Unset = _UNSET,
         max_retries: int | _Unset | None = _UNSET,
+        retry_backoff: tuple[float, float] | str | _Unset | None = _UNSET,
         parity_mode: str | _Unset | None = _UNSET,
         poll_backoff: tuple[float, float] | str | bool | _Unset | None = _UNSET,
         pool_size: int | _Unset | None = _UNSET,
@@ -381,6 +461,10 @@ class Config:
             pick(heartbeat_warning_after, "heartbeat_warning_after", None), 120.0
         )
 
+        values["retry_backoff"] = self._backoff_pair(
+            pick(retry_backoff, "retry_backoff", "TINKEX_RETRY_BACKOFF"), (0.5, 10.0)
+        )
+
         # -- poll backoff -----------------------------------------------------------------
         values["poll_backoff"] = self._poll_backoff(
             poll_backoff, environ.get("TINKEX_POLL_BACKOFF")
@@ -420,20 +504,17 @@ class Config:
             pick(dump_headers, "dump_headers", "TINKEX_DUMP_HEADERS"), False
         )
         values["otel_propagate"] = self._bool(
-            pick(otel_propagate, "otel_propagate", "TINKEX_OTEL_PROPAGATE"), False
+            pick(otel_propagate, "otel_propagate", "TINKEX_OTEL_PROPAGATE"), True
         )
 
         src = pick(log_level, "log_level", "TINKER_LOG")
         if src is None:
             values["log_level"] = None
         else:
-            level = str(src.raw).strip().lower()
-            level = {"warn": "warning"}.get(level, level)
-            if level not in ("debug", "info", "warning", "error"):
-                raise _fail(
-                    src.name, f"unknown log level {src.raw!r}", "use debug, info, warning or error"
-                )
-            values["log_level"] = level
+            if not isinstance(src.raw, str):
+                raise _fail(src.name, f"must be a level name, got {src.raw!r}")
+            number = parse_log_level(src.raw, src.name)
+            values["log_level"] = None if number is None else logging.getLevelName(number).lower()
 
         src = pick(cf_access_client_id, "cf_access_client_id", "CLOUDFLARE_ACCESS_CLIENT_ID")
         values["cf_access_client_id"] = None if src is None else str(src.raw)
@@ -513,17 +594,40 @@ class Config:
 
     @staticmethod
     def _bool(src: _Source | None, default: bool) -> bool:
+        return default if src is None else parse_bool(src.raw, src.name)
+
+    @staticmethod
+    def _backoff_pair(src: _Source | None, default: tuple[float, float]) -> tuple[float, float]:
+        """``(initial, max)`` seconds from a 2-tuple/list or an ``"initial,max"`` string;
+        ``0 <= initial <= max``, both finite."""
         if src is None:
             return default
         raw = src.raw
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUTHY:
-            return True
-        if text in _FALSY:
-            return False
-        raise _fail(src.name, f"must be a boolean, got {raw!r}", "use 1/0, true/false, yes/no")
+        fix = "use (initial_seconds, max_seconds) or '0.5,10', with 0 <= initial <= max"
+        parts: list[Any]
+        if isinstance(raw, str):
+            parts = [p.strip() for p in raw.split(",")]
+        elif isinstance(raw, (tuple, list)):
+            parts = list(raw)
+        else:
+            raise _fail(src.name, f"must be two numbers of seconds, got {raw!r}", fix)
+        if len(parts) != 2:
+            raise _fail(src.name, f"must be two numbers of seconds, got {raw!r}", fix)
+        numbers: list[float] = []
+        for part in parts:
+            if isinstance(part, bool):
+                raise _fail(src.name, f"must be two numbers of seconds, got {raw!r}", fix)
+            try:
+                number = float(part)
+            except (TypeError, ValueError):
+                raise _fail(src.name, f"must be two numbers of seconds, got {raw!r}", fix) from None
+            if not math.isfinite(number) or number < 0:
+                raise _fail(src.name, f"seconds must be finite and >= 0, got {raw!r}", fix)
+            numbers.append(number)
+        initial, maximum = numbers
+        if initial > maximum:
+            raise _fail(src.name, f"initial {initial:g} s is above max {maximum:g} s", fix)
+        return (initial, maximum)
 
     @staticmethod
     def _str_list(src: _Source | None, default: list[str]) -> list[str]:

@@ -11,34 +11,15 @@ from typing import Any, TextIO
 import structlog
 from structlog.typing import ExcInfo, Processor
 
+from tinkex_http import parse_log_level
 from tinkex_telemetry._redact import redact_secrets, redact_text
 from tinkex_types import TinkexValidationError
 
+# ``parse_log_level`` is tinkex_http's (one parser for Config, the CLI and this module),
+# re-exported here for compatibility.
 __all__ = ["configure_logging", "parse_log_level"]
 
-_LEVELS = {
-    "debug": logging.DEBUG,
-    "info": logging.INFO,
-    "warn": logging.WARNING,
-    "warning": logging.WARNING,
-    "error": logging.ERROR,
-    "critical": logging.CRITICAL,
-}
 _FORMATS = {"json": True, "console": False, "text": False}
-
-
-def parse_log_level(value: str | int, field: str = "level") -> int:
-    """``debug``/``info``/``warn``/``warning``/``error``/``critical`` (any case) or a
-    :mod:`logging` number; anything else is a :class:`~tinkex_types.TinkexValidationError`."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _LEVELS:
-        return _LEVELS[value.strip().lower()]
-    raise TinkexValidationError(
-        field,
-        f"unknown log level {value!r}",
-        "use one of debug, info, warning, error, critical",
-    )
 
 
 def _redacting_exception_formatter(sio: TextIO, exc_info: ExcInfo) -> None:
@@ -54,8 +35,10 @@ def configure_logging(
 ) -> None:
     """Configure structlog for an application: one line per event, secrets redacted.
 
-    * ``level``: a name or number; default from ``TINKEX_LOG``, then ``TINKER_LOG``, then
-      ``info``.
+    * ``level``: a name or number (see :func:`tinkex_http.parse_log_level`); default from
+      ``TINKEX_LOG``, then ``TINKER_LOG`` (the first that is set and not blank), then
+      ``info``. A bad value raises :class:`~tinkex_types.TinkexValidationError` naming the
+      argument or the variable.
     * ``json``: JSON lines (``True``) or the human console renderer (``False``); default
       from ``TINKEX_LOG_FORMAT`` (``json`` or ``console``), else console.
     * ``stream``: where lines go (default ``sys.stderr``).
@@ -64,12 +47,14 @@ def configure_logging(
     formatted, so API keys, tokens and passwords never reach the output. Call it again to
     reconfigure (loggers are not cached).
     """
+    numeric: int | None
     if level is None:
-        env_name = "TINKEX_LOG" if os.environ.get("TINKEX_LOG") else "TINKER_LOG"
-        raw = os.environ.get(env_name)
-        numeric = parse_log_level(raw, env_name) if raw else logging.INFO
+        env_name = "TINKEX_LOG" if (os.environ.get("TINKEX_LOG") or "").strip() else "TINKER_LOG"
+        numeric = parse_log_level(os.environ.get(env_name), env_name)
     else:
-        numeric = parse_log_level(level)
+        numeric = parse_log_level(level, "level")
+    if numeric is None:
+        numeric = logging.INFO
     if json is None:
         fmt = os.environ.get("TINKEX_LOG_FORMAT", "").strip().lower()
         if fmt and fmt not in _FORMATS:
