@@ -130,7 +130,7 @@ def run(ctx: Context) -> Row:
         f"per request get_info/sample: tinkex {ms(tx.info_s):.1f}/{ms(tx.sample_s):.1f} ms, "
         f"tinker {ms(tk.info_s):.1f}/{ms(tk.sample_s):.1f} ms, "
         f"raw httpx floor {ms(raw.info_s):.1f}/{ms(raw.sample_s):.1f} ms "
-        f"({per} of each)"
+        f"(floor/tinker {raw.total / tk.total:.2f}×; {per} of each)"
     )
     return Row(
         key=KEY,
@@ -143,6 +143,7 @@ def run(ctx: Context) -> Row:
         extra={
             "requests_per_kind": per,
             "total_s": {s.name: s.total for s in sides},
+            "floor_over_tinker": raw.total / tk.total,
             "get_info_ms": {s.name: ms(s.info_s) for s in sides},
             "sample_ms": {s.name: ms(s.sample_s) for s in sides},
         },
