@@ -4,6 +4,7 @@ client, and a raw keep-alive ``httpx.Client`` (the floor: the server's own share
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from typing import Any
 
@@ -52,10 +53,14 @@ class RawClient:
     """
 
     def __init__(self, base_url: str) -> None:
+        # TCP_NODELAY: httpx's sync transport writes headers and body separately, and Nagle
+        # would hold the body until the server's delayed ACK (~40 ms) otherwise.
+        nodelay = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
         self.http = httpx.Client(
             base_url=base_url,
             headers={"X-API-Key": API_KEY, "Content-Type": "application/json"},
             timeout=60.0,
+            transport=httpx.HTTPTransport(socket_options=nodelay),
         )
         body = self.post(
             "/api/v1/create_session", {"tags": [], "user_metadata": {}, "sdk_version": "bench"}
