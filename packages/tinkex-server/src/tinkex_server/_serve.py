@@ -26,7 +26,10 @@ API_KEY_ENV = "TINKEX_SERVER_API_KEY"
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # Name the protocol: asyncio turns TCP_NODELAY on only for sockets whose ``proto`` is
+    # IPPROTO_TCP, and accepted sockets inherit it. Without it every response waits ~40 ms
+    # for Nagle's algorithm and the peer's delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
