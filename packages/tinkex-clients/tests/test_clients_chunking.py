@@ -115,3 +115,26 @@ def test_combine_outputs() -> None:
     assert out.metrics == {"loss:sum": 3.5}
     assert combine_forward_backward_outputs([a]) is a
     assert combine_forward_backward_outputs([]).loss_fn_outputs == []
+
+
+def test_non_finite_loss_inputs_are_refused_naming_the_field() -> None:
+    import pytest
+
+    from tinkex_clients._validate import check_loss_inputs
+    from tinkex_types import Datum, ModelInput, TinkexValidationError
+
+    def datum(advantage: float) -> Datum:
+        return Datum(
+            model_input=ModelInput.from_ints([1, 2, 3]),
+            loss_fn_inputs={
+                "target_tokens": [2, 3, 4],
+                "logprobs": [-1.0, -2.0, -0.5],
+                "advantages": [1.0, advantage, -1.0],
+            },
+        )
+
+    check_loss_inputs([datum(0.0)], "importance_sampling")
+    for bad_value in (float("nan"), float("inf"), float("-inf")):
+        with pytest.raises(TinkexValidationError, match="NaN or infinite") as info:
+            check_loss_inputs([datum(0.0), datum(bad_value)], "importance_sampling")
+        assert info.value.field == "data[1].loss_fn_inputs.advantages"

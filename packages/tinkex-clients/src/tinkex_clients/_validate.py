@@ -193,6 +193,14 @@ def check_loss_inputs(data: Sequence[Datum], loss_fn: str, field: str = "data") 
                     f"has shape {value.effective_shape} but target_tokens has shape {shape}",
                     "give one value per target token",
                 )
+        for key, value in inputs.items():
+            # JSON has no NaN or infinity: they would travel as null and fail on the server.
+            if value.dtype == "float32" and not all(map(math.isfinite, value.data)):
+                raise TinkexValidationError(
+                    f"{where}.loss_fn_inputs.{key}",
+                    "holds NaN or infinite values, which JSON cannot carry",
+                    "replace them with finite numbers (e.g. clip or zero them)",
+                )
 
 
 def as_adam_params(value: Any, field: str = "adam_params") -> AdamParams:
