@@ -168,3 +168,18 @@ async def test_builtin_transport_talks_to_a_real_loopback_server(hooks: Hooks) -
     assert raw.startswith(b"POST /api/v1/create_session HTTP/1.1\r\n")
     assert b"x-api-key: tml-local" in raw
     assert raw.endswith(b'{"tags":[]}')
+
+
+def test_cleartext_http_caps_every_pool() -> None:
+    from tinkex_http import HTTP1_MAX_CONNECTIONS, Config, effective_pool_limit
+
+    cleartext = Config(base_url="http://127.0.0.1:8000", api_key="tml-test")
+    tls = Config(base_url="https://tinker.example", api_key="tml-test")
+    assert tls.pool_max_connections("sampling") > HTTP1_MAX_CONNECTIONS
+    assert effective_pool_limit(tls, "sampling") == tls.pool_max_connections("sampling")
+    assert effective_pool_limit(tls, "futures") == tls.pool_max_connections("futures")
+    for pool in ("session", "training", "sampling", "futures", "telemetry"):
+        expected = min(cleartext.pool_max_connections(pool), HTTP1_MAX_CONNECTIONS)
+        assert effective_pool_limit(cleartext, pool) == expected
+    assert effective_pool_limit(cleartext, "sampling") == HTTP1_MAX_CONNECTIONS
+    assert effective_pool_limit(cleartext, "session") == cleartext.pool_max_connections("session")

@@ -72,7 +72,13 @@ from tinkex_http._retry import (
 )
 from tinkex_http._secret import REDACTED, Secret
 from tinkex_http._sse import SSEDecoder, SSEEvent
-from tinkex_http._transport import KNOWN_TRANSPORT_PROVIDERS, http_transport_factory, make_transport
+from tinkex_http._transport import (
+    HTTP1_MAX_CONNECTIONS,
+    KNOWN_TRANSPORT_PROVIDERS,
+    effective_pool_limit,
+    http_transport_factory,
+    make_transport,
+)
 from tinkex_http._version import DEFAULT_BASE_URL, LOCAL_BASE_URL, SDK_VERSION, __version__
 
 __all__ = [
@@ -80,6 +86,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_BYTE_BUDGET",
     "DEFAULT_MAX_ARCHIVE_BYTES",
+    "HTTP1_MAX_CONNECTIONS",
     "KNOWN_TRANSPORT_PROVIDERS",
     "LOCAL_API_KEY",
     "LOCAL_BASE_URL",
@@ -119,6 +126,7 @@ __all__ = [
     "default_queue_state_reason",
     "download_archive",
     "download_checkpoint_archive",
+    "effective_pool_limit",
     "encode_json",
     "encode_multipart",
     "endpoint_spec",
