@@ -204,6 +204,15 @@ def test_default_plugin_propagation_switch(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(plugin_module, "_default", None)
     monkeypatch.delenv("TINKEX_OTEL_PROPAGATE")
     assert default_plugin().propagator is not None
+    # The same words as tinkex_http.Config.otel_propagate: "n" and "f" are off too.
+    for word in ("n", "F", "No"):
+        monkeypatch.setattr(plugin_module, "_default", None)
+        monkeypatch.setenv("TINKEX_OTEL_PROPAGATE", word)
+        assert default_plugin().propagator is None, word
+    # A value that is not a boolean word is ignored (Config rejects it, naming the variable).
+    monkeypatch.setattr(plugin_module, "_default", None)
+    monkeypatch.setenv("TINKEX_OTEL_PROPAGATE", "maybe")
+    assert default_plugin().propagator is not None
 
 
 def test_server_operations_are_server_spans(otel: Any) -> None:

@@ -13,6 +13,9 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import structlog
+
+from tinkex_http import parse_bool
 from tinkex_telemetry._core import TelemetryPlugin
 from tinkex_types import (
     FutureEvent,
@@ -20,28 +23,42 @@ from tinkex_types import (
     RegularizerEvent,
     RequestEvent,
     SessionEvent,
+    TinkexValidationError,
     hookimpl,
 )
 
 __all__ = ["default_plugin"]
 
-_FALSY = frozenset({"0", "false", "no", "off"})
 _default: TelemetryPlugin | None = None
 _lock = threading.Lock()
+
+
+def _propagate_from_env() -> bool:
+    raw = os.environ.get("TINKEX_OTEL_PROPAGATE", "").strip()
+    if not raw:
+        return True
+    try:
+        return parse_bool(raw, "TINKEX_OTEL_PROPAGATE")
+    except TinkexValidationError as exc:
+        structlog.get_logger("tinkex.telemetry").warning(
+            "otel_propagate_ignored", problem=str(exc), using=True
+        )
+        return True
 
 
 def default_plugin() -> TelemetryPlugin:
     """The process-wide plugin behind the entry point (global OpenTelemetry providers).
 
-    Trace-context propagation is on unless ``TINKEX_OTEL_PROPAGATE`` is set to a falsey
-    value (``0``, ``false``, ``no``, ``off``) when it is first used.
+    Trace-context propagation is on unless ``TINKEX_OTEL_PROPAGATE`` is false when it is
+    first used, read with the same rules as ``tinkex_http.Config.otel_propagate``
+    (``0 false no off n f``); a value that is not a boolean word is logged and ignored here
+    (``Config`` rejects it with an error naming the variable).
     """
     global _default
     if _default is None:
         with _lock:
             if _default is None:
-                raw = os.environ.get("TINKEX_OTEL_PROPAGATE", "").strip().lower()
-                _default = TelemetryPlugin(propagate=raw not in _FALSY)
+                _default = TelemetryPlugin(propagate=_propagate_from_env())
     return _default
 
 
