@@ -764,23 +764,52 @@ class Runtime:
         self._check_seq(req.model_id, req.seq_id)
         if req.path is None:
             raise bad_request("path", "is missing", "give the checkpoint a name, e.g. 'step-10'")
-        model_id, name, ttl = req.model_id, req.path, req.ttl_seconds
-        directory = self.files.checkpoint_dir(model_id, "weights", name)
+        return self._ordered_save(
+            req.model_id,
+            req.seq_id,
+            "weights",
+            req.path,
+            req.ttl_seconds,
+            idempotency_key=idempotency_key,
+            carrier=carrier,
+        )
+
+    def _ordered_save(
+        self,
+        model_id: str,
+        seq_id: int | None,
+        kind: str,
+        name: str,
+        ttl: int | None,
+        *,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
+        """Queue a named save of training state (``weights``) or sampler weights
+        (``sampler_weights``) in ``seq_id`` order; the result is ``{"path": tinker://...}``."""
+        directory = self.files.checkpoint_dir(model_id, kind, name)
+        training_state = kind == "weights"
 
         def execute(engine: Engine) -> Any:
-            engine.save_state(model_id, directory, with_optimizer=True)
+            if training_state:
+                engine.save_state(model_id, directory, with_optimizer=True)
+            else:
+                engine.save_sampler_weights(model_id, directory)
             return engine.adapter_info(model_id).step
 
         def finish(step: Any) -> dict[str, Any]:
-            ckpt = self._save_checkpoint_row(model_id, "weights", name, directory, ttl, int(step))
-            self._touch(model_id, last_state=name)
+            ckpt = self._save_checkpoint_row(model_id, kind, name, directory, ttl, int(step))
+            if training_state:
+                self._touch(model_id, last_state=name)
+            else:
+                self._touch(model_id)
             return {"path": ckpt.tinker_path}
 
         return self._ordered(
             model_id=model_id,
-            seq_id=req.seq_id,
-            request_type="SaveWeights",
-            endpoint="save_weights",
+            seq_id=seq_id,
+            request_type="SaveWeights" if training_state else "SaveWeightsForSampler",
+            endpoint="save_weights" if training_state else "save_weights_for_sampler",
             idempotency_key=idempotency_key,
             carrier=carrier,
             execute=execute,
@@ -797,29 +826,14 @@ class Runtime:
         self._check_seq(req.model_id, req.seq_id)
         model_id, ttl = req.model_id, req.ttl_seconds
         if req.path is not None:
-            name = req.path
-            directory = self.files.checkpoint_dir(model_id, "sampler_weights", name)
-
-            def execute(engine: Engine) -> Any:
-                engine.save_sampler_weights(model_id, directory)
-                return engine.adapter_info(model_id).step
-
-            def finish(step: Any) -> dict[str, Any]:
-                ckpt = self._save_checkpoint_row(
-                    model_id, "sampler_weights", name, directory, ttl, int(step)
-                )
-                self._touch(model_id)
-                return {"path": ckpt.tinker_path}
-
-            return self._ordered(
-                model_id=model_id,
-                seq_id=req.seq_id,
-                request_type="SaveWeightsForSampler",
-                endpoint="save_weights_for_sampler",
+            return self._ordered_save(
+                model_id,
+                req.seq_id,
+                "sampler_weights",
+                req.path,
+                ttl,
                 idempotency_key=idempotency_key,
                 carrier=carrier,
-                execute=execute,
-                finish=finish,
             )
         _int64("sampling_session_seq_id", req.sampling_session_seq_id, minimum=0)
         if req.sampling_session_seq_id is None:
