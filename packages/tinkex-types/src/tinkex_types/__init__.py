@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tinkex_types._backoff import Backoff
 from tinkex_types._base import (
     LOSS_FN_TYPES,
     CheckpointType,
@@ -23,6 +24,19 @@ from tinkex_types._checkpoints import (
     ListSessionsResponse,
     TrainingRun,
     TrainingRunsResponse,
+)
+from tinkex_types._codec import (
+    JSON_MEDIA_TYPE,
+    PROTOBUF_MEDIA_TYPE,
+    JsonCodec,
+    WireCodec,
+    WireDecodeError,
+    accepted_media_types,
+    codec_for,
+    decode_content,
+    media_type_of,
+    register_codec,
+    registered_codecs,
 )
 from tinkex_types._datum import (
     LOSS_FN_INPUT_DTYPES,
@@ -70,6 +84,7 @@ from tinkex_types._futures import (
     UntypedAPIFuture,
     parse_future_response,
 )
+from tinkex_types._losses import LOSSES, PER_TOKEN_INPUTS, LossSpec, loss_spec, resolve_loss_config
 from tinkex_types._model_input import (
     EncodedTextChunk,
     ImageAssetPointerChunk,
@@ -169,9 +184,13 @@ __all__ = [
     "DEFAULT_CHAT_TEMPLATE",
     "DEFAULT_LORA_RANK",
     "ENTRY_POINT_GROUP",
+    "JSON_MEDIA_TYPE",
+    "LOSSES",
     "LOSS_FN_INPUT_DTYPES",
     "LOSS_FN_TYPES",
     "NOT_GIVEN",
+    "PER_TOKEN_INPUTS",
+    "PROTOBUF_MEDIA_TYPE",
     "REQUEST_TYPES",
     "TINKER_SCHEME",
     "APIConnectionError",
@@ -181,6 +200,7 @@ __all__ = [
     "APITimeoutError",
     "AdamParams",
     "AuthenticationError",
+    "Backoff",
     "BadRequestError",
     "Checkpoint",
     "CheckpointArchiveUrlResponse",
@@ -220,6 +240,7 @@ __all__ = [
     "ImageChunk",
     "ImageFormat",
     "InternalServerError",
+    "JsonCodec",
     "ListSessionsResponse",
     "LoadWeightsRequest",
     "LoadWeightsResponse",
@@ -227,6 +248,7 @@ __all__ = [
     "LossFnInputs",
     "LossFnOutput",
     "LossFnType",
+    "LossSpec",
     "ModelData",
     "ModelInput",
     "ModelInputChunk",
@@ -285,19 +307,29 @@ __all__ = [
     "UntypedAPIFuture",
     "WeightsInfoRequest",
     "WeightsInfoResponse",
+    "WireCodec",
+    "WireDecodeError",
     "WireModel",
     "__version__",
+    "accepted_media_types",
     "checkpoint_id",
     "checkpoint_type_for_kind",
+    "codec_for",
+    "decode_content",
     "get_hooks",
     "hookimpl",
     "kind_for_checkpoint_type",
+    "loss_spec",
     "make_plugin_manager",
+    "media_type_of",
     "parse_checkpoint_id",
     "parse_future_response",
+    "register_codec",
+    "registered_codecs",
     "require_numpy",
     "require_tokenizers",
     "require_torch",
+    "resolve_loss_config",
     "set_hooks",
     "status_error_class",
     "to_tensor_data",
