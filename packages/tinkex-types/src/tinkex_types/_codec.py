@@ -88,9 +88,10 @@ class JsonCodec:
             return model.model_validate_json(body)
         except ValidationError as exc:
             errors = exc.errors()
-            first = errors[0] if errors else {}
-            loc = ".".join(str(p) for p in first.get("loc", ())) or "body"
-            raise WireDecodeError(loc, str(first.get("msg", exc))) from None
+            if not errors:
+                raise WireDecodeError("body", str(exc)) from None
+            loc = ".".join(str(p) for p in errors[0]["loc"]) or "body"
+            raise WireDecodeError(loc, errors[0]["msg"]) from None
 
 
 _CODECS: dict[str, WireCodec] = {JSON_MEDIA_TYPE: JsonCodec()}
@@ -158,7 +159,8 @@ def _zstd_decompress(body: bytes) -> bytes:
         ) from None
     try:
         reader = zstandard.ZstdDecompressor().stream_reader(body)
-        return reader.read()
+        data: bytes = reader.read()
+        return data
     except zstandard.ZstdError as exc:
         raise WireDecodeError(
             "body", f"is not valid zstd data ({exc})", "send the zstd-compressed message"
