@@ -19,6 +19,7 @@ from tinkex_types import (
     TensorData,
     TinkerPath,
     TinkexValidationError,
+    check_sampling_params,
 )
 
 __all__ = [
@@ -219,18 +220,14 @@ def as_adam_params(value: Any, field: str = "adam_params") -> AdamParams:
 
 
 def as_sampling_params(value: Any, field: str = "sampling_params") -> SamplingParams:
-    if isinstance(value, SamplingParams):
-        return value
+    """A :class:`SamplingParams` (dicts are parsed) that passes
+    :func:`tinkex_types.check_sampling_params`, the rules the server applies too."""
     if isinstance(value, Mapping):
         try:
-            return SamplingParams.model_validate(dict(value))
+            value = SamplingParams.model_validate(dict(value))
         except ValidationError as exc:
             raise TinkexValidationError(field, _first_error(exc)) from None
-    raise TinkexValidationError(
-        field,
-        f"must be types.SamplingParams, got {type(value).__name__}",
-        "pass types.SamplingParams(max_tokens=20)",
-    )
+    return check_sampling_params(value, field)
 
 
 def as_model_input(value: Any, field: str = "prompt") -> ModelInput:

@@ -159,6 +159,13 @@ from tinkex_types._responses import (
     UnloadModelResponse,
     WeightsInfoResponse,
 )
+from tinkex_types._sampling_checks import (
+    INT64_MAX,
+    INT64_MIN,
+    check_sampling_params,
+    resolve_max_tokens,
+    split_stop,
+)
 from tinkex_types._telemetry import (
     GenericEvent,
     SessionEndEvent,
@@ -184,6 +191,8 @@ __all__ = [
     "DEFAULT_CHAT_TEMPLATE",
     "DEFAULT_LORA_RANK",
     "ENTRY_POINT_GROUP",
+    "INT64_MAX",
+    "INT64_MIN",
     "JSON_MEDIA_TYPE",
     "LOSSES",
     "LOSS_FN_INPUT_DTYPES",
@@ -312,6 +321,7 @@ __all__ = [
     "WireModel",
     "__version__",
     "accepted_media_types",
+    "check_sampling_params",
     "checkpoint_id",
     "checkpoint_type_for_kind",
     "codec_for",
@@ -330,7 +340,9 @@ __all__ = [
     "require_tokenizers",
     "require_torch",
     "resolve_loss_config",
+    "resolve_max_tokens",
     "set_hooks",
+    "split_stop",
     "status_error_class",
     "to_tensor_data",
 ]
