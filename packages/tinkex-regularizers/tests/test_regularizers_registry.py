@@ -233,7 +233,7 @@ def test_registry_classes_expose_spec_and_pipeline(use_hooks: Callable[..., Hook
     assert loss.requires_grad
     assert metrics["reg/l2:value"] == pytest.approx(1 + 4 + 0.25)
     assert "reg/ent:value" in metrics
-    assert type(spec).pipeline is RegularizerSpec.pipeline
+    assert isinstance(pipeline, RegularizerPipeline)
 
 
 def test_specs_from_mappings(use_hooks: Callable[..., Hooks]) -> None:

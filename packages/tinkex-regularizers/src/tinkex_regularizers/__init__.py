@@ -26,7 +26,6 @@ if TYPE_CHECKING:
         BaseLossFn,
         LossFn,
         Metrics,
-        Regularizer,
         RegularizerBatch,
         RegularizerError,
         RegularizerOptions,
@@ -60,6 +59,7 @@ if TYPE_CHECKING:
         RegularizerPipeline,
         grad_norm,
     )
+    from tinkex_regularizers._regularizer import Regularizer
     from tinkex_regularizers._spec import FunctionRegularizer, RegularizerSpec, resolve_regularizer
 
 # Names load lazily: the plugin entry point imports this package, and torch must not load
@@ -88,7 +88,7 @@ _EXPORTS: dict[str, str] = {
     "Metrics": "tinkex_regularizers._base",
     "Orthogonality": "tinkex_regularizers._builtins",
     "OrthogonalityOptions": "tinkex_regularizers._builtins",
-    "Regularizer": "tinkex_regularizers._base",
+    "Regularizer": "tinkex_regularizers._regularizer",
     "RegularizerBatch": "tinkex_regularizers._base",
     "RegularizerError": "tinkex_regularizers._base",
     "RegularizerOptions": "tinkex_regularizers._base",

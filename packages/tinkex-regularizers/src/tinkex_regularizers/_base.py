@@ -1,12 +1,15 @@
-"""The regularizer protocol: options, the batch a regularizer sees, the base class."""
+"""The regularizer protocol: options, the batch a regularizer sees, errors, value checks.
+
+The bottom layer of the package (above ``_tensors`` only): ``_spec``, ``_pipeline``,
+``_regularizer`` and the built-ins import it; it imports none of them.
+"""
 
 from __future__ import annotations
 
 import numbers
-from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeVar, cast, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import pydantic
 import torch
@@ -14,20 +17,17 @@ import torch
 from tinkex_regularizers._tensors import as_tensor, loss_fn_inputs_of
 from tinkex_types import TinkexError, TinkexValidationError
 
-if TYPE_CHECKING:
-    from tinkex_regularizers._pipeline import RegularizerPipeline
-    from tinkex_regularizers._spec import RegularizerSpec
-
 __all__ = [
     "BaseLossFn",
     "LossFn",
     "Metrics",
-    "Regularizer",
     "RegularizerBatch",
     "RegularizerError",
     "RegularizerOptions",
     "RegularizerProtocol",
     "RegularizerTimeoutError",
+    "loss_tensor",
+    "to_float",
     "validate_options",
 ]
 
@@ -64,12 +64,12 @@ class RegularizerOptions(pydantic.BaseModel):
     )
 
 
-_O = TypeVar("_O", bound=RegularizerOptions)
+OptionsT = TypeVar("OptionsT", bound=RegularizerOptions)
 
 
 def validate_options(
-    regularizer: str, options_model: type[_O], options: Mapping[str, Any] | _O | None
-) -> _O:
+    regularizer: str, options_model: type[OptionsT], options: Mapping[str, Any] | OptionsT | None
+) -> OptionsT:
     """Validate ``options`` against ``options_model``.
 
     Raises :class:`tinkex_types.TinkexValidationError` whose ``field`` is
@@ -197,63 +197,6 @@ class RegularizerProtocol(Protocol):
         ...
 
 
-class Regularizer(ABC, Generic[_O]):
-    """Base class of the built-ins; third parties may subclass it too.
-
-    Subclasses set ``name`` and ``Options`` (a :class:`RegularizerOptions` model) and
-    implement :meth:`compute`. ``Regularizer(**options)`` or ``Regularizer(options_model)``
-    validates the options (errors name the option).
-    """
-
-    name: ClassVar[str] = ""
-    Options: ClassVar[type[RegularizerOptions]] = RegularizerOptions
-    options: _O
-
-    def __init__(
-        self, options: Mapping[str, Any] | RegularizerOptions | None = None, /, **kwargs: Any
-    ) -> None:
-        if options is not None and kwargs:
-            raise TypeError("give the options either as one object or as keywords, not both")
-        given: Mapping[str, Any] | RegularizerOptions | None = (
-            options if options is not None else kwargs
-        )
-        self.options = cast(
-            _O, validate_options(self.name or type(self).__name__, self.Options, given)
-        )
-
-    @abstractmethod
-    def compute(self, batch: RegularizerBatch) -> tuple[torch.Tensor, Metrics]:
-        """Return ``(scalar loss tensor, metrics)`` for ``batch``."""
-
-    def __call__(
-        self, data: Sequence[Any], logprobs: Sequence[torch.Tensor]
-    ) -> tuple[torch.Tensor, Metrics]:
-        """Compute on ``(data, logprobs)`` directly (the custom-loss function signature)."""
-        return self.compute(RegularizerBatch(data=list(data), logprobs=list(logprobs)))
-
-    def __repr__(self) -> str:
-        shown = ", ".join(
-            f"{k}={v!r}"
-            for k, v in self.options.model_dump(exclude_defaults=True, by_alias=True).items()
-        )
-        return f"{type(self).__name__}({shown})"
-
-    # -- reachable from a registry entry (clients never import this package) ----------
-    @classmethod
-    def spec(cls, *, weight: float, name: str | None = None, **options: Any) -> RegularizerSpec:
-        """A :class:`~tinkex_regularizers.RegularizerSpec` of this regularizer."""
-        from tinkex_regularizers._spec import RegularizerSpec
-
-        return RegularizerSpec(regularizer=cls(**options), weight=weight, name=name or cls.name)
-
-    @staticmethod
-    def pipeline(*args: Any, **kwargs: Any) -> RegularizerPipeline:
-        """Build a :class:`~tinkex_regularizers.RegularizerPipeline` (same arguments)."""
-        from tinkex_regularizers._pipeline import RegularizerPipeline
-
-        return RegularizerPipeline(*args, **kwargs)
-
-
 def _describe(value: object) -> str:
     if isinstance(value, torch.Tensor):
         return f"a {value.dtype} tensor"
@@ -271,3 +214,17 @@ def to_float(value: Any, where: str) -> float:
     if isinstance(value, numbers.Real):
         return float(value)
     raise TinkexValidationError(where, f"is {type(value).__name__}, not a number", "give a number")
+
+
+def loss_tensor(result: Any, where: str) -> torch.Tensor:
+    """The loss tensor of a loss function's result (``tensor`` or ``(tensor, metrics)``)."""
+    loss = result[0] if isinstance(result, tuple) else result
+    if not isinstance(loss, torch.Tensor):
+        raise TinkexValidationError(
+            where, f"returned {type(loss).__name__}, not a tensor", "return (loss_tensor, metrics)"
+        )
+    if loss.numel() != 1:
+        raise TinkexValidationError(
+            where, f"returned a tensor of shape {tuple(loss.shape)}", "return a scalar loss"
+        )
+    return loss.reshape(())

@@ -19,9 +19,9 @@ from tinkex_regularizers._base import (
     RegularizerBatch,
     RegularizerError,
     RegularizerTimeoutError,
+    loss_tensor,
     to_float,
 )
-from tinkex_regularizers._builtins import loss_tensor
 from tinkex_regularizers._spec import RegularizerSpec
 from tinkex_types import Hooks, RegularizerEvent, TinkexValidationError, get_hooks
 

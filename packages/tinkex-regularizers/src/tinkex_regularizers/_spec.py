@@ -6,15 +6,12 @@ import math
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from tinkex_regularizers._base import RegularizerBatch, RegularizerProtocol
 from tinkex_types import Hooks, PluginError, TinkexValidationError, get_hooks
-
-if TYPE_CHECKING:
-    from tinkex_regularizers._pipeline import RegularizerPipeline
 
 __all__ = ["FunctionRegularizer", "RegularizerSpec", "resolve_regularizer"]
 
@@ -173,10 +170,3 @@ class RegularizerSpec:
     def compute(self, batch: RegularizerBatch) -> tuple[torch.Tensor, Mapping[str, Any]]:
         """The unweighted ``(loss, metrics)`` of the regularizer on ``batch``."""
         return self.regularizer.compute(batch)
-
-    @staticmethod
-    def pipeline(*args: Any, **kwargs: Any) -> RegularizerPipeline:
-        """Build a :class:`~tinkex_regularizers.RegularizerPipeline` (same arguments)."""
-        from tinkex_regularizers._pipeline import RegularizerPipeline
-
-        return RegularizerPipeline(*args, **kwargs)
