@@ -299,3 +299,48 @@ def test_otel_propagate_defaults_on_and_reads_the_variable() -> None:
     assert Config(api_key=KEY, env={}).otel_propagate is True
     assert Config(api_key=KEY, env={"TINKEX_OTEL_PROPAGATE": "off"}).otel_propagate is False
     assert Config(api_key=KEY, otel_propagate=False, env={}).otel_propagate is False
+
+
+def test_config_is_frozen_for_real() -> None:
+    cfg = Config(api_key=KEY, tags=["a"], default_headers={"X-A": "1"}, env={})
+    with pytest.raises(AttributeError):
+        cfg.base_url = "http://elsewhere.test"  # type: ignore[misc]
+    with pytest.raises(TypeError, match=r"replace\(\.\.\.\)"):
+        cfg.tags.append("b")
+    with pytest.raises(TypeError):
+        cfg.default_headers["X-B"] = "2"
+    with pytest.raises(TypeError):
+        cfg.pool_limits.update(session=1)
+    assert cfg.tags == ["a"]
+    assert cfg.default_headers == {"X-A": "1"}
+    assert copy.deepcopy(cfg.tags) == ["a"]
+    assert cfg.replace(tags=["b"]).tags == ["b"]
+
+
+def test_from_env_is_arguments_then_environment_then_defaults() -> None:
+    env = {"TINKEX_TIMEOUT": "7", "TINKEX_MAX_RETRIES": "4"}
+    cfg = Config.from_env(env, api_key=KEY, max_retries=1)
+    assert (cfg.timeout, cfg.max_retries, cfg.connect_timeout) == (7.0, 1, 5.0)
+    assert cfg == Config(api_key=KEY, max_retries=1, env=env)
+
+
+def test_unknown_field_names_every_field() -> None:
+    with pytest.raises(TypeError) as info:
+        Config(api_key=KEY, timeut=3, env={})  # misspelt on purpose
+    assert "timeut" in str(info.value)
+    assert "timeout" in str(info.value)
+
+
+def test_the_settings_table_drives_fields_repr_and_docs() -> None:
+    from pathlib import Path
+
+    settings = Config.settings()
+    names = [s.name for s in settings]
+    cfg = Config(api_key=KEY, env={})
+    assert names == list(cfg.redacted())
+    assert repr(cfg).startswith("Config(api_key='[REDACTED]', base_url=")
+    assert all(s.doc for s in settings)
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "configuration.md").read_text()
+    for s in settings:
+        env = f"`{s.env}`" if s.env else "–"
+        assert f"| `{s.name}` | {env} |" in doc, s
