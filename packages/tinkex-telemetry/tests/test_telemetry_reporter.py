@@ -12,12 +12,14 @@ import pytest
 
 from tinkex_telemetry import (
     BackendReporter,
+    ReporterSettings,
     TelemetryPlugin,
     capture_exceptions,
     telemetry_enabled_from_env,
 )
 from tinkex_types import (
     APIConnectionError,
+    Backoff,
     BadRequestError,
     FutureEvent,
     InternalServerError,
@@ -356,3 +358,25 @@ def test_plugin_close_closes_sinks(receiver: Any) -> None:
     assert plugin.sinks == ()
     with pytest.raises(TinkexValidationError):
         plugin.create_sink("backend", base_url=receiver.url)
+
+
+def test_settings_use_the_shared_backoff() -> None:
+    backoff = ReporterSettings(retry_base_delay=0.5).backoff
+    assert backoff == Backoff(initial=0.5, maximum=30.0, jitter=0.1, jitter_mode="down")
+    assert [backoff.cap(n) for n in range(8)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert backoff.delay(2, lambda: 1.0) == pytest.approx(2 * 0.9)
+    long = ReporterSettings(retry_base_delay=45.0).backoff
+    assert long.cap(3) == 45.0, "a base delay above 30 s is kept, not cut"
+    assert ReporterSettings(retry_base_delay=0).backoff.delay(5) == 0.0
+
+
+def test_reporter_keeps_its_knobs_in_frozen_settings(receiver: Any) -> None:
+    rep = _reporter(receiver, max_retries=1, forward=["request"])
+    assert rep.settings.max_retries == 1
+    assert rep.settings.forward == frozenset({"request"})
+    with pytest.raises(AttributeError):
+        rep.settings.max_retries = 5  # type: ignore[misc]
+    with pytest.raises(TinkexValidationError) as info:
+        ReporterSettings(http_timeout=-1)
+    assert info.value.field == "http_timeout"
+    rep.close(timeout=10)

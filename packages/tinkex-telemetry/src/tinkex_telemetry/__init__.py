@@ -34,6 +34,7 @@ from tinkex_telemetry._reporter import (
     DEFAULT_FORWARD,
     DEFAULT_SDK_VERSION,
     BackendReporter,
+    ReporterSettings,
     ReporterStats,
     telemetry_enabled_from_env,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ConsoleSink",
     "OtelSetup",
     "OtelSink",
+    "ReporterSettings",
     "ReporterStats",
     "Severity",
     "TelemetryPlugin",

@@ -248,7 +248,7 @@ class TelemetryPlugin:
             self._by_session[event.session_id] = reporter
         if previous is not None:  # the same id announced twice: end the older reporter
             previous.close(timeout=self.session_close_timeout)
-        if reporter.forward:
+        if reporter.settings.forward:
             self.attach(reporter)
         return reporter
 

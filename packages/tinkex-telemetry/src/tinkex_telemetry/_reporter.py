@@ -2,16 +2,17 @@
 
 Wire format: protocol.md §2.10. Behaviour: features §7.1, with the bounded-retry decision of
 protocol.md §2.15 (a batch is retried at most ``max_retries`` times, then dropped and
-counted; the caller is never blocked).
+counted; the caller is never blocked). The knobs live in
+:class:`~tinkex_telemetry._reporter_settings.ReporterSettings`, the posting and retrying in
+:class:`~tinkex_telemetry._reporter_sender.BatchSender`; this module queues events and runs
+the worker thread.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import platform as _platform
-import random
 import threading
 import time
 import uuid
@@ -31,7 +32,16 @@ from tinkex_telemetry._records import (
     exception_record,
     parse_severity,
 )
-from tinkex_telemetry._redact import register_secret, sanitize_url
+from tinkex_telemetry._redact import sanitize_url
+from tinkex_telemetry._reporter_sender import BatchSender
+from tinkex_telemetry._reporter_settings import (
+    DEFAULT_FORWARD,
+    DEFAULT_SDK_VERSION,
+    NETWORK_SCHEMES,
+    ReporterSettings,
+    options_from_config,
+    telemetry_enabled_from_env,
+)
 from tinkex_telemetry._sinks import BaseSink
 from tinkex_types import TinkexValidationError
 
@@ -39,28 +49,12 @@ __all__ = [
     "DEFAULT_FORWARD",
     "DEFAULT_SDK_VERSION",
     "BackendReporter",
+    "ReporterSettings",
     "ReporterStats",
     "telemetry_enabled_from_env",
 ]
 
 _log = structlog.get_logger("tinkex.telemetry")
-
-DEFAULT_SDK_VERSION = "0.16.1"
-#: Record kinds from the observer hooks that are forwarded as GENERIC_EVENTs by default.
-DEFAULT_FORWARD: frozenset[str] = frozenset({"request", "queue_state", "future"})
-_TRUTHY = {"1", "true", "yes", "on"}
-_FALSY = {"0", "false", "no", "off"}
-_RETRYABLE_STATUS = {408, 429}
-#: URL schemes the default httpx transport serves; others need a registered transport.
-_NETWORK_SCHEMES = frozenset({"http", "https"})
-
-
-def telemetry_enabled_from_env(env: Mapping[str, str] | None = None) -> bool:
-    """``TINKER_TELEMETRY``: falsey (``0/false/no/off``) disables; anything else enables."""
-    raw = (env if env is not None else os.environ).get("TINKER_TELEMETRY")
-    if raw is None:
-        return True
-    return raw.strip().lower() not in _FALSY
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,56 +74,6 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _secret_value(value: object) -> str | None:
-    getter = getattr(value, "get_secret_value", None)
-    if callable(getter):
-        value = getter()
-    return value if isinstance(value, str) and value else None
-
-
-def _check_positive(field: str, value: float, *, integer: bool = False, zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if ok and integer:
-        ok = isinstance(value, int)
-    if ok:
-        ok = value >= 0 if zero else value > 0
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        bound = ">= 0" if zero else "> 0"
-        raise TinkexValidationError(
-            field, f"must be {kind} {bound}, got {value!r}", f"pass {field}=<{kind} {bound}>"
-        )
-
-
-def _registered_transport(config: Any, url: object) -> httpx.BaseTransport | None:
-    """The synchronous transport registered for ``url``'s scheme, when httpx cannot reach
-    that scheme by itself (``None`` for http/https or no URL)."""
-    if not isinstance(url, str) or not url:
-        return None
-    scheme = httpx.URL(url).scheme.lower()
-    if scheme in _NETWORK_SCHEMES:
-        return None
-    from tinkex_types import get_hooks
-
-    registry = get_hooks().transports()
-    if scheme not in registry:
-        raise TinkexValidationError(
-            "base_url",
-            f"no transport is registered for URL scheme {scheme!r} "
-            f"(registered: {', '.join(registry.names()) or 'none'})",
-            "install the package that registers it (tinkex-server for 'local') or pass transport=",
-        )
-    transport = registry.get(scheme)(config=config, pool="telemetry")
-    if not isinstance(transport, httpx.BaseTransport):
-        raise TinkexValidationError(
-            "base_url",
-            f"the transport registered for {scheme!r} ({type(transport).__name__}) cannot send "
-            "synchronous requests, which the reporter's worker thread needs",
-            "pass transport=<an httpx.BaseTransport>",
-        )
-    return transport
-
-
 _live: weakref.WeakSet[BackendReporter] = weakref.WeakSet()
 _atexit_lock = threading.Lock()
 _atexit_registered = False
@@ -138,7 +82,7 @@ _atexit_registered = False
 def _close_all_at_exit() -> None:
     for reporter in list(_live):
         with contextlib.suppress(Exception):  # never fail interpreter shutdown
-            reporter.close(timeout=reporter.exit_timeout)
+            reporter.close(timeout=reporter.settings.exit_timeout)
 
 
 def _register_atexit() -> None:
@@ -163,13 +107,15 @@ class BackendReporter(BaseSink):
     * The queue holds at most ``max_queue_size`` events; newer events are dropped when it
       is full and counted in :attr:`stats`.
     * A failed batch (transport error, 408, 429, 5xx) is retried ``max_retries`` times
-      after ``retry_base_delay · 2^attempt`` (+ up to 10 % jitter), then dropped and
-      counted. Other 4xx answers drop the batch at once.
+      after ``retry_base_delay · 2^attempt`` seconds (at most 30 s, shortened by up to
+      10 % jitter: :attr:`ReporterSettings.backoff`), then dropped and counted. Other 4xx
+      answers drop the batch at once.
     * Nothing here blocks the caller except an explicit :meth:`flush`/:meth:`close`, which
       wait at most ``timeout`` seconds.
 
     ``endpoint`` (full URL) or ``base_url`` (``/api/v1/telemetry`` is appended) says where;
-    ``transport`` (an ``httpx.BaseTransport``) is for tests and custom networking.
+    ``transport`` (an ``httpx.BaseTransport``) is for tests and custom networking. The
+    keyword knobs (``flush_interval`` … ``match_base_url``) become :attr:`settings`.
     """
 
     def __init__(
@@ -198,53 +144,40 @@ class BackendReporter(BaseSink):
         session_start: float | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(session_id, str) or not session_id.strip():
-            raise TinkexValidationError(
-                "session_id",
-                f"must be a non-empty string, got {session_id!r}",
-                "pass the session id of the ServiceClient",
-            )
-        if endpoint is None and not base_url:
-            raise TinkexValidationError(
-                "base_url",
-                "neither base_url nor endpoint was given",
-                "pass base_url='https://...' (or endpoint=...)",
-            )
-        _check_positive("flush_interval", flush_interval)
-        _check_positive("flush_threshold", flush_threshold, integer=True)
-        _check_positive("max_batch_size", max_batch_size, integer=True)
-        _check_positive("max_queue_size", max_queue_size, integer=True)
-        _check_positive("http_timeout", http_timeout)
-        _check_positive("max_retries", max_retries, integer=True, zero=True)
-        _check_positive("retry_base_delay", retry_base_delay, zero=True)
-        _check_positive("flush_timeout", flush_timeout)
-        _check_positive("exit_timeout", exit_timeout)
-        self.session_id = session_id
+        self.settings = ReporterSettings(
+            flush_interval=flush_interval,
+            flush_threshold=flush_threshold,
+            max_batch_size=max_batch_size,
+            max_queue_size=max_queue_size,
+            http_timeout=http_timeout,
+            max_retries=max_retries,
+            retry_base_delay=retry_base_delay,
+            flush_timeout=flush_timeout,
+            exit_timeout=exit_timeout,
+            forward=frozenset(forward),
+            match_base_url=match_base_url,
+        )
+        self.session_id = _check_session_id(session_id)
         self.base_url = base_url.rstrip("/") if base_url else None
-        self.endpoint = endpoint or f"{self.base_url}/api/v1/telemetry"
-        scheme = httpx.URL(self.endpoint).scheme.lower()
-        if enabled and transport is None and scheme not in _NETWORK_SCHEMES:
-            raise TinkexValidationError(
-                "base_url" if endpoint is None else "endpoint",
-                f"httpx cannot reach a {scheme!r} URL by itself",
-                "build the reporter with BackendReporter.from_config(config) (it uses the "
-                "transport registered for the scheme) or pass transport=",
-            )
+        self.endpoint = _endpoint(self.base_url, endpoint, transport, enabled=enabled)
         self.sdk_version = sdk_version
         self.platform = platform or _platform.system() or "Unknown"
         self.enabled = enabled
-        self.flush_interval = float(flush_interval)
-        self.flush_threshold = flush_threshold
-        self.max_batch_size = max_batch_size
-        self.max_queue_size = max_queue_size
-        self.max_retries = max_retries
-        self.retry_base_delay = float(retry_base_delay)
-        self.flush_timeout = float(flush_timeout)
-        self.exit_timeout = float(exit_timeout)
-        self.forward = frozenset(forward)
-        self.match_base_url = match_base_url
         self.session_start = session_start if session_start is not None else time.time()
+        self._init_state()
+        self._sender: BatchSender | None = None
+        if enabled:
+            self._sender = BatchSender(
+                self.endpoint,
+                settings=self.settings,
+                sdk_version=sdk_version,
+                api_key=api_key,
+                headers=headers,
+                transport=transport,
+            )
+            self._start()
 
+    def _init_state(self) -> None:
         self._cond = threading.Condition()
         self._queue: deque[dict[str, Any]] = deque()
         self._index = 0
@@ -260,36 +193,14 @@ class BackendReporter(BaseSink):
         self._closing = False
         self._session_ended = False
         self._abort = threading.Event()
-        self._next_flush = time.monotonic() + self.flush_interval
+        self._next_flush = time.monotonic() + self.settings.flush_interval
         self._thread: threading.Thread | None = None
-        self._client: httpx.Client | None = None
-        self._post_url = self.endpoint
-        if not enabled:
-            return
 
-        send_headers = {"content-type": "application/json", "user-agent": f"tinkex/{sdk_version}"}
-        send_headers.update(headers or {})
-        key = _secret_value(api_key)
-        if key:
-            register_secret(key)
-            send_headers["x-api-key"] = key
-        # Built on the worker thread: creating a client (TLS context) is not free.
-        self._client_args: dict[str, Any] = {
-            "transport": transport,
-            "timeout": http_timeout,
-            "headers": send_headers,
-        }
-        if scheme not in _NETWORK_SCHEMES:
-            # httpx turns an absolute URL without a host (``local:/api/...``) into a bare
-            # path when it sends it (and then fails on cookies): post the path against a
-            # client base URL that keeps the scheme.
-            target = httpx.URL(self.endpoint)
-            self._client_args["base_url"] = target.copy_with(raw_path=b"/")
-            self._post_url = target.raw_path.decode("ascii")
+    def _start(self) -> None:
         self._enqueue({"event": "SESSION_START", "severity": "INFO"}, ts=self.session_start)
-        self._next_flush = time.monotonic() + self.flush_interval
+        self._next_flush = time.monotonic() + self.settings.flush_interval
         self._thread = threading.Thread(
-            target=self._run, name=f"tinkex-telemetry-{session_id[:8]}", daemon=True
+            target=self._run, name=f"tinkex-telemetry-{self.session_id[:8]}", daemon=True
         )
         self._thread.start()
         _live.add(self)
@@ -310,36 +221,7 @@ class BackendReporter(BaseSink):
         ``tinkex_register_transports`` hook is used (pool ``"telemetry"``); it must support
         synchronous requests.
         """
-        options: dict[str, Any] = {}
-        if config is not None:
-            options["base_url"] = getattr(config, "base_url", None)
-            options["api_key"] = getattr(config, "api_key", None)
-            version = getattr(config, "sdk_version", None)
-            if isinstance(version, str) and version:
-                options["sdk_version"] = version
-            enabled = getattr(config, "telemetry_enabled", None)
-            options["enabled"] = (
-                bool(enabled) if enabled is not None else telemetry_enabled_from_env()
-            )
-            extra: dict[str, str] = {}
-            cf_id = getattr(config, "cf_access_client_id", None)
-            cf_secret = _secret_value(getattr(config, "cf_access_client_secret", None))
-            if isinstance(cf_id, str) and cf_id and cf_secret:
-                register_secret(cf_secret)
-                extra["CF-Access-Client-Id"] = cf_id
-                extra["CF-Access-Client-Secret"] = cf_secret
-            if extra:
-                options["headers"] = extra
-        else:
-            options["base_url"] = os.environ.get("TINKER_BASE_URL")
-            options["api_key"] = os.environ.get("TINKER_API_KEY")
-            options["enabled"] = telemetry_enabled_from_env()
-        options.update(overrides)
-        if options.get("transport") is None and options.get("enabled", True):
-            options["transport"] = _registered_transport(
-                config, options.get("endpoint") or options.get("base_url")
-            )
-        return cls(session_id=session_id, **options)
+        return cls(session_id=session_id, **options_from_config(config, overrides))
 
     # -- queueing ---------------------------------------------------------------------
     def _enqueue(
@@ -350,14 +232,14 @@ class BackendReporter(BaseSink):
         with self._cond:
             if self.closed and not force:
                 return False
-            if len(self._queue) >= self.max_queue_size and not force:
+            if len(self._queue) >= self.settings.max_queue_size and not force:
                 self._dropped_full += 1
                 dropped = self._dropped_full
                 if dropped == 1 or dropped % 1000 == 0:
                     _log.warning(
                         "telemetry_queue_full",
                         session_id=self.session_id,
-                        max_queue_size=self.max_queue_size,
+                        max_queue_size=self.settings.max_queue_size,
                         dropped=dropped,
                     )
                 return False
@@ -370,7 +252,7 @@ class BackendReporter(BaseSink):
             self._index += 1
             self._queue.append(event)
             self._pushed += 1
-            if len(self._queue) >= self.flush_threshold:
+            if len(self._queue) >= self.settings.flush_threshold:
                 self._drain = True  # send everything queued, batch after batch
                 self._cond.notify_all()
             return True
@@ -407,9 +289,9 @@ class BackendReporter(BaseSink):
                 )
             return
         if record.kind != "log":
-            if record.kind not in self.forward:
+            if record.kind not in self.settings.forward:
                 return
-            if self.match_base_url and self.base_url:
+            if self.settings.match_base_url and self.base_url:
                 other = record.data.get("base_url")
                 if isinstance(other, str) and other.rstrip("/") != self.base_url:
                     return
@@ -432,7 +314,7 @@ class BackendReporter(BaseSink):
         """
         self.emit(exception_record(exc, parse_severity(severity, "CRITICAL")))
         self._end_session()
-        drained = self.flush(self.flush_timeout)
+        drained = self.flush(self.settings.flush_timeout)
         _log.info("telemetry_exception_logged", session_id=self.session_id)
         return drained
 
@@ -449,34 +331,40 @@ class BackendReporter(BaseSink):
     # -- worker -----------------------------------------------------------------------
     def _should_send(self) -> bool:
         return bool(self._queue) and (
-            len(self._queue) >= self.flush_threshold
+            len(self._queue) >= self.settings.flush_threshold
             or self._flush_requested
             or self._closing
             or self._drain
         )
 
+    def _next_batch(self) -> list[dict[str, Any]] | None:
+        """Wait (holding the condition) until a batch is due; ``None`` when closed and empty."""
+        while not self._should_send():
+            if self._closing and not self._queue:
+                self._cond.notify_all()
+                return None
+            now = time.monotonic()
+            if now >= self._next_flush:
+                self._next_flush = now + self.settings.flush_interval
+                if self._queue:
+                    self._drain = True
+                    continue
+            self._cond.wait(self._next_flush - now)
+        size = min(self.settings.max_batch_size, len(self._queue))
+        return [self._queue.popleft() for _ in range(size)]
+
     def _run(self) -> None:
+        assert self._sender is not None
         try:
-            self._client = httpx.Client(**self._client_args)
+            self._sender.open()
         except Exception as exc:  # e.g. a broken TLS setup: drop everything, never raise
             _log.warning("telemetry_client_failed", error=type(exc).__name__)
             self._abort.set()
         while True:
             with self._cond:
-                while not self._should_send():
-                    if self._closing and not self._queue:
-                        self._cond.notify_all()
-                        return
-                    now = time.monotonic()
-                    if now >= self._next_flush:
-                        self._next_flush = now + self.flush_interval
-                        if self._queue:
-                            self._drain = True
-                            continue
-                    self._cond.wait(self._next_flush - now)
-                batch = [
-                    self._queue.popleft() for _ in range(min(self.max_batch_size, len(self._queue)))
-                ]
+                batch = self._next_batch()
+            if batch is None:
+                return
             try:
                 self._send(batch)
             except Exception as exc:  # keep the worker alive whatever happens
@@ -491,7 +379,8 @@ class BackendReporter(BaseSink):
                 self._cond.notify_all()
 
     def _send(self, batch: list[dict[str, Any]]) -> None:
-        if self._client is None:
+        sender = self._sender
+        if sender is None or not sender.is_open:
             with self._cond:
                 self._dropped_retries += len(batch)
             return
@@ -501,38 +390,21 @@ class BackendReporter(BaseSink):
             "sdk_version": self.sdk_version,
             "events": batch,
         }
-        reason = "unknown"
-        for attempt in range(self.max_retries + 1):
-            if self._abort.is_set():
-                reason = "aborted"
-                break
-            retryable = True
-            try:
-                response = self._client.post(self._post_url, json=body)
-            except httpx.HTTPError as exc:
-                reason = type(exc).__name__
-            else:
-                if 200 <= response.status_code < 300:
-                    with self._cond:
-                        self._sent += len(batch)
-                        self._batches_sent += 1
-                    return
-                reason = f"HTTP {response.status_code}"
-                retryable = response.status_code in _RETRYABLE_STATUS or response.status_code >= 500
-            with self._cond:
-                self._failed_attempts += 1
-            if not retryable or attempt == self.max_retries:
-                break
-            delay = self.retry_base_delay * (2**attempt)
-            self._abort.wait(delay + random.uniform(0.0, delay * 0.1))
+        result = sender.send(body, self._abort)
         with self._cond:
-            self._dropped_retries += len(batch)
-        _log.warning(
-            "telemetry_batch_dropped",
-            session_id=self.session_id,
-            events=len(batch),
-            reason=reason,
-        )
+            self._failed_attempts += result.failed_attempts
+            if result.delivered:
+                self._sent += len(batch)
+                self._batches_sent += 1
+            else:
+                self._dropped_retries += len(batch)
+        if not result.delivered:
+            _log.warning(
+                "telemetry_batch_dropped",
+                session_id=self.session_id,
+                events=len(batch),
+                reason=result.reason,
+            )
 
     # -- control ----------------------------------------------------------------------
     @property
@@ -556,7 +428,7 @@ class BackendReporter(BaseSink):
         """
         if not self.enabled or self._thread is None:
             return True
-        deadline = time.monotonic() + (self.flush_timeout if timeout is None else timeout)
+        deadline = time.monotonic() + (self.settings.flush_timeout if timeout is None else timeout)
         with self._cond:
             target = self._pushed
             self._flush_requested = True
@@ -585,16 +457,53 @@ class BackendReporter(BaseSink):
             self._closing = True
             self._cond.notify_all()
         if self._thread is not None:
-            wait = self.flush_timeout if timeout is None else timeout
+            wait = self.settings.flush_timeout if timeout is None else timeout
             self._thread.join(wait)
             if self._thread.is_alive():
                 self._abort.set()
                 self._thread.join(1.0)
-        if self._client is not None:
-            self._client.close()
+        if self._sender is not None:
+            self._sender.close()
         _live.discard(self)
         self._run_close_callbacks()
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("enabled" if self.enabled else "disabled")
-        return f"BackendReporter(session_id={self.session_id!r}, endpoint={sanitize_url(self.endpoint)!r}, {state})"
+        endpoint = sanitize_url(self.endpoint)
+        return f"BackendReporter(session_id={self.session_id!r}, endpoint={endpoint!r}, {state})"
+
+
+def _check_session_id(session_id: object) -> str:
+    if not isinstance(session_id, str) or not session_id.strip():
+        raise TinkexValidationError(
+            "session_id",
+            f"must be a non-empty string, got {session_id!r}",
+            "pass the session id of the ServiceClient",
+        )
+    return session_id
+
+
+def _endpoint(
+    base_url: str | None,
+    endpoint: str | None,
+    transport: httpx.BaseTransport | None,
+    *,
+    enabled: bool,
+) -> str:
+    """The URL the batches go to; errors name ``base_url``/``endpoint``."""
+    if endpoint is None and not base_url:
+        raise TinkexValidationError(
+            "base_url",
+            "neither base_url nor endpoint was given",
+            "pass base_url='https://...' (or endpoint=...)",
+        )
+    url = endpoint or f"{base_url}/api/v1/telemetry"
+    scheme = httpx.URL(url).scheme.lower()
+    if enabled and transport is None and scheme not in NETWORK_SCHEMES:
+        raise TinkexValidationError(
+            "base_url" if endpoint is None else "endpoint",
+            f"httpx cannot reach a {scheme!r} URL by itself",
+            "build the reporter with BackendReporter.from_config(config) (it uses the "
+            "transport registered for the scheme) or pass transport=",
+        )
+    return url
