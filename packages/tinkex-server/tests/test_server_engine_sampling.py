@@ -423,7 +423,7 @@ def test_invalid_requests() -> None:
 
 
 def test_a_mixed_batch_is_decoded_in_one_pass(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tinkex_server._engine import engine as engine_module
+    from tinkex_server._engine import sampler as engine_module
 
     engine = _LAZY.engine
     calls: list[int] = []

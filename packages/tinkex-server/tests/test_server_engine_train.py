@@ -407,7 +407,7 @@ def test_bad_inputs_raise_clear_errors_and_leave_no_gradient() -> None:
             None,
             "more than the context length 2048",
         ),
-        ([good], "gspo", None, "unknown loss 'gspo'"),
+        ([good], "hinge", None, "unknown loss 'hinge'"),
         (
             [Datum([1, 2], {"target_tokens": [2, 3], "logprobs": [0, 0], "advantages": [1, 1]})],
             "ppo",

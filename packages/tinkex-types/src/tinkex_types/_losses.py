@@ -61,6 +61,17 @@ LOSSES: Mapping[str, LossSpec] = MappingProxyType(
                 ordered_pairs=_CLIP,
             ),
             LossSpec("dro", _RL, config_defaults={"beta": 0.05}),
+            # GSPO-token: one sequence-level ratio over the tokens sequence_ratio_mask marks
+            # (all of them without it). The defaults are the GSPO paper's clip ranges
+            # (3e-4 below, 4e-4 above 1); the service's own defaults are unpublished.
+            LossSpec(
+                "gspo",
+                _RL,
+                optional_inputs=("sequence_ratio_mask",),
+                config_defaults={"clip_low_threshold": 0.9997, "clip_high_threshold": 1.0004},
+                since="0.38",
+                ordered_pairs=_CLIP,
+            ),
         )
     }
 )

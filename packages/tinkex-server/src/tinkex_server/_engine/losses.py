@@ -1,8 +1,15 @@
-"""Tinker's built-in losses (protocol.md §3): per-token terms, summed, never averaged.
+"""The server's implementations of Tinker's built-in losses (protocol.md §3, §4.3).
 
-Notation per token i: ``lp`` is the learner logprob of ``target_tokens[i]``, ``q`` the
-sampler logprob (input ``logprobs``), ``A`` the advantage, ``w`` the weight,
-``r = exp(lp - q)`` and ``sg`` a stop-gradient.
+The loss *table* (names, required and optional ``loss_fn_inputs``, ``loss_fn_config`` keys
+and defaults) is :data:`tinkex_types.LOSSES`; this module only holds one function per loss
+name in :data:`LOSS_IMPLEMENTATIONS`. Adding a loss is one ``LossSpec`` in tinkex-types plus
+one function registered here (docs/architecture.md).
+
+Every function returns per-token loss terms (the shape of ``lp``); the datum's loss is their
+sum and the request loss is the sum over datums, never a mean. Notation per token i: ``lp``
+is the learner logprob of ``target_tokens[i]``, ``q`` the sampler logprob (input
+``logprobs``), ``A`` the advantage, ``w`` the weight, ``r = exp(lp - q)`` and ``sg`` a
+stop-gradient.
 
 =====================  =========================================================
 ``cross_entropy``      ``-w * lp``  (any real weights, negative ones included)
@@ -10,85 +17,98 @@ sampler logprob (input ``logprobs``), ``A`` the advantage, ``w`` the weight,
 ``ppo``                ``-min(r * A, clip(r, lo, hi) * A)``
 ``cispo``              ``-sg(clip(r, lo, hi)) * A * lp``
 ``dro``                ``-(lp * A - beta / 2 * (lp - q)^2)``
+``gspo``               ``-min(s_t * A, clip(s_t, lo, hi) * A)`` with the sequence ratio
+                       ``s = exp(mean over M of (lp - q))`` (``M``: tokens where
+                       ``sequence_ratio_mask != 0``, all tokens when it is absent) and
+                       ``s_t = sg(s) * exp(lp - sg(lp))`` (GSPO-token: the value of ``s``,
+                       the gradient of the token's own ``lp``)
 =====================  =========================================================
-
-The request loss is the sum of every term of every datum.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
 
+import tinkex_types._losses as loss_table
 from tinkex_server._engine.errors import EngineInputError
+from tinkex_types import LossSpec, TinkexValidationError, loss_spec, resolve_loss_config
 
 __all__ = [
-    "CONFIG_DEFAULTS",
-    "LOSS_FUNCTIONS",
-    "REQUIRED_INPUTS",
+    "LOSS_IMPLEMENTATIONS",
+    "LossImplementation",
+    "check_loss_inputs",
     "elementwise_loss",
-    "resolve_loss_config",
+    "engine_loss_config",
+    "engine_loss_spec",
+    "implemented_losses",
+    "register_loss",
 ]
 
-LOSS_FUNCTIONS = ("cross_entropy", "importance_sampling", "ppo", "cispo", "dro")
+#: ``(lp, inputs, config) -> per-token loss``. ``inputs`` holds the float inputs of the
+#: loss's spec (required ones always, optional ones when given), each the shape of ``lp``;
+#: ``config`` is the loss's resolved ``loss_fn_config``.
+LossImplementation = Callable[[Tensor, Mapping[str, Tensor], Mapping[str, float]], Tensor]
 
-_RL_INPUTS = ("target_tokens", "logprobs", "advantages")
-
-#: Inputs each loss needs (all with the shape of ``target_tokens``).
-REQUIRED_INPUTS: dict[str, tuple[str, ...]] = {
-    "cross_entropy": ("target_tokens", "weights"),
-    "importance_sampling": _RL_INPUTS,
-    "ppo": _RL_INPUTS,
-    "cispo": _RL_INPUTS,
-    "dro": _RL_INPUTS,
-}
-
-#: ``loss_fn_config`` keys each loss reads, with their defaults. Other keys are ignored.
-CONFIG_DEFAULTS: dict[str, dict[str, float]] = {
-    "cross_entropy": {},
-    "importance_sampling": {},
-    "ppo": {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2},
-    "cispo": {"clip_low_threshold": 0.0, "clip_high_threshold": 4.0},
-    "dro": {"beta": 0.05},
-}
+#: The server's implementation of every loss in :data:`tinkex_types.LOSSES`, by name.
+LOSS_IMPLEMENTATIONS: dict[str, LossImplementation] = {}
 
 
-def check_loss_fn(loss_fn: str) -> None:
-    """Raise a clear error for an unknown loss name."""
-    if loss_fn not in LOSS_FUNCTIONS:
+def register_loss(name: str) -> Callable[[LossImplementation], LossImplementation]:
+    """Decorator: register ``fn`` as the implementation of the loss ``name``."""
+
+    def add(fn: LossImplementation) -> LossImplementation:
+        LOSS_IMPLEMENTATIONS[name] = fn
+        return fn
+
+    return add
+
+
+def implemented_losses() -> list[str]:
+    """Names in :data:`tinkex_types.LOSSES` that this server implements, in table order."""
+    return [name for name in loss_table.LOSSES if name in LOSS_IMPLEMENTATIONS]
+
+
+def _as_engine_error(exc: TinkexValidationError) -> EngineInputError:
+    return EngineInputError(exc.field, exc.problem, exc.fix)
+
+
+def engine_loss_spec(loss_fn: object) -> LossSpec:
+    """The table entry of ``loss_fn``; unknown names, and names this server has no
+    implementation of, raise :class:`EngineInputError` on ``loss_fn``."""
+    try:
+        spec = loss_spec(loss_fn, "loss_fn")
+    except TinkexValidationError as exc:
+        raise _as_engine_error(exc) from None
+    if spec.name not in LOSS_IMPLEMENTATIONS:
         raise EngineInputError(
             "loss_fn",
-            f"unknown loss {loss_fn!r}",
-            f"use one of {', '.join(LOSS_FUNCTIONS)}",
+            f"loss {spec.name!r} is not implemented by this server",
+            f"use one of {', '.join(implemented_losses())}",
         )
+    return spec
 
 
-def resolve_loss_config(loss_fn: str, config: Mapping[str, object] | None) -> dict[str, float]:
-    """The effective config of ``loss_fn``: defaults overridden by ``config`` (unknown keys
-    are ignored; known ones must be finite numbers; clip bounds must satisfy lo <= hi)."""
-    check_loss_fn(loss_fn)
-    out = dict(CONFIG_DEFAULTS[loss_fn])
-    for key, value in (config or {}).items():
-        if key not in out:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise EngineInputError(
-                f"loss_fn_config.{key}", f"must be a number, got {value!r}", "pass a float"
-            )
-        if not math.isfinite(float(value)):
-            raise EngineInputError(f"loss_fn_config.{key}", f"must be finite, got {value!r}")
-        out[key] = float(value)
-    if "clip_low_threshold" in out and out["clip_low_threshold"] > out["clip_high_threshold"]:
+def engine_loss_config(loss_fn: str, config: Mapping[str, object] | None) -> dict[str, float]:
+    """:func:`tinkex_types.resolve_loss_config`, raising :class:`EngineInputError`."""
+    engine_loss_spec(loss_fn)
+    try:
+        return resolve_loss_config(loss_fn, config, "loss_fn_config")
+    except TinkexValidationError as exc:
+        raise _as_engine_error(exc) from None
+
+
+def check_loss_inputs(spec: LossSpec, inputs: Mapping[str, Tensor], where: str) -> None:
+    """Checks a loss needs beyond one-value-per-token (run before any gradient)."""
+    mask = inputs.get("sequence_ratio_mask")
+    if spec.name == "gspo" and mask is not None and not bool((mask != 0).any()):
         raise EngineInputError(
-            "loss_fn_config.clip_low_threshold",
-            f"{out['clip_low_threshold']} is above clip_high_threshold "
-            f"{out['clip_high_threshold']}",
-            "thresholds are absolute ratio bounds, e.g. 0.8 and 1.2",
+            f"{where}.loss_fn_inputs.sequence_ratio_mask",
+            "marks no token, so the sequence ratio is undefined",
+            "mark the sampled tokens with 1 (or leave the mask out to use every token)",
         )
-    return out
 
 
 def elementwise_loss(
@@ -97,21 +117,56 @@ def elementwise_loss(
     inputs: Mapping[str, Tensor],
     config: Mapping[str, float],
 ) -> Tensor:
-    """Per-token loss terms (same shape as ``lp``); the datum's loss is their sum."""
-    if loss_fn == "cross_entropy":
-        return -inputs["weights"] * lp
-    q = inputs["logprobs"]
-    adv = inputs["advantages"]
-    if loss_fn == "dro":
-        return -(lp * adv - 0.5 * config["beta"] * (lp - q).pow(2))
-    ratio = torch.exp(lp - q)
-    if loss_fn == "importance_sampling":
-        return -ratio * adv
-    lo, hi = config["clip_low_threshold"], config["clip_high_threshold"]
-    clipped = ratio.clamp(lo, hi)
-    if loss_fn == "ppo":
-        return -torch.minimum(ratio * adv, clipped * adv)
-    if loss_fn == "cispo":
-        return -clipped.detach() * adv * lp
-    check_loss_fn(loss_fn)
-    raise AssertionError("unreachable")  # pragma: no cover
+    """Per-token loss terms of ``loss_fn`` (same shape as ``lp``)."""
+    return LOSS_IMPLEMENTATIONS[loss_fn](lp, inputs, config)
+
+
+def _ratio(lp: Tensor, inputs: Mapping[str, Tensor]) -> Tensor:
+    return torch.exp(lp - inputs["logprobs"])
+
+
+def _clip(ratio: Tensor, config: Mapping[str, float]) -> Tensor:
+    return ratio.clamp(config["clip_low_threshold"], config["clip_high_threshold"])
+
+
+@register_loss("cross_entropy")
+def _cross_entropy(lp: Tensor, inputs: Mapping[str, Tensor], _: Mapping[str, float]) -> Tensor:
+    return -inputs["weights"] * lp
+
+
+@register_loss("importance_sampling")
+def _importance_sampling(
+    lp: Tensor, inputs: Mapping[str, Tensor], _: Mapping[str, float]
+) -> Tensor:
+    return -_ratio(lp, inputs) * inputs["advantages"]
+
+
+def _clipped_surrogate(ratio: Tensor, adv: Tensor, config: Mapping[str, float]) -> Tensor:
+    return -torch.minimum(ratio * adv, _clip(ratio, config) * adv)
+
+
+@register_loss("ppo")
+def _ppo(lp: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
+    return _clipped_surrogate(_ratio(lp, inputs), inputs["advantages"], config)
+
+
+@register_loss("cispo")
+def _cispo(lp: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
+    clipped = _clip(_ratio(lp, inputs), config)
+    return -clipped.detach() * inputs["advantages"] * lp
+
+
+@register_loss("dro")
+def _dro(lp: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
+    q, adv = inputs["logprobs"], inputs["advantages"]
+    return -(lp * adv - 0.5 * config["beta"] * (lp - q).pow(2))
+
+
+@register_loss("gspo")
+def _gspo(lp: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
+    mask = inputs.get("sequence_ratio_mask")
+    log_ratio = lp.detach() - inputs["logprobs"]
+    in_ratio = mask != 0 if mask is not None else torch.ones_like(lp, dtype=torch.bool)
+    sequence_log_ratio = log_ratio[in_ratio].mean()
+    ratio = torch.exp(sequence_log_ratio + lp - lp.detach())
+    return _clipped_surrogate(ratio, inputs["advantages"], config)

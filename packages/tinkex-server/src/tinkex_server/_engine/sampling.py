@@ -123,17 +123,24 @@ def _prompt_logprobs(
     return lps, tops
 
 
-@torch.no_grad()
-def generate(
-    model: DecoderLM,
-    rows: Sequence[SampleRow],
-    *,
-    tokenizer: Tokenizer | None,
-    pad_id: int = 0,
-) -> list[RowOutput]:
-    """Generate every row in one batch and return the outputs in row order."""
-    if not rows:
-        return []
+@dataclass
+class _Decoding:
+    """The state of a batch being decoded: one cache slot per still-active row."""
+
+    cache: KVCache
+    lora: RowLora
+    valid: Tensor  # [active, capacity]: which cache positions hold real tokens
+    next_pos: Tensor  # [active]: rotary position of each row's next token
+    active: list[int]  # active slot -> row index
+    cur: int  # cache position of the next token
+    full: int  # the most positions any row can need
+
+
+def _prefill(
+    model: DecoderLM, rows: Sequence[SampleRow], outputs: list[RowOutput], pad_id: int
+) -> tuple[Tensor, _Decoding]:
+    """Run the left-padded prompts through the model (filling prompt logprobs where asked)
+    and return the logits of each row's next token with the decoding state."""
     batch = len(rows)
     lens = [len(r.prompt) for r in rows]
     width = max(lens)
@@ -155,30 +162,73 @@ def generate(
     hidden = model.hidden_states(
         tokens, positions, lora=lora, attn_mask=mask, cache=cache, cache_pos=0
     )
-    outputs = [RowOutput() for _ in rows]
     for i, r in enumerate(rows):
         if r.prompt_logprobs or r.topk_prompt_logprobs > 0:
-            row_lora = lora.select([i])
             off = width - lens[i]
-            row_logits = model.logits(hidden[i : i + 1, off:], row_lora)[0]
+            row_logits = model.logits(hidden[i : i + 1, off:], lora.select([i]))[0]
             lps, tops = _prompt_logprobs(
                 row_logits, r.prompt, r.topk_prompt_logprobs, r.prompt_logprobs
             )
             outputs[i].prompt_logprobs = lps
             outputs[i].topk_prompt_logprobs = tops
     logits = model.logits(hidden[:, -1], lora)  # [B, vocab]
+    state = _Decoding(
+        cache, lora, valid, torch.tensor(lens, dtype=torch.long), list(range(batch)), width, full
+    )
+    return logits, state
+
+
+def _advance(model: DecoderLM, state: _Decoding, keep: list[int], step_tokens: list[int]) -> Tensor:
+    """Drop finished rows, append one token per kept row, return the next logits."""
+    if len(keep) < len(state.active):
+        sel = torch.tensor(keep, dtype=torch.long)
+        state.cache.select(sel)
+        state.valid = state.valid.index_select(0, sel)
+        state.next_pos = state.next_pos.index_select(0, sel)
+        state.lora = state.lora.select(keep)
+        state.active = [state.active[s] for s in keep]
+    if state.cur + 1 > state.cache.capacity:
+        new_capacity = min(state.full, 2 * state.cache.capacity)
+        state.cache.grow(new_capacity)
+        extra = state.valid.new_ones((state.valid.shape[0], new_capacity - state.valid.shape[1]))
+        state.valid = torch.cat([state.valid, extra], 1)
+    step = torch.tensor(step_tokens, dtype=torch.long)[:, None]
+    step_mask = state.valid[:, None, None, : state.cur + 1]
+    hidden = model.hidden_states(
+        step,
+        state.next_pos[:, None],
+        lora=state.lora,
+        attn_mask=step_mask,
+        cache=state.cache,
+        cache_pos=state.cur,
+    )
+    state.cur += 1
+    state.next_pos = state.next_pos + 1
+    return model.logits(hidden[:, -1], state.lora)
+
+
+@torch.no_grad()
+def generate(
+    model: DecoderLM,
+    rows: Sequence[SampleRow],
+    *,
+    tokenizer: Tokenizer | None,
+    pad_id: int = 0,
+) -> list[RowOutput]:
+    """Generate every row in one batch and return the outputs in row order."""
+    if not rows:
+        return []
+    outputs = [RowOutput() for _ in rows]
+    logits, state = _prefill(model, rows, outputs, pad_id)
     generators = [
         torch.Generator().manual_seed(r.seed) if r.temperature > 0 else None for r in rows
     ]
     windows = [(max(len(s) for s in r.stop_strings) + 8) if r.stop_strings else 0 for r in rows]
-    active = list(range(batch))  # active slot -> row index
-    next_pos = torch.tensor(lens, dtype=torch.long)
-    cur = width
-    while active:
+    while state.active:
         logp = torch.log_softmax(logits, dim=-1)
         keep: list[int] = []
         step_tokens: list[int] = []
-        for slot, row_idx in enumerate(active):
+        for slot, row_idx in enumerate(state.active):
             r = rows[row_idx]
             out = outputs[row_idx]
             tok = choose_token(
@@ -203,25 +253,5 @@ def generate(
                 step_tokens.append(tok)
         if not keep:
             break
-        if len(keep) < len(active):
-            sel = torch.tensor(keep, dtype=torch.long)
-            cache.select(sel)
-            valid = valid.index_select(0, sel)
-            next_pos = next_pos.index_select(0, sel)
-            lora = lora.select(keep)
-            active = [active[s] for s in keep]
-        if cur + 1 > cache.capacity:
-            new_capacity = min(full, 2 * cache.capacity)
-            cache.grow(new_capacity)
-            valid = torch.cat(
-                [valid, valid.new_ones((valid.shape[0], new_capacity - valid.shape[1]))], 1
-            )
-        step = torch.tensor(step_tokens, dtype=torch.long)[:, None]
-        step_mask = valid[:, None, None, : cur + 1]
-        hidden = model.hidden_states(
-            step, next_pos[:, None], lora=lora, attn_mask=step_mask, cache=cache, cache_pos=cur
-        )
-        logits = model.logits(hidden[:, -1], lora)
-        cur += 1
-        next_pos = next_pos + 1
+        logits = _advance(model, state, keep, step_tokens)
     return outputs
