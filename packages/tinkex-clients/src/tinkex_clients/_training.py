@@ -295,7 +295,7 @@ class TrainingClient:
         self._session.check_open("TrainingClient")
         datums = as_data(data)
         loss = as_loss_fn(loss_fn)
-        config = as_loss_fn_config(loss_fn_config)
+        config = as_loss_fn_config(loss_fn_config, loss_fn=loss)
         check_loss_inputs(datums, loss)
         return chunk_data(datums, self.max_chunk_items, self.max_chunk_bytes), loss, config
 

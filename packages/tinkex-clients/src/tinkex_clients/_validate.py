@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tinkex_types import (
-    LOSS_FN_TYPES,
+    PER_TOKEN_INPUTS,
     AdamParams,
     Datum,
     ImageAssetPointerChunk,
@@ -20,10 +20,11 @@ from tinkex_types import (
     TinkerPath,
     TinkexValidationError,
     check_sampling_params,
+    loss_spec,
+    resolve_loss_config,
 )
 
 __all__ = [
-    "REQUIRED_LOSS_INPUTS",
     "ClientClosedError",
     "as_access_scope",
     "as_adam_params",
@@ -39,17 +40,6 @@ __all__ = [
     "as_ttl_seconds",
     "check_loss_inputs",
 ]
-
-#: The ``loss_fn_inputs`` each loss needs (protocol.md §2.8).
-REQUIRED_LOSS_INPUTS: dict[str, tuple[str, ...]] = {
-    "cross_entropy": ("target_tokens", "weights"),
-    "importance_sampling": ("target_tokens", "logprobs", "advantages"),
-    "ppo": ("target_tokens", "logprobs", "advantages"),
-    "cispo": ("target_tokens", "logprobs", "advantages"),
-    "dro": ("target_tokens", "logprobs", "advantages"),
-}
-#: Per-token inputs whose shape must match ``target_tokens`` when present.
-_PER_TOKEN = ("weights", "logprobs", "advantages")
 
 
 class ClientClosedError(TinkexValidationError):
@@ -104,17 +94,16 @@ def as_data(data: Any, field: str = "data") -> list[Datum]:
 
 
 def as_loss_fn(loss_fn: Any, field: str = "loss_fn") -> str:
-    if not isinstance(loss_fn, str) or loss_fn not in LOSS_FN_TYPES:
-        raise TinkexValidationError(
-            field,
-            f"unknown loss {loss_fn!r}",
-            f"use one of {', '.join(LOSS_FN_TYPES)}",
-        )
-    return loss_fn
+    """The name of a loss of the loss table (:data:`tinkex_types.LOSSES`)."""
+    return loss_spec(loss_fn, field).name
 
 
-def as_loss_fn_config(config: Any, field: str = "loss_fn_config") -> dict[str, float] | None:
-    """``None`` or a mapping of str to numbers (numeric strings are accepted)."""
+def as_loss_fn_config(
+    config: Any, field: str = "loss_fn_config", loss_fn: str | None = None
+) -> dict[str, float] | None:
+    """``None`` or a mapping of str to numbers (numeric strings are accepted). With
+    ``loss_fn``, the keys that loss reads must also pass its table entry
+    (:func:`tinkex_types.resolve_loss_config`: e.g. clip thresholds in order)."""
     if config is None:
         return None
     if not isinstance(config, Mapping):
@@ -135,6 +124,8 @@ def as_loss_fn_config(config: Any, field: str = "loss_fn_config") -> dict[str, f
         if not math.isfinite(number):
             raise TinkexValidationError(f"{field}[{name!r}]", f"must be finite, got {value!r}")
         out[name] = number
+    if loss_fn is not None:
+        resolve_loss_config(loss_fn, out, field)
     return out
 
 
@@ -152,8 +143,10 @@ def _model_input_length(model_input: ModelInput) -> int | None:
 
 
 def check_loss_inputs(data: Sequence[Datum], loss_fn: str, field: str = "data") -> None:
-    """Required inputs present, lengths aligned with the model input (protocol.md §2.8)."""
-    required = REQUIRED_LOSS_INPUTS[loss_fn]
+    """The inputs the loss table requires are present; ``target_tokens`` is aligned with
+    the model input; every per-token input (:data:`tinkex_types.PER_TOKEN_INPUTS`) has the
+    shape of ``target_tokens``; float inputs are finite (protocol.md §2.8)."""
+    spec = loss_spec(loss_fn, "loss_fn")
     for i, datum in enumerate(data):
         where = f"{field}[{i}]"
         length = _model_input_length(datum.model_input)
@@ -162,46 +155,57 @@ def check_loss_inputs(data: Sequence[Datum], loss_fn: str, field: str = "data") 
                 f"{where}.model_input", "has no tokens", "give at least one input token"
             )
         inputs = datum.loss_fn_inputs
-        for key in required:
+        for key in spec.required_inputs:
             if key not in inputs:
                 raise TinkexValidationError(
                     f"{where}.loss_fn_inputs.{key}",
-                    f"is missing (loss {loss_fn!r} needs {', '.join(required)})",
+                    f"is missing (loss {spec.name!r} needs {', '.join(spec.required_inputs)})",
                     f"add {key!r} with one value per input token",
                 )
-        target = inputs["target_tokens"]
-        if target.dtype != "int64":
+        target = inputs.get("target_tokens")
+        if target is not None:
+            _check_per_token(inputs, target, length, where)
+        _check_finite(inputs, where)
+
+
+def _check_per_token(
+    inputs: Mapping[str, TensorData], target: TensorData, length: int | None, where: str
+) -> None:
+    if target.dtype != "int64":
+        raise TinkexValidationError(
+            f"{where}.loss_fn_inputs.target_tokens",
+            f"must hold int64 token ids, got {target.dtype}",
+        )
+    shape = target.effective_shape
+    if not shape:
+        raise TinkexValidationError(
+            f"{where}.loss_fn_inputs.target_tokens", "must have at least one dimension"
+        )
+    if length is not None and shape[0] != length:
+        raise TinkexValidationError(
+            f"{where}.loss_fn_inputs.target_tokens",
+            f"has {shape[0]} entries but model_input has {length} tokens",
+            "give exactly one target per input position (targets are the inputs shifted by one)",
+        )
+    for key in PER_TOKEN_INPUTS:
+        value = inputs.get(key)
+        if value is not None and value.effective_shape != shape:
             raise TinkexValidationError(
-                f"{where}.loss_fn_inputs.target_tokens",
-                f"must hold int64 token ids, got {target.dtype}",
+                f"{where}.loss_fn_inputs.{key}",
+                f"has shape {value.effective_shape} but target_tokens has shape {shape}",
+                "give one value per target token",
             )
-        shape = target.effective_shape
-        if not shape:
+
+
+def _check_finite(inputs: Mapping[str, TensorData], where: str) -> None:
+    for key, value in inputs.items():
+        # JSON has no NaN or infinity: they would travel as null and fail on the server.
+        if value.dtype == "float32" and not all(map(math.isfinite, value.data)):
             raise TinkexValidationError(
-                f"{where}.loss_fn_inputs.target_tokens", "must have at least one dimension"
+                f"{where}.loss_fn_inputs.{key}",
+                "holds NaN or infinite values, which JSON cannot carry",
+                "replace them with finite numbers (e.g. clip or zero them)",
             )
-        if length is not None and shape[0] != length:
-            raise TinkexValidationError(
-                f"{where}.loss_fn_inputs.target_tokens",
-                f"has {shape[0]} entries but model_input has {length} tokens",
-                "give exactly one target per input position (targets are the inputs shifted by one)",
-            )
-        for key in _PER_TOKEN:
-            value: TensorData | None = inputs.get(key)
-            if value is not None and value.effective_shape != shape:
-                raise TinkexValidationError(
-                    f"{where}.loss_fn_inputs.{key}",
-                    f"has shape {value.effective_shape} but target_tokens has shape {shape}",
-                    "give one value per target token",
-                )
-        for key, value in inputs.items():
-            # JSON has no NaN or infinity: they would travel as null and fail on the server.
-            if value.dtype == "float32" and not all(map(math.isfinite, value.data)):
-                raise TinkexValidationError(
-                    f"{where}.loss_fn_inputs.{key}",
-                    "holds NaN or infinite values, which JSON cannot carry",
-                    "replace them with finite numbers (e.g. clip or zero them)",
-                )
 
 
 def as_adam_params(value: Any, field: str = "adam_params") -> AdamParams:
