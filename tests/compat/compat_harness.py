@@ -1,0 +1,228 @@
+"""Shared pieces of the compatibility harness (stdlib only).
+
+* :func:`ensure_venv` builds (once, cached by requirement set) a virtual environment with an
+  official ``tinker`` release and whatever else a check needs, e.g. ``tinker-cookbook``;
+* :func:`serve` runs ``tinkex serve`` from a python that has tinkex-server installed (the
+  hatch test environment) on 127.0.0.1 with a fresh data directory;
+* :func:`run_driver` runs ``driver.py`` with a venv's python and returns its JSON report;
+* :func:`failure_lines` renders a report's failed steps for an assertion message.
+
+Used by ``tests/test_compat_official_clients.py``, ``tests/test_compat_cookbook.py`` and
+``run_all.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+DRIVER = HERE / "driver.py"
+COOKBOOK_RUN = HERE / "cookbook_run.py"
+API_KEY = "tml-compat-key"
+MODEL = "tinkex/tiny-llama-100k"
+STARTUP_TIMEOUT_S = 90.0
+VERSIONS = ("0.16.1", "0.18.2", "0.24.1", "0.25.0", "0.38.0")
+
+
+def venv_root() -> Path:
+    """Where built venvs are cached: ``$TINKEX_COMPAT_VENVS`` or ``<repo>/tmp/compat-venvs``
+    (``/tmp/`` at the repo root is git-ignored)."""
+    configured = os.environ.get("TINKEX_COMPAT_VENVS")
+    return Path(configured) if configured else ROOT / "tmp" / "compat-venvs"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a child process: nothing of the parent's venv, Tinker or HF setup."""
+    drop = ("TINKER_", "TINKEX_", "HF_", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "CLOUDFLARE_")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    env.update(
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        HF_HUB_DISABLE_TELEMETRY="1",
+        PIP_DISABLE_PIP_VERSION_CHECK="1",
+    )
+    env.update(extra)
+    return env
+
+
+def ensure_venv(key: str, requirements: Sequence[str]) -> Path:
+    """A venv ``<venv_root()>/<key>`` holding ``requirements``; returns its python.
+
+    The venv is reused when its marker file records the same requirement list; otherwise it is
+    rebuilt. A lock file serialises concurrent builders. A failed install raises with pip's
+    output tail.
+    """
+    root = venv_root()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / key
+    python = path / "bin" / "python"
+    marker = path / ".compat-ready"
+    wanted = "\n".join(requirements)
+    with open(root / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text() == wanted and python.exists():
+            return python
+        shutil.rmtree(path, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, env=clean_env())
+        cmd = [str(python), "-m", "pip", "install", "--progress-bar", "off", *requirements]
+        done = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), check=False)
+        if done.returncode != 0:
+            tail = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
+            raise RuntimeError(f"pip install {' '.join(requirements)} failed:\n{tail}")
+        marker.write_text(wanted)
+    return python
+
+
+@dataclass
+class Served:
+    url: str
+    data_dir: Path
+    log: Path
+
+
+def _read_url(lines: queue.Queue[str], proc: subprocess.Popen[str], log: Path) -> str:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        match = re.search(r"listening on (http://\S+)", line)
+        if match:
+            return match.group(1)
+    raise RuntimeError(f"tinkex serve did not start (exit {proc.poll()}):\n{log.read_text()}")
+
+
+def _wait_healthy(url: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/healthz", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+                last = resp.status
+        except OSError as exc:
+            last = exc
+        time.sleep(0.2)
+    raise RuntimeError(f"/api/v1/healthz never answered ok: {last!r}")
+
+
+@contextlib.contextmanager
+def serve(workdir: Path, python: str | None = None) -> Iterator[Served]:
+    """``tinkex serve`` on 127.0.0.1 (free port, fresh data dir, API key) until the block ends."""
+    data_dir = workdir / "server-data"
+    log = workdir / "server.log"
+    cmd = [
+        python or sys.executable,
+        *("-m", "tinkex_cli", "serve", "--port", "0", "--data-dir", str(data_dir)),
+        *("--api-key", API_KEY, "--torch-threads", "1", "--log-level", "warning"),
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_", "HF_"))}
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=log_file,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line)
+
+    reader = threading.Thread(target=pump, name="compat-serve-stdout", daemon=True)
+    reader.start()
+    try:
+        url = _read_url(lines, proc, log)
+        _wait_healthy(url)
+        yield Served(url=url, data_dir=data_dir, log=log)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=20)
+        reader.join(timeout=20)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def run_driver(
+    python: str | Path, url: str, *, model: str = MODEL, timeout: float = 60.0, wall: float = 900.0
+) -> dict[str, Any]:
+    """Run ``driver.py`` with ``python`` against ``url``; its JSON report plus ``returncode``
+    and ``stderr_tail``. A driver that printed no report yields a report with one failed
+    ``driver`` step carrying the output."""
+    cmd = [str(python), str(DRIVER), "--base-url", url, "--api-key", API_KEY, "--model", model]
+    cmd += ["--timeout", str(timeout)]
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, env=clean_env(), timeout=wall, check=False
+        )
+        stdout, stderr, code = done.stdout, done.stderr, done.returncode
+    except subprocess.TimeoutExpired as exc:
+        stdout = exc.stdout.decode() if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        stderr = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        code = -1
+        stderr += f"\n[harness] driver killed after {wall} s"
+    start = stdout.find("{")
+    try:
+        report: dict[str, Any] = json.loads(stdout[start:]) if start >= 0 else {}
+    except json.JSONDecodeError:
+        report = {}
+    if not report:
+        error = f"no report (exit {code}): {stdout[-2000:]} {stderr[-2000:]}"
+        report = {
+            "ok": False,
+            "failed": ["driver"],
+            "steps": [{"step": "driver", "ok": False, "error": error}],
+        }
+    report["returncode"] = code
+    report["stderr_tail"] = "\n".join(stderr.splitlines()[-30:])
+    return report
+
+
+def failure_lines(report: dict[str, Any]) -> str:
+    """One line per failed step (``step: error``), root causes before dependency failures."""
+    failed = [s for s in report.get("steps", []) if not s.get("ok")]
+    roots = [s for s in failed if not str(s.get("error", "")).startswith("DependencyFailed")]
+    deps = [s for s in failed if s not in roots]
+    lines = [f"{s['step']}: {s.get('error')}" for s in roots]
+    if deps:
+        lines.append(f"(+{len(deps)} steps not run: {', '.join(s['step'] for s in deps)})")
+    head = f"tinker {report.get('tinker_version')}: {len(failed)} of {len(report.get('steps', []))} steps failed"
+    return "\n".join([head, *lines])
+
+
+def export_tokenizer(model: str, directory: Path, python: str | None = None) -> Path:
+    """Write the built-in model's files (tokenizer included) with ``tinkex_server``; used by the
+    cookbook check, whose recipes load a tokenizer by model name before reaching any server."""
+    code = "import sys, tinkex_server; tinkex_server.export_builtin_model(sys.argv[1], sys.argv[2])"
+    subprocess.run([python or sys.executable, "-c", code, model, str(directory)], check=True)
+    return directory
