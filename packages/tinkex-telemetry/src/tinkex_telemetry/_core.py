@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import httpx
-import structlog
-from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import MeterProvider
 from opentelemetry.propagators.textmap import TextMapPropagator
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer, TracerProvider
+from opentelemetry.trace import Span, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tinkex_telemetry._attrs import span_attributes
 from tinkex_telemetry._metrics import TinkexMetrics
 from tinkex_telemetry._otel import OtelSink
 from tinkex_telemetry._records import TelemetryRecord, TelemetrySink, record_from_event
-from tinkex_telemetry._redact import redact_text, register_secret
-from tinkex_telemetry._reporter import BackendReporter, telemetry_enabled_from_env
+from tinkex_telemetry._redact import register_secret
+from tinkex_telemetry._reporter import BackendReporter
+from tinkex_telemetry._sessions import SessionReporters
 from tinkex_telemetry._sinks import ConsoleSink
+from tinkex_telemetry._spans import (
+    annotate_future,
+    annotate_queue_state,
+    operation_span,
+    remote_parent,
+    span_kind,
+)
 from tinkex_telemetry._transport import TracingTransport
 from tinkex_types import (
     FutureEvent,
+    PluginError,
     QueueStateEvent,
     RegularizerEvent,
     RequestEvent,
@@ -37,14 +42,10 @@ from tinkex_types import (
 
 __all__ = ["SINK_NAMES", "TelemetryPlugin"]
 
-_log = structlog.get_logger("tinkex.telemetry")
-
 INSTRUMENTATION_NAME = "tinkex"
 INSTRUMENTATION_VERSION = "0.1.0"
 SINK_NAMES: tuple[str, ...] = ("backend", "console", "otel")
 _SECRET_CONFIG_FIELDS = ("api_key", "cf_access_client_secret", "proxy")
-#: Server operations that are work inside a request, not the request itself.
-_SERVER_INTERNAL = frozenset({"server.queue_wait", "server.engine_step"})
 
 
 class TelemetryPlugin:
@@ -104,22 +105,19 @@ class TelemetryPlugin:
         self._tracer: Tracer | None = None
         self._metrics: TinkexMetrics | None = None
         self._sinks: list[TelemetrySink] = []
-        self.session_reporters = session_reporters
-        if (
-            isinstance(session_close_timeout, bool)
-            or not isinstance(session_close_timeout, int | float)
-            or not session_close_timeout > 0
-        ):
-            raise TinkexValidationError(
-                "session_close_timeout",
-                f"must be a number of seconds > 0, got {session_close_timeout!r}",
-                "pass session_close_timeout=5.0",
-            )
-        self.session_close_timeout = float(session_close_timeout)
-        self.session_reporter_options: dict[str, Any] = dict(session_reporter_options or {})
-        self._by_session: dict[str, BackendReporter] = {}
+        self._sessions = SessionReporters(
+            enabled=session_reporters,
+            close_timeout=session_close_timeout,
+            options=session_reporter_options,
+        )
         for sink in sinks:
             self.attach(sink)
+
+    @property
+    def session_reporter_options(self) -> dict[str, Any]:
+        """The :meth:`BackendReporter.from_config` overrides of new session reporters
+        (a live dict: updating it affects the next session)."""
+        return self._sessions.options
 
     # -- OpenTelemetry objects ---------------------------------------------------------
     @property
@@ -183,8 +181,6 @@ class TelemetryPlugin:
             config = options.pop("config", None)
             session_id = options.pop("session_id", None)
             if not isinstance(session_id, str):
-                from tinkex_types import TinkexValidationError
-
                 raise TinkexValidationError(
                     "session_id",
                     "the backend sink needs the session id",
@@ -200,8 +196,6 @@ class TelemetryPlugin:
                 options.setdefault("events_counter", self.metrics.telemetry_events)
             sink = OtelSink(**options)
         else:
-            from tinkex_types import PluginError
-
             raise PluginError(f"unknown telemetry sink {name!r}; built-in: {', '.join(SINK_NAMES)}")
         if attach:
             self.attach(sink)
@@ -209,55 +203,13 @@ class TelemetryPlugin:
 
     def session_reporter(self, session_id: str) -> BackendReporter | None:
         """The open reporter of a ServiceClient session, if this plugin built one."""
-        with self._lock:
-            return self._by_session.get(session_id)
+        return self._sessions.get(session_id)
 
     def _owned(self) -> list[TelemetrySink]:
         """Attached sinks, then session reporters that are not attached."""
-        with self._lock:
-            owned: list[TelemetrySink] = list(self._sinks)
-            owned += [r for r in self._by_session.values() if r not in owned]
+        owned: list[TelemetrySink] = list(self.sinks)
+        owned += [r for r in self._sessions.open_reporters() if r not in owned]
         return owned
-
-    def _start_session(self, event: SessionEvent) -> BackendReporter | None:
-        if not self.session_reporters:
-            return None
-        config = event.config
-        enabled = getattr(config, "telemetry_enabled", None)
-        if not (bool(enabled) if enabled is not None else telemetry_enabled_from_env()):
-            return None
-        options: dict[str, Any] = {
-            "base_url": event.base_url,
-            "forward": (),
-            "session_start": event.timestamp,
-        }
-        if event.sdk_version:
-            options["sdk_version"] = event.sdk_version
-        options.update(self.session_reporter_options)
-        try:
-            reporter = BackendReporter.from_config(config, session_id=event.session_id, **options)
-        except Exception as exc:  # e.g. no transport for the scheme: no telemetry, no crash
-            _log.warning(
-                "telemetry_session_reporter_failed",
-                session_id=event.session_id,
-                error=redact_text(str(exc)),
-            )
-            return None
-        with self._lock:
-            previous = self._by_session.pop(event.session_id, None)
-            self._by_session[event.session_id] = reporter
-        if previous is not None:  # the same id announced twice: end the older reporter
-            previous.close(timeout=self.session_close_timeout)
-        if reporter.settings.forward:
-            self.attach(reporter)
-        return reporter
-
-    def _end_session(self, event: SessionEvent) -> None:
-        with self._lock:
-            reporter = self._by_session.pop(event.session_id, None)
-        if reporter is not None:
-            reporter.close(timeout=self.session_close_timeout)
-            self.detach(reporter)
 
     def _dispatch(self, record_for: Callable[[], TelemetryRecord]) -> None:
         sinks = self.sinks
@@ -284,8 +236,7 @@ class TelemetryPlugin:
             with contextlib.suppress(Exception):
                 sink.close(timeout)
             self.detach(sink)
-        with self._lock:
-            self._by_session.clear()
+        self._sessions.forget_all()
 
     # -- sampling dispatch -------------------------------------------------------------
     def adjust_sampling_in_flight(self, delta: int, operation: str = "sample") -> None:
@@ -302,66 +253,22 @@ class TelemetryPlugin:
             self.adjust_sampling_in_flight(-1, operation)
 
     # -- spans -------------------------------------------------------------------------
-    def _parent_context(self, carrier: Mapping[str, str] | None) -> otel_context.Context | None:
-        """The remote parent from ``carrier``, unless the current span already continues
-        the same trace (then the operation nests under it)."""
-        if not carrier or self.propagator is None:
-            return None
-        lowered = {str(k).lower(): str(v) for k, v in carrier.items()}
-        remote = self.propagator.extract(carrier=lowered)
-        remote_span = trace.get_current_span(remote).get_span_context()
-        if not remote_span.is_valid:
-            return None
-        current = trace.get_current_span().get_span_context()
-        if current.is_valid and current.trace_id == remote_span.trace_id:
-            return None
-        return remote
-
-    def _is_server_entry(self, operation: str) -> bool:
-        if self.server_operations is not None:
-            return operation in self.server_operations
-        return operation.startswith("server.") and operation not in _SERVER_INTERNAL
-
-    @contextlib.contextmanager
     def operation_span(
         self,
         operation: str,
         attributes: Mapping[str, Any] | None = None,
         carrier: Mapping[str, str] | None = None,
-    ) -> Iterator[Span]:
+    ) -> contextlib.AbstractContextManager[Span]:
         """Span one operation: a child of the current span, or of the remote span in
         ``carrier``; current for the duration of the block (asyncio-safe via contextvars)."""
-        attrs = span_attributes(attributes)
-        attrs["tinkex.operation"] = operation
-        parent = self._parent_context(carrier)
-        kind = SpanKind.SERVER if self._is_server_entry(operation) else SpanKind.INTERNAL
-        span = self.tracer.start_span(operation, context=parent, kind=kind, attributes=attrs)
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        record_metrics = True
-        try:
-            self.metrics.operation_started(operation)
-        except Exception:
-            record_metrics = False
-        started = time.perf_counter()
-        error_type: str | None = None
-        try:
-            yield span
-        except Exception as exc:
-            error_type = type(exc).__qualname__
-            _record_exception(span, exc)
-            raise
-        except BaseException as exc:  # cancellation, interpreter exit: not an error
-            span.set_attribute("tinkex.cancelled", True)
-            error_type = type(exc).__qualname__
-            raise
-        finally:
-            otel_context.detach(token)
-            if record_metrics:
-                with contextlib.suppress(Exception):
-                    self.metrics.operation_finished(
-                        operation, time.perf_counter() - started, error_type
-                    )
-            span.end()
+        return operation_span(
+            self.tracer,
+            self.metrics,
+            operation,
+            attributes,
+            parent=remote_parent(self.propagator, carrier),
+            kind=span_kind(operation, self.server_operations),
+        )
 
     # -- hook implementations ----------------------------------------------------------
     @hookimpl
@@ -405,36 +312,13 @@ class TelemetryPlugin:
     @hookimpl
     def tinkex_on_future(self, event: FutureEvent) -> None:
         self.metrics.record_future(event)
-        span = trace.get_current_span()
-        if span.is_recording():
-            attrs: dict[str, Any] = {
-                "tinkex.request_id": event.request_id,
-                "tinkex.future.outcome": event.outcome,
-                "tinkex.future.polls": event.polls,
-            }
-            if event.category:
-                attrs["tinkex.error.category"] = event.category
-            if event.model_id:
-                attrs["tinkex.model_id"] = event.model_id
-            span.add_event(f"tinkex.future.{event.outcome}", attrs)
-            if event.category:
-                span.set_attribute("tinkex.error.category", event.category)
+        annotate_future(event)
         self._dispatch(lambda: record_from_event(event))
 
     @hookimpl
     def tinkex_on_queue_state_change(self, event: QueueStateEvent) -> None:
         self.metrics.record_queue_state(event)
-        span = trace.get_current_span()
-        if span.is_recording():
-            attrs: dict[str, Any] = {
-                "tinkex.request_id": event.request_id,
-                "tinkex.queue_state": event.queue_state,
-                "tinkex.queue_state.reason": redact_text(event.reason),
-            }
-            if event.previous_state:
-                attrs["tinkex.queue_state.previous"] = event.previous_state
-            span.add_event("tinkex.queue.state_change", attrs)
-            span.set_attribute("tinkex.queue_state", event.queue_state)
+        annotate_queue_state(event)
         self._dispatch(lambda: record_from_event(event))
 
     @hookimpl
@@ -445,8 +329,13 @@ class TelemetryPlugin:
     @hookimpl
     def tinkex_on_session(self, event: SessionEvent) -> Any | None:
         if event.phase == "start":
-            return self._start_session(event)
-        self._end_session(event)
+            reporter = self._sessions.start(event)
+            if reporter is not None and reporter.settings.forward:
+                self.attach(reporter)
+            return reporter
+        ended = self._sessions.end(event)
+        if ended is not None:
+            self.detach(ended)
         return None
 
     @hookimpl
@@ -469,28 +358,3 @@ class _SinkFactory:
 
     def __repr__(self) -> str:
         return f"<tinkex-telemetry sink factory {self.name!r}>"
-
-
-def _record_exception(span: Span, exc: BaseException) -> None:
-    import traceback
-
-    if not span.is_recording():
-        return
-    message = redact_text(str(exc))
-    span.set_attribute("error.type", type(exc).__qualname__)
-    category = getattr(exc, "category", None)
-    if category is not None:
-        span.set_attribute("tinkex.error.category", str(getattr(category, "value", category)))
-    status_code = getattr(exc, "status_code", None)
-    if isinstance(status_code, int):
-        span.set_attribute("http.response.status_code", status_code)
-    span.set_status(Status(StatusCode.ERROR, message[:256] or None))
-    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    span.add_event(
-        "exception",
-        {
-            "exception.type": f"{type(exc).__module__}.{type(exc).__qualname__}",
-            "exception.message": message[:2048],
-            "exception.stacktrace": redact_text(stack)[:16384],
-        },
-    )

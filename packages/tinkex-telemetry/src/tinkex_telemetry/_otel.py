@@ -108,65 +108,89 @@ def setup_otel_from_env(
     that is down or slow never blocks the application), metrics through a
     ``PeriodicExportingMetricReader``. ``export_timeout`` (seconds) bounds every export.
     """
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
     setup = OtelSetup()
     if os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() in _TRUTHY:
         return setup
+    traces, metrics_enabled = _wanted_signals(traces, metrics_enabled, set_global, force)
+    resource = _resource(service_name, resource_attributes)
+    timeout = (
+        export_timeout if export_timeout is not None else _env_float("OTEL_EXPORTER_OTLP_TIMEOUT")
+    )
+    if traces:
+        setup.tracer_provider = _tracer_provider(resource, timeout, schedule_delay, set_global)
+        if set_global:
+            trace.set_tracer_provider(setup.tracer_provider)
+    if metrics_enabled:
+        setup.meter_provider = _meter_provider(
+            resource, timeout, metric_export_interval, set_global
+        )
+        if set_global:
+            metrics.set_meter_provider(setup.meter_provider)
+    return setup
+
+
+def _wanted_signals(
+    traces: bool | None, metrics_enabled: bool | None, set_global: bool, force: bool
+) -> tuple[bool, bool]:
+    """Which of (traces, metrics) to install: asked for (or not ``OTEL_*_EXPORTER=none``),
+    and, when installing globally without ``force``, not set by the application already."""
     if traces is None:
         traces = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
     if metrics_enabled is None:
         metrics_enabled = os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none"
-    has_tracer, has_meter = otel_configured()
     if set_global and not force:
+        has_tracer, has_meter = otel_configured()
         traces = traces and not has_tracer
         metrics_enabled = metrics_enabled and not has_meter
+    return traces, metrics_enabled
+
+
+def _resource(service_name: str | None, resource_attributes: Mapping[str, str] | None) -> Any:
+    """The SDK resource: ``service.name`` is ``service_name``, else ``OTEL_SERVICE_NAME``,
+    else ``tinkex``; ``OTEL_RESOURCE_ATTRIBUTES`` is merged in by the SDK."""
+    from opentelemetry.sdk.resources import Resource
 
     attrs: dict[str, str] = dict(resource_attributes or {})
     if service_name:
         attrs["service.name"] = service_name
     elif "OTEL_SERVICE_NAME" not in os.environ and "service.name" not in attrs:
         attrs.setdefault("service.name", "tinkex")
-    resource = Resource.create(attrs)
-    timeout = (
-        export_timeout if export_timeout is not None else _env_float("OTEL_EXPORTER_OTLP_TIMEOUT")
-    )
+    return Resource.create(attrs)
 
-    if traces:
-        span_exporter = OTLPSpanExporter(timeout=timeout)
-        tracer_provider = SdkTracerProvider(resource=resource, shutdown_on_exit=set_global)
-        delay_ms = None if schedule_delay is None else schedule_delay * 1000
-        tracer_provider.add_span_processor(
-            BatchSpanProcessor(
-                span_exporter,
-                schedule_delay_millis=delay_ms,
-                export_timeout_millis=None if timeout is None else timeout * 1000,
-            )
-        )
-        setup.tracer_provider = tracer_provider
-        if set_global:
-            trace.set_tracer_provider(tracer_provider)
-    if metrics_enabled:
-        metric_exporter = OTLPMetricExporter(timeout=timeout)
-        interval_ms = None if metric_export_interval is None else metric_export_interval * 1000
-        reader = PeriodicExportingMetricReader(
-            metric_exporter,
-            export_interval_millis=interval_ms,
+
+def _tracer_provider(
+    resource: Any, timeout: float | None, schedule_delay: float | None, set_global: bool
+) -> Any:
+    """An SDK tracer provider exporting OTLP/HTTP through a ``BatchSpanProcessor``."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = SdkTracerProvider(resource=resource, shutdown_on_exit=set_global)
+    provider.add_span_processor(
+        BatchSpanProcessor(
+            OTLPSpanExporter(timeout=timeout),
+            schedule_delay_millis=None if schedule_delay is None else schedule_delay * 1000,
             export_timeout_millis=None if timeout is None else timeout * 1000,
         )
-        meter_provider = SdkMeterProvider(
-            resource=resource, metric_readers=[reader], shutdown_on_exit=set_global
-        )
-        setup.meter_provider = meter_provider
-        if set_global:
-            metrics.set_meter_provider(meter_provider)
-    return setup
+    )
+    return provider
+
+
+def _meter_provider(
+    resource: Any, timeout: float | None, export_interval: float | None, set_global: bool
+) -> Any:
+    """An SDK meter provider exporting OTLP/HTTP through a periodic reader."""
+    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    reader = PeriodicExportingMetricReader(
+        OTLPMetricExporter(timeout=timeout),
+        export_interval_millis=None if export_interval is None else export_interval * 1000,
+        export_timeout_millis=None if timeout is None else timeout * 1000,
+    )
+    return SdkMeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=set_global)
 
 
 def _flatten(

@@ -89,89 +89,112 @@ def record_from_event(
 ) -> TelemetryRecord:
     """Turn an observer-hook event into a :class:`TelemetryRecord`."""
     if isinstance(event, RequestEvent):
-        failed = event.error is not None
-        data = _clean(
-            {
-                "method": event.method,
-                "path": event.path,
-                "attempt": event.attempt,
-                "retry_count": event.attempt,
-                "duration_s": event.duration_s,
-                "status_code": event.status_code,
-                "error": event.error,
-                "request_type": event.request_type,
-                "will_retry": event.will_retry,
-                "bytes_sent": event.bytes_sent,
-                "bytes_received": event.bytes_received,
-                "base_url": event.base_url,
-                "result": "error" if failed or (event.status_code or 0) >= 400 else "ok",
-            }
-        )
-        return TelemetryRecord(
-            kind="request",
-            name="tinkex.http.request.exception" if failed else "tinkex.http.request.stop",
-            data=data,
-            severity="ERROR" if failed else "INFO",
-            timestamp=event.timestamp,
-        )
+        return _request_record(event)
     if isinstance(event, FutureEvent):
-        severity: Severity = "INFO"
-        if event.outcome == "failed":
-            severity = "WARNING" if event.category == "user" else "ERROR"
-        elif event.outcome == "timed_out":
-            severity = "WARNING"
-        return TelemetryRecord(
-            kind="future",
-            name=f"tinkex.future.{event.outcome}",
-            data=_clean(
-                {
-                    "request_id": event.request_id,
-                    "outcome": event.outcome,
-                    "duration_s": event.duration_s,
-                    "polls": event.polls,
-                    "request_type": event.request_type,
-                    "model_id": event.model_id,
-                    "category": event.category,
-                    "error": event.error,
-                }
-            ),
-            severity=severity,
-            timestamp=event.timestamp,
-        )
+        return _future_record(event)
     if isinstance(event, QueueStateEvent):
-        return TelemetryRecord(
-            kind="queue_state",
-            name="tinkex.queue.state_change",
-            data=_clean(
-                {
-                    "request_id": event.request_id,
-                    "queue_state": event.queue_state,
-                    "previous_state": event.previous_state,
-                    "reason": event.reason,
-                    "model_id": event.model_id,
-                    "base_url": event.base_url,
-                }
-            ),
-            severity="INFO" if event.queue_state == "active" else "WARNING",
-            timestamp=event.timestamp,
-        )
+        return _queue_state_record(event)
     if isinstance(event, RegularizerEvent):
-        return TelemetryRecord(
-            kind="regularizer",
-            name=f"tinkex.regularizer.compute.{event.phase}",
-            data=_clean(
-                {
-                    "name": event.name,
-                    "phase": event.phase,
-                    "duration_s": event.duration_s,
-                    "value": event.value,
-                    "weight": event.weight,
-                }
-            ),
-            severity="DEBUG" if event.phase == "start" else "INFO",
-            timestamp=event.timestamp,
-        )
+        return _regularizer_record(event)
     raise TypeError(f"not a tinkex observer event: {type(event).__name__}")
+
+
+def _request_record(event: RequestEvent) -> TelemetryRecord:
+    """One HTTP attempt: ``stop`` (INFO) or ``exception`` (ERROR, no response)."""
+    failed = event.error is not None
+    data = _clean(
+        {
+            "method": event.method,
+            "path": event.path,
+            "attempt": event.attempt,
+            "retry_count": event.attempt,
+            "duration_s": event.duration_s,
+            "status_code": event.status_code,
+            "error": event.error,
+            "request_type": event.request_type,
+            "will_retry": event.will_retry,
+            "bytes_sent": event.bytes_sent,
+            "bytes_received": event.bytes_received,
+            "base_url": event.base_url,
+            "result": "error" if failed or (event.status_code or 0) >= 400 else "ok",
+        }
+    )
+    return TelemetryRecord(
+        kind="request",
+        name="tinkex.http.request.exception" if failed else "tinkex.http.request.stop",
+        data=data,
+        severity="ERROR" if failed else "INFO",
+        timestamp=event.timestamp,
+    )
+
+
+def _future_record(event: FutureEvent) -> TelemetryRecord:
+    """A resolved future: user failures and time-outs WARNING, other failures ERROR."""
+    severity: Severity = "INFO"
+    if event.outcome == "failed":
+        severity = "WARNING" if event.category == "user" else "ERROR"
+    elif event.outcome == "timed_out":
+        severity = "WARNING"
+    data = _clean(
+        {
+            "request_id": event.request_id,
+            "outcome": event.outcome,
+            "duration_s": event.duration_s,
+            "polls": event.polls,
+            "request_type": event.request_type,
+            "model_id": event.model_id,
+            "category": event.category,
+            "error": event.error,
+        }
+    )
+    return TelemetryRecord(
+        kind="future",
+        name=f"tinkex.future.{event.outcome}",
+        data=data,
+        severity=severity,
+        timestamp=event.timestamp,
+    )
+
+
+def _queue_state_record(event: QueueStateEvent) -> TelemetryRecord:
+    """A queue-state change: WARNING unless the queue is ``active`` again."""
+    data = _clean(
+        {
+            "request_id": event.request_id,
+            "queue_state": event.queue_state,
+            "previous_state": event.previous_state,
+            "reason": event.reason,
+            "model_id": event.model_id,
+            "base_url": event.base_url,
+        }
+    )
+    return TelemetryRecord(
+        kind="queue_state",
+        name="tinkex.queue.state_change",
+        data=data,
+        severity="INFO" if event.queue_state == "active" else "WARNING",
+        timestamp=event.timestamp,
+    )
+
+
+def _regularizer_record(event: RegularizerEvent) -> TelemetryRecord:
+    """A regularizer's ``start`` (DEBUG) or ``stop`` (INFO)."""
+    data = _clean(
+        {
+            "name": event.name,
+            "phase": event.phase,
+            "duration_s": event.duration_s,
+            "value": event.value,
+            "weight": event.weight,
+        }
+    )
+    return TelemetryRecord(
+        kind="regularizer",
+        name=f"tinkex.regularizer.compute.{event.phase}",
+        data=data,
+        severity="DEBUG" if event.phase == "start" else "INFO",
+        timestamp=event.timestamp,
+    )
 
 
 def exception_record(exc: BaseException, severity: Severity = "ERROR") -> TelemetryRecord:
