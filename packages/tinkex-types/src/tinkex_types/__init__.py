@@ -34,6 +34,7 @@ from tinkex_types._codec import (
     accepted_media_types,
     codec_for,
     decode_content,
+    encode_content,
     media_type_of,
     register_codec,
     registered_codecs,
@@ -43,6 +44,7 @@ from tinkex_types._datum import (
     Datum,
     LossFnInputs,
     LossFnOutput,
+    ProvenanceSpan,
     to_tensor_data,
 )
 from tinkex_types._errors import (
@@ -89,6 +91,7 @@ from tinkex_types._model_input import (
     EncodedTextChunk,
     ImageAssetPointerChunk,
     ImageChunk,
+    ImageDimensions,
     ModelInput,
     ModelInputChunk,
 )
@@ -149,6 +152,7 @@ from tinkex_types._responses import (
     LoadWeightsResponse,
     ModelData,
     OptimStepResponse,
+    PromptAltTokens,
     SampledSequence,
     SampleResponse,
     SampleStreamChunk,
@@ -247,6 +251,7 @@ __all__ = [
     "Hooks",
     "ImageAssetPointerChunk",
     "ImageChunk",
+    "ImageDimensions",
     "ImageFormat",
     "InternalServerError",
     "JsonCodec",
@@ -269,6 +274,8 @@ __all__ = [
     "ParsedCheckpointTinkerPath",
     "PermissionDeniedError",
     "PluginError",
+    "PromptAltTokens",
+    "ProvenanceSpan",
     "QueueState",
     "QueueStateEvent",
     "RateLimitError",
@@ -326,6 +333,7 @@ __all__ = [
     "checkpoint_type_for_kind",
     "codec_for",
     "decode_content",
+    "encode_content",
     "get_hooks",
     "hookimpl",
     "kind_for_checkpoint_type",
@@ -346,3 +354,17 @@ __all__ = [
     "status_error_class",
     "to_tensor_data",
 ]
+
+
+def _protobuf_codec() -> WireCodec:
+    # Imported on first use (it needs numpy): importing tinkex_types stays cheap.
+    try:
+        from tinkex_types.proto import ProtobufCodec
+    except ImportError as exc:  # pragma: no cover - numpy is in every tinkex environment
+        raise ImportError(
+            "the protobuf codec needs numpy: pip install 'tinkex-types[numpy]'"
+        ) from exc
+    return ProtobufCodec()
+
+
+register_codec(_protobuf_codec, PROTOBUF_MEDIA_TYPE)

@@ -15,7 +15,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from pydantic import BaseModel, ValidationError
 
-from tinkex_types._errors import TinkexError
+from tinkex_types._errors import TinkexError, TinkexValidationError
 
 __all__ = [
     "JSON_MEDIA_TYPE",
@@ -26,6 +26,7 @@ __all__ = [
     "accepted_media_types",
     "codec_for",
     "decode_content",
+    "encode_content",
     "media_type_of",
     "register_codec",
     "registered_codecs",
@@ -176,4 +177,23 @@ def decode_content(body: bytes, content_encoding: str | None) -> bytes:
         return _zstd_decompress(body)
     raise WireDecodeError(
         "Content-Encoding", f"{content_encoding!r} is not supported", "send identity or zstd"
+    )
+
+
+def encode_content(body: bytes, content_encoding: str | None) -> bytes:
+    """Apply ``Content-Encoding`` (identity or zstd): the counterpart of :func:`decode_content`.
+
+    zstd frames are written as the official SDK writes them (one frame, content size in the
+    header). Any other encoding is a :class:`~tinkex_types.TinkexValidationError`.
+    """
+    encoding = (content_encoding or "").strip().lower()
+    if encoding in ("", "identity"):
+        return body
+    if encoding == "zstd":
+        import zstandard
+
+        compressed: bytes = zstandard.ZstdCompressor().compress(body)
+        return compressed
+    raise TinkexValidationError(
+        "Content-Encoding", f"{content_encoding!r} is not supported", "use identity or zstd"
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -10,7 +10,14 @@ from tinkex_types._base import TensorDtype, WireModel
 from tinkex_types._model_input import ModelInput
 from tinkex_types._tensor import TensorData
 
-__all__ = ["LOSS_FN_INPUT_DTYPES", "Datum", "LossFnInputs", "LossFnOutput", "to_tensor_data"]
+__all__ = [
+    "LOSS_FN_INPUT_DTYPES",
+    "Datum",
+    "LossFnInputs",
+    "LossFnOutput",
+    "ProvenanceSpan",
+    "to_tensor_data",
+]
 
 LossFnInputs = dict[str, TensorData]
 LossFnOutput = dict[str, TensorData]
@@ -54,6 +61,17 @@ def to_tensor_data(value: Any, key: str | None = None) -> Any:
     return value
 
 
+class ProvenanceSpan(WireModel):
+    """A run of a datum's tokens that reproduces positions ``[offset, offset + length)`` of
+    a sampled sequence's prompt (``source="prompt"``) or of its sampled tokens
+    (``"sampled"``). SDK 0.38 sends these for ``stable_reinforce`` (protobuf only)."""
+
+    source: Literal["prompt", "sampled"]
+    sequence_id: str = Field(min_length=1)
+    offset: int = Field(default=0, ge=0)
+    length: int = Field(ge=0)
+
+
 class Datum(WireModel):
     """``{"model_input": ModelInput, "loss_fn_inputs": {name: TensorData}}``.
 
@@ -64,6 +82,10 @@ class Datum(WireModel):
 
     model_input: ModelInput
     loss_fn_inputs: dict[str, TensorData] = Field(default_factory=dict)
+    #: Provenance of the input tokens and of the loss rows (``target_tokens``): consecutive
+    #: runs tiling each (SDK 0.38). ``None`` (never written) when absent.
+    model_input_spans: list[ProvenanceSpan] | None = None
+    loss_fn_input_spans: list[ProvenanceSpan] | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -15,6 +15,7 @@ __all__ = [
     "EncodedTextChunk",
     "ImageAssetPointerChunk",
     "ImageChunk",
+    "ImageDimensions",
     "ModelInput",
     "ModelInputChunk",
 ]
@@ -33,6 +34,13 @@ class EncodedTextChunk(WireModel):
         return len(self.tokens)
 
 
+class ImageDimensions(WireModel):
+    """Width and height in pixels (``ImageChunk.override_dimensions``, SDK 0.38 protobuf)."""
+
+    width: int = Field(ge=0)
+    height: int = Field(ge=0)
+
+
 class ImageChunk(WireModel):
     """An inline image. ``data`` holds the raw PNG/JPEG bytes; on the wire it is base64.
 
@@ -43,6 +51,8 @@ class ImageChunk(WireModel):
     data: bytes
     format: ImageFormat
     expected_tokens: int | None = Field(default=None, ge=0)
+    #: Resize the image to these dimensions before tokenising (protobuf only; 0.38).
+    override_dimensions: ImageDimensions | None = None
     type: Literal["image"] = "image"
 
     wire_omit: ClassVar[frozenset[str]] = frozenset({"type"})

@@ -108,6 +108,10 @@ class ForwardBackwardInput(WireModel):
     data: list[Datum]
     loss_fn: LossFnType
     loss_fn_config: dict[str, float] | None = None
+    #: Config values of the 0.38 map (protobuf field 7) that ``loss_fn_config`` cannot hold:
+    #: strings (numbers are accepted too). The whole config is
+    #: ``{**loss_fn_config, **loss_fn_config_v2}``. ``None`` (never written) when absent.
+    loss_fn_config_v2: dict[str, float | str] | None = None
 
 
 class ForwardRequest(WireModel):
@@ -124,6 +128,9 @@ class ForwardBackwardRequest(WireModel):
     forward_backward_input: ForwardBackwardInput
     model_id: str
     seq_id: int | None = None
+    #: ``True``: a forward pass only (how SDKs >= 0.25 send ``forward``, protobuf field 6).
+    #: ``None`` (never written) otherwise.
+    forward_only: bool | None = None
 
 
 class OptimStepRequest(WireModel):

@@ -24,6 +24,7 @@ __all__ = [
     "LoadWeightsResponse",
     "ModelData",
     "OptimStepResponse",
+    "PromptAltTokens",
     "SampleResponse",
     "SampleStreamChunk",
     "SampledSequence",
@@ -165,10 +166,37 @@ class GetSamplerResponse(WireModel):
     model_path: str | None = None
 
 
+#: The top-k candidates at one position: ``(token_id, logprob)`` pairs, most likely first.
+TopkEntry = list[tuple[int, float]]
+
+
+def _topk_pairs(value: Any) -> Any:
+    """Accept ``{"token_id", "logprob"}`` objects as well as pairs at each position."""
+    if not isinstance(value, list):
+        return value
+    out: list[Any] = []
+    for position in value:
+        if isinstance(position, list):
+            out.append(
+                [(p["token_id"], p["logprob"]) if isinstance(p, dict) else p for p in position]
+            )
+        else:
+            out.append(position)
+    return out
+
+
 class SampledSequence(WireModel):
     stop_reason: StopReason
     tokens: list[int]
     logprobs: list[float] | None = None
+    #: Top-k logprobs at each generated position (SDK 0.38 ``topk_sample_logprobs``;
+    #: protobuf ``topk_sampled_logprobs``). ``None`` (never written) when not requested.
+    topk_logprobs: list[TopkEntry | None] | None = None
+
+    @field_validator("topk_logprobs", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        return _topk_pairs(value)
 
     @model_validator(mode="after")
     def _aligned(self) -> SampledSequence:
@@ -180,30 +208,34 @@ class SampledSequence(WireModel):
         return self
 
 
-TopkEntry = list[tuple[int, float]]
+class PromptAltTokens(WireModel):
+    """Draws from the next-token distribution at each prompt position after the first
+    (SDK 0.38 ``prompt_alt_tokens_k``): two ``[len(prompt) - 1, k]`` tensors."""
+
+    tokens: TensorData
+    logprobs: TensorData
 
 
 class SampleResponse(WireModel):
-    """Result of the ``asample`` future."""
+    """Result of the ``asample`` future.
+
+    The last three fields come from SDK 0.38 (protobuf results only); they are ``None``,
+    and never written, when absent.
+    """
 
     sequences: list[SampledSequence]
     prompt_logprobs: list[float | None] | None = None
     topk_prompt_logprobs: list[TopkEntry | None] | None = None
+    #: Prompt tokens served from the prefix cache (protobuf ``prompt_cache_hit_tokens``).
+    prompt_cache_hit_tokens: int | None = None
+    #: Logprobs of the ids of ``SampleRequest.target_prompt_logprobs`` (same shape).
+    target_prompt_logprobs: TensorData | None = None
+    prompt_alt_tokens: PromptAltTokens | None = None
 
     @field_validator("topk_prompt_logprobs", mode="before")
     @classmethod
     def _pairs(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            return value
-        out: list[Any] = []
-        for position in value:
-            if isinstance(position, list):
-                out.append(
-                    [(p["token_id"], p["logprob"]) if isinstance(p, dict) else p for p in position]
-                )
-            else:
-                out.append(position)
-        return out
+        return _topk_pairs(value)
 
 
 class SampleStreamChunk(WireModel):
