@@ -15,6 +15,9 @@ Conventions (protocol.md §3):
 * Every user mistake raises :class:`EngineInputError` (a ``TinkexValidationError`` naming
   field, problem and fix); unknown ids raise :class:`UnknownModelError`. A failed call changes
   nothing (inputs are validated before any gradient is accumulated).
+* Losses are looked up by name: names, required/optional ``loss_fn_inputs`` and config
+  defaults come from the loss table :data:`tinkex_types.LOSSES`, the per-token formulas
+  from :data:`tinkex_server._engine.losses.LOSS_IMPLEMENTATIONS`.
 * Deterministic: adapter initialisation is seeded, sampling uses per-row generators, and
   the same calls give bit-identical results on CPU with a fixed thread count.
 """
