@@ -5,14 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 import click
 
 from tinkex_cli._context import CLIState
 from tinkex_cli._errors import EXIT_CODES_EPILOG, CLIError, ExitCode, classify
 from tinkex_cli._logging import Redactor, configure_logging
+from tinkex_cli._options import option_group
 from tinkex_types import Hooks, PluginError, get_hooks
 
 __all__ = ["TinkexGroup", "build_cli", "main"]
@@ -75,19 +76,94 @@ def _validate_limit(ctx: click.Context, param: click.Parameter, value: int | Non
     return value
 
 
-FC = TypeVar("FC", bound=Callable[..., Any])
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The options of the ``tinkex`` group itself (before the command name)."""
+
+    base_url: str | None
+    api_key: str | None
+    timeout: float | None
+    max_retries: int | None
+    output_format: str
+    limit: int | None
+    verbose: int
+    debug: bool
+
+    def state(self, hooks: Hooks) -> CLIState:
+        """Set up logging (secrets redacted) and the per-invocation :class:`CLIState`."""
+        redactor = Redactor()
+        redactor.add(self.api_key)
+        redactor.add_from_env()
+        configure_logging(self.verbose, redactor, env_level=os.environ.get("TINKER_LOG"))
+        return CLIState(
+            hooks=hooks,
+            redactor=redactor,
+            base_url=self.base_url,
+            api_key=self.api_key,
+            timeout=self.timeout,
+            max_retries=self.max_retries,
+            format="json" if self.output_format == "json" else "table",
+            limit=self.limit,
+            verbose=self.verbose,
+            debug=self.debug,
+        )
 
 
-def limit_option(f: FC) -> FC:
-    """``--limit N`` (0 = everything)."""
-    return click.option(
+global_options = option_group(
+    "options",
+    GlobalOptions,
+    click.option(
+        "--base-url",
+        metavar="URL",
+        default=None,
+        help="Service URL: https://..., http://127.0.0.1:8000 or local:// "
+        "(default: $TINKER_BASE_URL, else the Tinker cloud).",
+    ),
+    click.option(
+        "--api-key",
+        metavar="KEY",
+        default=None,
+        help="API key (default: $TINKER_API_KEY; not needed for local servers). Never printed.",
+    ),
+    click.option(
+        "--timeout",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        metavar="SECONDS",
+        help="Per-request timeout (default: $TINKEX_TIMEOUT, else 60).",
+    ),
+    click.option(
+        "--max-retries",
+        type=click.IntRange(min=0),
+        default=None,
+        metavar="N",
+        help="Retries of a failed request (default: $TINKEX_MAX_RETRIES, else 10).",
+    ),
+    click.option(
+        "-f",
+        "--format",
+        "output_format",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="Output format; json prints exactly one JSON document on stdout.",
+    ),
+    click.option(
         "--limit",
         type=int,
         default=None,
         callback=_validate_limit,
         metavar="N",
         help="Show at most N items (default 20; 0 = everything).",
-    )(f)
+    ),
+    click.option(
+        "-v",
+        "--verbose",
+        count=True,
+        help="Log to stderr (structlog): -v info, -vv debug.",
+    ),
+    click.option("--debug", is_flag=True, help="Show Python tracebacks of errors."),
+)
 
 
 def build_cli(hooks: Hooks | None = None) -> TinkexGroup:
@@ -96,7 +172,7 @@ def build_cli(hooks: Hooks | None = None) -> TinkexGroup:
     ``hooks`` defaults to :func:`tinkex_types.get_hooks`; pass your own
     (``Hooks(make_plugin_manager(...))``) to choose which plugins contribute commands.
     """
-    hooks = hooks if hooks is not None else get_hooks()
+    group_hooks = hooks if hooks is not None else get_hooks()
 
     @click.group(
         cls=TinkexGroup,
@@ -105,81 +181,13 @@ def build_cli(hooks: Hooks | None = None) -> TinkexGroup:
         epilog=EXIT_CODES_EPILOG,
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     )
-    @click.option(
-        "--base-url",
-        metavar="URL",
-        default=None,
-        help="Service URL: https://..., http://127.0.0.1:8000 or local:// "
-        "(default: $TINKER_BASE_URL, else the Tinker cloud).",
-    )
-    @click.option(
-        "--api-key",
-        metavar="KEY",
-        default=None,
-        help="API key (default: $TINKER_API_KEY; not needed for local servers). Never printed.",
-    )
-    @click.option(
-        "--timeout",
-        type=click.FloatRange(min=0, min_open=True),
-        default=None,
-        metavar="SECONDS",
-        help="Per-request timeout (default: $TINKEX_TIMEOUT, else 60).",
-    )
-    @click.option(
-        "--max-retries",
-        type=click.IntRange(min=0),
-        default=None,
-        metavar="N",
-        help="Retries of a failed request (default: $TINKEX_MAX_RETRIES, else 10).",
-    )
-    @click.option(
-        "-f",
-        "--format",
-        "output_format",
-        type=click.Choice(["table", "json"]),
-        default="table",
-        show_default=True,
-        help="Output format; json prints exactly one JSON document on stdout.",
-    )
-    @limit_option
-    @click.option(
-        "-v",
-        "--verbose",
-        count=True,
-        help="Log to stderr (structlog): -v info, -vv debug.",
-    )
-    @click.option("--debug", is_flag=True, help="Show Python tracebacks of errors.")
+    @global_options
     @click.version_option(
         package_name="tinkex-cli", prog_name=PROG_NAME, message="%(prog)s %(version)s"
     )
     @click.pass_context
-    def cli(
-        ctx: click.Context,
-        base_url: str | None,
-        api_key: str | None,
-        timeout: float | None,
-        max_retries: int | None,
-        output_format: str,
-        limit: int | None,
-        verbose: int,
-        debug: bool,
-    ) -> None:
-        redactor = Redactor()
-        redactor.add(api_key)
-        redactor.add_from_env()
-        configure_logging(verbose, redactor, env_level=os.environ.get("TINKER_LOG"))
-        state = CLIState(
-            hooks=hooks,
-            redactor=redactor,
-            base_url=base_url,
-            api_key=api_key,
-            timeout=timeout,
-            max_retries=max_retries,
-            format="json" if output_format == "json" else "table",
-            limit=limit,
-            verbose=verbose,
-            debug=debug,
-        )
+    def cli(ctx: click.Context, options: GlobalOptions) -> None:
+        state = options.state(group_hooks)
         ctx.obj = state
         ctx.call_on_close(state.close)
         group = ctx.command
@@ -187,6 +195,13 @@ def build_cli(hooks: Hooks | None = None) -> TinkexGroup:
             for problem in group.plugin_errors:
                 click.echo(f"Warning: {problem}", err=True)
 
+    assert isinstance(cli, TinkexGroup)
+    _add_commands(cli, group_hooks)
+    return cli
+
+
+def _add_commands(cli: TinkexGroup, hooks: Hooks) -> None:
+    """The built-in commands, then those of the plugins (a failing plugin is a warning)."""
     from tinkex_cli._cmd_checkpoint import checkpoint_group
     from tinkex_cli._cmd_completion import completion_command
     from tinkex_cli._cmd_plugins import plugins_command
@@ -194,7 +209,6 @@ def build_cli(hooks: Hooks | None = None) -> TinkexGroup:
     from tinkex_cli._cmd_sample import sample_command
     from tinkex_cli._cmd_version import version_command
 
-    assert isinstance(cli, TinkexGroup)
     for command in (
         checkpoint_group,
         run_group,
@@ -209,7 +223,6 @@ def build_cli(hooks: Hooks | None = None) -> TinkexGroup:
         hooks.register_commands(cli)
     except Exception as exc:
         cli.plugin_errors.append(f"a plugin failed to add its commands: {exc}")
-    return cli
 
 
 def main(argv: list[str] | None = None) -> None:
