@@ -16,9 +16,9 @@ from tinkex_http import (
     HTTPClient,
     RetryConfig,
     RetryPolicy,
-    backoff_delay,
     is_retryable_error,
     parse_retry_after,
+    retried_by,
     retry_async,
 )
 from tinkex_types import (
@@ -26,6 +26,7 @@ from tinkex_types import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    Backoff,
     BadRequestError,
     ConflictError,
     InternalServerError,
@@ -375,25 +376,27 @@ def test_parse_retry_after_variants() -> None:
     assert parse_retry_after({"retry-after": date}, now=lambda: 1_000_000.0) == pytest.approx(30.0)
 
 
-def test_backoff_sequence_without_jitter() -> None:
-    delays = [backoff_delay(n, rng=lambda: 0.0) for n in range(8)]
+def test_transport_backoff_sequence_without_jitter() -> None:
+    backoff = RetryPolicy().backoff
+    assert backoff == Backoff(0.5, 10.0, 0.25, jitter_mode="down")
+    delays = [RetryPolicy().delay(n, rng=lambda: 0.0) for n in range(8)]
     assert delays == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0, 10.0]
-    assert backoff_delay(0, rng=lambda: 1.0) == 0.375
+    assert RetryPolicy().delay(0, rng=lambda: 1.0) == 0.375
 
 
 @settings(max_examples=200, deadline=None)
 @given(
     attempt=st.integers(min_value=-5, max_value=10_000),
     initial=st.floats(min_value=0.0, max_value=100.0),
-    maximum=st.floats(min_value=0.0, max_value=1000.0),
-    jitter=st.floats(min_value=-1.0, max_value=2.0),
+    extra=st.floats(min_value=0.0, max_value=1000.0),
+    jitter=st.floats(min_value=0.0, max_value=1.0),
     r=st.floats(min_value=-1.0, max_value=2.0),
 )
-def test_backoff_delay_always_within_bounds(
-    attempt: int, initial: float, maximum: float, jitter: float, r: float
+def test_transport_delay_always_within_bounds(
+    attempt: int, initial: float, extra: float, jitter: float, r: float
 ) -> None:
-    delay = backoff_delay(attempt, initial=initial, maximum=maximum, jitter=jitter, rng=lambda: r)
-    assert 0.0 <= delay <= maximum
+    policy = RetryPolicy(initial_delay=initial, max_delay=initial + extra, jitter=jitter)
+    assert 0.0 <= policy.delay(attempt, rng=lambda: r) <= initial + extra
 
 
 @settings(max_examples=200, deadline=None)
@@ -483,3 +486,63 @@ async def test_retry_async_max_retries_and_disabled(clock: Any) -> None:
     with pytest.raises(APIConnectionError):
         await retry_async(fail, RetryConfig(enabled=False), clock=clock, sleep=clock.sleep)
     assert calls == 1
+
+
+async def test_operation_layer_does_not_rerun_the_transport_budget(
+    make_client: MakeClient, clock: Any
+) -> None:
+    seen: list[httpx.Request] = []
+    handler = scripted([httpx.Response(503, json={"detail": "down"})] * 20, seen)
+    async with make_client(handler, max_retries=2) as http:
+        with pytest.raises(InternalServerError) as info:
+            await retry_async(
+                lambda: http.post("/api/v1/forward", {}),
+                RetryConfig.operation(),
+                clock=clock,
+                sleep=clock.sleep,
+            )
+    assert len(seen) == 3  # one transport budget, not one per operation attempt
+    assert retried_by(info.value) == "transport"
+    assert not is_retryable_error(info.value)
+
+
+async def test_transport_connection_errors_are_final_for_outer_layers(
+    make_client: MakeClient, clock: Any
+) -> None:
+    seen: list[httpx.Request] = []
+    handler = scripted([httpx.ConnectError("refused")] * 10, seen)
+    async with make_client(handler, max_retries=1) as http:
+        with pytest.raises(APIConnectionError) as info:
+            await retry_async(
+                lambda: http.post("/api/v1/forward", {}),
+                RetryConfig.operation(),
+                clock=clock,
+                sleep=clock.sleep,
+            )
+    assert len(seen) == 2
+    assert retried_by(info.value) == "transport"
+
+
+async def test_zero_budget_requests_are_left_to_the_outer_layer(
+    make_client: MakeClient, clock: Any
+) -> None:
+    seen: list[httpx.Request] = []
+    handler = scripted([httpx.Response(503), httpx.Response(200, json={"request_id": "r"})], seen)
+    errors: list[BaseException] = []
+    async with make_client(handler) as http:
+        result = await retry_async(
+            lambda: http.post("/api/v1/asample", {}),
+            RetryConfig.sampling(),
+            clock=clock,
+            sleep=clock.sleep,
+            on_retry=lambda _n, exc, _d: errors.append(exc),
+        )
+    assert result == {"request_id": "r"}
+    assert len(seen) == 2
+    assert [retried_by(e) for e in errors] == [None]
+
+
+def test_every_layer_takes_its_delays_from_backoff() -> None:
+    assert RetryConfig.operation().backoff == Backoff(1.0, 30.0, 0.0, jitter_mode="both")
+    assert RetryConfig.sampling().backoff == Backoff(0.5, 10.0, 0.25, jitter_mode="both")
+    assert [RetryConfig.operation().delay(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]

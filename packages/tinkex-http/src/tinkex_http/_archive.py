@@ -232,6 +232,86 @@ def _copy_member(src: IO[bytes], dst: Path, size: int, mode: int) -> None:
             remaining -= len(block)
 
 
+def _place_link(
+    member: tarfile.TarInfo, target: Path, root: Path, real_root: str, links: list[Path]
+) -> None:
+    """Create a symlink or hard link member, refusing any that leaves ``root``."""
+    if member.issym():
+        link = member.linkname
+        if not link or os.path.isabs(link) or re.match(r"^[A-Za-z]:", link):
+            raise UnsafeArchiveError(f"symlink {member.name!r} points to an absolute path {link!r}")
+        lexical = os.path.normpath(os.path.join(os.path.dirname(target), link))
+        if not _inside(os.path.normpath(root), lexical):
+            raise UnsafeArchiveError(
+                f"symlink {member.name!r} -> {link!r} points outside the destination"
+            )
+        os.symlink(link, target)
+        if not _inside(real_root, os.path.realpath(target)):
+            raise UnsafeArchiveError(
+                f"symlink {member.name!r} -> {link!r} resolves outside the destination"
+            )
+        links.append(target)
+        return
+    src_parts = _member_parts(member.linkname, f"hardlink {member.name!r} target")
+    source = root.joinpath(*src_parts)
+    real_source = os.path.realpath(source)
+    if not src_parts or not _inside(real_root, real_source):
+        raise UnsafeArchiveError(
+            f"hardlink {member.name!r} -> {member.linkname!r} points outside the destination"
+        )
+    if source.is_symlink() or not os.path.isfile(real_source):
+        raise UnsafeArchiveError(
+            f"hardlink {member.name!r} -> {member.linkname!r} has no regular file target"
+        )
+    os.link(real_source, target)
+
+
+def _place(
+    tf: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    parts: list[str],
+    root: Path,
+    real_root: str,
+    links: list[Path],
+) -> None:
+    """Write one checked member under ``root`` (never through or over a link)."""
+    target = root.joinpath(*parts)
+    if not _inside(real_root, os.path.realpath(target.parent)):
+        raise UnsafeArchiveError(f"archive member {member.name!r} escapes the destination")
+    if target.is_symlink():
+        raise UnsafeArchiveError(f"archive member {member.name!r} would overwrite a link")
+    if member.isdir():
+        target.mkdir(parents=True, exist_ok=True)
+        if not _inside(real_root, os.path.realpath(target)):
+            raise UnsafeArchiveError(f"directory {member.name!r} escapes the destination")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(real_root, os.path.realpath(target.parent)):
+        raise UnsafeArchiveError(f"archive member {member.name!r} escapes the destination")
+    if target.exists():
+        if target.is_dir():
+            raise UnsafeArchiveError(f"archive member {member.name!r} replaces a directory")
+        target.unlink()
+    if member.issym() or member.islnk():
+        _place_link(member, target, root, real_root, links)
+        return
+    src = tf.extractfile(member)
+    if src is None:
+        raise UnsafeArchiveError(f"archive member {member.name!r} cannot be read")
+    with src:
+        _copy_member(src, target, member.size, member.mode)
+
+
+def _check_member(member: tarfile.TarInfo) -> list[str]:
+    """The member's path parts; refuses device files, FIFOs and unknown types."""
+    parts = _member_parts(member.name, "archive member")
+    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
+        raise UnsafeArchiveError(f"archive member {member.name!r} is a device file or FIFO")
+    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+        raise UnsafeArchiveError(f"archive member {member.name!r} has an unsupported type")
+    return parts
+
+
 def _extract_into(
     archive: Path, root: Path, *, max_total_bytes: int | None, max_members: int | None
 ) -> None:
@@ -254,72 +334,15 @@ def _extract_into(
             count += 1
             if max_members is not None and count > max_members:
                 raise ArchiveTooLargeError(f"archive has more than {max_members} members")
-            parts = _member_parts(member.name, "archive member")
-            if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-                raise UnsafeArchiveError(f"archive member {member.name!r} is a device file or FIFO")
-            if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-                raise UnsafeArchiveError(f"archive member {member.name!r} has an unsupported type")
+            parts = _check_member(member)
             if member.isfile():
                 total += member.size
                 if max_total_bytes is not None and total > max_total_bytes:
                     raise ArchiveTooLargeError(
                         f"archive content exceeds the {max_total_bytes}-byte limit"
                     )
-            if not parts:
-                continue  # "./" itself
-            target = root.joinpath(*parts)
-            if not _inside(real_root, os.path.realpath(target.parent)):
-                raise UnsafeArchiveError(f"archive member {member.name!r} escapes the destination")
-            if target.is_symlink():
-                raise UnsafeArchiveError(f"archive member {member.name!r} would overwrite a link")
-            if member.isdir():
-                target.mkdir(parents=True, exist_ok=True)
-                if not _inside(real_root, os.path.realpath(target)):
-                    raise UnsafeArchiveError(f"directory {member.name!r} escapes the destination")
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            if not _inside(real_root, os.path.realpath(target.parent)):
-                raise UnsafeArchiveError(f"archive member {member.name!r} escapes the destination")
-            if target.exists():
-                if target.is_dir():
-                    raise UnsafeArchiveError(f"archive member {member.name!r} replaces a directory")
-                target.unlink()
-            if member.issym():
-                link = member.linkname
-                if not link or os.path.isabs(link) or re.match(r"^[A-Za-z]:", link):
-                    raise UnsafeArchiveError(
-                        f"symlink {member.name!r} points to an absolute path {link!r}"
-                    )
-                lexical = os.path.normpath(os.path.join(os.path.dirname(target), link))
-                if not _inside(os.path.normpath(root), lexical):
-                    raise UnsafeArchiveError(
-                        f"symlink {member.name!r} -> {link!r} points outside the destination"
-                    )
-                os.symlink(link, target)
-                if not _inside(real_root, os.path.realpath(target)):
-                    raise UnsafeArchiveError(
-                        f"symlink {member.name!r} -> {link!r} resolves outside the destination"
-                    )
-                links.append(target)
-            elif member.islnk():
-                src_parts = _member_parts(member.linkname, f"hardlink {member.name!r} target")
-                source = root.joinpath(*src_parts)
-                real_source = os.path.realpath(source)
-                if not src_parts or not _inside(real_root, real_source):
-                    raise UnsafeArchiveError(
-                        f"hardlink {member.name!r} -> {member.linkname!r} points outside the destination"
-                    )
-                if source.is_symlink() or not os.path.isfile(real_source):
-                    raise UnsafeArchiveError(
-                        f"hardlink {member.name!r} -> {member.linkname!r} has no regular file target"
-                    )
-                os.link(real_source, target)
-            else:
-                src = tf.extractfile(member)
-                if src is None:
-                    raise UnsafeArchiveError(f"archive member {member.name!r} cannot be read")
-                with src:
-                    _copy_member(src, target, member.size, member.mode)
+            if parts:  # no parts: "./" itself
+                _place(tf, member, parts, root, real_root, links)
     for link_path in links:  # a later link may have changed what an earlier one resolves to
         if not _inside(real_root, os.path.realpath(link_path)):
             raise UnsafeArchiveError(f"symlink {link_path.name!r} resolves outside the destination")

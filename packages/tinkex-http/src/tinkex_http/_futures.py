@@ -13,6 +13,9 @@
 * 200 with an ``error`` key or ``status: failed`` → :class:`tinkex_types.RequestFailedError`
   with its category (terminal for every category, as the official 0.16.1 client);
 * 200 ``{"status": "completed", "result": ...}`` → ``result``; any other 200 body → the body;
+  a 200 in a binary media type (protobuf, by ``Content-Type``) is the result itself, decoded
+  into ``result_model`` by the codec seam (:mod:`tinkex_http._wire`); ``accept`` names the
+  media types the poll asks for (default: JSON only);
 * 408 → try_again (its body may carry queue state); 5xx → re-polled after
   ``config.poll_backoff`` (1 s doubling to 30 s by default); 429 → re-polled after the
   body's ``retry_after_ms`` or the transport backoff (0.5 s doubling to 10 s; 0.16.1 fails
@@ -21,28 +24,38 @@
   410 → terminal "promise expired"; other statuses → terminal;
 * connection errors and poll timeouts → backoff ``min(2**n, 30)`` s, then re-poll.
 
+Every wait is a :class:`tinkex_types.Backoff` (``PollPolicy.backoff_for``,
+``config.poll_backoff``, the transport's ``RetryPolicy.backoff``). The polls themselves
+are sent with 0 transport retries: this loop is their only retry layer.
+
 With a ``timeout`` (argument or ``config.future_timeout``) the loop raises
 :class:`tinkex_types.APITimeoutError` naming the request and the elapsed time; each poll's
-own timeout (45 s) is cut to the time left. ``Hooks.on_future`` fires once at the end.
+own timeout (45 s) is cut to the time left; that error is marked as retried by the
+``"polling"`` layer (:func:`tinkex_http.retried_by`), so no outer loop re-submits after it.
+``Hooks.on_future`` fires once at the end.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Generator
-from dataclasses import dataclass
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from pydantic import BaseModel
 
 from tinkex_http._client import HTTPClient, RequestOptions
 from tinkex_http._ratelimit import BytesSemaphore, response_byte_limiter
+from tinkex_http._retry import mark_retried
+from tinkex_http._wire import accept_header
 from tinkex_types import (
     NOT_GIVEN,
     APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
+    Backoff,
     FutureEvent,
     NotGiven,
     QueueStateEvent,
@@ -93,8 +106,32 @@ class PollPolicy:
     #: Immediate re-polls allowed for blank 400 answers.
     max_blank_400: int = 3
 
+    @property
+    def backoff_for(self) -> Backoff:
+        """The backoff of connection errors and ``pending``: doubling, no jitter."""
+        return Backoff(self.backoff_initial, self.backoff_max, jitter=0.0)
+
     def backoff(self, n: int) -> float:
-        return min(self.backoff_initial * (2.0 ** min(n, 32)), self.backoff_max)
+        """Seconds before re-poll ``n`` (0-based) of :attr:`backoff_for`."""
+        return self.backoff_for.cap(n)
+
+
+_AGAIN: Any = object()  # "poll again": a result is never this object
+
+
+@dataclass
+class _PollState:
+    """Counters of one resolution (each resets when its condition clears)."""
+
+    allow_meta: bool
+    conn_errors: int = 0
+    server_errors: int = 0
+    blank_400: int = 0
+    pending: int = 0
+    rate_limited: int = 0
+    held: int = 0
+    limiter: BytesSemaphore | None = None
+    last: BaseException | None = field(default=None, repr=False)
 
 
 class APIFutureResolver:
@@ -116,6 +153,8 @@ class APIFutureResolver:
         allow_metadata_only: bool = True,
         policy: PollPolicy | None = None,
         response_limiter: BytesSemaphore | None = None,
+        result_model: type[BaseModel] | None = None,
+        accept: Sequence[str] = (),
     ) -> None:
         if not isinstance(request_id, str) or not request_id:
             raise APIResponseValidationError(f"invalid future request_id {request_id!r}")
@@ -131,7 +170,10 @@ class APIFutureResolver:
         self.queue_state: str | None = None
         self.queue_state_reason: str | None = None
         self.polls = 0
-        self._task: asyncio.Future[Any] | None = None
+        #: The model a binary (protobuf) result decodes into; JSON results stay plain data.
+        self.result_model = result_model
+        #: Media types asked for in ``Accept`` besides JSON, preferred first.
+        self.accept = tuple(accept)
 
     def __await__(self) -> Generator[Any, None, Any]:
         return self.result().__await__()
@@ -222,6 +264,7 @@ class APIFutureResolver:
             request_id=self.request_id,
         )
         err.__cause__ = last
+        mark_retried(err, "polling")
         return err
 
     async def _sleep(self, seconds: float, deadline: float | None) -> None:
@@ -232,130 +275,139 @@ class APIFutureResolver:
 
     async def _loop(self, started: float) -> Any:
         http = self.http
-        policy = self.policy
         deadline = started + self.timeout if self.timeout is not None else None
-        allow_meta = self.allow_metadata_only
-        held = 0
-        limiter: BytesSemaphore | None = None
-        conn_errors = 0
-        server_errors = 0
-        blank_400 = 0
-        pending = 0
-        rate_limited = 0
-        last: BaseException | None = None
+        state = _PollState(allow_meta=self.allow_metadata_only)
         try:
             while True:
-                poll_timeout = policy.http_timeout
+                poll_timeout = self.policy.http_timeout
                 if deadline is not None:
                     left = deadline - http.clock()
                     if left <= 0:
-                        raise self._timeout_error(started, last)
+                        raise self._timeout_error(started, state.last)
                     poll_timeout = min(poll_timeout, left)
-                options = RequestOptions(
-                    max_retries=0,
-                    timeout=poll_timeout,
-                    pool="futures",
-                    request_type=self.request_type,
-                    iteration=self.polls,
-                    create_roundtrip_time=self.create_roundtrip_time if self.polls == 0 else None,
-                )
-                self.polls += 1
                 try:
-                    body = await http.post(
-                        RETRIEVE_FUTURE_PATH,
-                        {"request_id": self.request_id, "allow_metadata_only": allow_meta},
-                        options=options,
-                    )
+                    body = await self._poll(state, poll_timeout)
                 except APIConnectionError as exc:  # includes APITimeoutError of one poll
-                    last = exc
-                    delay = policy.backoff(conn_errors)
-                    conn_errors += 1
-                    _log.debug(
-                        "future_poll_connection_error",
-                        request_id=self.request_id,
-                        error=type(exc).__name__,
-                        delay_s=delay,
-                    )
-                    await self._sleep(delay, deadline)
+                    await self._on_connection_error(exc, state, deadline)
                     continue
                 except APIStatusError as exc:
-                    conn_errors = 0
-                    code = exc.status_code
-                    if code == 410:
-                        raise status_error_class(410)(
-                            f"Promise expired for request {self.request_id}; submit a new request.",
-                            status_code=410,
-                            request_id=self.request_id,
-                            body=exc.body,
-                        ) from None
-                    if code == 408:
-                        blank_400 = 0
-                        last = exc
-                        if isinstance(exc.body, dict):
-                            self._observe(
-                                exc.body.get("queue_state"), exc.body.get("queue_state_reason")
-                            )
-                            await self._sleep(self._try_again_delay(exc.body), deadline)
-                        continue
-                    if code == 429:
-                        last = exc
-                        delay = http.retry_policy.delay(rate_limited, rng=http.rng)
-                        if isinstance(exc.body, dict):
-                            self._observe(
-                                exc.body.get("queue_state"), exc.body.get("queue_state_reason")
-                            )
-                            delay = self._try_again_delay(exc.body) or delay
-                        rate_limited += 1
-                        await self._sleep(delay, deadline)
-                        continue
-                    if code >= 500:
-                        last = exc
-                        backoff = http.config.poll_backoff
-                        if backoff is not None:
-                            initial, maximum = backoff
-                            delay = min(initial * 2.0 ** min(server_errors, 32), maximum)
-                            await self._sleep(delay, deadline)
-                        server_errors += 1
-                        continue
-                    if code == 400 and self._blank(exc) and blank_400 < policy.max_blank_400:
-                        blank_400 += 1
-                        last = exc
-                        continue
-                    raise
-                conn_errors = server_errors = rate_limited = 0
-                if not isinstance(body, dict):
-                    return body
-                if body.get("type") == "try_again":
-                    self._observe(body.get("queue_state"), body.get("queue_state_reason"))
-                    await self._sleep(self._try_again_delay(body), deadline)
+                    state.conn_errors = 0
+                    await self._on_status_error(exc, state, deadline)
                     continue
-                status = body.get("status")
-                if "error" in body or status == "failed":
-                    raise self._failed(body)
-                if status == "pending":
-                    await self._sleep(policy.backoff(pending), deadline)
-                    pending += 1
-                    continue
-                if status == "complete_metadata":
-                    if not allow_meta:
-                        raise APIResponseValidationError(
-                            f"retrieve_future for {self.request_id} answered complete_metadata "
-                            "although the client asked for the full payload",
-                            request_id=self.request_id,
-                            body=body,
-                        )
-                    size = body.get("response_payload_size")
-                    held = size if isinstance(size, int) and size > 0 else 0
-                    limiter = self._limiter or response_byte_limiter(http.config.tenant_key)
-                    await limiter.acquire(held)
-                    allow_meta = False
-                    continue
-                if status == "completed":
-                    return body.get("result")
-                return body
+                state.conn_errors = state.server_errors = state.rate_limited = 0
+                value = await self._on_body(body, state, deadline)
+                if value is not _AGAIN:
+                    return value
         finally:
-            if limiter is not None:
-                limiter.release(held)
+            if state.limiter is not None:
+                state.limiter.release(state.held)
+
+    async def _poll(self, state: _PollState, poll_timeout: float) -> Any:
+        """One ``retrieve_future`` call (0 transport retries: this loop retries)."""
+        headers = {"accept": accept_header(self.accept)} if self.accept else None
+        options = RequestOptions(
+            max_retries=0,
+            timeout=poll_timeout,
+            pool="futures",
+            request_type=self.request_type,
+            iteration=self.polls,
+            create_roundtrip_time=self.create_roundtrip_time if self.polls == 0 else None,
+            headers=headers,
+        )
+        self.polls += 1
+        return await self.http.post(
+            RETRIEVE_FUTURE_PATH,
+            {"request_id": self.request_id, "allow_metadata_only": state.allow_meta},
+            options=options,
+            result_model=self.result_model,
+        )
+
+    async def _on_connection_error(
+        self, exc: APIConnectionError, state: _PollState, deadline: float | None
+    ) -> None:
+        state.last = exc
+        delay = self.policy.backoff(state.conn_errors)
+        state.conn_errors += 1
+        _log.debug(
+            "future_poll_connection_error",
+            request_id=self.request_id,
+            error=type(exc).__name__,
+            delay_s=delay,
+        )
+        await self._sleep(delay, deadline)
+
+    async def _on_status_error(
+        self, exc: APIStatusError, state: _PollState, deadline: float | None
+    ) -> None:
+        """Wait as the status asks and return (poll again), or raise the terminal error."""
+        code = exc.status_code
+        body = exc.body if isinstance(exc.body, dict) else None
+        if code == 410:
+            raise status_error_class(410)(
+                f"Promise expired for request {self.request_id}; submit a new request.",
+                status_code=410,
+                request_id=self.request_id,
+                body=exc.body,
+            ) from None
+        if code == 400 and self._blank(exc) and state.blank_400 < self.policy.max_blank_400:
+            state.blank_400 += 1
+            state.last = exc
+            return
+        if code not in (408, 429) and code < 500:
+            raise exc
+        state.last = exc
+        delay = 0.0
+        if code == 408:
+            state.blank_400 = 0
+        elif code == 429:
+            delay = self.http.retry_policy.delay(state.rate_limited, rng=self.http.rng)
+            state.rate_limited += 1
+        else:
+            backoff = self.http.config.poll_backoff
+            if backoff is not None:
+                delay = Backoff(backoff[0], backoff[1], jitter=0.0).cap(state.server_errors)
+            state.server_errors += 1
+        if body is not None and code in (408, 429):
+            self._observe(body.get("queue_state"), body.get("queue_state_reason"))
+            delay = self._try_again_delay(body) or (delay if code == 429 else 0.0)
+        await self._sleep(delay, deadline)
+
+    async def _on_body(self, body: Any, state: _PollState, deadline: float | None) -> Any:
+        """The result, or :data:`_AGAIN` after waiting as the body asks."""
+        if not isinstance(body, dict):
+            return body
+        if body.get("type") == "try_again":
+            self._observe(body.get("queue_state"), body.get("queue_state_reason"))
+            await self._sleep(self._try_again_delay(body), deadline)
+            return _AGAIN
+        status = body.get("status")
+        if "error" in body or status == "failed":
+            raise self._failed(body)
+        if status == "pending":
+            await self._sleep(self.policy.backoff(state.pending), deadline)
+            state.pending += 1
+            return _AGAIN
+        if status == "complete_metadata":
+            await self._reserve(body, state)
+            return _AGAIN
+        if status == "completed":
+            return body.get("result")
+        return body
+
+    async def _reserve(self, body: dict[str, Any], state: _PollState) -> None:
+        """Reserve the announced payload size, then ask for the full payload."""
+        if not state.allow_meta:
+            raise APIResponseValidationError(
+                f"retrieve_future for {self.request_id} answered complete_metadata "
+                "although the client asked for the full payload",
+                request_id=self.request_id,
+                body=body,
+            )
+        size = body.get("response_payload_size")
+        state.held = size if isinstance(size, int) and size > 0 else 0
+        state.limiter = self._limiter or response_byte_limiter(self.http.config.tenant_key)
+        await state.limiter.acquire(state.held)
+        state.allow_meta = False
 
     def _try_again_delay(self, body: dict[str, Any]) -> float:
         retry_ms = body.get("retry_after_ms")
@@ -399,8 +451,11 @@ async def poll_future(
     create_roundtrip_time: float | None = None,
     allow_metadata_only: bool = True,
     policy: PollPolicy | None = None,
+    result_model: type[BaseModel] | None = None,
+    accept: Sequence[str] = (),
 ) -> Any:
-    """Poll ``request_id`` until it resolves and return the result payload (a dict)."""
+    """Poll ``request_id`` until it resolves and return the result payload (a dict, or a
+    ``result_model`` when the server answered a binary media type from ``accept``)."""
     return await APIFutureResolver(
         http,
         request_id,
@@ -410,4 +465,6 @@ async def poll_future(
         create_roundtrip_time=create_roundtrip_time,
         allow_metadata_only=allow_metadata_only,
         policy=policy,
+        result_model=result_model,
+        accept=accept,
     )

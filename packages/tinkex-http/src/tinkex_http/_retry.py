@@ -1,14 +1,24 @@
-"""Retry rules and backoff delays.
+"""Retry rules and backoff delays: which layer retries what.
 
-* :func:`backoff_delay` -- ``min(initial * 2**attempt, max) * U[1 - jitter, 1]``, always in
-  ``[0, max]`` (transport layer: 0.5 s initial, 10 s max, 25 % jitter; protocol.md §2.13).
-* :class:`RetryPolicy` -- the HTTP (transport) layer: which responses and errors are retried
-  (408, 409, 429, 5xx and transport errors; ``x-should-retry`` overrides both ways) and how
-  long to wait (``retry-after-ms`` / ``retry-after`` seconds or HTTP date when in
-  ``(0, 60]`` s, else the backoff).
-* :class:`RetryConfig` + :func:`retry_async` -- the operation and sampling layers around a
-  whole call (``RetryConfig.operation()``: 300 s budget, ``min(2**n, 30)`` s;
-  ``RetryConfig.sampling()``: unlimited attempts, 7200 s progress timeout, 0.5..10 s ± 25 %).
+Every delay comes from one :class:`tinkex_types.Backoff` value; the layers never stack
+(docs/architecture.md, "Retries"):
+
+* :class:`RetryPolicy` -- the transport layer, one HTTP request: connection errors,
+  timeouts, 408, 409, 429 and 5xx (``x-should-retry`` overrides both ways), up to
+  ``max_retries`` (10) times, waiting the server's ``retry-after-ms`` / ``retry-after``
+  (seconds or HTTP date) when it lies in ``(0, 60]`` s, else
+  ``Backoff(0.5, 10, jitter=0.25, "down")``. Endpoints whose callers own the retrying
+  (``/asample``: the sampling loop, ``retrieve_future``: the polling loop, the heartbeat)
+  get 0 transport retries.
+* An error the transport was allowed to retry (its budget for the request was > 0) leaves
+  :class:`~tinkex_http.HTTPClient` marked as already retried (:func:`retried_by` answers
+  ``"transport"``); a polling deadline is marked ``"polling"``. :func:`is_retryable_error`
+  answers ``False`` for marked errors, so no outer layer re-runs an inner layer's budget.
+* :class:`RetryConfig` + :func:`retry_async` -- a loop around a whole operation
+  (``RetryConfig.operation()``: 300 s, ``Backoff(1, 30, jitter=0)``;
+  ``RetryConfig.sampling()``: unlimited attempts, 7200 s, ``Backoff(0.5, 10, 0.25, "both")``).
+  It retries only what reached it unretried: errors of requests sent with a transport
+  budget of 0 (``/asample``, or ``max_retries=0``), an expired future (410, sampling only).
 """
 
 from __future__ import annotations
@@ -25,15 +35,17 @@ from tinkex_types import (
     APIConnectionError,
     APIStatusError,
     APITimeoutError,
+    Backoff,
 )
 
 __all__ = [
     "RETRYABLE_STATUS",
     "RetryConfig",
     "RetryPolicy",
-    "backoff_delay",
     "is_retryable_error",
+    "mark_retried",
     "parse_retry_after",
+    "retried_by",
     "retry_async",
 ]
 
@@ -46,25 +58,23 @@ Rng = Callable[[], float]
 _T = TypeVar("_T")
 
 
-def backoff_delay(
-    attempt: int,
-    *,
-    initial: float = 0.5,
-    maximum: float = 10.0,
-    jitter: float = 0.25,
-    rng: Rng = random.random,
-) -> float:
-    """Delay in seconds before retry number ``attempt`` (0-based).
+#: Attribute set on an error by the layer that already spent its retry budget on it.
+_RETRIED_BY = "_tinkex_retried_by"
 
-    ``min(initial * 2**attempt, maximum)`` scaled by a factor in ``[1 - jitter, 1]``; the
-    result always lies in ``[0, maximum]``.
+
+def mark_retried(exc: BaseException, layer: str) -> None:
+    """Record that ``layer`` (``"transport"``, ``"polling"``) already retried ``exc``."""
+    setattr(exc, _RETRIED_BY, layer)
+
+
+def retried_by(exc: BaseException) -> str | None:
+    """The layer that already retried ``exc`` and gave up (``None``: no layer retried it).
+
+    An outer retry loop must not retry such an error: that would re-run the inner layer's
+    whole budget once per outer attempt.
     """
-    if attempt < 0:
-        attempt = 0
-    base = maximum if attempt >= 64 else min(initial * (2.0**attempt), maximum)
-    jitter = min(max(jitter, 0.0), 1.0)
-    factor = 1.0 - jitter * min(max(rng(), 0.0), 1.0)
-    return min(max(base * factor, 0.0), maximum)
+    layer = getattr(exc, _RETRIED_BY, None)
+    return layer if isinstance(layer, str) else None
 
 
 def parse_retry_after(
@@ -106,6 +116,11 @@ class RetryPolicy:
     #: Server hints above this many seconds are ignored (the backoff is used instead).
     max_retry_after: float = 60.0
 
+    @property
+    def backoff(self) -> Backoff:
+        """``min(initial * 2**n, max)`` scaled by ``[1 - jitter, 1]`` (never above ``max``)."""
+        return Backoff(self.initial_delay, self.max_delay, self.jitter, jitter_mode="down")
+
     def should_retry_status(self, status: int, headers: Mapping[str, str]) -> bool:
         """``x-should-retry`` wins; else 408, 409, 429 and 5xx are retried."""
         hint = headers.get("x-should-retry")
@@ -126,27 +141,23 @@ class RetryPolicy:
         now: Callable[[], float] = time.time,
     ) -> float:
         """Seconds to wait before retry ``attempt`` (0-based): the server hint when it lies in
-        ``(0, max_retry_after]``, otherwise :func:`backoff_delay`."""
+        ``(0, max_retry_after]``, otherwise :attr:`backoff`."""
         if headers is not None:
             hint = parse_retry_after(headers, now=now)
             if hint is not None and 0 < hint <= self.max_retry_after:
                 return hint
-        return backoff_delay(
-            attempt,
-            initial=self.initial_delay,
-            maximum=self.max_delay,
-            jitter=self.jitter,
-            rng=rng,
-        )
+        return self.backoff.delay(attempt, rng)
 
 
 def is_retryable_error(exc: BaseException, *, retry_gone: bool = False) -> bool:
     """Whether an operation-level retry makes sense for ``exc``.
 
-    Connection errors and timeouts, 408, 409, 429 and 5xx are retryable; other 4xx and
-    ``RequestFailedError`` with category ``user`` are not. 410 only when ``retry_gone``
-    (sampling re-submits an expired future).
+    Connection errors and timeouts, 408, 409, 429 and 5xx are retryable, unless a lower
+    layer already retried them (:func:`retried_by`); other 4xx and ``RequestFailedError``
+    are not. 410 only when ``retry_gone`` (sampling re-submits an expired future).
     """
+    if retried_by(exc) is not None:
+        return False
     if isinstance(exc, (APIConnectionError, APITimeoutError)):
         return True
     if isinstance(exc, APIStatusError):
@@ -195,18 +206,22 @@ class RetryConfig:
 
     @classmethod
     def operation(cls) -> RetryConfig:
-        """Layer 2: ``min(2**n, 30)`` s (jitter 0), 300 s total, 410 not retried."""
+        """Layer 2: ``min(2**n, 30)`` s (jitter 0), 300 s total, 410 not retried.
+
+        Errors the transport already retried are final here (:func:`is_retryable_error`),
+        so this loop only acts on requests sent with a transport budget of 0."""
         return cls(
             base_delay=1.0, max_delay=30.0, jitter=0.0, total_timeout=300.0, retry_gone=False
         )
 
+    @property
+    def backoff(self) -> Backoff:
+        """``min(base * 2**n, max)`` ± ``jitter``, clamped to ``[0, max]``."""
+        return Backoff(self.base_delay, self.max_delay, self.jitter, jitter_mode="both")
+
     def delay(self, attempt: int, rng: Rng = random.random) -> float:
-        """``min(base * 2**attempt, max)`` ± ``jitter``, clamped to ``[0, max]``."""
-        base = (
-            self.max_delay if attempt >= 64 else min(self.base_delay * 2.0**attempt, self.max_delay)
-        )
-        spread = base * self.jitter * (2.0 * rng() - 1.0)
-        return min(max(base + spread, 0.0), self.max_delay)
+        """Seconds before retry ``attempt`` (0-based), from :attr:`backoff`."""
+        return self.backoff.delay(attempt, rng)
 
 
 async def retry_async(

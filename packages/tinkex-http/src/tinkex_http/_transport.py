@@ -68,6 +68,17 @@ def http_transport_factory(*, config: Config, pool: str, **_: Any) -> httpx.Asyn
     return httpx.AsyncHTTPTransport(http2=True, limits=limits, proxy=proxy, retries=0)
 
 
+def as_httpx_transport(transport: object, what: str) -> httpx.AsyncBaseTransport:
+    """``transport`` when it is an ``httpx.AsyncBaseTransport`` (what ``httpx.AsyncClient``
+    needs); otherwise a ``TypeError`` naming the plugin hook that returned it."""
+    if isinstance(transport, httpx.AsyncBaseTransport):
+        return transport
+    raise TypeError(
+        f"{what} returned a {type(transport).__name__}; "
+        "return a subclass of httpx.AsyncBaseTransport"
+    )
+
+
 def make_transport(
     config: Config,
     pool: str,
@@ -98,7 +109,8 @@ def make_transport(
             fix,
         )
     factory = registry.get(wanted)
-    transport: httpx.AsyncBaseTransport = factory(config=config, pool=pool)
+    transport = as_httpx_transport(factory(config=config, pool=pool), f"transport {wanted!r}")
     if hooks.has_transport_wrappers():
-        transport = hooks.wrap_transport(transport, config)
+        wrapped = hooks.wrap_transport(transport, config)
+        transport = as_httpx_transport(wrapped, "the tinkex_wrap_transport hook")
     return transport
