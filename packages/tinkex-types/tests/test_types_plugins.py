@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 
 from tinkex_types import (
+    DEFAULT_PLUGINS,
     NOT_GIVEN,
+    CommandGroup,
     FutureEvent,
     Hooks,
     NotGiven,
@@ -115,7 +117,8 @@ class Spans:
 
 
 def _hooks(*plugins: object) -> Hooks:
-    return Hooks(make_plugin_manager(load_entrypoints=False, plugins=list(plugins)))
+    """A facade over exactly ``plugins`` (no built-ins, no entry points)."""
+    return Hooks(make_plugin_manager(load_entrypoints=False, defaults=False, plugins=list(plugins)))
 
 
 @pytest.fixture
@@ -155,7 +158,7 @@ def test_unknown_hook_fails_at_once() -> None:
         def tinkex_on_requestt(self, event: Any) -> None: ...
 
     with pytest.raises(Exception, match="tinkex_on_requestt"):
-        make_plugin_manager(load_entrypoints=False, plugins=[Typo()])
+        make_plugin_manager(load_entrypoints=False, defaults=False, plugins=[Typo()])
 
 
 def test_wrap_transport_chains_in_hook_call_order() -> None:
@@ -213,15 +216,25 @@ def test_operation_span_enters_every_manager() -> None:
         pass
 
 
+class FakeGroup:
+    """A :class:`tinkex_types.CommandGroup` that records what was added."""
+
+    def __init__(self) -> None:
+        self.added: list[Any] = []
+
+    def add_command(self, cmd: Any, name: str | None = None) -> None:
+        self.added.append(name or cmd)
+
+
 def test_register_commands_passes_the_cli() -> None:
     class Commands:
         @hookimpl
-        def tinkex_register_commands(self, cli: Any) -> None:
-            cli.append("hello")
+        def tinkex_register_commands(self, cli: CommandGroup) -> None:
+            cli.add_command("hello")
 
-    cli: list[str] = []
+    cli = FakeGroup()
     _hooks(Commands()).register_commands(cli)
-    assert cli == ["hello"]
+    assert cli.added == ["hello"]
 
 
 def _tinkex_entry_point_names() -> set[str]:
@@ -238,13 +251,17 @@ def test_disable_plugins_env_blocks_entry_points(monkeypatch: pytest.MonkeyPatch
     assert [p for p in pm.get_plugins() if not isinstance(p, Recorder)] == []
 
 
-def test_load_plugins_env_allows_only_listed(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_load_plugins_env_allows_only_listed_besides_the_builtins(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("TINKEX_DISABLE_PLUGINS", raising=False)
     monkeypatch.setenv("TINKEX_LOAD_PLUGINS", "none-such")
     pm = make_plugin_manager()
-    for name in _tinkex_entry_point_names():
+    builtins = {d.name for d in DEFAULT_PLUGINS}
+    for name in _tinkex_entry_point_names() - builtins:
         assert pm.is_blocked(name)
-    assert pm.get_plugins() == set()
+    assert {pm.get_name(p) for p in pm.get_plugins()} == builtins
+    assert make_plugin_manager(defaults=False).get_plugins() == set()
 
 
 def test_get_and_set_hooks(restore_hooks: None, monkeypatch: pytest.MonkeyPatch) -> None:

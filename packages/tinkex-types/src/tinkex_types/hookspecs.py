@@ -1,14 +1,18 @@
 """Every hook of tinkex: the only joints between its packages.
 
 Hooks are called with keyword arguments only, through :class:`tinkex_types.Hooks`, never
-through ``pm.hook`` directly. Implementations use :data:`tinkex_types.hookimpl`.
+through ``pm.hook`` directly; the facade calls through pluggy, so an implementation may
+declare only the arguments it uses, ``wrapper=True`` implementations wrap calls and
+``pm.add_hookcall_monitoring`` / ``pm.trace`` see them. Implementations use
+:data:`tinkex_types.hookimpl`. The argument and result types are the Protocols of
+:mod:`tinkex_types._protocols` (no httpx or click import here).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Final
 
 import pluggy
 
@@ -19,19 +23,49 @@ from tinkex_types._events import (
     RequestEvent,
     SessionEvent,
 )
+from tinkex_types._protocols import (
+    AsyncTransport,
+    CommandGroup,
+    RegisterRegularizer,
+    RegisterTelemetrySink,
+    RegisterTransport,
+    TransportConfig,
+)
+from tinkex_types._tokenizer import Tokenizer
 
-__all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
+__all__ = [
+    "OBSERVER_HOOKS",
+    "PROJECT_NAME",
+    "RegisterNamed",
+    "RegisterRegularizer",
+    "RegisterTelemetrySink",
+    "RegisterTransport",
+    "hookimpl",
+    "hookspec",
+]
 
 PROJECT_NAME = "tinkex"
 
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-#: ``register(name, factory)``; a factory is called as ``factory(config=..., pool=...)`` and
-#: returns an ``httpx.AsyncBaseTransport``.
-RegisterTransport = Callable[[str, Callable[..., Any]], None]
-#: ``register(name, obj)`` for the other "contribute named things" hooks.
+#: ``register(name, obj)``: the callback of the "contribute named things" hooks, loosely typed
+#: (kept for implementations written before :data:`RegisterRegularizer` and
+#: :data:`RegisterTelemetrySink`).
 RegisterNamed = Callable[[str, Any], None]
+
+#: Observer hooks: an implementation that raises is logged (``observer_failed``) and
+#: skipped; the other implementations still run and the caller never sees the error.
+OBSERVER_HOOKS: Final[frozenset[str]] = frozenset(
+    {
+        "tinkex_on_queue_state_change",
+        "tinkex_on_request",
+        "tinkex_on_future",
+        "tinkex_on_session",
+        "tinkex_on_regularizer",
+        "tinkex_inject_headers",
+    }
+)
 
 
 @hookspec
@@ -39,18 +73,24 @@ def tinkex_register_transports(register: RegisterTransport) -> None:
     """Contribute transports by URL scheme.
 
     Call ``register(scheme, factory)`` once per scheme (``"http"``, ``"local"``...). The
-    factory is called as ``factory(config=config, pool=pool_name)`` and must return an
-    ``httpx.AsyncBaseTransport``. A scheme registered twice is an error.
+    factory (:class:`~tinkex_types.TransportFactory`) is called as
+    ``factory(config=config, pool=pool_name)`` and must return an
+    ``httpx.AsyncBaseTransport`` (:class:`~tinkex_types.AsyncTransport`). A scheme
+    registered twice is an error.
     """
 
 
 @hookspec
-def tinkex_wrap_transport(transport: Any, config: Any) -> Any | None:
+def tinkex_wrap_transport(
+    transport: AsyncTransport, config: TransportConfig
+) -> AsyncTransport | None:
     """Wrap the transport chosen for a client.
 
     Return a new ``httpx.AsyncBaseTransport`` that delegates to ``transport`` (fault
-    injection, tracing...), or ``None`` to leave it as it is. Wrappers are applied one after
-    the other in hook-call order; ``config`` is the client's ``tinkex_http.Config``.
+    injection, tracing...), or ``None`` to leave it as it is. ``config`` is the client's
+    ``tinkex_http.Config``. The implementations are chained in hook-call order: each is
+    called (through pluggy, one call per implementation) with the transport the previous
+    one returned, so the first implementation called wraps innermost.
     """
 
 
@@ -116,19 +156,19 @@ def tinkex_inject_headers(headers: dict[str, str]) -> None:
 
 
 @hookspec
-def tinkex_register_regularizers(register: RegisterNamed) -> None:
+def tinkex_register_regularizers(register: RegisterRegularizer) -> None:
     """Contribute regularizer classes by name: ``register(name, regularizer_class)``.
     A name registered twice is an error."""
 
 
 @hookspec
-def tinkex_register_telemetry_sinks(register: RegisterNamed) -> None:
+def tinkex_register_telemetry_sinks(register: RegisterTelemetrySink) -> None:
     """Contribute telemetry sinks by name (where events go): ``register(name, sink_factory)``.
     A name registered twice is an error."""
 
 
 @hookspec(firstresult=True)
-def tinkex_resolve_tokenizer(name: str) -> Any | None:
+def tinkex_resolve_tokenizer(name: str) -> Tokenizer | None:
     """Return a tokenizer for a model name (or local path), or ``None`` to pass.
 
     First result wins. The tokenizer follows :class:`tinkex_types.Tokenizer`
@@ -137,6 +177,7 @@ def tinkex_resolve_tokenizer(name: str) -> Any | None:
 
 
 @hookspec
-def tinkex_register_commands(cli: Any) -> None:
-    """Add commands to the ``tinkex`` CLI: ``cli`` is its ``click.Group``; call
-    ``cli.add_command(...)``. A command name already taken is an error."""
+def tinkex_register_commands(cli: CommandGroup) -> None:
+    """Add commands to the ``tinkex`` CLI: ``cli`` is its ``click.Group``
+    (:class:`~tinkex_types.CommandGroup`); call ``cli.add_command(...)``. A command name
+    already taken is an error (``add_command`` raises :class:`~tinkex_types.PluginError`)."""
