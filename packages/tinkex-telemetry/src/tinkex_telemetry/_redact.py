@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -206,26 +206,6 @@ def sanitize_url(url: str) -> str:
             pairs.append((name, val))
         query = urlencode(pairs, safe="[]")
     return redact_text(urlunsplit((parts.scheme, netloc, parts.path, query, "")))
-
-
-def safe_headers(
-    headers: Iterable[tuple[str, str]], allow: Iterable[str] | None = None
-) -> dict[str, str]:
-    """Headers fit for recording: sensitive ones dropped, values redacted.
-
-    With ``allow``, only the (lower-case) names listed are kept; sensitive headers are
-    dropped even when listed.
-    """
-    allowed = {name.lower() for name in allow} if allow is not None else None
-    out: dict[str, str] = {}
-    for name, val in headers:
-        lowered = name.lower()
-        if lowered in SENSITIVE_HEADERS or is_secret_key(lowered):
-            continue
-        if allowed is not None and lowered not in allowed:
-            continue
-        out[lowered] = redact_text(val)
-    return out
 
 
 def redact_secrets(
