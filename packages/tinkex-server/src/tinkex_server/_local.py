@@ -33,6 +33,7 @@ import httpx
 from tinkex_server._app import create_app, runtime_of
 from tinkex_server._config import ServerConfig, default_data_dir
 from tinkex_server._runtime import Runtime
+from tinkex_types import Hooks, get_hooks
 
 __all__ = [
     "LocalServer",
@@ -50,16 +51,24 @@ _SERVERS_LOCK = threading.Lock()
 
 
 class LocalServer:
-    """An app + runtime served on a private event-loop thread (no sockets)."""
+    """An app + runtime served on a private event-loop thread (no sockets).
+
+    ``hooks`` receive the server's spans; default: the process-wide hooks at construction
+    (``tinkex_types.get_hooks()``).
+    """
 
     def __init__(
         self,
         config: ServerConfig | None = None,
         *,
+        hooks: Hooks | None = None,
         engine_factory: Callable[[], Any] | None = None,
     ) -> None:
         self.config = config if config is not None else ServerConfig()
-        self.app = create_app(self.config, engine_factory=engine_factory)
+        # In-process, the server shares the process's hooks (as the client that reaches it
+        # through local:// does) unless it is given its own.
+        self.hooks = hooks if hooks is not None else get_hooks()
+        self.app = create_app(self.config, hooks=self.hooks, engine_factory=engine_factory)
         self.runtime: Runtime = runtime_of(self.app)
         self._asgi = httpx.ASGITransport(
             app=self.app, raise_app_exceptions=False, client=("127.0.0.1", 0)

@@ -19,20 +19,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from tinkex_server._jobs import Job, SampleJob
 from tinkex_server._store import Store
 from tinkex_server._worker import EngineWorker
-from tinkex_types import TinkexValidationError, get_hooks
+from tinkex_types import Hooks, RequestErrorCategory, RequestFailedResponse, TinkexValidationError
 
 if TYPE_CHECKING:
     from tinkex_server._engine import Engine
 
-__all__ = ["FutureHub", "Job", "Scheduler", "failure_body"]
+__all__ = ["FutureHub", "Scheduler", "failure_body"]
 
 _log = logging.getLogger("tinkex_server.scheduler")
 
@@ -40,11 +39,13 @@ _log = logging.getLogger("tinkex_server.scheduler")
 def failure_body(exc: BaseException) -> dict[str, Any]:
     """The 200 body of a failed future: ``user`` for caller mistakes, else ``server``."""
     if isinstance(exc, TinkexValidationError):
-        return {"error": str(exc), "category": "user"}
-    return {
-        "error": f"internal server error: {type(exc).__name__}: {exc}",
-        "category": "server",
-    }
+        failed = RequestFailedResponse(error=str(exc), category=RequestErrorCategory.USER)
+    else:
+        failed = RequestFailedResponse(
+            error=f"internal server error: {type(exc).__name__}: {exc}",
+            category=RequestErrorCategory.SERVER,
+        )
+    return failed.to_json_dict()
 
 
 class FutureHub:
@@ -81,32 +82,6 @@ class FutureHub:
 
 
 @dataclass
-class Job:
-    """One queued operation.
-
-    * ``execute(engine)`` runs on the engine thread (ordered jobs).
-    * ``sample`` (an engine ``SampleRequest``) and ``prepare(engine)`` for sampling jobs.
-    * ``finish(output)`` runs on the event loop inside the result transaction and returns
-      the wire result body; ``on_failure(exc)`` likewise on failure (optional).
-    """
-
-    request_id: str
-    target: str
-    seq_id: int | None
-    request_type: str
-    execute: Callable[[Engine], Any] | None = None
-    sample: Any = None
-    prepare: Callable[[Engine], None] | None = None
-    finish: Callable[[Any], dict[str, Any]] = field(default=lambda out: dict(out))
-    on_failure: Callable[[BaseException], None] | None = None
-    ordered: bool = True
-    carrier: Mapping[str, str] | None = None
-    attributes: dict[str, Any] = field(default_factory=dict)
-    enqueued_at: float = field(default_factory=time.monotonic)
-    started: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-@dataclass
 class _ModelQueue:
     next_expected: int
     buffered: dict[int, Job] = field(default_factory=dict)
@@ -123,17 +98,19 @@ class Scheduler:
         worker: EngineWorker,
         hub: FutureHub,
         *,
+        hooks: Hooks,
         grace_s: float,
         max_batch: int,
     ) -> None:
         self._store = store
         self._worker = worker
         self._hub = hub
+        self._hooks = hooks
         self.grace_s = grace_s
         self.max_batch = max_batch
         self._queues: dict[str, _ModelQueue] = {}
         self._ready: deque[Job] = deque()
-        self._samples: deque[Job] = deque()
+        self._samples: deque[SampleJob] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._span_tasks: set[asyncio.Task[None]] = set()
@@ -163,11 +140,6 @@ class Scheduler:
     def queued_samples(self) -> int:
         return len(self._samples)
 
-    @property
-    def queued_jobs(self) -> int:
-        buffered = sum(len(q.buffered) for q in self._queues.values())
-        return len(self._ready) + len(self._samples) + buffered
-
     def next_expected(self, target: str) -> int:
         return self._queue(target).next_expected
 
@@ -183,7 +155,7 @@ class Scheduler:
     def submit(self, job: Job) -> None:
         """Queue ``job`` (its future row must already exist in the store)."""
         self._span_queue_wait(job)
-        if not job.ordered:
+        if isinstance(job, SampleJob):
             self._samples.append(job)
             self._wake.set()
             return
@@ -276,7 +248,7 @@ class Scheduler:
             self._store.update_model(target, next_seq_id=next_seq)
 
     def _span_queue_wait(self, job: Job) -> None:
-        hooks = get_hooks()
+        hooks = self._hooks
 
         async def hold() -> None:
             attrs = {**job.attributes, "request_type": job.request_type}
@@ -299,11 +271,12 @@ class Scheduler:
             jobs: list[Job] = []
             try:
                 if take_samples:
-                    jobs = [
+                    batch = [
                         self._samples.popleft()
                         for _ in range(min(self.max_batch, len(self._samples)))
                     ]
-                    await self._run_samples(jobs)
+                    jobs = list(batch)
+                    await self._run_samples(batch)
                     last_was_training = False
                 else:
                     jobs = [self._ready.popleft()]
@@ -323,7 +296,7 @@ class Scheduler:
         if error is None:
             try:
                 with self._store.tx():
-                    body = job.finish(output)
+                    body = job.finish(output).to_json_dict()
                     self._store.complete_future(job.request_id, body, failed=False, applied=applied)
                 self._hub.resolve(job.request_id)
                 return
@@ -332,17 +305,15 @@ class Scheduler:
                 error = exc
         body = failure_body(error)
         with self._store.tx():
-            if job.on_failure is not None:
-                try:
-                    job.on_failure(error)
-                except Exception:
-                    _log.exception("failure handler of %s raised", job.request_id)
+            try:
+                job.on_failure(error)
+            except Exception:
+                _log.exception("failure handler of %s raised", job.request_id)
             self._store.complete_future(job.request_id, body, failed=True, applied=applied)
         self._hub.resolve(job.request_id)
 
     async def _run_job(self, job: Job) -> None:
         job.started.set()
-        assert job.execute is not None
         attrs = {**job.attributes, "request_type": job.request_type}
         output: Any = None
         error: BaseException | None = None
@@ -356,7 +327,7 @@ class Scheduler:
             error = exc
         self._record(job, output, error)
 
-    async def _run_samples(self, batch: list[Job]) -> None:
+    async def _run_samples(self, batch: list[SampleJob]) -> None:
         for job in batch:
             job.started.set()
 
@@ -365,8 +336,7 @@ class Scheduler:
             live: list[int] = []
             for i, job in enumerate(batch):
                 try:
-                    if job.prepare is not None:
-                        job.prepare(engine)
+                    job.prepare(engine)
                     live.append(i)
                 except Exception as exc:
                     results[i] = exc

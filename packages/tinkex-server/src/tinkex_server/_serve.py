@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from tinkex_server._config import DATA_DIR_ENV, ServerConfig, default_data_dir
+from tinkex_types import Hooks, get_hooks
 
 __all__ = ["serve", "serve_main"]
 
@@ -44,8 +45,10 @@ def run_server(
     port: int = 8000,
     log_level: str = "info",
     torch_threads: int | None = None,
+    hooks: Hooks | None = None,
 ) -> None:
-    """Serve ``config`` with uvicorn until interrupted."""
+    """Serve ``config`` with uvicorn until interrupted; ``hooks`` default to the process's
+    (``tinkex_types.get_hooks()``: the plugins installed for ``tinkex``)."""
     import uvicorn
 
     from tinkex_server._app import create_app
@@ -59,7 +62,7 @@ def run_server(
     probe = _DataDirLock(config.data_dir)
     probe.acquire()  # fail before binding if another server owns the data directory
     probe.release()
-    app = create_app(config)
+    app = create_app(config, hooks=hooks if hooks is not None else get_hooks())
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host

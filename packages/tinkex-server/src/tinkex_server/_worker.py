@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tinkex_types import get_hooks
+from tinkex_types import Hooks, make_plugin_manager
 
 if TYPE_CHECKING:
     from tinkex_server._engine import Engine
@@ -28,11 +28,20 @@ class EngineWorker:
     """A lazily created :class:`~tinkex_server._engine.Engine` plus its worker thread.
 
     ``engine_factory`` builds the engine (default: ``Engine()``); it runs on the worker
-    thread at the first call.
+    thread at the first call. ``hooks`` open the ``server.engine_step`` spans (default: no
+    plugins).
     """
 
-    def __init__(self, engine_factory: Callable[[], Engine] | None = None) -> None:
+    def __init__(
+        self,
+        engine_factory: Callable[[], Engine] | None = None,
+        *,
+        hooks: Hooks | None = None,
+    ) -> None:
         self._factory = engine_factory
+        self._hooks = (
+            hooks if hooks is not None else Hooks(make_plugin_manager(load_entrypoints=False))
+        )
         self._engine: Engine | None = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="tinkex-engine"
@@ -63,7 +72,7 @@ class EngineWorker:
         carrier: Mapping[str, str] | None,
     ) -> _T:
         engine = self._get_engine()
-        with get_hooks().operation_span(operation, attributes, carrier=carrier):
+        with self._hooks.operation_span(operation, attributes, carrier=carrier):
             return fn(engine)
 
     async def run(

@@ -10,17 +10,20 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from tinkex_types._base import StopReason, WireModel
+from tinkex_types._checkpoints import Cursor, ListSessionsResponse
 from tinkex_types._tensor import TensorData
 
 __all__ = [
     "CreateModelResponse",
     "CreateSamplingSessionResponse",
     "CreateSessionResponse",
+    "EmptyResponse",
     "ForwardBackwardOutput",
     "GetInfoResponse",
     "GetSamplerResponse",
     "GetServerCapabilitiesResponse",
     "HealthResponse",
+    "ListSessionsPage",
     "LoadWeightsResponse",
     "ModelData",
     "OptimStepResponse",
@@ -30,6 +33,7 @@ __all__ = [
     "SampledSequence",
     "SaveWeightsForSamplerResponse",
     "SaveWeightsResponse",
+    "SessionHeartbeatAck",
     "SessionHeartbeatResponse",
     "SupportedModel",
     "UnloadModelResponse",
@@ -258,3 +262,22 @@ class SampleStreamChunk(WireModel):
         if self.finish_reason is not None:
             return "done"
         return "token"
+
+
+# -- answers of the local server (tinkex-server) -----------------------------------------
+
+
+class SessionHeartbeatAck(SessionHeartbeatResponse):
+    """What tinkex-server answers to a heartbeat: ``{"type": "session_heartbeat"}``."""
+
+    type: Literal["session_heartbeat"] = "session_heartbeat"
+
+
+class EmptyResponse(WireModel):
+    """``{}``: the answer of REST calls that only change something (delete, publish, ttl)."""
+
+
+class ListSessionsPage(ListSessionsResponse):
+    """GET /api/v1/sessions of tinkex-server: the session ids and the page cursor."""
+
+    cursor: Cursor | None = None

@@ -1,0 +1,258 @@
+"""Routes of sessions, training runs and weights (protocol.md §2.3-§2.9)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from tinkex_server._routes import V1, carrier, errors, idempotency_key
+from tinkex_server._runtime import Runtime
+from tinkex_server._wire import body_doc, raw_json, reply, wire_body
+from tinkex_types import (
+    CreateModelRequest,
+    CreateSessionRequest,
+    CreateSessionResponse,
+    ForwardBackwardRequest,
+    ForwardRequest,
+    GetInfoRequest,
+    GetInfoResponse,
+    LoadWeightsRequest,
+    OptimStepRequest,
+    SaveWeightsForSamplerRequest,
+    SaveWeightsRequest,
+    SessionHeartbeatRequest,
+    TelemetryResponse,
+    UnloadModelRequest,
+    UntypedAPIFuture,
+    WeightsInfoRequest,
+    WeightsInfoResponse,
+)
+from tinkex_types._responses import SessionHeartbeatAck
+
+__all__ = ["add_session_routes", "add_training_routes"]
+
+_SUBMIT = errors(400, 404, 413, 422)
+_SESSION: list[str | Enum] = ["session"]
+_TRAINING: list[str | Enum] = ["training"]
+_WEIGHTS: list[str | Enum] = ["weights"]
+
+
+def add_session_routes(router: APIRouter, runtime: Runtime) -> None:
+    """create_session, session_heartbeat, telemetry."""
+
+    @router.post(
+        tags=_SESSION,
+        path=f"{V1}/create_session",
+        response_model=CreateSessionResponse,
+        responses=errors(400, 413, 422),
+        openapi_extra=body_doc(CreateSessionRequest),
+    )
+    async def create_session(
+        body: Annotated[CreateSessionRequest, Depends(wire_body(CreateSessionRequest))],
+        request: Request,
+    ) -> Response:
+        return reply(runtime.sessions.create_session(body, idempotency_key(request)))
+
+    @router.post(
+        tags=_SESSION,
+        path=f"{V1}/session_heartbeat",
+        response_model=SessionHeartbeatAck,
+        responses=errors(400, 404, 413, 422),
+        openapi_extra=body_doc(SessionHeartbeatRequest),
+    )
+    async def session_heartbeat(
+        body: Annotated[SessionHeartbeatRequest, Depends(wire_body(SessionHeartbeatRequest))],
+    ) -> Response:
+        return reply(runtime.sessions.heartbeat(body))
+
+    @router.post(
+        tags=_SESSION,
+        path=f"{V1}/telemetry",
+        response_model=TelemetryResponse,
+        responses=errors(400, 413),
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": {"type": "object"}}},
+            }
+        },
+    )
+    async def telemetry(request: Request) -> Response:
+        return reply(runtime.sessions.telemetry(await raw_json(request)))
+
+
+def add_training_routes(router: APIRouter, runtime: Runtime) -> None:
+    """create_model, get_info, unload_model, the ordered steps and weights_info."""
+
+    @router.post(
+        f"{V1}/create_model",
+        tags=_TRAINING,
+        response_model=UntypedAPIFuture,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(CreateModelRequest),
+    )
+    async def create_model(
+        body: Annotated[CreateModelRequest, Depends(wire_body(CreateModelRequest))],
+        request: Request,
+    ) -> Response:
+        return reply(
+            runtime.training.create_model(
+                body, idempotency_key(request), carrier(request, runtime.hooks)
+            )
+        )
+
+    @router.post(
+        f"{V1}/get_info",
+        tags=_TRAINING,
+        response_model=GetInfoResponse,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(GetInfoRequest),
+    )
+    async def get_info(
+        body: Annotated[GetInfoRequest, Depends(wire_body(GetInfoRequest))],
+    ) -> Response:
+        return reply(runtime.training.get_info(body))
+
+    @router.post(
+        f"{V1}/unload_model",
+        tags=_TRAINING,
+        response_model=UntypedAPIFuture,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(UnloadModelRequest),
+    )
+    async def unload_model(
+        body: Annotated[UnloadModelRequest, Depends(wire_body(UnloadModelRequest))],
+        request: Request,
+    ) -> Response:
+        return reply(
+            runtime.training.unload_model(
+                body, idempotency_key(request), carrier(request, runtime.hooks)
+            )
+        )
+
+    _step_routes(router, runtime)
+    _weights_routes(router, runtime)
+
+
+def _step_routes(router: APIRouter, runtime: Runtime) -> None:
+    @router.post(
+        f"{V1}/forward",
+        tags=_TRAINING,
+        response_model=UntypedAPIFuture,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(ForwardRequest),
+    )
+    async def forward(
+        body: Annotated[ForwardRequest, Depends(wire_body(ForwardRequest))],
+        request: Request,
+    ) -> Response:
+        return reply(
+            runtime.training.forward(
+                body, idempotency_key(request), carrier(request, runtime.hooks)
+            )
+        )
+
+    @router.post(
+        f"{V1}/forward_backward",
+        tags=_TRAINING,
+        response_model=UntypedAPIFuture,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(ForwardBackwardRequest),
+    )
+    async def forward_backward(
+        body: Annotated[ForwardBackwardRequest, Depends(wire_body(ForwardBackwardRequest))],
+        request: Request,
+    ) -> Response:
+        return reply(
+            runtime.training.forward(
+                body, idempotency_key(request), carrier(request, runtime.hooks)
+            )
+        )
+
+    @router.post(
+        f"{V1}/optim_step",
+        tags=_TRAINING,
+        response_model=UntypedAPIFuture,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(OptimStepRequest),
+    )
+    async def optim_step(
+        body: Annotated[OptimStepRequest, Depends(wire_body(OptimStepRequest))],
+        request: Request,
+    ) -> Response:
+        return reply(
+            runtime.training.optim_step(
+                body, idempotency_key(request), carrier(request, runtime.hooks)
+            )
+        )
+
+
+def _weights_routes(router: APIRouter, runtime: Runtime) -> None:
+
+    @router.post(
+        f"{V1}/save_weights",
+        tags=_WEIGHTS,
+        response_model=UntypedAPIFuture,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(SaveWeightsRequest),
+    )
+    async def save_weights(
+        body: Annotated[SaveWeightsRequest, Depends(wire_body(SaveWeightsRequest))],
+        request: Request,
+    ) -> Response:
+        return reply(
+            runtime.training.save_weights(
+                body, idempotency_key(request), carrier(request, runtime.hooks)
+            )
+        )
+
+    @router.post(
+        f"{V1}/save_weights_for_sampler",
+        tags=_WEIGHTS,
+        response_model=UntypedAPIFuture,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(SaveWeightsForSamplerRequest),
+    )
+    async def save_weights_for_sampler(
+        body: Annotated[
+            SaveWeightsForSamplerRequest, Depends(wire_body(SaveWeightsForSamplerRequest))
+        ],
+        request: Request,
+    ) -> Response:
+        return reply(
+            runtime.training.save_weights_for_sampler(
+                body, idempotency_key(request), carrier(request, runtime.hooks)
+            )
+        )
+
+    @router.post(
+        f"{V1}/load_weights",
+        tags=_WEIGHTS,
+        response_model=UntypedAPIFuture,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(LoadWeightsRequest),
+    )
+    async def load_weights(
+        body: Annotated[LoadWeightsRequest, Depends(wire_body(LoadWeightsRequest))],
+        request: Request,
+    ) -> Response:
+        return reply(
+            runtime.training.load_weights(
+                body, idempotency_key(request), carrier(request, runtime.hooks)
+            )
+        )
+
+    @router.post(
+        f"{V1}/weights_info",
+        tags=_WEIGHTS,
+        response_model=WeightsInfoResponse,
+        responses=_SUBMIT,
+        openapi_extra=body_doc(WeightsInfoRequest),
+    )
+    async def weights_info(
+        body: Annotated[WeightsInfoRequest, Depends(wire_body(WeightsInfoRequest))],
+    ) -> Response:
+        return reply(runtime.rest.weights_info(body))

@@ -1,0 +1,380 @@
+"""Training runs: create, info, unload and the ``seq_id``-ordered steps.
+
+Each method validates cheaply (a 4xx :class:`~tinkex_server._problems.ApiProblem` naming
+the field), builds one job of :mod:`tinkex_server._training_jobs` and hands it to the
+:class:`~tinkex_server._context.Desk`; it answers the future at once.
+
+The ``seq_id`` turnstile (:meth:`TrainingService.turnstile`): an ordered request's
+``seq_id`` must fit an int64; when the request is refused with a 4xx that the client will
+not retry, the model's queue is told that number will never come (so the next request of
+that model does not wait the gap grace for it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from tinkex_server._catalog import describe_base_model
+from tinkex_server._checkpoints import checkpoint_name_problem
+from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens
+from tinkex_server._problems import ApiProblem, bad_request, not_found
+from tinkex_server._restore import ModelRestorer, lora_settings
+from tinkex_server._training_jobs import (
+    CreateModelJob,
+    ForwardJob,
+    LoadWeightsJob,
+    OptimStepJob,
+    SamplerSnapshotJob,
+    SaveJob,
+    UnloadModelJob,
+)
+from tinkex_types import (
+    CreateModelRequest,
+    ForwardBackwardInput,
+    ForwardBackwardRequest,
+    ForwardRequest,
+    GetInfoRequest,
+    GetInfoResponse,
+    LoadWeightsRequest,
+    ModelData,
+    OptimStepRequest,
+    SaveWeightsForSamplerRequest,
+    SaveWeightsRequest,
+    TinkexValidationError,
+    UnloadModelRequest,
+    UntypedAPIFuture,
+    resolve_loss_config,
+)
+
+if TYPE_CHECKING:
+    from tinkex_server._engine import Datum
+
+__all__ = ["MAX_LORA_RANK", "TrainingService"]
+
+MAX_LORA_RANK = 1024
+_NOT_RETRIED = frozenset({408, 409, 429})
+
+
+def _checkpoint_name(name: str | None) -> None:
+    problem = checkpoint_name_problem(name) if name is not None else None
+    if problem is not None:
+        raise bad_request(
+            "path",
+            problem,
+            "use a short name of letters, digits, '-', '_' and '.', e.g. 'step-0010'",
+        )
+
+
+def _engine_data(fb: ForwardBackwardInput, field: str) -> list[Datum]:
+    """The batch as engine data; 400 on an empty batch, non-text input or a bad config."""
+    if not fb.data:
+        raise bad_request(f"{field}.data", "is empty", "send at least one datum")
+    try:
+        resolve_loss_config(fb.loss_fn, fb.loss_fn_config, f"{field}.loss_fn_config")
+    except TinkexValidationError as exc:
+        raise bad_request(exc.field or field, exc.problem, exc.fix) from None
+    from tinkex_server._engine import Datum
+
+    return [
+        Datum(
+            tokens=text_tokens(d.model_input, f"{field}.data[{i}].model_input"),
+            loss_fn_inputs=d.loss_fn_inputs,
+        )
+        for i, d in enumerate(fb.data)
+    ]
+
+
+class TrainingService:
+    """create_model, get_info, unload_model and the ordered training steps."""
+
+    def __init__(self, parts: ServerParts, desk: Desk) -> None:
+        self.parts = parts
+        self.desk = desk
+        self.store = parts.store
+        self.files = parts.files
+        self.restorer = ModelRestorer(parts.store, parts.files)
+
+    # -- the seq_id turnstile ---------------------------------------------------------------
+    @contextmanager
+    def turnstile(self, model_id: str, seq_id: int | None) -> Iterator[None]:
+        """Admit one ordered request of ``model_id``: its ``seq_id`` must fit an int64; a
+        refusal (a 4xx the client will not retry) frees the number in the model's queue."""
+        try:
+            check_int64("seq_id", seq_id, minimum=0)
+            yield
+        except ApiProblem as exc:
+            if 400 <= exc.status < 500 and exc.status not in _NOT_RETRIED:
+                self.parts.scheduler.void(model_id, seq_id)
+            raise
+
+    def _ordered(
+        self,
+        job: ForwardJob | OptimStepJob | SaveJob | SamplerSnapshotJob | LoadWeightsJob,
+        endpoint: str,
+        idempotency_key: str | None,
+        dedup_keys: tuple[str, ...] = (),
+    ) -> UntypedAPIFuture:
+        job.attributes = {"model_id": job.target, "seq_id": job.seq_id, **job.attributes}
+        return self.desk.submit(
+            job, endpoint=endpoint, idempotency_key=idempotency_key, dedup_keys=dedup_keys
+        )
+
+    # -- models -----------------------------------------------------------------------------
+    def create_model(
+        self,
+        req: CreateModelRequest,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> UntypedAPIFuture:
+        lc = req.lora_config
+        dedup = f"create_model:{req.session_id}:{req.model_seq_id}"
+        earlier = self.desk.existing(dedup)
+        if earlier is not None:
+            return earlier
+        check_int64("model_seq_id", req.model_seq_id, minimum=0)
+        check_int64("lora_config.seed", lc.seed)
+        self.desk.session(req.session_id)
+        self.desk.base(req.base_model)
+        if lc.rank > MAX_LORA_RANK:
+            raise bad_request(
+                "lora_config.rank", f"{lc.rank} is too large", f"use at most {MAX_LORA_RANK}"
+            )
+        model_id = f"{req.session_id}:train:{req.model_seq_id}"
+        if self.store.get_model(model_id) is not None:
+            raise bad_request(
+                "model_seq_id",
+                f"model {model_id!r} already exists",
+                "use the next model_seq_id of this session",
+            )
+        lora = lora_settings(lc)
+        self.store.insert_model(
+            model_id,
+            session_id=req.session_id,
+            model_seq_id=req.model_seq_id,
+            base_model=req.base_model,
+            lora_config=lora,
+            user_metadata=req.user_metadata,
+        )
+        job = CreateModelJob(
+            target=model_id,
+            seq_id=None,
+            request_type="CreateModel",
+            carrier=carrier,
+            attributes={"model_id": model_id, "base_model": req.base_model},
+            store=self.store,
+            base_model=req.base_model,
+            lora=lora,
+        )
+        return self.desk.submit(
+            job,
+            endpoint="create_model",
+            idempotency_key=idempotency_key,
+            session_id=req.session_id,
+            dedup_keys=(dedup,),
+        )
+
+    def get_info(self, req: GetInfoRequest) -> GetInfoResponse:
+        row = self.store.get_model(req.model_id)
+        if row is None:
+            raise not_found("model_id", req.model_id)
+        desc = describe_base_model(row.base_model)
+        return GetInfoResponse(
+            model_id=row.model_id,
+            model_data=ModelData(
+                model_name=row.base_model,
+                arch=desc.arch if desc is not None else None,
+                tokenizer_id=desc.tokenizer_id if desc is not None else None,
+            ),
+            is_lora=True,
+            lora_rank=int(row.lora_config["rank"]),
+            model_name=row.base_model,
+        )
+
+    def unload_model(
+        self,
+        req: UnloadModelRequest,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> UntypedAPIFuture:
+        model_id = req.model_id
+        if self.store.get_model(model_id) is None:
+            raise not_found("model_id", model_id)
+        job = UnloadModelJob(
+            target=model_id,
+            seq_id=None,
+            request_type="UnloadModel",
+            carrier=carrier,
+            attributes={"model_id": model_id},
+            store=self.store,
+        )
+        return self.desk.submit(
+            job,
+            endpoint="unload_model",
+            idempotency_key=idempotency_key,
+            dedup_keys=(f"unload:{model_id}",),
+        )
+
+    # -- ordered steps ----------------------------------------------------------------------
+    def forward(
+        self,
+        req: ForwardRequest | ForwardBackwardRequest,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> UntypedAPIFuture:
+        backward = isinstance(req, ForwardBackwardRequest)
+        with self.turnstile(req.model_id, req.seq_id):
+            self.desk.model(req.model_id)
+            if isinstance(req, ForwardBackwardRequest):
+                fb, field = req.forward_backward_input, "forward_backward_input"
+            else:
+                fb, field = req.forward_input, "forward_input"
+            data = _engine_data(fb, field)
+        job = ForwardJob(
+            target=req.model_id,
+            seq_id=req.seq_id,
+            request_type="ForwardBackward" if backward else "Forward",
+            carrier=carrier,
+            attributes={"loss_fn": fb.loss_fn, "num_datums": len(data)},
+            store=self.store,
+            restorer=self.restorer,
+            data=data,
+            loss_fn=fb.loss_fn,
+            loss_fn_config=fb.loss_fn_config,
+            backward=backward,
+        )
+        return self._ordered(job, "forward_backward" if backward else "forward", idempotency_key)
+
+    def optim_step(
+        self,
+        req: OptimStepRequest,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> UntypedAPIFuture:
+        with self.turnstile(req.model_id, req.seq_id):
+            self.desk.model(req.model_id)
+        job = OptimStepJob(
+            target=req.model_id,
+            seq_id=req.seq_id,
+            request_type="OptimStep",
+            carrier=carrier,
+            store=self.store,
+            restorer=self.restorer,
+            adam_params=req.adam_params,
+        )
+        return self._ordered(job, "optim_step", idempotency_key)
+
+    def _named_save(
+        self,
+        model_id: str,
+        seq_id: int | None,
+        kind: str,
+        name: str,
+        ttl_seconds: int | None,
+        carrier: Mapping[str, str] | None,
+    ) -> SaveJob:
+        training_state = kind == "weights"
+        return SaveJob(
+            target=model_id,
+            seq_id=seq_id,
+            request_type="SaveWeights" if training_state else "SaveWeightsForSampler",
+            carrier=carrier,
+            store=self.store,
+            restorer=self.restorer,
+            files=self.files,
+            kind=kind,
+            name=name,
+            ttl_seconds=ttl_seconds,
+            directory=self.files.checkpoint_dir(model_id, kind, name),
+        )
+
+    def save_weights(
+        self,
+        req: SaveWeightsRequest,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> UntypedAPIFuture:
+        with self.turnstile(req.model_id, req.seq_id):
+            _checkpoint_name(req.path)
+            self.desk.model(req.model_id)
+            if req.path is None:
+                raise bad_request(
+                    "path", "is missing", "give the checkpoint a name, e.g. 'step-10'"
+                )
+        job = self._named_save(
+            req.model_id, req.seq_id, "weights", req.path, req.ttl_seconds, carrier
+        )
+        return self._ordered(job, "save_weights", idempotency_key)
+
+    def save_weights_for_sampler(
+        self,
+        req: SaveWeightsForSamplerRequest,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> UntypedAPIFuture:
+        with self.turnstile(req.model_id, req.seq_id):
+            _checkpoint_name(req.path)
+            row = self.desk.model(req.model_id)
+            if req.path is not None:
+                job = self._named_save(
+                    req.model_id, req.seq_id, "sampler_weights", req.path, req.ttl_seconds, carrier
+                )
+                return self._ordered(job, "save_weights_for_sampler", idempotency_key)
+            check_int64("sampling_session_seq_id", req.sampling_session_seq_id, minimum=0)
+            if req.sampling_session_seq_id is None:
+                raise bad_request(
+                    "path",
+                    "give either path (a checkpoint name) or sampling_session_seq_id",
+                    "named saves need a name; unnamed saves need the session's next "
+                    "sampling_session_seq_id",
+                )
+            sampler_id = f"{row.session_id}:sample:{req.sampling_session_seq_id}"
+            if self.store.get_sampler(sampler_id) is not None:
+                earlier = self.desk.existing(f"sampler:{sampler_id}")
+                if earlier is not None:
+                    return earlier
+                raise bad_request(
+                    "sampling_session_seq_id",
+                    f"{req.sampling_session_seq_id} is already used by sampler {sampler_id!r}",
+                    "use the session's next sampling_session_seq_id",
+                )
+        snapshot = SamplerSnapshotJob(
+            target=req.model_id,
+            seq_id=req.seq_id,
+            request_type="SaveWeightsForSampler",
+            carrier=carrier,
+            store=self.store,
+            restorer=self.restorer,
+            files=self.files,
+            sampler_id=sampler_id,
+            session_id=row.session_id,
+            base_model=row.base_model,
+            snapshot=self.files.sampler_dir(sampler_id),
+        )
+        return self._ordered(
+            snapshot, "save_weights_for_sampler", idempotency_key, (f"sampler:{sampler_id}",)
+        )
+
+    def load_weights(
+        self,
+        req: LoadWeightsRequest,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> UntypedAPIFuture:
+        with self.turnstile(req.model_id, req.seq_id):
+            self.desk.model(req.model_id)
+            path = self.desk.parse_path(req.path, "path")
+        job = LoadWeightsJob(
+            target=req.model_id,
+            seq_id=req.seq_id,
+            request_type="LoadWeights",
+            carrier=carrier,
+            store=self.store,
+            restorer=self.restorer,
+            replaces_state=True,
+            files=self.files,
+            path=path,
+            optimizer=req.optimizer,
+        )
+        return self._ordered(job, "load_weights", idempotency_key)
