@@ -16,12 +16,19 @@ from tinkex_server._catalog import BaseModelDesc, builtin_descs, describe_base_m
 from tinkex_server._checkpoints import CheckpointFiles
 from tinkex_server._config import ServerConfig
 from tinkex_server._jobs import Job
-from tinkex_server._problems import bad_request, not_found
+from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._scheduler import FutureHub, Scheduler
 from tinkex_server._store import CheckpointRow, ModelRow, Store
-from tinkex_types import EncodedTextChunk, Hooks, ModelInput, TinkerPath, UntypedAPIFuture
+from tinkex_types import (
+    EncodedTextChunk,
+    Hooks,
+    ModelInput,
+    TinkerPath,
+    TinkexValidationError,
+    UntypedAPIFuture,
+)
 
-__all__ = ["Desk", "ServerParts", "check_int64", "text_tokens"]
+__all__ = ["Desk", "ServerParts", "check_int64", "text_tokens", "user_error"]
 
 _INT64 = 2**63
 
@@ -32,6 +39,11 @@ def check_int64(field: str, value: int | None, *, minimum: int = -_INT64) -> Non
         raise bad_request(
             field, f"{value} is out of range", f"use an integer in [{minimum}, 2**63)"
         )
+
+
+def user_error(exc: TinkexValidationError) -> ApiProblem:
+    """A shared validation's refusal as a 400 naming the same field."""
+    return bad_request(exc.field, exc.problem, exc.fix)
 
 
 def text_tokens(model_input: ModelInput, field: str) -> list[int]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinkex_server._catalog import BaseModelDesc
 from tinkex_server._checkpoints import CheckpointFiles
-from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens
+from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens, user_error
 from tinkex_server._jobs import SampleJob
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._store import SamplerRow
@@ -30,12 +30,17 @@ from tinkex_types import (
     TinkexValidationError,
     UntypedAPIFuture,
     WireModel,
+    check_sampling_params,
+    resolve_max_tokens,
+    split_stop,
 )
 
 if TYPE_CHECKING:
     from tinkex_server._engine import Engine, SampleResult
 
 __all__ = ["SamplingService", "ServerSampleJob"]
+
+_Sampling = tuple[int, tuple[str, ...], tuple[int, ...]]
 
 
 @dataclass(kw_only=True, eq=False)
@@ -80,23 +85,6 @@ class ServerSampleJob(SampleJob):
             prompt_logprobs=output.prompt_logprobs if self.want_prompt_logprobs else None,
             topk_prompt_logprobs=topk,
         )
-
-
-def _stops(sp: SamplingParams) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """``(stop token ids, stop strings)`` of ``sampling_params.stop``."""
-    ids: list[int] = []
-    strings: list[str] = []
-    if isinstance(sp.stop, str):
-        strings = [sp.stop]
-    elif sp.stop:
-        for item in sp.stop:
-            if isinstance(item, str):
-                strings.append(item)
-            else:
-                ids.append(item)
-    if any(not s for s in strings):
-        raise bad_request("sampling_params.stop", "holds an empty string", "remove it")
-    return tuple(ids), tuple(strings)
 
 
 class SamplingService:
@@ -225,26 +213,21 @@ class SamplingService:
                 f"use at most {cfg.max_topk_prompt_logprobs}",
             )
 
-    def _max_tokens(self, sp: SamplingParams, prompt_len: int, desc: BaseModelDesc) -> int:
-        room = desc.context_length - prompt_len
-        if room < 1:
-            raise bad_request(
-                "prompt",
-                f"{prompt_len} tokens leave no room in the context ({desc.context_length})",
-                "shorten the prompt",
+    def _sampling(self, sp: SamplingParams, prompt_len: int, desc: BaseModelDesc) -> _Sampling:
+        """``(max_tokens, stop strings, stop ids)``: :func:`check_sampling_params`, then
+        the room the prompt leaves in the context (400 naming the sub-field)."""
+        try:
+            check_sampling_params(sp)
+            max_tokens = resolve_max_tokens(
+                sp,
+                prompt_tokens=prompt_len,
+                context_length=desc.context_length,
+                default=self.config.default_max_tokens,
             )
-        if sp.max_tokens is None:
-            return min(room, self.config.default_max_tokens)
-        if sp.max_tokens < 1:
-            raise bad_request("sampling_params.max_tokens", "must be >= 1")
-        if sp.max_tokens > room:
-            raise bad_request(
-                "sampling_params.max_tokens",
-                f"{sp.max_tokens} exceeds the room left in the context: prompt "
-                f"{prompt_len} + max_tokens must be <= {desc.context_length}",
-                f"use max_tokens <= {room}",
-            )
-        return sp.max_tokens
+            strings, ids = split_stop(sp.stop)
+        except TinkexValidationError as exc:
+            raise user_error(exc) from None
+        return max_tokens, strings, ids
 
     def _back_pressure(self) -> None:
         if self.parts.scheduler.queued_samples >= self.config.max_queued_samples:
@@ -270,8 +253,7 @@ class SamplingService:
         prompt = self._prompt(req, desc, sampler.base_model)
         self._limits(req)
         sp = req.sampling_params
-        max_tokens = self._max_tokens(sp, len(prompt), desc)
-        stop_ids, stop_strings = _stops(sp)
+        max_tokens, stop_strings, stop_ids = self._sampling(sp, len(prompt), desc)
         self._back_pressure()
         from tinkex_server._engine import SampleRequest as EngineSample
 

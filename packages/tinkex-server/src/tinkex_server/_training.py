@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from tinkex_server._catalog import describe_base_model
 from tinkex_server._checkpoints import checkpoint_name_problem
-from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens
+from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens, user_error
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._restore import ModelRestorer, lora_settings
 from tinkex_server._training_jobs import (
@@ -74,7 +74,7 @@ def _engine_data(fb: ForwardBackwardInput, field: str) -> list[Datum]:
     try:
         resolve_loss_config(fb.loss_fn, fb.loss_fn_config, f"{field}.loss_fn_config")
     except TinkexValidationError as exc:
-        raise bad_request(exc.field or field, exc.problem, exc.fix) from None
+        raise user_error(exc) from None
     from tinkex_server._engine import Datum
 
     return [
