@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 import tinkex_types
-from tinkex_types import TensorData, WireModel
+from tinkex_types import LOSSES, TensorData, WireModel
 
 WIRE_MODELS: list[type[WireModel]] = sorted(
     (
@@ -150,6 +150,7 @@ def _tinker_path() -> st.SearchStrategy[str]:
 _OVERRIDES: dict[str, st.SearchStrategy[Any]] = {
     "model_path": st.one_of(st.none(), _tinker_path()),
     "tinker_path": _tinker_path(),
+    "loss_fn": st.sampled_from(sorted(LOSSES)),
 }
 
 

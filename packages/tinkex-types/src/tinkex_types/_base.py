@@ -28,8 +28,18 @@ __all__ = [
     "WireModel",
 ]
 
-#: The losses the JSON generation (0.16.1) knows.
-LossFnType = Literal["cross_entropy", "importance_sampling", "ppo", "cispo", "dro"]
+#: The loss names the official client (0.38) can send. Which of them a server computes is
+#: the loss table's business (:data:`tinkex_types.LOSSES`); requests are checked against it.
+LossFnType = Literal[
+    "cross_entropy",
+    "importance_sampling",
+    "ppo",
+    "cispo",
+    "dro",
+    "gspo",
+    "stable_reinforce",
+    "custom",
+]
 LOSS_FN_TYPES: tuple[str, ...] = get_args(LossFnType)
 
 #: Why a sampled sequence ended: ``stop`` (EOS or a stop sequence) or ``length`` (max_tokens).

@@ -10,8 +10,9 @@ from typing import Any, ClassVar, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from tinkex_types._base import LossFnType, WireModel
+from tinkex_types._base import WireModel
 from tinkex_types._datum import Datum
+from tinkex_types._losses import LOSSES
 from tinkex_types._model_input import ModelInput
 from tinkex_types._params import AdamParams, LoraConfig, SamplingParams
 
@@ -106,12 +107,20 @@ class ForwardBackwardInput(WireModel):
     wire_nulls: ClassVar[frozenset[str]] = frozenset({"loss_fn_config"})
 
     data: list[Datum]
-    loss_fn: LossFnType
+    #: A name of the loss table (:data:`tinkex_types.LOSSES`); others are refused by name.
+    loss_fn: str
     loss_fn_config: dict[str, float] | None = None
     #: Config values of the 0.38 map (protobuf field 7) that ``loss_fn_config`` cannot hold:
     #: strings (numbers are accepted too). The whole config is
     #: ``{**loss_fn_config, **loss_fn_config_v2}``. ``None`` (never written) when absent.
     loss_fn_config_v2: dict[str, float | str] | None = None
+
+    @field_validator("loss_fn")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        if value not in LOSSES:
+            raise ValueError(f"unknown loss {value!r}; the known losses are {', '.join(LOSSES)}")
+        return value
 
 
 class ForwardRequest(WireModel):
