@@ -256,7 +256,7 @@ def test_resolve_regularizer_with_explicit_hooks() -> None:
         reg = resolve_regularizer("shift", {"offset": 1.0}, hooks=hooks)
         assert isinstance(reg, Shift)
         assert reg.offset == 1.0
-        with pytest.raises(PluginError, match="unknown regularizer 'l2'"):
-            resolve_regularizer("l2", hooks=hooks)
+        with pytest.raises(PluginError, match="unknown regularizer 'no_such_term'"):
+            resolve_regularizer("no_such_term", hooks=hooks)
     finally:
         set_hooks(old)
