@@ -50,6 +50,8 @@ class FakeTinker:
 
     def __init__(self) -> None:
         self.requests: list[tuple[str, str, Any]] = []
+        #: (path, x-tinker-request-type header or None) of every request.
+        self.request_types: list[tuple[str, str | None]] = []
         self.sessions: list[str] = []
         self.models: dict[str, FakeModel] = {}
         self.futures: dict[str, Any] = {}
@@ -150,6 +152,7 @@ class FakeTinker:
         path = request.url.path
         body: Any = json.loads(request.content) if request.content else None
         self.requests.append((request.method, path, body))
+        self.request_types.append((path, request.headers.get("x-tinker-request-type")))
         if path == "/api/v1/create_session":
             sid = f"sess-{len(self.sessions)}"
             self.sessions.append(sid)

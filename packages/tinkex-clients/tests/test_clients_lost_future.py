@@ -102,3 +102,15 @@ def test_lost_before_anything_completed(losing: tuple[ServiceClient, LosingServe
     assert "optim_step (seq_id 1)" in str(info.value)
     assert "no request of this client had completed" in str(info.value)
     assert training.last_completed_seq_id is None
+
+
+def test_lost_unload_names_itself_too(losing: tuple[ServiceClient, LosingServer]) -> None:
+    service, server = losing
+    training = service.create_lora_training_client(TINY, rank=4)
+    training.optim_step(AdamParams(learning_rate=0.1)).result()
+    server.lose.add("/api/v1/unload_model")
+    with pytest.raises(APIStatusError) as info:
+        training.unload_model().result()
+    assert info.value.status_code == 410
+    assert f"unload_model (seq_id 2) of model {training.model_id} was lost" in str(info.value)
+    assert "seq_id 1 (optim_step)" in str(info.value)

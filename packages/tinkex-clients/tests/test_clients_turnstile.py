@@ -19,7 +19,9 @@ async def _settle() -> None:
         await asyncio.sleep(0)
 
 
-async def _enter(gate: Turnstile, number: int, log: list[int], hold: asyncio.Event | None = None):
+async def _enter(
+    gate: Turnstile, number: int, log: list[int], hold: asyncio.Event | None = None
+) -> None:
     async with gate.turn(number):
         log.append(number)
         if hold is not None:

@@ -12,7 +12,8 @@ import httpx
 from tinkex_clients._rest import RestClient
 from tinkex_clients._sampling import SamplingClient, create_sampling_client
 from tinkex_clients._session import Session, parse_result
-from tinkex_clients._training import TrainingClient, _check_retry_config
+from tinkex_clients._training import TrainingClient
+from tinkex_clients._training_core import check_retry_config
 from tinkex_clients._validate import as_positive_int, as_tinker_path
 from tinkex_http import Config, PollPolicy, RetryConfig
 from tinkex_types import (
@@ -391,7 +392,7 @@ class ServiceClient:
         path = None if model_path is None else str(as_tinker_path(model_path, "model_path"))
         if base_model is not None and (not isinstance(base_model, str) or not base_model.strip()):
             raise TinkexValidationError("base_model", f"must be a model name, got {base_model!r}")
-        _check_retry_config(retry_config)
+        check_retry_config(retry_config)
         return create_sampling_client(
             self._session, model_path=path, base_model=base_model, retry_config=retry_config
         )

@@ -18,6 +18,7 @@ import concurrent.futures
 import contextlib
 import threading
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 __all__ = ["Turnstile"]
 
@@ -53,7 +54,7 @@ class Turnstile:
 
     def abandon_when_done(
         self,
-        future: concurrent.futures.Future[object],
+        future: concurrent.futures.Future[Any],
         numbers: Iterable[int],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
