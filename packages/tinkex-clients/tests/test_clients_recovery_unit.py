@@ -23,9 +23,20 @@ def test_policy_validation() -> None:
     assert RecoveryPolicy().enabled is False
     assert RecoveryPolicy(backoff=1.0, max_backoff=5.0).delay(1) == 1.0
     assert RecoveryPolicy(backoff=1.0, max_backoff=5.0).delay(4) == 5.0
+    assert [RecoveryPolicy(backoff=0.5, max_backoff=3.0).delay(n) for n in range(1, 6)] == [
+        0.5,
+        1.0,
+        2.0,
+        3.0,
+        3.0,
+    ]
+    assert RecoveryPolicy(backoff=2.0).schedule.jitter == 0.0
     bad: list[dict[str, Any]] = [
         {"max_attempts": 0},
         {"backoff": -1.0},
+        {"backoff": float("inf")},
+        {"max_backoff": float("inf")},
+        {"poll_interval": float("nan")},
         {"backoff": 5.0, "max_backoff": 1.0},
         {"poll_interval": 0},
         {"checkpoint_strategy": "best"},

@@ -4,7 +4,8 @@
   whether to restore the optimizer state, callbacks.
 * :class:`RecoveryExecutor` -- restarts one run: picks a checkpoint and creates a **new**
   TrainingClient from it (``create_training_client_from_state_with_optimizer``), retrying
-  with exponential backoff up to ``max_attempts``; at most ``max_concurrent`` at once.
+  with exponential backoff (:class:`tinkex_types.Backoff`) up to ``max_attempts``; at most
+  ``max_concurrent`` at once.
 * :class:`RecoveryMonitor` -- polls ``RestClient.get_training_run`` for monitored runs every
   ``poll_interval`` seconds and hands runs reported ``corrupted`` to the executor.
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -27,6 +29,7 @@ import structlog
 from tinkex_clients._future import APIFuture
 from tinkex_clients._validate import as_tinker_path
 from tinkex_types import (
+    Backoff,
     Checkpoint,
     CheckpointsListResponse,
     TinkexError,
@@ -64,11 +67,11 @@ class RecoveryError(TinkexError):
 def _number(value: Any, field_name: str, *, minimum: float, allow_equal: bool = True) -> float:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if ok:
-        ok = value >= minimum if allow_equal else value > minimum
+        ok = math.isfinite(value) and (value >= minimum if allow_equal else value > minimum)
     if not ok:
         bound = f">= {minimum}" if allow_equal else f"> {minimum}"
         raise TinkexValidationError(
-            f"RecoveryPolicy.{field_name}", f"must be a number {bound}, got {value!r}"
+            f"RecoveryPolicy.{field_name}", f"must be a finite number {bound}, got {value!r}"
         )
     return float(value)
 
@@ -127,9 +130,14 @@ class RecoveryPolicy:
             if cb is not None and not callable(cb):
                 raise TinkexValidationError(f"RecoveryPolicy.{name}", "must be callable or None")
 
+    @property
+    def schedule(self) -> Backoff:
+        """The waits between attempts: ``backoff`` doubling up to ``max_backoff``, no jitter."""
+        return Backoff(initial=self.backoff, maximum=self.max_backoff, jitter=0.0)
+
     def delay(self, attempt: int) -> float:
         """Wait before attempt ``attempt + 1`` (``attempt`` >= 1)."""
-        return float(min(self.backoff * 2.0 ** max(attempt - 1, 0), self.max_backoff))
+        return self.schedule.delay(max(attempt - 1, 0))
 
 
 @dataclass(frozen=True)
