@@ -71,10 +71,7 @@ class Session:
         self._sampling_seq = 0
         self._closed = False
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self.heartbeats_ok = 0
-        self.heartbeat_failures = 0
         self._last_beat_ok: float | None = None
-        self.info_message: str | None = None
         #: What a ``tinkex_on_session`` plugin returned on start (e.g. the backend reporter).
         self.telemetry: Any | None = None
         self._announced = False
@@ -217,7 +214,6 @@ class Session:
         response = parse_result(body, CreateSessionResponse, what="create_session")
         self.session_id = response.session_id
         if response.info_message:
-            self.info_message = response.info_message
             _log.info("session_info", message=response.info_message)
         if response.warning_message:
             _log.warning("session_warning", message=response.warning_message)
@@ -259,7 +255,6 @@ class Session:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.heartbeat_failures += 1
                 since = time.monotonic() - (self._last_beat_ok or 0.0)
                 if since >= warn_after:
                     _log.warning(
@@ -272,7 +267,6 @@ class Session:
                 else:
                     _log.debug("heartbeat_failed", error=type(exc).__name__)
                 continue
-            self.heartbeats_ok += 1
             self._last_beat_ok = time.monotonic()
 
     async def _aclose_inner(self) -> None:
