@@ -123,7 +123,7 @@ def test_queue_state_reaches_observers(
 
 
 def test_unknown_scheme_names_the_package_to_install() -> None:
-    hooks = Hooks(make_plugin_manager(load_entrypoints=False, plugins=[]))
+    hooks = Hooks(make_plugin_manager(load_entrypoints=False, plugins=[], defaults=False))
     with pytest.raises(TinkexValidationError) as info:
         ServiceClient(base_url="local://", hooks=hooks)
     assert info.value.field == "base_url"
