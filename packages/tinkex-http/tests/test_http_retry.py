@@ -20,6 +20,7 @@ from tinkex_http import (
     parse_retry_after,
     retried_by,
     retry_async,
+    transport_time_left,
 )
 from tinkex_types import (
     APIConnectionError,
@@ -228,7 +229,7 @@ async def test_out_of_range_retry_after_falls_back_to_backoff(
     )
     async with make_client(handler, rng=lambda: 0.0) as http:
         await http.get("/api/v1/healthz")
-    assert clock.sleeps == [0.5]  # backoff_delay(0) with no jitter
+    assert clock.sleeps == [0.5]  # RetryPolicy().backoff at attempt 0, no jitter
 
 
 async def test_x_should_retry_true_retries_a_400(make_client: MakeClient) -> None:
@@ -491,19 +492,69 @@ async def test_retry_async_max_retries_and_disabled(clock: Any) -> None:
 async def test_operation_layer_does_not_rerun_the_transport_budget(
     make_client: MakeClient, clock: Any
 ) -> None:
+    """The operation loop lends its 300 s to the transport instead of re-running it: one
+    loop of attempts (retry counts 0, 1, 2, ... never restarting), then a final error."""
     seen: list[httpx.Request] = []
-    handler = scripted([httpx.Response(503, json={"detail": "down"})] * 20, seen)
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(503, json={"detail": "down"})
+
     async with make_client(handler, max_retries=2) as http:
+
+        async def operation() -> Any:
+            nonlocal calls
+            calls += 1
+            return await http.post("/api/v1/forward", {})
+
         with pytest.raises(InternalServerError) as info:
-            await retry_async(
-                lambda: http.post("/api/v1/forward", {}),
-                RetryConfig.operation(),
-                clock=clock,
-                sleep=clock.sleep,
-            )
-    assert len(seen) == 3  # one transport budget, not one per operation attempt
+            await retry_async(operation, RetryConfig.operation(), clock=clock, sleep=clock.sleep)
+    assert calls == 1
+    counts = [int(r.headers["x-stainless-retry-count"]) for r in seen]
+    assert counts == list(range(len(seen)))
+    assert len(seen) > 3  # past max_retries=2: the lent time is used
+    assert sum(clock.sleeps) == pytest.approx(300.0)  # and never beyond it
+    assert max(clock.sleeps) <= 10.0
     assert retried_by(info.value) == "transport"
     assert not is_retryable_error(info.value)
+
+
+async def test_without_an_operation_loop_the_transport_stops_at_max_retries(
+    make_client: MakeClient, clock: Any
+) -> None:
+    seen: list[httpx.Request] = []
+    handler = scripted([httpx.Response(503)] * 5, seen)
+    async with make_client(handler, max_retries=2) as http:
+        with pytest.raises(InternalServerError) as info:
+            await http.post("/api/v1/forward", {})
+        assert transport_time_left() == 0.0
+    assert len(seen) == 3
+    assert retried_by(info.value) == "transport"
+
+
+async def test_a_server_restart_is_ridden_out_by_one_loop(
+    make_client: MakeClient, clock: Any
+) -> None:
+    """Connection refused for longer than the transport budget, then back: the operation
+    loop's time keeps the one transport loop going; the operation runs once."""
+    seen: list[httpx.Request] = []
+    handler = scripted([httpx.ConnectError("refused")] * 15 + [httpx.Response(200, json={})], seen)
+    calls = 0
+    async with make_client(handler, max_retries=2) as http:
+
+        async def operation() -> Any:
+            nonlocal calls
+            calls += 1
+            return await http.post("/api/v1/forward", {})
+
+        assert (
+            await retry_async(operation, RetryConfig.operation(), clock=clock, sleep=clock.sleep)
+            == {}
+        )
+    assert calls == 1
+    assert len(seen) == 16
+    assert len({r.headers["x-idempotency-key"] for r in seen}) == 1
 
 
 async def test_transport_connection_errors_are_final_for_outer_layers(
@@ -515,12 +566,13 @@ async def test_transport_connection_errors_are_final_for_outer_layers(
         with pytest.raises(APIConnectionError) as info:
             await retry_async(
                 lambda: http.post("/api/v1/forward", {}),
-                RetryConfig.operation(),
+                RetryConfig(max_retries=5, total_timeout=None, enabled=False),
                 clock=clock,
                 sleep=clock.sleep,
             )
-    assert len(seen) == 2
-    assert retried_by(info.value) == "transport"
+        assert len(seen) == 2
+        assert retried_by(info.value) == "transport"
+        assert not is_retryable_error(info.value)
 
 
 async def test_zero_budget_requests_are_left_to_the_outer_layer(

@@ -71,6 +71,7 @@ from tinkex_http._retry import (
     parse_retry_after,
     retried_by,
     retry_async,
+    transport_time_left,
 )
 from tinkex_http._secret import REDACTED, Secret
 from tinkex_http._sse import SSEDecoder, SSEEvent
@@ -153,4 +154,5 @@ __all__ = [
     "retry_async",
     "tenant_key",
     "to_jsonable",
+    "transport_time_left",
 ]

@@ -2,7 +2,8 @@
 encoded body, headers) and the attempt loop of :class:`tinkex_http.HTTPClient`.
 
 The loop retries what :class:`~tinkex_http.RetryPolicy` says (transport errors; 408, 409,
-429, 5xx; ``x-should-retry``) up to the plan's budget, fires ``Hooks.on_request`` once per
+429, 5xx; ``x-should-retry``) up to the plan's budget (``max_retries``, extended by the time
+an enclosing :func:`tinkex_http.retry_async` lends), fires ``Hooks.on_request`` once per
 attempt and leaves every answer it gives up on marked with its budget
 (:data:`RETRIED_EXTENSION`), so the error raised from it is final for the outer layers
 (:func:`tinkex_http.retried_by`).
@@ -20,7 +21,7 @@ import structlog
 from tinkex_http._config import redact_headers
 from tinkex_http._endpoints import endpoint_spec
 from tinkex_http._messages import RequestOptions, fmt_seconds, request_headers
-from tinkex_http._retry import mark_retried
+from tinkex_http._retry import mark_retried, transport_time_left
 from tinkex_http._wire import EncodedBody
 from tinkex_types import APIConnectionError, APITimeoutError, RequestEvent
 
@@ -168,7 +169,7 @@ async def send(http: HTTPClient, plan: Plan, *, stream: bool) -> httpx.Response:
     attempt = 0
     while True:
         request = _build(http, client, plan, attempt)
-        retry = attempt < plan.max_retries
+        retry = _may_retry(plan, attempt)
         started = http.clock()
         try:
             response = await client.send(request, stream=True)
@@ -213,5 +214,18 @@ async def send(http: HTTPClient, plan: Plan, *, stream: bool) -> httpx.Response:
                 delay_s=round(delay, 3),
             )
             await response.aclose()
-        await http.sleep(delay)
+        await http.sleep(_within_budget(plan, attempt, delay))
         attempt += 1
+
+
+def _may_retry(plan: Plan, attempt: int) -> bool:
+    """Within the budget: ``max_retries``, extended by the time an enclosing
+    :func:`tinkex_http.retry_async` lends (never for a request with no budget)."""
+    if attempt < plan.max_retries:
+        return True
+    return plan.max_retries > 0 and transport_time_left() > 0
+
+
+def _within_budget(plan: Plan, attempt: int, delay: float) -> float:
+    """Past ``max_retries`` a wait never outlasts the lent time."""
+    return delay if attempt < plan.max_retries else min(delay, transport_time_left())

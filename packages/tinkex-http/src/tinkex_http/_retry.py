@@ -19,15 +19,20 @@ Every delay comes from one :class:`tinkex_types.Backoff` value; the layers never
   ``RetryConfig.sampling()``: unlimited attempts, 7200 s, ``Backoff(0.5, 10, 0.25, "both")``).
   It retries only what reached it unretried: errors of requests sent with a transport
   budget of 0 (``/asample``, or ``max_retries=0``), an expired future (410, sampling only).
+  Instead of re-running the transport's budget, it lends the transport its time left
+  (:func:`transport_time_left`): a request with a transport budget inside the loop keeps
+  retrying (backoff capped at its maximum) until that time is used up, then fails for good.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -47,6 +52,7 @@ __all__ = [
     "parse_retry_after",
     "retried_by",
     "retry_async",
+    "transport_time_left",
 ]
 
 RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -60,6 +66,17 @@ _T = TypeVar("_T")
 
 #: Attribute set on an error by the layer that already spent its retry budget on it.
 _RETRIED_BY = "_tinkex_retried_by"
+
+
+#: The time budget an enclosing :func:`retry_async` lends to the transport layer.
+_TIME_LEFT: ContextVar[Callable[[], float] | None] = ContextVar("tinkex_time_left", default=None)
+
+
+def transport_time_left() -> float:
+    """Seconds an enclosing :func:`retry_async` lends to the transport layer of the request
+    being sent (0 outside any; ``inf`` when it never gives up)."""
+    lender = _TIME_LEFT.get()
+    return 0.0 if lender is None else max(lender(), 0.0)
 
 
 def mark_retried(exc: BaseException, layer: str) -> None:
@@ -208,8 +225,8 @@ class RetryConfig:
     def operation(cls) -> RetryConfig:
         """Layer 2: ``min(2**n, 30)`` s (jitter 0), 300 s total, 410 not retried.
 
-        Errors the transport already retried are final here (:func:`is_retryable_error`),
-        so this loop only acts on requests sent with a transport budget of 0."""
+        Errors the transport already retried are final here (:func:`is_retryable_error`);
+        the transport retries the requests inside the loop for up to its 300 s instead."""
         return cls(
             base_delay=1.0, max_delay=30.0, jitter=0.0, total_timeout=300.0, retry_gone=False
         )
@@ -234,13 +251,25 @@ async def retry_async(
     on_retry: Callable[[int, BaseException, float], Any] | None = None,
 ) -> _T:
     """Run ``call`` until it succeeds, the error is not retryable, attempts run out or the
-    total timeout passes (then the last error is raised)."""
+    total timeout passes (then the last error is raised).
+
+    While ``call`` runs, the time left of ``total_timeout`` is lent to the transport layer
+    (:func:`transport_time_left`): a request inside ``call`` that has a transport budget
+    keeps retrying past ``max_retries`` until that time is used up, and its final error is
+    not retried here again. So a server restart is ridden out once, by one loop.
+    """
     cfg = config or RetryConfig.sampling()
     if not cfg.enabled:
         return await call()
     started = clock()
     attempt = 0
+    total = cfg.total_timeout
+
+    def time_left() -> float:
+        return math.inf if total is None else total - (clock() - started)
+
     while True:
+        token = _TIME_LEFT.set(time_left)
         try:
             return await call()
         except Exception as exc:
@@ -260,3 +289,5 @@ async def retry_async(
                 on_retry(attempt, exc, delay)
             await sleep(delay)
             attempt += 1
+        finally:
+            _TIME_LEFT.reset(token)
