@@ -7,10 +7,11 @@ protobuf runtime from 5.26 on (it has no runtime-version check). Run it from the
     /tmp/protogen/bin/python packages/tinkex-types/scripts/gen_proto.py          # write
     /tmp/protogen/bin/python packages/tinkex-types/scripts/gen_proto.py --check  # compare
 
-After protoc, two edits are made: the descriptor goes into a private ``DescriptorPool``
-instead of the process-wide default one (so the official ``tinker`` package, which registers
-the same ``tinker_public`` names, can be imported in the same process), and the files are
-formatted with ruff. Nothing else is changed by hand.
+After protoc, these edits are made: the descriptor goes into a private ``DescriptorPool``
+instead of the process-wide default one, and the message classes are registered in a symbol
+database over that pool (so the official ``tinker`` package, which registers the same
+``tinker_public`` names, can be imported in the same process, with the upb and the
+pure-Python runtime alike); the files are formatted with ruff. Nothing else is changed.
 """
 
 from __future__ import annotations
@@ -62,6 +63,19 @@ def _postprocess_py(text: str) -> str:
         "POOL = _descriptor_pool.DescriptorPool()\n"
     )
     text = text.replace(marker, marker + pool)
+    build = "_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tinker_public_pb2', _globals)\n"
+    if text.count(build) != 1:
+        raise SystemExit("unexpected protoc output: no single BuildTopDescriptorsAndMessages")
+    private_build = (
+        "# The builder registers each class in its symbol database, which the pure-Python\n"
+        "# runtime copies into that database's pool: point it at the private pool meanwhile.\n"
+        "_default_sym_db = _builder._sym_db\n"
+        "_builder._sym_db = _symbol_database.SymbolDatabase(pool=POOL)\n"
+        "try:\n"
+        "    " + build + "finally:\n"
+        "    _builder._sym_db = _default_sym_db\n"
+    )
+    text = text.replace(build, private_build)
     return HEADER + text
 
 

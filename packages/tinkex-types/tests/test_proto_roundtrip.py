@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import subprocess
 import sys
@@ -407,6 +408,27 @@ def test_generated_code_uses_a_private_pool() -> None:
     with pytest.raises(KeyError):
         descriptor_pool.Default().FindMessageTypeByName("tinker_public.ForwardBackwardRequest")
     assert tinker_public_pb2.DESCRIPTOR.pool is tinker_public_pb2.POOL
+
+
+def test_the_pure_python_protobuf_runtime_keeps_the_pool_private_too() -> None:
+    code = (
+        "from google.protobuf import descriptor_pool\n"
+        "from google.protobuf.internal import api_implementation\n"
+        "from tinkex_types import SampleResponse, SampledSequence\n"
+        "from tinkex_types.proto import decode_sample_response, encode_sample_response\n"
+        "assert api_implementation.Type() == 'python'\n"
+        "r = SampleResponse(sequences=[SampledSequence(stop_reason='stop', tokens=[1, 2])])\n"
+        "assert decode_sample_response(encode_sample_response(r)) == r\n"
+        "try:\n"
+        "    descriptor_pool.Default().FindMessageTypeByName('tinker_public.SampleResponse')\n"
+        "except KeyError:\n"
+        "    print('private')\n"
+    )
+    env = {**os.environ, "PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"}
+    run = subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, text=True
+    )
+    assert run.stdout.strip() == "private"
 
 
 _FIELD = re.compile(r"^\s*(optional |repeated )?(map<\w+, ?\w+>|\w+) (\w+) = (\d+);", re.MULTILINE)

@@ -25,7 +25,14 @@ DESCRIPTOR = POOL.AddSerializedFile(
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "tinker_public_pb2", _globals)
+# The builder registers each class in its symbol database, which the pure-Python
+# runtime copies into that database's pool: point it at the private pool meanwhile.
+_default_sym_db = _builder._sym_db
+_builder._sym_db = _symbol_database.SymbolDatabase(pool=POOL)
+try:
+    _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "tinker_public_pb2", _globals)
+finally:
+    _builder._sym_db = _default_sym_db
 if not _descriptor._USE_C_DESCRIPTORS:
     DESCRIPTOR._loaded_options = None
     _globals["_ARRAYRECORD_FIELDSENTRY"]._loaded_options = None
