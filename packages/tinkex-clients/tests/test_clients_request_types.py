@@ -7,7 +7,7 @@ import pytest
 
 from tinkex_clients import ServiceClient
 from tinkex_clients._training_forward import wire_inputs
-from tinkex_types import AdamParams, Datum, ModelInput, TinkexValidationError
+from tinkex_types import AdamParams, Datum, ModelInput, SamplingParams, TinkexValidationError
 
 from .conftest import FakeTinker
 
@@ -33,8 +33,9 @@ def test_submits_carry_their_request_type(service: ServiceClient, fake: FakeTink
     tc.save_weights_for_sampler("w1").result(10)
     tc.unload_model().result(10)
     submits = [(p, t) for p, t in fake.request_types if p != "/api/v1/retrieve_future"]
-    training = [(p, t) for p, t in submits if p not in ("/api/v1/create_session",)]
-    assert training[-7:] == [
+    skip = ("/api/v1/create_session", "/api/v1/session_heartbeat", "/api/v1/create_model")
+    training = [(p, t) for p, t in submits if p not in skip]
+    assert training == [
         ("/api/v1/forward", "Forward"),
         ("/api/v1/forward_backward", "ForwardBackward"),
         ("/api/v1/optim_step", "OptimStep"),
@@ -43,6 +44,7 @@ def test_submits_carry_their_request_type(service: ServiceClient, fake: FakeTink
         ("/api/v1/save_weights_for_sampler", "SaveWeightsForSampler"),
         ("/api/v1/unload_model", "UnloadModel"),
     ]
+    assert ("/api/v1/create_model", "CreateModel") in submits
     polls = [t for p, t in fake.request_types if p == "/api/v1/retrieve_future"]
     assert "UnloadModel" in polls
     assert "ForwardBackward" in polls
@@ -54,3 +56,9 @@ def test_a_loss_the_wire_model_cannot_carry_names_loss_fn() -> None:
     assert info.value.field == "loss_fn"
     assert info.value.fix is not None
     assert "cross_entropy" in info.value.fix
+
+
+def test_sample_submits_carry_their_request_type(service: ServiceClient, fake: FakeTinker) -> None:
+    sampler = service.create_sampling_client(base_model=TINY)
+    sampler.sample(ModelInput.from_ints([1, 2]), 1, SamplingParams(max_tokens=2)).result(10)
+    assert ("/api/v1/asample", "Sample") in fake.request_types

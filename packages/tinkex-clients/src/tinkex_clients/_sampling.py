@@ -106,7 +106,7 @@ class SamplingClient:
         body = request.model_copy(update={"seq_id": self._next_seq()}).to_json_dict()
         started = time.monotonic()
         try:
-            submitted = await session.http.post("/api/v1/asample", body)
+            submitted = await session.http.post("/api/v1/asample", body, request_type="Sample")
         except RateLimitError as exc:
             seconds = self._dispatch.set_backoff(estimated)
             if isinstance(exc.body, dict) and exc.body.get("queue_state"):

@@ -260,7 +260,10 @@ class ServiceClient:
         with session.span("create_lora_training_client", base_model=base_model, rank=lora.rank):
             started = time.monotonic()
             submitted = await session.post(
-                "/api/v1/create_model", request.to_json_dict(), retries=False
+                "/api/v1/create_model",
+                request.to_json_dict(),
+                retries=False,
+                request_type="CreateModel",
             )
             if (
                 isinstance(submitted, dict)
