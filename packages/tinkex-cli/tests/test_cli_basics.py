@@ -47,7 +47,7 @@ def listed_commands(help_text: str) -> list[str]:
 
 
 def only(*plugins: object) -> Hooks:
-    return Hooks(make_plugin_manager(load_entrypoints=False, plugins=list(plugins)))
+    return Hooks(make_plugin_manager(load_entrypoints=False, defaults=False, plugins=list(plugins)))
 
 
 def test_help_lists_commands_options_and_exit_codes() -> None:

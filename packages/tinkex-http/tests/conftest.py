@@ -80,7 +80,9 @@ def recorder() -> Recorder:
 @pytest.fixture
 def hooks(recorder: Recorder) -> Iterator[Hooks]:
     """A hook facade with this package's plugin and the recorder, installed process-wide."""
-    pm = make_plugin_manager(load_entrypoints=False, plugins=[http_plugin, recorder])
+    pm = make_plugin_manager(
+        load_entrypoints=False, defaults=False, plugins=[http_plugin, recorder]
+    )
     facade = Hooks(pm)
     old = set_hooks(facade)
     try:

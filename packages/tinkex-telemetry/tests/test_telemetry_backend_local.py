@@ -379,7 +379,9 @@ def test_a_url_httpx_cannot_reach_needs_a_transport() -> None:
             register("aonly", lambda **_: httpx.AsyncHTTPTransport())
 
     hooks = tinkex_types.Hooks(
-        tinkex_types.make_plugin_manager(load_entrypoints=False, plugins=[AsyncOnly()])
+        tinkex_types.make_plugin_manager(
+            load_entrypoints=False, defaults=False, plugins=[AsyncOnly()]
+        )
     )
     old = tinkex_types.set_hooks(hooks)
     try:

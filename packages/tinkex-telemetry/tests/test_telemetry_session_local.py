@@ -211,7 +211,7 @@ def test_a_reporter_that_cannot_be_built_leaves_the_client_working(
     """The reporter looks the ``local`` transport up in the process-wide hooks; when those
     have none, the session runs without telemetry and says why."""
     tinkex_types.set_hooks(
-        tinkex_types.Hooks(tinkex_types.make_plugin_manager(load_entrypoints=False))
+        tinkex_types.Hooks(tinkex_types.make_plugin_manager(load_entrypoints=False, defaults=False))
     )
     with structlog.testing.capture_logs() as logs:
         with ServiceClient(base_url="local://", api_key=API_KEY, hooks=stack.hooks) as svc:

@@ -1,6 +1,8 @@
-"""Hook implementations of tinkex_http (loaded through the ``tinkex`` entry point group).
+"""Hook implementations of tinkex_http: a built-in plugin (``tinkex_types.DEFAULT_PLUGINS``,
+also the entry point ``http`` of group ``tinkex``).
 
-* ``tinkex_register_transports``: ``http`` and ``https`` → :func:`http_transport_factory`.
+* ``tinkex_register_transports``: ``http`` and ``https`` → :func:`http_transport_factory`
+  (which needs a real :class:`~tinkex_http.Config`).
 * ``tinkex_on_queue_state_change``: the default observer, :class:`QueueStateLogger`, which
   logs paused states through structlog at most once per ``debounce_s`` (60 s) for the same
   subject (model id, else base URL) and state; ``active`` is never logged.
@@ -11,12 +13,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
+from tinkex_http._config import Config
 from tinkex_http._transport import http_transport_factory
-from tinkex_types import QueueStateEvent, hookimpl
+from tinkex_types import (
+    AsyncTransport,
+    QueueStateEvent,
+    RegisterTransport,
+    TinkexValidationError,
+    TransportConfig,
+    hookimpl,
+)
 
 __all__ = ["QueueStateLogger", "tinkex_on_queue_state_change", "tinkex_register_transports"]
 
@@ -59,10 +68,20 @@ class QueueStateLogger:
 _DEFAULT_LOGGER = QueueStateLogger()
 
 
+def _http_factory(*, config: TransportConfig, pool: str) -> AsyncTransport:
+    if not isinstance(config, Config):
+        raise TinkexValidationError(
+            "config",
+            f"the http(s) transport needs a tinkex_http.Config, got {type(config).__name__}",
+            "build the client from tinkex_http.Config(...)",
+        )
+    return http_transport_factory(config=config, pool=pool)
+
+
 @hookimpl
-def tinkex_register_transports(register: Callable[[str, Callable[..., Any]], None]) -> None:
-    register("http", http_transport_factory)
-    register("https", http_transport_factory)
+def tinkex_register_transports(register: RegisterTransport) -> None:
+    register("http", _http_factory)
+    register("https", _http_factory)
 
 
 @hookimpl

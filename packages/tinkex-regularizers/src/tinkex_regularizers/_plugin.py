@@ -1,16 +1,16 @@
-"""Hook implementations of tinkex_regularizers (loaded through the ``tinkex`` entry point group).
+"""Hook implementations of tinkex_regularizers: a built-in plugin
+(``tinkex_types.DEFAULT_PLUGINS``, also the entry point ``regularizers`` of group ``tinkex``).
 
 The built-in regularizers register through the same hook as third-party ones.
 """
 
 from __future__ import annotations
 
-from tinkex_types import hookimpl
-from tinkex_types.hookspecs import RegisterNamed
+from tinkex_types import RegisterRegularizer, hookimpl
 
 
 @hookimpl
-def tinkex_register_regularizers(register: RegisterNamed) -> None:
+def tinkex_register_regularizers(register: RegisterRegularizer) -> None:
     """Register ``l1``, ``l2``, ``elastic_net``, ``entropy``, ``kl_divergence``,
     ``consistency``, ``orthogonality`` and ``gradient_penalty``."""
     from tinkex_regularizers._builtins import BUILTINS  # torch loads only now

@@ -3,28 +3,33 @@ the ``serve`` CLI command. Cheap to import: the app, torch and uvicorn load on f
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from tinkex_types import hookimpl
+from tinkex_types import (
+    AsyncTransport,
+    CommandGroup,
+    RegisterTransport,
+    TransportConfig,
+    hookimpl,
+)
 
 __all__ = ["tinkex_register_commands", "tinkex_register_transports"]
 
 
-def _local_factory(*, config: Any = None, pool: str = "default", **kwargs: Any) -> Any:
+def _local_factory(
+    *, config: TransportConfig | None = None, pool: str = "default"
+) -> AsyncTransport:
     from tinkex_server._local import local_transport_factory
 
-    return local_transport_factory(config=config, pool=pool, **kwargs)
+    return local_transport_factory(config=config, pool=pool)
 
 
 @hookimpl
-def tinkex_register_transports(register: Callable[[str, Callable[..., Any]], None]) -> None:
+def tinkex_register_transports(register: RegisterTransport) -> None:
     """``local://``: the server in-process (see :mod:`tinkex_server._local`)."""
     register("local", _local_factory)
 
 
 @hookimpl
-def tinkex_register_commands(cli: Any) -> None:
+def tinkex_register_commands(cli: CommandGroup) -> None:
     """``tinkex serve``: the server over HTTP."""
     from tinkex_server._serve import serve
 

@@ -18,12 +18,14 @@ import structlog
 from tinkex_http import parse_bool
 from tinkex_telemetry._core import TelemetryPlugin
 from tinkex_types import (
+    AsyncTransport,
     FutureEvent,
     QueueStateEvent,
     RegularizerEvent,
     RequestEvent,
     SessionEvent,
     TinkexValidationError,
+    TransportConfig,
     hookimpl,
 )
 
@@ -79,7 +81,9 @@ def tinkex_inject_headers(headers: dict[str, str]) -> None:
 
 
 @hookimpl
-def tinkex_wrap_transport(transport: Any, config: Any) -> Any | None:
+def tinkex_wrap_transport(
+    transport: AsyncTransport, config: TransportConfig
+) -> AsyncTransport | None:
     return default_plugin().tinkex_wrap_transport(transport=transport, config=config)
 
 

@@ -7,19 +7,23 @@ take the plain transport path.
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import urlsplit
+
+import httpx
 
 from tinkex_chaos._state import current_config, shared_stats
 from tinkex_chaos._transport import ChaosTransport
-from tinkex_types import hookimpl
+from tinkex_types import AsyncTransport, TransportConfig, hookimpl
 
 
 @hookimpl
-def tinkex_wrap_transport(transport: Any, config: Any) -> Any | None:
-    """Wrap ``transport`` in a :class:`ChaosTransport` when chaos is enabled."""
+def tinkex_wrap_transport(
+    transport: AsyncTransport, config: TransportConfig
+) -> AsyncTransport | None:
+    """Wrap ``transport`` in a :class:`ChaosTransport` when chaos is enabled (and the
+    transport is an ``httpx.AsyncBaseTransport``, the only kind it can delegate to)."""
     chaos = current_config()
-    if chaos is None or not chaos.enabled:
+    if chaos is None or not chaos.enabled or not isinstance(transport, httpx.AsyncBaseTransport):
         return None
     base_url = getattr(config, "base_url", None)
     base_path = urlsplit(base_url).path if isinstance(base_url, str) else ""
