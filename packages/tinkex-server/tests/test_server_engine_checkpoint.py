@@ -227,12 +227,19 @@ def test_writes_are_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "f.bin"]
 
 
-def test_peft_directory_with_regex_targets_is_refused(tmp_path: Path) -> None:
+def test_peft_directory_with_regex_targets(tmp_path: Path) -> None:
+    # PEFT regex targets are matched in full against module paths (as PEFT does): a regex
+    # that misses lm_head leaves the lm_head tensors unexpected, one that covers every
+    # projection loads.
     engine = _trained(steps=1)
     path = engine.save_sampler_weights("m", tmp_path / "p")
     config = json.loads((path / "adapter_config.json").read_text())
+    config["target_modules"] = r".*(proj|lm_head)"
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    info = engine.load_sampler_weights("ok", path)
+    assert info.target_modules == engine.adapter_info("m").target_modules
     config["target_modules"] = ".*proj"
     (path / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(EngineInputError, match="regexes are not supported"):
+    with pytest.raises(EngineInputError, match=r"unexpected \['base_model.model.lm_head"):
         engine.load_sampler_weights("x", path)
     assert not engine.has_adapter("x")

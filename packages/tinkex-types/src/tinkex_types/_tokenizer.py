@@ -73,6 +73,14 @@ def _token_text(value: Any) -> str | None:
     return None
 
 
+def _read_object(path: Path) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as fh:
+        loaded = json.load(fh)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return loaded
+
+
 class HFTokenizer:
     """A :class:`Tokenizer` over a ``tokenizers.Tokenizer``.
 
@@ -107,10 +115,18 @@ class HFTokenizer:
         *,
         name_or_path: str | None = None,
     ) -> HFTokenizer:
-        """Load ``tokenizer.json`` (or a directory holding it, plus an optional
-        ``tokenizer_config.json`` next to it)."""
+        """Load ``tokenizer.json`` (or a directory holding it), the way transformers 5 reads
+        a directory.
+
+        Next to ``tokenizer.json`` (directory form): ``tokenizer_config.json`` gives the
+        special tokens and ``chat_template``; ``chat_template.jinja`` (where transformers >= 5
+        saves the template) takes priority over the config's template; when the config has
+        no ``added_tokens_decoder`` (the legacy layout), ``special_tokens_map.json`` entries
+        override its ``bos_token``/``eos_token``/``pad_token``.
+        """
         tokenizers = require_tokenizers()
         p = Path(path)
+        directory: Path | None = None
         config_path: Path | None = None
         if p.is_dir():
             directory = p
@@ -119,22 +135,27 @@ class HFTokenizer:
                 config_path = directory / "tokenizer_config.json"
         if not p.is_file():
             raise FileNotFoundError(f"tokenizer file not found: {p}")
-        config: Mapping[str, Any] = {}
+        config: dict[str, Any] = {}
         if isinstance(tokenizer_config, Mapping):
-            config = tokenizer_config
+            config = dict(tokenizer_config)
         else:
             if tokenizer_config is not None:
                 config_path = Path(tokenizer_config)
             if config_path is not None:
-                with config_path.open(encoding="utf-8") as fh:
-                    loaded = json.load(fh)
-                if not isinstance(loaded, dict):
-                    raise ValueError(f"{config_path}: expected a JSON object")
-                config = loaded
+                config = _read_object(config_path)
         template = config.get("chat_template")
         if isinstance(template, list):  # named templates: use "default"
             named = {t.get("name"): t.get("template") for t in template if isinstance(t, dict)}
             template = named.get("default")
+        if directory is not None:
+            jinja = directory / "chat_template.jinja"
+            if jinja.is_file():
+                template = jinja.read_text(encoding="utf-8")
+            special_map = directory / "special_tokens_map.json"
+            if special_map.is_file() and "added_tokens_decoder" not in config:
+                for key, value in _read_object(special_map).items():
+                    if key in ("bos_token", "eos_token", "pad_token"):
+                        config[key] = value
         return cls(
             tokenizers.Tokenizer.from_file(str(p)),
             name_or_path=name_or_path or str(Path(path)),

@@ -131,6 +131,7 @@ class EngineCore:
             seed = self._rng.randrange(2**62)
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise EngineInputError("lora_config.seed", f"must be an integer, got {seed!r}")
+        modules = attr(lora, "target_modules", None)
         return LoraSpec(
             rank=rank,
             alpha=float(attr(lora, "alpha", self.lora_alpha)),
@@ -138,6 +139,7 @@ class EngineCore:
             train_attn=bool(attr(lora, "train_attn", True)),
             train_mlp=bool(attr(lora, "train_mlp", True)),
             train_unembed=bool(attr(lora, "train_unembed", True)),
+            modules=tuple(modules) if modules is not None else None,
         )
 
     def create_adapter(

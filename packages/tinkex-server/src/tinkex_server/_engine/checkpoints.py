@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 from typing import Any
 
 from torch import Tensor
 
-from tinkex_server._engine.adapters import DEFAULT_LORA_ALPHA, EngineCore, Slot
+from tinkex_server._engine.adapters import Slot
 from tinkex_server._engine.errors import EngineInputError
 from tinkex_server._engine.fileio import (
     atomic_directory,
@@ -25,8 +26,9 @@ from tinkex_server._engine.fileio import (
     read_safetensors,
     write_safetensors,
 )
-from tinkex_server._engine.lora import Adapter, LoraSpec
+from tinkex_server._engine.lora import ATTN_MODULES, LORA_MODULES, MLP_MODULES, Adapter, LoraSpec
 from tinkex_server._engine.optim import AdamW
+from tinkex_server._engine.peft_io import PeftMixin, read_peft_config
 from tinkex_server._engine.types import AdapterInfo, LoraConfig, StateInfo
 
 __all__ = [
@@ -44,6 +46,7 @@ STATE_FILE = "tinkex_state.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
+_GROUP = dict.fromkeys(ATTN_MODULES, "self_attn") | dict.fromkeys(MLP_MODULES, "mlp")
 
 
 def _peft_config(slot: Slot) -> dict[str, Any]:
@@ -78,6 +81,7 @@ def _state_json(slot: Slot, has_optimizer: bool) -> dict[str, Any]:
             "train_attn": spec.train_attn,
             "train_mlp": spec.train_mlp,
             "train_unembed": spec.train_unembed,
+            "target_modules": list(spec.modules) if spec.modules is not None else None,
         },
         "step": slot.optimizer.step_count if slot.optimizer is not None else 0,
         "has_optimizer": has_optimizer,
@@ -102,6 +106,7 @@ def _read_tinkex_state(path: Path) -> StateInfo:
                 train_mlp=bool(lora["train_mlp"]),
                 train_unembed=bool(lora["train_unembed"]),
                 alpha=float(lora["alpha"]),
+                target_modules=_modules(lora.get("target_modules")),
             ),
             step=int(meta.get("step", 0)),
             has_optimizer=bool(meta.get("has_optimizer", False)),
@@ -110,34 +115,48 @@ def _read_tinkex_state(path: Path) -> StateInfo:
         raise EngineInputError("checkpoint", f"{path / STATE_FILE} is incomplete ({exc})") from None
 
 
+def _modules(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise EngineInputError("checkpoint", f"target_modules must be a list, got {value!r}")
+    return tuple(value)
+
+
+def _peft_modules(targets: list[str] | str) -> tuple[str, ...]:
+    """Short names selected by PEFT ``target_modules``, judged on layer 0 and lm_head
+    (the full check against the model happens when the adapter is loaded)."""
+    if targets == "all-linear":
+        return tuple(m for m in LORA_MODULES if m != "lm_head")
+    keys = {m: (m if m == "lm_head" else f"model.layers.0.{_GROUP[m]}.{m}") for m in LORA_MODULES}
+    if isinstance(targets, str):
+        return tuple(m for m, k in keys.items() if re.fullmatch(targets, k))
+    return tuple(m for m, k in keys.items() if any(k == t or k.endswith(f".{t}") for t in targets))
+
+
 def _read_peft_state(path: Path) -> StateInfo:
-    peft = read_json(path / ADAPTER_CONFIG, field="checkpoint")
-    raw_targets = peft.get("target_modules") or []
-    if not isinstance(raw_targets, list):
+    cfg = read_peft_config(path)
+    modules = _peft_modules(cfg.target_modules)
+    if not modules:
         raise EngineInputError(
-            "checkpoint",
-            f"{path / ADAPTER_CONFIG}: target_modules must be a list of module names",
-            "save the adapter with explicit target_modules (regexes are not supported)",
+            "adapter_config.json:target_modules",
+            f"{cfg.target_modules!r} matches no module tinkex adapts",
+            f"target only {', '.join(LORA_MODULES)}",
         )
-    targets = {str(t) for t in raw_targets}
-    try:
-        return StateInfo(
-            base_model=str(peft.get("base_model_name_or_path")),
-            lora=LoraConfig(
-                rank=int(peft["r"]),
-                seed=0,
-                train_attn=bool(targets & {"q_proj", "k_proj", "v_proj", "o_proj"}),
-                train_mlp=bool(targets & {"gate_proj", "up_proj", "down_proj"}),
-                train_unembed="lm_head" in targets,
-                alpha=float(peft.get("lora_alpha", DEFAULT_LORA_ALPHA)),
-            ),
-            step=0,
-            has_optimizer=False,
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise EngineInputError(
-            "checkpoint", f"{path / ADAPTER_CONFIG} is incomplete ({exc})"
-        ) from None
+    return StateInfo(
+        base_model=str(cfg.base_model),
+        lora=LoraConfig(
+            rank=cfg.rank,
+            seed=0,
+            train_attn=bool(set(modules) & set(ATTN_MODULES)),
+            train_mlp=bool(set(modules) & set(MLP_MODULES)),
+            train_unembed="lm_head" in modules,
+            alpha=cfg.alpha,
+            target_modules=modules,
+        ),
+        step=0,
+        has_optimizer=False,
+    )
 
 
 def read_state_info(directory: str | os.PathLike[str]) -> StateInfo:
@@ -153,24 +172,29 @@ def read_state_info(directory: str | os.PathLike[str]) -> StateInfo:
 
 def _check_same_lora(model_id: str, spec: LoraSpec, info: StateInfo) -> None:
     lc = info.lora
-    if (lc.rank, lc.train_attn, lc.train_mlp, lc.train_unembed) != (
-        spec.rank,
-        spec.train_attn,
-        spec.train_mlp,
-        spec.train_unembed,
-    ) or (lc.alpha is not None and not math.isclose(lc.alpha, spec.alpha)):
+    want = LoraSpec(
+        rank=lc.rank,
+        alpha=lc.alpha if lc.alpha is not None else spec.alpha,
+        seed=0,
+        train_attn=lc.train_attn,
+        train_mlp=lc.train_mlp,
+        train_unembed=lc.train_unembed,
+        modules=lc.target_modules,
+    )
+    if (want.rank, want.target_modules()) != (spec.rank, spec.target_modules()) or (
+        not math.isclose(want.alpha, spec.alpha)
+    ):
         raise EngineInputError(
             "path",
-            f"checkpoint LoRA (rank {lc.rank}, alpha {lc.alpha}, attn/mlp/unembed "
-            f"{lc.train_attn}/{lc.train_mlp}/{lc.train_unembed}) does not match model "
-            f"{model_id!r} (rank {spec.rank}, alpha {spec.alpha}, "
-            f"{spec.train_attn}/{spec.train_mlp}/{spec.train_unembed})",
+            f"checkpoint LoRA (rank {want.rank}, alpha {want.alpha}, targets "
+            f"{want.target_modules()}) does not match model {model_id!r} (rank {spec.rank}, "
+            f"alpha {spec.alpha}, targets {spec.target_modules()})",
             "create the training model from the checkpoint's own LoRA config "
             "(Engine.read_state_info)",
         )
 
 
-class CheckpointMixin(EngineCore):
+class CheckpointMixin(PeftMixin):
     """Saving and loading adapters and training states."""
 
     def save_sampler_weights(self, model_id: str, directory: str | os.PathLike[str]) -> Path:
@@ -268,21 +292,10 @@ class CheckpointMixin(EngineCore):
             if model_id in self._slots:
                 raise EngineInputError("model_id", f"{model_id!r} already exists")
             info = read_state_info(directory)
-            name = base_model or info.base_model
-            base = self._base(name)
-            lc = info.lora
-            spec = LoraSpec(
-                rank=lc.rank,
-                alpha=lc.alpha if lc.alpha is not None else self.lora_alpha,
-                seed=lc.seed or 0,
-                train_attn=lc.train_attn,
-                train_mlp=lc.train_mlp,
-                train_unembed=lc.train_unembed,
+            _base, adapter = self._adapter_from_peft(
+                Path(directory), base_model or info.base_model, False, info.lora.seed or 0
             )
-            adapter = Adapter(name, base.module, spec, trainable=False)
-            tensors = read_safetensors(Path(directory) / ADAPTER_WEIGHTS, field="checkpoint")
-            adapter.load_state_dict(tensors, source="checkpoint")
-            self._slots[model_id] = Slot(model_id, base, adapter, None)
+            self._slots[model_id] = Slot(model_id, _base, adapter, None)
             return self._adapter_info(self._slots[model_id])
 
     @staticmethod

@@ -29,6 +29,7 @@ from tinkex_server._engine.model import DecoderLM
 
 __all__ = [
     "ATTN_MODULES",
+    "LORA_MODULES",
     "MLP_MODULES",
     "Adapter",
     "LoraSpec",
@@ -39,6 +40,8 @@ __all__ = [
 
 ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj")
 MLP_MODULES = ("gate_proj", "up_proj", "down_proj")
+#: Every projection an adapter may target, in the engine's order.
+LORA_MODULES = (*ATTN_MODULES, *MLP_MODULES, "lm_head")
 _PEFT_PREFIX = "base_model.model."
 
 
@@ -53,8 +56,24 @@ class LoraSpec:
     train_attn: bool = True
     train_mlp: bool = True
     train_unembed: bool = True
+    #: An explicit subset of projections (short names), e.g. an imported PEFT adapter's
+    #: ``("q_proj", "v_proj")``; ``None`` means the train_* groups.
+    modules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.modules is not None:
+            unknown = sorted(set(self.modules) - set(LORA_MODULES))
+            if unknown or not self.modules:
+                raise EngineInputError(
+                    "lora_config.target_modules",
+                    f"unknown or empty target modules {unknown or list(self.modules)}",
+                    f"use names from {', '.join(LORA_MODULES)}",
+                )
+            groups = set(self.modules)
+            object.__setattr__(self, "modules", tuple(m for m in LORA_MODULES if m in groups))
+            object.__setattr__(self, "train_attn", bool(groups & set(ATTN_MODULES)))
+            object.__setattr__(self, "train_mlp", bool(groups & set(MLP_MODULES)))
+            object.__setattr__(self, "train_unembed", "lm_head" in groups)
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
             raise EngineInputError(
                 "lora_config.rank", f"must be a positive integer, got {self.rank!r}"
@@ -75,6 +94,8 @@ class LoraSpec:
 
     def wants(self, short_name: str) -> bool:
         """Whether a projection with this short name (``q_proj``, ``lm_head``...) is adapted."""
+        if self.modules is not None:
+            return short_name in self.modules
         if short_name in ATTN_MODULES:
             return self.train_attn
         if short_name in MLP_MODULES:
@@ -85,6 +106,8 @@ class LoraSpec:
 
     def target_modules(self) -> list[str]:
         """Short names of the adapted projections (PEFT's ``target_modules``)."""
+        if self.modules is not None:
+            return list(self.modules)
         names: list[str] = []
         if self.train_attn:
             names.extend(ATTN_MODULES)

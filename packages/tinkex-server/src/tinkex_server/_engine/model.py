@@ -65,7 +65,9 @@ def rope_inv_freq(config: ModelConfig) -> Tensor:
     scaling = config.rope_scaling
     if not scaling:
         return inv_freq
-    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
+    rope_type = scaling.get("rope_type", "default")
+    if rope_type == "default":
+        return inv_freq
     if rope_type == "linear":
         return inv_freq / float(scaling["factor"])
     if rope_type == "llama3":
@@ -81,7 +83,7 @@ def rope_inv_freq(config: ModelConfig) -> Tensor:
         smoothed = (1 - smooth) * scaled / factor + smooth * scaled
         medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
         return torch.where(medium, smoothed, scaled)
-    return inv_freq
+    raise ValueError(f"rope_type {rope_type!r} is not implemented (ModelConfig.from_hf refuses it)")
 
 
 def _rotate_half(x: Tensor) -> Tensor:

@@ -108,7 +108,14 @@ def model_from_state_dict(
     expected = model.state_dict()
     tensors = dict(tensors)
     if config.tie_word_embeddings:
-        tensors.pop("lm_head.weight", None)
+        head = tensors.pop("lm_head.weight", None)
+        embed = tensors.get("model.embed_tokens.weight")
+        if head is not None and embed is not None and not torch.equal(head, embed):
+            raise EngineInputError(
+                "config.json:tie_word_embeddings",
+                "is true but lm_head.weight differs from model.embed_tokens.weight",
+                "set tie_word_embeddings to false if the model has its own lm_head",
+            )
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -171,7 +178,12 @@ def save_hf_model(
         atomic_write_json(tmp / "config.json", model.config.to_hf())
         write_safetensors(tmp / "model.safetensors", state, {"format": "pt"})
         if tokenizer_dir is not None:
-            for fname in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+            for fname in (
+                "tokenizer.json",
+                "tokenizer_config.json",
+                "special_tokens_map.json",
+                "chat_template.jinja",
+            ):
                 src = Path(tokenizer_dir) / fname
                 if src.is_file():
                     shutil.copyfile(src, tmp / fname)

@@ -40,7 +40,9 @@ class LoraConfigLike(Protocol):
 @dataclass(frozen=True)
 class LoraConfig:
     """LoRA settings of a new adapter. ``alpha`` ``None`` means the engine default (32);
-    ``seed`` ``None`` means a seed drawn by the engine (recorded in :class:`AdapterInfo`)."""
+    ``seed`` ``None`` means a seed drawn by the engine (recorded in :class:`AdapterInfo`).
+    ``target_modules`` (short names such as ``("q_proj", "v_proj")``), when given, replaces
+    the train_* groups (adapters imported from PEFT target any subset)."""
 
     rank: int = 32
     seed: int | None = None
@@ -48,6 +50,7 @@ class LoraConfig:
     train_mlp: bool = True
     train_unembed: bool = True
     alpha: float | None = None
+    target_modules: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
