@@ -24,6 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from tinkex_server._config import ServerConfig
 from tinkex_server._middleware import ServerMiddleware
@@ -52,6 +53,16 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
     return reply(ErrorResponse(detail=detail), status, headers or None)
 
 
+def _allowed_methods(app: FastAPI, request: Request) -> list[str]:
+    """Every method some route serves at the request's path (Starlette names one route's)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match != Match.NONE:
+            methods.update(getattr(route, "methods", None) or ())
+    return sorted(methods)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiProblem)
     async def problem(_: Request, exc: ApiProblem) -> Response:
@@ -63,8 +74,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return _problem(status, detail)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http(_: Request, exc: StarletteHTTPException) -> Response:
-        return _problem(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+    async def http(request: Request, exc: StarletteHTTPException) -> Response:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["allow"] = ", ".join(_allowed_methods(app, request))
+        return _problem(exc.status_code, str(exc.detail), headers)
 
     @app.exception_handler(Exception)
     async def crash(_: Request, exc: Exception) -> Response:

@@ -171,7 +171,9 @@ class CheckpointFiles:
         """Whether ``sig`` is valid for this checkpoint and ``expires`` lies in the future."""
         if expires < time.time():
             return False
-        return hmac.compare_digest(self.sign(run_id, kind, name, expires), sig)
+        expected = self.sign(run_id, kind, name, expires).encode()
+        # Bytes: compare_digest refuses str with non-ASCII characters (any text can arrive).
+        return hmac.compare_digest(expected, sig.encode("utf-8", "replace"))
 
 
 def _normalise(info: tarfile.TarInfo) -> None:

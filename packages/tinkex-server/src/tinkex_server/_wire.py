@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
@@ -113,6 +113,8 @@ async def decode_request(request: Request, model: type[_M]) -> _M:
         except ValidationError as exc:
             status, detail = describe_errors(list(exc.errors()))
             raise ApiProblem(status, detail) from None
+        except (TypeError, ValueError) as exc:  # a validator that raised something else
+            raise ApiProblem(422, f"body: {exc}") from None
     codec = codec_for(media)
     if codec is None or not codec.carries(model):
         raise ApiProblem(
@@ -136,18 +138,22 @@ def wire_body(model: type[_M]) -> Callable[[Request], Awaitable[_M]]:
     return dependency
 
 
-async def raw_json(request: Request) -> Any:
-    """The body as plain JSON data (routes whose body is free-form); empty is ``{}``."""
+async def raw_json(request: Request) -> dict[str, Any]:
+    """The body as a JSON object (routes whose body is free-form): 400 when it is missing,
+    malformed or not an object."""
     body = await _content(request)
     media = media_type_of(request.headers.get("content-type"))
     if not _is_json(media):
         raise ApiProblem(400, f"Content-Type: {media!r} is not supported (send application/json)")
     if not body.strip():
-        return {}
+        raise ApiProblem(400, "body: is required (send a JSON object)")
     try:
-        return json.loads(body)
+        data = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ApiProblem(400, f"body: malformed JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ApiProblem(400, "body: must be a JSON object")
+    return data
 
 
 def body_doc(model: type[BaseModel]) -> dict[str, Any]:
@@ -189,6 +195,54 @@ def _body_models(app: FastAPI) -> list[tuple[str, str, type[BaseModel]]]:
     return out
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _models_in(arg)]
+
+
+def _model_classes(models: list[type[BaseModel]]) -> dict[str, type[BaseModel]]:
+    """Every model reachable from ``models`` through field annotations, by name."""
+    found: dict[str, type[BaseModel]] = {}
+    stack = list(models)
+    while stack:
+        model = stack.pop()
+        if model.__name__ not in found:
+            found[model.__name__] = model
+            for info in model.model_fields.values():
+                stack.extend(_models_in(info.annotation))
+    return found
+
+
+def _null_means_default(defs: dict[str, Any], models: list[type[BaseModel]]) -> None:
+    """Publish that ``null`` is accepted (as "absent") for every optional field with a
+    non-null default, as the wire models parse it."""
+    for name, model in _model_classes(models).items():
+        props = defs.get(name, {}).get("properties", {})
+        for field, info in model.model_fields.items():
+            key = info.alias or field
+            if info.is_required() or key not in props:
+                continue
+            if info.default_factory is None and info.default is None:
+                continue
+            schema = dict(props[key])
+            outer = {k: schema.pop(k) for k in ("default", "title") if k in schema}
+            props[key] = {"anyOf": [schema, {"type": "null"}], **outer}
+
+
+def _base64_bytes(schema: Any) -> None:
+    """JSON carries ``bytes`` fields (image data) as base64 text, not raw binary."""
+    if isinstance(schema, dict):
+        if schema.get("type") == "string" and schema.get("format") == "binary":
+            del schema["format"]
+            schema["contentEncoding"] = "base64"
+        for value in schema.values():
+            _base64_bytes(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _base64_bytes(value)
+
+
 def _rename_refs(value: Any, renames: dict[str, str]) -> Any:
     text = json.dumps(value)
     for old, new in renames.items():
@@ -215,6 +269,8 @@ def install_openapi(app: FastAPI) -> None:
         )
         schemas = doc.setdefault("components", {}).setdefault("schemas", {})
         new = defs.get("$defs", {})
+        _null_means_default(new, models)
+        _base64_bytes(new)
         renames = {n: f"{n}-Input" for n, s in new.items() if n in schemas and schemas[n] != s}
         for name, schema in _rename_refs(new, renames).items():
             schemas[renames.get(name, name)] = schema

@@ -1,0 +1,128 @@
+"""The published contract holds: schemathesis, with every check, against ``tinkex serve``.
+
+A real server process (``python -m tinkex_server`` on 127.0.0.1, real engine) and the
+schemathesis CLI (all phases: coverage, fuzzing, stateful; positive and negative data;
+``--checks all``) with a fixed seed. The run must generate at least 1,000 requests over
+every operation of ``/openapi.json`` and find no failure: no 5xx, no answer that violates
+its declared schema (status, content type, headers, body), no undocumented status, no
+schema-violating request accepted.
+
+One setting is not a default: ``positive_data_acceptance`` also expects 400, 410 and 422
+for schema-valid requests. The schema states shapes; some rules cannot be said in JSON
+Schema (a base model or session that exists, ``model_path`` or ``base_model`` given,
+``prompt`` room in the context, at least one of ``train_*`` true, a ``tinker://`` path):
+the server refuses those with a 400/422 whose ``detail`` names the field.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SEED = 20261206
+MAX_EXAMPLES = 15
+CONFIG = """
+[checks.positive_data_acceptance]
+expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "410", "422", "429"]
+"""
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``tinkex serve`` on a free port of 127.0.0.1; yields its base URL and its log."""
+    log = tmp_path / "serve.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tinkex_server",
+                "--port",
+                "0",
+                "--data-dir",
+                str(tmp_path / "data"),
+                "--poll-hold",
+                "0.2",
+                "--seq-gap-grace",
+                "1",
+                "--torch-threads",
+                "1",
+                "--log-level",
+                "warning",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    url = None
+    for _ in range(600):
+        found = re.search(r"listening on (http://\S+)", log.read_text())
+        if found or proc.poll() is not None:
+            url = found.group(1) if found else None
+            break
+        time.sleep(0.1)
+    assert url is not None, f"tinkex serve did not start: {log.read_text()[-2000:]}"
+    try:
+        yield url, log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_schemathesis_finds_no_failure(served: tuple[str, Path], tmp_path: Path) -> None:
+    url, log = served
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    report = tmp_path / "report.json"
+    cli = Path(sys.executable).parent / "schemathesis"
+    run = subprocess.run(
+        [
+            str(cli),
+            "--config-file",
+            str(config),
+            "run",
+            f"{url}/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            str(MAX_EXAMPLES),
+            "--seed",
+            str(SEED),
+            "--workers",
+            "1",
+            "--report",
+            "json",
+            "--report-json-path",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp_path,
+    )
+    assert report.is_file(), run.stdout[-4000:] + run.stderr[-2000:]
+    result = json.loads(report.read_text())
+    summary = run.stdout[-6000:]
+    assert result["failures"] == [], summary
+    assert result["errors"] == [], summary
+    assert result["test_cases"]["with_failures"] == 0, summary
+    assert result["exit_code"] == 0, summary
+    operations = result["operations"]
+    assert operations["total"] >= 31
+    assert operations["tested"] == operations["total"] == operations["selected"], operations
+    assert result["test_cases"]["generated"] >= 1000, result["test_cases"]
+    phases = result["phases"]
+    for phase in ("coverage", "fuzzing", "stateful"):
+        assert phases[phase]["status"] == "success", phases
+    assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
