@@ -469,3 +469,19 @@ def test_observers_registered_later_are_isolated_too() -> None:
     assert counting.events == [REQUEST, REQUEST]
     assert bad.calls == 2
     assert len(logs) == 1
+
+
+def test_a_hand_built_manager_gets_its_observers_isolated_by_the_facade() -> None:
+    import pluggy
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    pm.add_hookspecs(hookspecs)
+    bad, counting = Exploding(), Counting()
+    pm.register(counting)
+    pm.register(bad)
+    hooks = Hooks(pm)
+    with structlog.testing.capture_logs() as logs:
+        hooks.on_request(REQUEST)
+    assert counting.events == [REQUEST]
+    assert bad.calls == 1
+    assert [e["event"] for e in logs] == ["observer_failed"]

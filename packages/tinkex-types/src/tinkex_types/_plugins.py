@@ -171,18 +171,23 @@ def _isolate(hook_name: str, impl: pluggy.HookImpl) -> None:
     impl.function = guarded  # type: ignore[misc]
 
 
+def _isolate_plugin(pm: pluggy.PluginManager, plugin: object) -> None:
+    """Isolate every plain observer implementation of ``plugin`` (see :func:`_isolate`)."""
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.name not in hookspecs.OBSERVER_HOOKS:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
+                _isolate(caller.name, impl)
+
+
 class _PluginManager(pluggy.PluginManager):
     """pluggy's manager whose observer implementations are isolated on registration."""
 
     def register(self, plugin: object, name: str | None = None) -> str | None:
         registered = super().register(plugin, name)
         if registered is not None:
-            for caller in self.get_hookcallers(plugin) or []:
-                if caller.name not in hookspecs.OBSERVER_HOOKS:
-                    continue
-                for impl in caller.get_hookimpls():
-                    if impl.plugin is plugin and not (impl.wrapper or impl.hookwrapper):
-                        _isolate(caller.name, impl)
+            _isolate_plugin(self, plugin)
         return registered
 
 
@@ -265,6 +270,11 @@ class Hooks:
 
     def __init__(self, pm: pluggy.PluginManager) -> None:
         self.pm = pm
+        if not isinstance(pm, _PluginManager):
+            # A manager built by hand: isolate the observers it holds now (plugins it
+            # registers later are not; build managers with make_plugin_manager).
+            for plugin in pm.get_plugins():
+                _isolate_plugin(pm, plugin)
         self._cache: dict[str, Registry[Any]] = {}
         self._lock = threading.Lock()
 
