@@ -47,8 +47,14 @@ RECIPE_ARGS: dict[str, list[str]] = {
     "sl_loop": ["batch_size=2", "max_steps=3", "save_every=0", "max_length=256", "lora_rank=4"],
     "sl_basic": [
         "max_steps=3",
+        # The blueprint sets dataset_builder as a value, so chz only takes sub-options when
+        # the builder itself is named again, with every field of its common_config.
+        "dataset_builder=tinker_cookbook.recipes.chat_sl.chat_datasets:NoRobotsBuilder",
+        "dataset_builder.common_config.model_name_for_tokenizer={model}",
+        "dataset_builder.common_config.renderer_name={renderer}",
         "dataset_builder.common_config.batch_size=2",
         "dataset_builder.common_config.max_length=256",
+        "dataset_builder.common_config.train_on_what=all_assistant_messages",
         "eval_every=0",
         "save_every=0",
         "lora_rank=4",
@@ -151,7 +157,7 @@ def main(argv: list[str] | None = None) -> None:
         f"model_name={args.model}",
         f"base_url={args.base_url}",
         f"log_path={args.log_path}",
-        *RECIPE_ARGS[args.recipe],
+        *(o.format(model=args.model, renderer=args.renderer) for o in RECIPE_ARGS[args.recipe]),
         *args.extra,
     ]
     sys.argv = [f"tinker_cookbook.recipes.{args.recipe}", *options]

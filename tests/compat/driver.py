@@ -173,7 +173,8 @@ def _training_steps(args: argparse.Namespace, report: Report, types: Any) -> Non
         eos = tokenizer.eos_token_id
         check(eos is not None, "tokenizer has no eos_token_id")
         st["tokenizer"] = tokenizer
-        st["sequences"] = [[1, *row, eos] for row in ids]
+        bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else 1
+        st["sequences"] = [[bos, *row, eos] for row in ids]
         st["stop_text"] = "."
         return {"type": type(tokenizer).__name__, "eos": eos}
 

@@ -1,8 +1,8 @@
 """A recording HTTP proxy in front of a Tinker server, for protocol study (stdlib only).
 
 It forwards every request to ``--upstream`` unchanged and appends one JSON line per exchange
-to ``--log``: method, path, the request headers that matter to the protocol (content type
-and encoding, accept, x-sdk-*, idempotency keys), the body size and the first bytes of a
+to ``--log``: method, path, the request headers (all but credentials: ``X-API-Key``,
+``Authorization`` and cookies are never written), the body size and the first bytes of a
 JSON body (or the hex head of a binary one), and the answer's status and content type.
 
 With ``--client-config JSON`` it answers ``POST /api/v1/client/config`` itself with that
@@ -25,7 +25,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade", "te"}
-KEPT = ("content-type", "content-encoding", "accept", "accept-encoding", "idempotency-key")
+# Never recorded: credentials.
+SECRET = {"x-api-key", "authorization", "cookie", "proxy-authorization"}
 
 
 def _body_preview(body: bytes, content_type: str) -> str:
@@ -57,11 +58,7 @@ class Handler(BaseHTTPRequestHandler):
         entry: dict[str, Any] = {
             "method": self.command,
             "path": self.path,
-            "headers": {
-                k: v
-                for k, v in headers.items()
-                if k in KEPT or k.startswith(("x-sdk", "x-stainless-retry"))
-            },
+            "headers": {k: v for k, v in headers.items() if k not in SECRET},
             "body_bytes": len(body),
             "body": _body_preview(body, headers.get("content-type", "")),
         }
