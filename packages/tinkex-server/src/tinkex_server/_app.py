@@ -31,7 +31,8 @@ from tinkex_server._middleware import ServerMiddleware
 from tinkex_server._problems import ApiProblem
 from tinkex_server._routes_rest import add_rest_routes
 from tinkex_server._routes_sampling import add_sampling_routes
-from tinkex_server._routes_training import add_session_routes, add_training_routes
+from tinkex_server._routes_sessions import add_session_routes
+from tinkex_server._routes_training import add_training_routes
 from tinkex_server._runtime import Runtime
 from tinkex_server._wire import WireJSONResponse, describe_errors, install_openapi, reply
 from tinkex_types import Hooks

@@ -1,4 +1,4 @@
-"""Routes of sampling and future polls (protocol.md §2.7, §2.10)."""
+"""Routes of sampling (protocol.md §2.7)."""
 
 from __future__ import annotations
 
@@ -10,47 +10,22 @@ from fastapi.responses import Response
 
 from tinkex_server._routes import V1, carrier, errors, idempotency_key
 from tinkex_server._runtime import Runtime
-from tinkex_server._wire import body_doc, reply, reply_result, wire_body
+from tinkex_server._wire import body_doc, reply, wire_body
 from tinkex_types import (
-    CreateModelResponse,
     CreateSamplingSessionRequest,
     CreateSamplingSessionResponse,
-    ForwardBackwardOutput,
-    FutureRetrieveRequest,
     GetSamplerResponse,
-    LoadWeightsResponse,
-    OptimStepResponse,
-    RequestFailedResponse,
     SampleRequest,
-    SampleResponse,
-    SaveWeightsForSamplerResponse,
-    SaveWeightsResponse,
-    TryAgainResponse,
-    UnloadModelResponse,
     UntypedAPIFuture,
 )
 
-__all__ = ["FutureResult", "add_sampling_routes"]
+__all__ = ["add_sampling_routes"]
 
 _SAMPLING: list[str | Enum] = ["sampling"]
-_FUTURES: list[str | Enum] = ["futures"]
-
-#: What a finished future answers (200): the result of its operation or its failure.
-FutureResult = (
-    ForwardBackwardOutput
-    | OptimStepResponse
-    | SaveWeightsResponse
-    | SaveWeightsForSamplerResponse
-    | LoadWeightsResponse
-    | CreateModelResponse
-    | UnloadModelResponse
-    | SampleResponse
-    | RequestFailedResponse
-)
 
 
 def add_sampling_routes(router: APIRouter, runtime: Runtime) -> None:
-    """create_sampling_session, asample, samplers/{id} and retrieve_future."""
+    """create_sampling_session, asample and samplers/{id}."""
 
     @router.post(
         f"{V1}/create_sampling_session",
@@ -91,23 +66,3 @@ def add_sampling_routes(router: APIRouter, runtime: Runtime) -> None:
     )
     async def get_sampler(sampler_id: str) -> Response:
         return reply(runtime.sampling.get_sampler(sampler_id))
-
-    @router.post(
-        f"{V1}/retrieve_future",
-        tags=_FUTURES,
-        response_model=FutureResult,
-        responses={
-            408: {
-                "model": TryAgainResponse,
-                "description": "Not finished yet: poll again",
-            },
-            **errors(400, 404, 410, 413, 422),
-        },
-        openapi_extra=body_doc(FutureRetrieveRequest),
-    )
-    async def retrieve_future(
-        body: Annotated[FutureRetrieveRequest, Depends(wire_body(FutureRetrieveRequest))],
-        request: Request,
-    ) -> Response:
-        answer = await runtime.sessions.retrieve_future(body)
-        return reply_result(request, answer.status, answer.model, answer.result)

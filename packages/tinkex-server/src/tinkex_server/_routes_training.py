@@ -1,4 +1,4 @@
-"""Routes of sessions, training runs and weights (protocol.md §2.3-§2.9)."""
+"""Routes of training runs and weights (protocol.md §2.5-§2.9)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,9 @@ from fastapi.responses import Response
 
 from tinkex_server._routes import V1, carrier, errors, idempotency_key
 from tinkex_server._runtime import Runtime
-from tinkex_server._wire import body_doc, raw_json, reply, wire_body
+from tinkex_server._wire import body_doc, reply, wire_body
 from tinkex_types import (
     CreateModelRequest,
-    CreateSessionRequest,
-    CreateSessionResponse,
     ForwardBackwardRequest,
     ForwardRequest,
     GetInfoRequest,
@@ -23,65 +21,17 @@ from tinkex_types import (
     OptimStepRequest,
     SaveWeightsForSamplerRequest,
     SaveWeightsRequest,
-    SessionHeartbeatRequest,
-    TelemetryResponse,
     UnloadModelRequest,
     UntypedAPIFuture,
     WeightsInfoRequest,
     WeightsInfoResponse,
 )
-from tinkex_types._responses import SessionHeartbeatAck
 
-__all__ = ["add_session_routes", "add_training_routes"]
+__all__ = ["add_training_routes"]
 
 _SUBMIT = errors(400, 404, 413, 422)
-_SESSION: list[str | Enum] = ["session"]
 _TRAINING: list[str | Enum] = ["training"]
 _WEIGHTS: list[str | Enum] = ["weights"]
-
-
-def add_session_routes(router: APIRouter, runtime: Runtime) -> None:
-    """create_session, session_heartbeat, telemetry."""
-
-    @router.post(
-        tags=_SESSION,
-        path=f"{V1}/create_session",
-        response_model=CreateSessionResponse,
-        responses=errors(400, 413, 422),
-        openapi_extra=body_doc(CreateSessionRequest),
-    )
-    async def create_session(
-        body: Annotated[CreateSessionRequest, Depends(wire_body(CreateSessionRequest))],
-        request: Request,
-    ) -> Response:
-        return reply(runtime.sessions.create_session(body, idempotency_key(request)))
-
-    @router.post(
-        tags=_SESSION,
-        path=f"{V1}/session_heartbeat",
-        response_model=SessionHeartbeatAck,
-        responses=errors(400, 404, 413, 422),
-        openapi_extra=body_doc(SessionHeartbeatRequest),
-    )
-    async def session_heartbeat(
-        body: Annotated[SessionHeartbeatRequest, Depends(wire_body(SessionHeartbeatRequest))],
-    ) -> Response:
-        return reply(runtime.sessions.heartbeat(body))
-
-    @router.post(
-        tags=_SESSION,
-        path=f"{V1}/telemetry",
-        response_model=TelemetryResponse,
-        responses=errors(400, 413),
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": {"type": "object"}}},
-            }
-        },
-    )
-    async def telemetry(request: Request) -> Response:
-        return reply(runtime.sessions.telemetry(await raw_json(request)))
 
 
 def add_training_routes(router: APIRouter, runtime: Runtime) -> None:
