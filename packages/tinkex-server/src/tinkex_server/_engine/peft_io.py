@@ -204,6 +204,23 @@ def merged_state_dict(model: DecoderLM, adapter: Adapter) -> dict[str, Tensor]:
     return state
 
 
+def _drop_base_copies(tensors: dict[str, Tensor], model: DecoderLM) -> dict[str, Tensor]:
+    """Remove the copy of the base ``lm_head`` that peft saves next to an ``lm_head`` LoRA
+    (``save_embedding_layers``); a copy that differs from our base is refused."""
+    name = "base_model.model.lm_head.base_layer.weight"
+    copy = tensors.pop(name, None)
+    if copy is not None:
+        ours = model.unembedding.detach()
+        if copy.shape != ours.shape or not torch.equal(copy.to(torch.float32), ours):
+            raise EngineInputError(
+                "adapter_model.safetensors",
+                f"{name} (a saved copy of the output layer) differs from the base model's",
+                "use the base model the adapter was trained on; a modified lm_head cannot be "
+                "imported",
+            )
+    return tensors
+
+
 def _tokenizer_source(base: BaseModel) -> Path | None:
     if is_builtin_model(base.name):
         return builtin_tokenizer_dir()
@@ -261,7 +278,9 @@ class PeftMixin(EngineCore):
                 f"{directory} holds only adapter_model.bin (pickle)",
                 "re-save the adapter with save_pretrained(..., safe_serialization=True)",
             )
-        tensors = read_safetensors(weights, field="adapter_model.safetensors")
+        tensors = _drop_base_copies(
+            read_safetensors(weights, field="adapter_model.safetensors"), base.module
+        )
         adapter.load_state_dict(tensors, source="adapter_model.safetensors")
         return base, adapter
 
