@@ -73,7 +73,9 @@ from tinkex_http._retry import (
     retry_async,
     transport_time_left,
 )
+from tinkex_http._scrub import scrub_exception, scrub_request
 from tinkex_http._secret import REDACTED, Secret
+from tinkex_http._settings import is_sensitive_header
 from tinkex_http._sse import SSEDecoder, SSEEvent
 from tinkex_http._transport import (
     HTTP1_MAX_CONNECTIONS,
@@ -137,6 +139,7 @@ __all__ = [
     "flatten_form_fields",
     "http_transport_factory",
     "is_retryable_error",
+    "is_sensitive_header",
     "make_transport",
     "mark_retried",
     "mask_url",
@@ -152,6 +155,8 @@ __all__ = [
     "response_byte_limiter",
     "retried_by",
     "retry_async",
+    "scrub_exception",
+    "scrub_request",
     "tenant_key",
     "to_jsonable",
     "transport_time_left",

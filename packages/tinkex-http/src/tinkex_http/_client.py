@@ -48,11 +48,13 @@ from tinkex_http._messages import (
     RequestOptions,
     StreamingResponse,
     new_idempotency_key,
+    secret_headers,
     static_headers,
     status_error,
 )
 from tinkex_http._pipeline import RETRIED_EXTENSION, make_plan, send
 from tinkex_http._retry import RetryPolicy, mark_retried
+from tinkex_http._scrub import scrub_exception
 from tinkex_http._secret import REDACTED
 from tinkex_http._transport import as_httpx_transport, make_transport
 from tinkex_http._wire import decode_body, encode_body
@@ -110,9 +112,11 @@ class HTTPClient:
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._foreign: dict[str, httpx.AsyncClient] = {}
         self._closed = False
-        #: Headers every request carries (identification, API key, default headers).
+        #: Headers every request carries (identification, default headers) ...
         self.static_headers = static_headers(self.config)
-        self._api_key = self.config.api_key.get_secret_value()
+        #: ... and the secret ones (API key, Cloudflare Access secret), held as Secrets.
+        self.secret_headers = secret_headers(self.config)
+        self._api_key = self.config.api_key
 
     # -- plumbing -------------------------------------------------------------------------
     @property
@@ -164,8 +168,10 @@ class HTTPClient:
 
     def scrub(self, text: str) -> str:
         """``text`` with the API key replaced by ``[REDACTED]``."""
-        if self._api_key and self._api_key in text:
-            text = text.replace(self._api_key, REDACTED)
+        for secret in (self._api_key, *self.secret_headers.values()):
+            value = secret.get_secret_value()
+            if value and value in text:
+                text = text.replace(value, REDACTED)
         return text
 
     async def aclose(self) -> None:
@@ -320,7 +326,11 @@ class HTTPClient:
             "GET", url, headers=headers, timeout=self.timeout_for(timeout or self.config.timeout)
         )
         try:
-            response = await client.send(request, stream=True, follow_redirects=True)
+            try:
+                response = await client.send(request, stream=True, follow_redirects=True)
+            except BaseException as exc:
+                scrub_exception(exc)
+                raise
         except httpx.TimeoutException as exc:
             raise APITimeoutError(f"download timed out: {type(exc).__name__}") from None
         except httpx.TransportError as exc:

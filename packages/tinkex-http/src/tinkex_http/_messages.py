@@ -17,6 +17,8 @@ import structlog
 from tinkex_http._config import Config
 from tinkex_http._encoding import decode_json
 from tinkex_http._endpoints import endpoint_spec
+from tinkex_http._secret import Secret
+from tinkex_http._settings import is_sensitive_header
 from tinkex_http._sse import SSEDecoder, SSEEvent
 from tinkex_types import NOT_GIVEN, APIStatusError, NotGiven, status_error_class
 
@@ -26,6 +28,7 @@ __all__ = [
     "fmt_seconds",
     "new_idempotency_key",
     "request_headers",
+    "secret_headers",
     "static_headers",
     "status_error",
 ]
@@ -93,7 +96,8 @@ def fmt_seconds(value: float) -> str:
 
 
 def static_headers(cfg: Config) -> dict[str, str]:
-    """The headers every request of a client carries (identification, key, defaults)."""
+    """The headers every request of a client carries (identification, defaults), without
+    the secret ones (:func:`secret_headers`), so no object holds a key in plain text."""
     headers = {
         "accept": "application/json",
         "accept-encoding": "gzip, deflate",
@@ -105,14 +109,25 @@ def static_headers(cfg: Config) -> dict[str, str]:
         "x-stainless-runtime": platform.python_implementation(),
         "x-stainless-runtime-version": platform.python_version(),
         "x-stainless-async": "async:asyncio",
-        "x-api-key": cfg.api_key.get_secret_value(),
     }
     if cfg.cf_access_client_id:
         headers["cf-access-client-id"] = cfg.cf_access_client_id
-    if cfg.cf_access_client_secret is not None:
-        headers["cf-access-client-secret"] = cfg.cf_access_client_secret.get_secret_value()
     for name, value in cfg.default_headers.items():
-        headers[name.lower()] = value
+        if not is_sensitive_header(name):
+            headers[name.lower()] = value
+    return headers
+
+
+def secret_headers(cfg: Config) -> dict[str, Secret]:
+    """The secret headers every request carries (``x-api-key``, the Cloudflare Access
+    secret, sensitive ``default_headers``), as :class:`Secret` values: they become plain
+    text only in the request being sent."""
+    headers = {"x-api-key": cfg.api_key}
+    if cfg.cf_access_client_secret is not None:
+        headers["cf-access-client-secret"] = cfg.cf_access_client_secret
+    for name, value in cfg.default_headers.items():
+        if is_sensitive_header(name):
+            headers[name.lower()] = Secret(value)
     return headers
 
 

@@ -12,7 +12,7 @@ attempt and leaves every answer it gives up on marked with its budget
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -22,6 +22,7 @@ from tinkex_http._config import redact_headers
 from tinkex_http._endpoints import endpoint_spec
 from tinkex_http._messages import RequestOptions, fmt_seconds, request_headers
 from tinkex_http._retry import mark_retried, transport_time_left
+from tinkex_http._scrub import scrub_request
 from tinkex_http._wire import EncodedBody
 from tinkex_types import APIConnectionError, APITimeoutError, RequestEvent
 
@@ -45,8 +46,8 @@ class Plan:
     pool: str
     timeout: float
     max_retries: int
-    body: EncodedBody
-    headers: Mapping[str, str]
+    body: EncodedBody = field(repr=False)
+    headers: Mapping[str, str] = field(repr=False)
     params: Mapping[str, Any] | None
     opts: RequestOptions
 
@@ -89,6 +90,8 @@ def make_plan(
 
 def _build(http: HTTPClient, client: httpx.AsyncClient, plan: Plan, attempt: int) -> httpx.Request:
     headers = dict(plan.headers)
+    for name, secret in http.secret_headers.items():
+        headers.setdefault(name, secret.get_secret_value())
     headers["x-stainless-retry-count"] = str(attempt)
     headers["x-stainless-read-timeout"] = fmt_seconds(plan.timeout)
     if http.config.otel_propagate:
@@ -172,10 +175,15 @@ async def send(http: HTTPClient, plan: Plan, *, stream: bool) -> httpx.Response:
         retry = _may_retry(plan, attempt)
         started = http.clock()
         try:
-            response = await client.send(request, stream=True)
-            if not stream or response.status_code >= 300:
-                await response.aread()
+            try:
+                response = await client.send(request, stream=True)
+                if not stream or response.status_code >= 300:
+                    await response.aread()
+            except BaseException:
+                scrub_request(request)  # whatever escapes carries no secret header
+                raise
         except httpx.TransportError as exc:
+            scrub_request(request)  # exc.request is this request: no key past this point
             _emit(http, plan, attempt, started, error=type(exc).__name__, will_retry=retry)
             if not retry:
                 raise transport_error(http, exc, plan, attempt) from None

@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from tinkex_http import Secret, is_sensitive_header, scrub_exception, scrub_request
 from tinkex_telemetry._redact import register_secret
 from tinkex_telemetry._reporter_settings import NETWORK_SCHEMES, ReporterSettings, secret_value
 
@@ -48,11 +49,19 @@ class BatchSender:
         self._backoff = settings.backoff
         self._client: httpx.Client | None = None
         send_headers = {"content-type": "application/json", "user-agent": f"tinkex/{sdk_version}"}
-        send_headers.update(headers or {})
+        #: Secret headers, held as :class:`tinkex_http.Secret` values and put in plain text
+        #: only into the request being sent (scrubbed from it afterwards).
+        self._secrets: dict[str, Secret] = {}
+        for name, value in (headers or {}).items():
+            if is_sensitive_header(name):
+                register_secret(value)
+                self._secrets[name.lower()] = Secret(value)
+            else:
+                send_headers[name] = value
         key = secret_value(api_key)
         if key:
             register_secret(key)
-            send_headers["x-api-key"] = key
+            self._secrets["x-api-key"] = Secret(key)
         self._client_args: dict[str, Any] = {
             "transport": transport,
             "timeout": settings.http_timeout,
@@ -85,7 +94,7 @@ class BatchSender:
                 return SendResult(False, failed, "aborted")
             retryable = True
             try:
-                response = self._client.post(self._post_url, json=body)
+                response = self._post(body)
             except httpx.HTTPError as exc:
                 reason = type(exc).__name__
             else:
@@ -99,6 +108,17 @@ class BatchSender:
                 return SendResult(False, failed, reason)
             abort.wait(self._backoff.delay(attempt))
         return SendResult(False, failed, "unknown")  # max_retries < 0 is rejected earlier
+
+    def _post(self, body: Mapping[str, Any]) -> httpx.Response:
+        assert self._client is not None
+        secrets = {name: secret.get_secret_value() for name, secret in self._secrets.items()}
+        try:
+            response = self._client.post(self._post_url, json=body, headers=secrets)
+        except BaseException as exc:
+            scrub_exception(exc)
+            raise
+        scrub_request(response.request)
+        return response
 
     def close(self) -> None:
         if self._client is not None:
