@@ -7,6 +7,10 @@ every operation of ``/openapi.json`` and find no failure: no 5xx, no answer that
 its declared schema (status, content type, headers, body), no undocumented status, no
 schema-violating request accepted.
 
+The server is seeded first (a session, a trained model with a saved checkpoint, a sampler, a
+finished future) and schemathesis draws ids from those half of the time (its
+``dictionaries``), so the operations reach the real work behind their 404s.
+
 One setting is not a default: ``positive_data_acceptance`` also expects 400, 410 and 422
 for schema-valid requests. The schema states shapes; some rules cannot be said in JSON
 Schema (a base model or session that exists, ``model_path`` or ``base_model`` given,
@@ -24,6 +28,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 SEED = 20261206
@@ -31,7 +36,99 @@ MAX_EXAMPLES = 15
 CONFIG = """
 [checks.positive_data_acceptance]
 expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "410", "422", "429"]
+
+[dictionaries.runs]
+values = [{run}]
+[dictionaries.sessions]
+values = [{session}]
+[dictionaries.samplers]
+values = [{sampler}]
+[dictionaries.futures]
+values = [{future}]
+[dictionaries.bases]
+values = [{base}]
+[dictionaries.kinds]
+values = ["weights"]
+[dictionaries.names]
+values = ["seeded"]
+[dictionaries.paths]
+values = [{path}]
+
+[parameters]
+"path.run_id" = {{ dictionary = "runs", probability = 0.5 }}
+"path.session_id" = {{ dictionary = "sessions", probability = 0.5 }}
+"path.sampler_id" = {{ dictionary = "samplers", probability = 0.5 }}
+"path.kind" = {{ dictionary = "kinds", probability = 0.5 }}
+"path.name" = {{ dictionary = "names", probability = 0.5 }}
+"body.model_id" = {{ dictionary = "runs", probability = 0.5 }}
+"body.session_id" = {{ dictionary = "sessions", probability = 0.5 }}
+"body.sampling_session_id" = {{ dictionary = "samplers", probability = 0.5 }}
+"body.request_id" = {{ dictionary = "futures", probability = 0.5 }}
+"body.base_model" = {{ dictionary = "bases", probability = 0.5 }}
+"body.tinker_path" = {{ dictionary = "paths", probability = 0.5 }}
+"body.model_path" = {{ dictionary = "paths", probability = 0.5 }}
 """
+MODEL = "tinkex/tiny-llama-100k"
+
+
+def _seed(url: str) -> dict[str, str]:
+    """A session, a model trained one step and saved as ``weights/seeded``, a sampler and a
+    finished future on the server; their ids as TOML strings."""
+    with httpx.Client(base_url=f"{url}/api/v1", timeout=120) as c:
+
+        def done(future: dict[str, str]) -> dict[str, object]:
+            while True:
+                r = c.post("/retrieve_future", json={"request_id": future["request_id"]})
+                if r.status_code != 408:
+                    assert r.status_code == 200, r.text
+                    body: dict[str, object] = r.json()
+                    assert "error" not in body, body
+                    return body
+
+        session = c.post("/create_session", json={"sdk_version": "0.16.1"}).json()["session_id"]
+        fut = c.post(
+            "/create_model",
+            json={
+                "session_id": session,
+                "model_seq_id": 0,
+                "base_model": MODEL,
+                "lora_config": {"rank": 2, "seed": 1},
+            },
+        ).json()
+        run = str(done(fut)["model_id"])
+        datum = {
+            "model_input": {"chunks": [{"tokens": [1, 2, 3]}]},
+            "loss_fn_inputs": {
+                "target_tokens": {"data": [2, 3, 4], "dtype": "int64", "shape": [3]},
+                "weights": {"data": [1.0, 1.0, 1.0], "dtype": "float32", "shape": [3]},
+            },
+        }
+        fb = c.post(
+            "/forward_backward",
+            json={
+                "model_id": run,
+                "seq_id": 1,
+                "forward_backward_input": {"data": [datum], "loss_fn": "cross_entropy"},
+            },
+        ).json()
+        done(fb)
+        saved = c.post(
+            "/save_weights", json={"model_id": run, "seq_id": 2, "path": "seeded"}
+        ).json()
+        path = str(done(saved)["path"])
+        sampler = c.post(
+            "/create_sampling_session",
+            json={"session_id": session, "sampling_session_seq_id": 0, "model_path": path},
+        ).json()["sampling_session_id"]
+    values = {
+        "run": run,
+        "session": session,
+        "sampler": sampler,
+        "future": fb["request_id"],
+        "base": MODEL,
+        "path": path,
+    }
+    return {key: json.dumps(value) for key, value in values.items()}
 
 
 @pytest.fixture
@@ -83,7 +180,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_schemathesis_finds_no_failure(served: tuple[str, Path], tmp_path: Path) -> None:
     url, log = served
     config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.format(**_seed(url)))
     report = tmp_path / "report.json"
     cli = Path(sys.executable).parent / "schemathesis"
     run = subprocess.run(
