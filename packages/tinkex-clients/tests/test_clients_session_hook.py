@@ -13,9 +13,6 @@ from typing import Any
 import httpx
 import pytest
 
-import tinkex_clients._plugin as clients_plugin
-import tinkex_http._plugin as http_plugin
-import tinkex_server._plugin as server_plugin
 from tinkex_clients import ServiceClient
 from tinkex_server import LocalServer, ServerConfig, get_local_server
 from tinkex_types import BadRequestError, Hooks, SessionEvent, hookimpl, make_plugin_manager
@@ -75,12 +72,8 @@ def local(server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> LocalServer:
 
 
 def hooks_with(*plugins: object) -> Hooks:
-    return Hooks(
-        make_plugin_manager(
-            load_entrypoints=False,
-            plugins=[http_plugin, clients_plugin, server_plugin, *plugins],
-        )
-    )
+    """The built-in plugins (http, clients, server...) plus ``plugins``."""
+    return Hooks(make_plugin_manager(load_entrypoints=False, plugins=list(plugins)))
 
 
 def test_start_after_create_session_and_end_once_on_close(local: LocalServer) -> None:

@@ -207,17 +207,10 @@ def kit() -> Any:
 
 @pytest.fixture(scope="session")
 def hooks() -> Hooks:
+    """The built-in plugins (http, clients, server...) plus tinkex-chaos, nothing else."""
     import tinkex_chaos._plugin as chaos_plugin
-    import tinkex_clients._plugin as clients_plugin
-    import tinkex_http._plugin as http_plugin
-    import tinkex_server._plugin as server_plugin
 
-    return Hooks(
-        make_plugin_manager(
-            load_entrypoints=False,
-            plugins=[http_plugin, clients_plugin, server_plugin, chaos_plugin],
-        )
-    )
+    return Hooks(make_plugin_manager(load_entrypoints=False, plugins=[chaos_plugin]))
 
 
 @contextlib.contextmanager
