@@ -22,15 +22,21 @@ from tinkex_types import (
     Hooks,
     hookimpl,
     make_plugin_manager,
+    set_hooks,
 )
 
 BUILTIN_NAMES = {d.name for d in DEFAULT_PLUGINS}
 
 
 @pytest.fixture(autouse=True)
-def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No plugin selection from the environment, and the process-wide facade (which the
+    ``local://`` server builds on first use, under this test's environment) put back."""
     monkeypatch.delenv("TINKEX_DISABLE_PLUGINS", raising=False)
     monkeypatch.delenv("TINKEX_LOAD_PLUGINS", raising=False)
+    old = set_hooks(None)
+    yield
+    set_hooks(old)
 
 
 class _Ok(BaseHTTPRequestHandler):
