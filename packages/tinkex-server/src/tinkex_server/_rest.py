@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import ValidationError
+
 from tinkex_server._catalog import builtin_descs, describe_base_model
 from tinkex_server._context import Desk, ServerParts
 from tinkex_server._problems import ApiProblem, bad_request, not_found
@@ -193,7 +195,13 @@ class RestService:
                 f"must be a positive integer or null, got {ttl!r}",
                 "use null to remove the expiry",
             )
-        req = SetCheckpointTtlRequest(ttl_seconds=ttl)
+        try:
+            req = SetCheckpointTtlRequest(ttl_seconds=ttl)
+        except ValidationError as exc:
+            problem = exc.errors()[0]["msg"] if exc.errors() else "is invalid"
+            raise bad_request(
+                "ttl_seconds", problem, "use a positive integer of seconds, or null"
+            ) from None
         self.checkpoint(run_id, kind, name)
         expires = None if req.ttl_seconds is None else time.time() + req.ttl_seconds
         self.store.set_checkpoint_expiry(run_id, kind, name, expires)

@@ -37,6 +37,7 @@ from tinkex_types import (
     decode_content,
     media_type_of,
 )
+from tinkex_types._base import _null_default_keys
 
 __all__ = [
     "WireJSONResponse",
@@ -219,11 +220,9 @@ def _null_means_default(defs: dict[str, Any], models: list[type[BaseModel]]) -> 
     non-null default, as the wire models parse it."""
     for name, model in _model_classes(models).items():
         props = defs.get(name, {}).get("properties", {})
-        for field, info in model.model_fields.items():
-            key = info.alias or field
-            if info.is_required() or key not in props:
-                continue
-            if info.default_factory is None and info.default is None:
+        # The parser's own rule (tinkex_types._base), so the schema cannot drift from it.
+        for key in _null_default_keys(model):
+            if key not in props:
                 continue
             schema = dict(props[key])
             outer = {k: schema.pop(k) for k in ("default", "title") if k in schema}
