@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import os
+import struct
 import tarfile
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
@@ -65,9 +67,18 @@ def snapshot(root: Path) -> dict[str, bytes | None]:
     }
 
 
+def safetensors_bytes(n_floats: int) -> bytes:
+    """A well-formed safetensors file of one float32 tensor of random bytes."""
+    header = json.dumps(
+        {"w": {"dtype": "F32", "shape": [n_floats], "data_offsets": [0, 4 * n_floats]}}
+    )
+    raw = header.encode() + b" " * (-len(header) % 8)
+    return struct.pack("<Q", len(raw)) + raw + os.urandom(4 * n_floats)
+
+
 VALID = [
     ("adapter_config.json", b'{"r": 8}'),
-    ("adapter_model.safetensors", os.urandom(70_000)),
+    ("adapter_model.safetensors", safetensors_bytes(17_500)),
     ("checkpoint_complete", b""),
     ("nested/deeper/file.bin", bytes(range(256)) * 40),
 ]

@@ -21,6 +21,8 @@ from tinkex_server._engine import (
     fileio,
     make_archive,
 )
+from tinkex_server._integrity import CheckpointCorruptError
+from tinkex_types.manifest import MANIFEST_FILE
 
 MODEL = "tinkex/tiny-llama-100k"
 SEQS = [[1, 40, 41, 42, 43, 44, 2], [1, 300, 301, 302, 2]]
@@ -64,6 +66,7 @@ def test_save_load_state_round_trip_gives_identical_next_step(tmp_path: Path) ->
         "adapter_config.json",
         "adapter_model.safetensors",
         "optimizer.safetensors",
+        "tinkex_manifest.json",
         "tinkex_state.json",
     ]
     info = Engine.read_state_info(path)
@@ -114,13 +117,18 @@ def test_load_state_rejects_mismatch_and_leaves_adapter_untouched(tmp_path: Path
     assert all(torch.equal(other.adapter_state("rank8")[k], before[k]) for k in before)
     with pytest.raises(EngineInputError, match="does not exist"):
         other.load_state("rank8", tmp_path / "missing")
-    # A corrupt weights file is reported, not crashed on, and changes nothing.
+    # A corrupt weights file is reported (as the server's fault, by file name, without the
+    # directory), not crashed on, and changes nothing.
     (tmp_path / "c" / "adapter_model.safetensors").write_bytes(b"garbage")
     same = Engine(seed=0)
     same.create_adapter("m", MODEL, LoraConfig(rank=4, seed=9))
     fresh = same.adapter_state("m")
-    with pytest.raises(EngineInputError, match="not a valid safetensors"):
+    with pytest.raises(
+        CheckpointCorruptError, match=r"adapter_model\.safetensors is 7 bytes"
+    ) as bad:
         same.load_state("m", tmp_path / "c")
+    assert str(tmp_path) not in str(bad.value)
+    assert not isinstance(bad.value, EngineInputError)
     assert all(torch.equal(same.adapter_state("m")[k], fresh[k]) for k in fresh)
 
 
@@ -130,6 +138,7 @@ def test_sampler_weights_are_peft_layout_and_sample_like_the_live_adapter(tmp_pa
     assert sorted(p.name for p in path.iterdir()) == [
         "adapter_config.json",
         "adapter_model.safetensors",
+        "tinkex_manifest.json",
     ]
     config = json.loads((path / "adapter_config.json").read_text())
     assert config["peft_type"] == "LORA"
@@ -187,7 +196,7 @@ def test_archive_is_relative_and_deterministic(tmp_path: Path) -> None:
     assert one.read_bytes() == two.read_bytes()
     with tarfile.open(fileobj=io.BytesIO(one.read_bytes()), mode="r:gz") as tar:
         names = tar.getnames()
-        assert names == ["adapter_config.json", "adapter_model.safetensors"]
+        assert names == ["adapter_config.json", "adapter_model.safetensors", MANIFEST_FILE]
         member = tar.extractfile("adapter_model.safetensors")
         assert member is not None
         assert member.read() == (ckpt / "adapter_model.safetensors").read_bytes()
@@ -233,6 +242,7 @@ def test_peft_directory_with_regex_targets(tmp_path: Path) -> None:
     # projection loads.
     engine = _trained(steps=1)
     path = engine.save_sampler_weights("m", tmp_path / "p")
+    (path / MANIFEST_FILE).unlink()  # a PEFT directory written elsewhere has no manifest
     config = json.loads((path / "adapter_config.json").read_text())
     config["target_modules"] = r".*(proj|lm_head)"
     (path / "adapter_config.json").write_text(json.dumps(config))

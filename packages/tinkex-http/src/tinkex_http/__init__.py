@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from tinkex_http._archive import (
     DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_EXPANSION,
     ArchiveTooLargeError,
     ArchiveURL,
     UnsafeArchiveError,
@@ -91,6 +92,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_BYTE_BUDGET",
     "DEFAULT_MAX_ARCHIVE_BYTES",
+    "DEFAULT_MAX_EXPANSION",
     "HTTP1_MAX_CONNECTIONS",
     "KNOWN_TRANSPORT_PROVIDERS",
     "LOCAL_API_KEY",

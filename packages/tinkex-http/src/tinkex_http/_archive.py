@@ -6,11 +6,10 @@
   ``max_attempts`` (6) calls in total.
 * :func:`download_archive` -- streams a URL to a file in fixed-size chunks (O(1) memory),
   calling ``progress(done_bytes, total_bytes | None)`` after each chunk; ``max_bytes`` caps it.
-* :func:`extract_archive_safely` -- extracts a tar (plain or compressed) into a fresh temporary
-  directory next to the destination and renames it into place only when every member passed:
-  absolute names, ``..`` components, links resolving outside the destination, device files and
-  FIFOs, and archives over ``max_total_bytes`` (sum of member sizes) or ``max_members`` raise
-  :class:`UnsafeArchiveError`; the destination is then left untouched.
+* :func:`extract_archive_safely` (:mod:`tinkex_http._extract`) -- extracts into a temporary
+  directory renamed into place only when every member passed the safety checks and the
+  content matched its SHA-256 manifest; every refusal is an :class:`UnsafeArchiveError`
+  with a ``reason``; the destination is then left untouched.
 * :func:`download_checkpoint_archive` -- the whole flow for a ``tinker://`` path.
 """
 
@@ -21,25 +20,29 @@ import contextlib
 import datetime as dt
 import email.utils
 import os
-import re
-import shutil
-import tarfile
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tinkex_http._client import HTTPClient
+from tinkex_http._extract import extract_archive_safely
+from tinkex_http._extract_checks import (
+    DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_EXPANSION,
+    ArchiveTooLargeError,
+    UnsafeArchiveError,
+)
 from tinkex_types import (
     APIResponseValidationError,
     APIStatusError,
-    TinkexError,
     TinkexValidationError,
 )
 
 __all__ = [
     "DEFAULT_MAX_ARCHIVE_BYTES",
+    "DEFAULT_MAX_EXPANSION",
     "ArchiveTooLargeError",
     "ArchiveURL",
     "UnsafeArchiveError",
@@ -51,21 +54,10 @@ __all__ = [
     "resolve_archive_url",
 ]
 
-#: Default limit for a checkpoint archive (download size and extracted size): 32 GiB.
-DEFAULT_MAX_ARCHIVE_BYTES = 32 * 1024**3
-DEFAULT_MAX_MEMBERS = 100_000
 CHUNK_SIZE = 64 * 1024
 _KINDS = ("weights", "sampler_weights")
 
 Progress = Callable[[int, int | None], Any]
-
-
-class UnsafeArchiveError(TinkexError):
-    """An archive was refused (unsafe member, wrong format) or could not be extracted."""
-
-
-class ArchiveTooLargeError(UnsafeArchiveError):
-    """An archive (or its download) is larger than the configured limit."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,206 +186,6 @@ async def download_archive(
     return done
 
 
-def _inside(root: str, path: str) -> bool:
-    try:
-        return os.path.commonpath([root, path]) == root
-    except ValueError:
-        return False
-
-
-def _member_parts(name: str, what: str) -> list[str]:
-    if not name or "\x00" in name:
-        raise UnsafeArchiveError(f"{what} has an empty or invalid name")
-    norm = name.replace("\\", "/")
-    if norm.startswith("/") or re.match(r"^[A-Za-z]:", norm):
-        raise UnsafeArchiveError(f"{what} {name!r} has an absolute path")
-    parts = [p for p in norm.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise UnsafeArchiveError(f"{what} {name!r} contains a '..' component")
-    return parts
-
-
-def _copy_member(src: IO[bytes], dst: Path, size: int, mode: int) -> None:
-    flags = (
-        os.O_WRONLY
-        | os.O_CREAT
-        | os.O_EXCL
-        | getattr(os, "O_NOFOLLOW", 0)
-        | getattr(os, "O_BINARY", 0)
-    )
-    fd = os.open(dst, flags, (mode & 0o755) | 0o600)
-    with os.fdopen(fd, "wb") as out:
-        remaining = size
-        while remaining > 0:
-            block = src.read(min(CHUNK_SIZE, remaining))
-            if not block:
-                raise UnsafeArchiveError(f"archive member {dst.name!r} is truncated")
-            out.write(block)
-            remaining -= len(block)
-
-
-def _place_link(
-    member: tarfile.TarInfo, target: Path, root: Path, real_root: str, links: list[Path]
-) -> None:
-    """Create a symlink or hard link member, refusing any that leaves ``root``."""
-    if member.issym():
-        link = member.linkname
-        if not link or os.path.isabs(link) or re.match(r"^[A-Za-z]:", link):
-            raise UnsafeArchiveError(f"symlink {member.name!r} points to an absolute path {link!r}")
-        lexical = os.path.normpath(os.path.join(os.path.dirname(target), link))
-        if not _inside(os.path.normpath(root), lexical):
-            raise UnsafeArchiveError(
-                f"symlink {member.name!r} -> {link!r} points outside the destination"
-            )
-        os.symlink(link, target)
-        if not _inside(real_root, os.path.realpath(target)):
-            raise UnsafeArchiveError(
-                f"symlink {member.name!r} -> {link!r} resolves outside the destination"
-            )
-        links.append(target)
-        return
-    src_parts = _member_parts(member.linkname, f"hardlink {member.name!r} target")
-    source = root.joinpath(*src_parts)
-    real_source = os.path.realpath(source)
-    if not src_parts or not _inside(real_root, real_source):
-        raise UnsafeArchiveError(
-            f"hardlink {member.name!r} -> {member.linkname!r} points outside the destination"
-        )
-    if source.is_symlink() or not os.path.isfile(real_source):
-        raise UnsafeArchiveError(
-            f"hardlink {member.name!r} -> {member.linkname!r} has no regular file target"
-        )
-    os.link(real_source, target)
-
-
-def _place(
-    tf: tarfile.TarFile,
-    member: tarfile.TarInfo,
-    parts: list[str],
-    root: Path,
-    real_root: str,
-    links: list[Path],
-) -> None:
-    """Write one checked member under ``root`` (never through or over a link)."""
-    target = root.joinpath(*parts)
-    if not _inside(real_root, os.path.realpath(target.parent)):
-        raise UnsafeArchiveError(f"archive member {member.name!r} escapes the destination")
-    if target.is_symlink():
-        raise UnsafeArchiveError(f"archive member {member.name!r} would overwrite a link")
-    if member.isdir():
-        target.mkdir(parents=True, exist_ok=True)
-        if not _inside(real_root, os.path.realpath(target)):
-            raise UnsafeArchiveError(f"directory {member.name!r} escapes the destination")
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not _inside(real_root, os.path.realpath(target.parent)):
-        raise UnsafeArchiveError(f"archive member {member.name!r} escapes the destination")
-    if target.exists():
-        if target.is_dir():
-            raise UnsafeArchiveError(f"archive member {member.name!r} replaces a directory")
-        target.unlink()
-    if member.issym() or member.islnk():
-        _place_link(member, target, root, real_root, links)
-        return
-    src = tf.extractfile(member)
-    if src is None:
-        raise UnsafeArchiveError(f"archive member {member.name!r} cannot be read")
-    with src:
-        _copy_member(src, target, member.size, member.mode)
-
-
-def _check_member(member: tarfile.TarInfo) -> list[str]:
-    """The member's path parts; refuses device files, FIFOs and unknown types."""
-    parts = _member_parts(member.name, "archive member")
-    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-        raise UnsafeArchiveError(f"archive member {member.name!r} is a device file or FIFO")
-    if not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
-        raise UnsafeArchiveError(f"archive member {member.name!r} has an unsupported type")
-    return parts
-
-
-def _extract_into(
-    archive: Path, root: Path, *, max_total_bytes: int | None, max_members: int | None
-) -> None:
-    real_root = os.path.realpath(root)
-    total = 0
-    count = 0
-    links: list[Path] = []
-    try:
-        tf = tarfile.open(archive, mode="r:*")  # noqa: SIM115 - closed by the `with` below
-    except (tarfile.TarError, OSError) as exc:
-        raise UnsafeArchiveError(f"{archive.name} is not a readable tar archive: {exc}") from None
-    with tf:
-        while True:
-            try:
-                member = tf.next()
-            except tarfile.TarError as exc:
-                raise UnsafeArchiveError(f"corrupt tar archive: {exc}") from None
-            if member is None:
-                break
-            count += 1
-            if max_members is not None and count > max_members:
-                raise ArchiveTooLargeError(f"archive has more than {max_members} members")
-            parts = _check_member(member)
-            if member.isfile():
-                total += member.size
-                if max_total_bytes is not None and total > max_total_bytes:
-                    raise ArchiveTooLargeError(
-                        f"archive content exceeds the {max_total_bytes}-byte limit"
-                    )
-            if parts:  # no parts: "./" itself
-                _place(tf, member, parts, root, real_root, links)
-    for link_path in links:  # a later link may have changed what an earlier one resolves to
-        if not _inside(real_root, os.path.realpath(link_path)):
-            raise UnsafeArchiveError(f"symlink {link_path.name!r} resolves outside the destination")
-
-
-def extract_archive_safely(
-    archive: str | os.PathLike[str],
-    dest: str | os.PathLike[str],
-    *,
-    overwrite: bool = False,
-    max_total_bytes: int | None = DEFAULT_MAX_ARCHIVE_BYTES,
-    max_members: int | None = DEFAULT_MAX_MEMBERS,
-) -> Path:
-    """Extract ``archive`` into the directory ``dest`` atomically (see module docstring).
-
-    ``dest`` must not exist unless ``overwrite``; on any failure it is left exactly as it
-    was and the temporary directory is removed. Returns ``dest``.
-    """
-    archive_path = Path(archive)
-    dest_path = Path(dest)
-    if not archive_path.is_file():
-        raise TinkexValidationError("archive", f"no such file: {str(archive_path)!r}")
-    if (dest_path.exists() or dest_path.is_symlink()) and not overwrite:
-        raise TinkexValidationError(
-            "dest", f"{str(dest_path)!r} already exists", "pass overwrite=True (CLI: --force)"
-        )
-    dest_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_path.name}.partial-", dir=dest_path.parent))
-    try:
-        _extract_into(archive_path, tmp, max_total_bytes=max_total_bytes, max_members=max_members)
-        if dest_path.exists() or dest_path.is_symlink():
-            backup = Path(tempfile.mkdtemp(prefix=f".{dest_path.name}.old-", dir=dest_path.parent))
-            backup.rmdir()
-            dest_path.rename(backup)
-            try:
-                tmp.rename(dest_path)
-            except BaseException:
-                backup.rename(dest_path)
-                raise
-            if backup.is_dir() and not backup.is_symlink():
-                shutil.rmtree(backup, ignore_errors=True)
-            else:
-                backup.unlink()
-        else:
-            tmp.rename(dest_path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dest_path
-
-
 async def download_checkpoint_archive(
     http: HTTPClient,
     tinker_path: str,
@@ -404,11 +196,15 @@ async def download_checkpoint_archive(
     max_bytes: int | None = DEFAULT_MAX_ARCHIVE_BYTES,
     max_attempts: int = 6,
     retry_delay: float = 30.0,
+    max_expansion: float | None = DEFAULT_MAX_EXPANSION,
 ) -> Path:
     """Download and safely extract a checkpoint into ``output_dir/<run>_<kind>_<name>``.
 
     Refuses an existing destination unless ``force``; the temporary archive (next to the
-    destination) is always removed. Returns the destination directory.
+    destination) is always removed. The content may expand to ``max_expansion`` times the
+    downloaded bytes, never over ``max_bytes``; an unsafe, damaged or tampered archive
+    raises :class:`UnsafeArchiveError` (nothing extracted is left). Returns the
+    destination directory.
     """
     dest = archive_destination(tinker_path, output_dir)
     if (dest.exists() or dest.is_symlink()) and not force:
@@ -430,6 +226,7 @@ async def download_checkpoint_archive(
             dest,
             overwrite=force,
             max_total_bytes=max_bytes,
+            max_expansion=max_expansion,
         )
     finally:
         with contextlib.suppress(OSError):

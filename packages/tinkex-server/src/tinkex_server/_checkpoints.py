@@ -10,7 +10,11 @@ names such as ``..`` are safe)::
     archives/<training_run_id>/<kind>/<name>.tar    built on demand, then cached
 
 Archives are uncompressed tars holding ``adapter_config.json``,
-``adapter_model.safetensors`` and an empty ``checkpoint_complete`` marker at the root.
+``adapter_model.safetensors``, their SHA-256 manifest ``tinkex_manifest.json`` (entries of
+the archived files, taken from the checkpoint's own manifest after it was verified) and an
+empty ``checkpoint_complete`` marker at the root. A checkpoint whose files no longer match
+its manifest is never archived: :meth:`CheckpointFiles.build_archive` raises
+:class:`~tinkex_server._integrity.CheckpointCorruptError`.
 Download URLs are signed with HMAC-SHA256 over (run, kind, name, expiry) using a secret kept
 in the database, so they work without Tinker headers and survive restarts until they expire.
 """
@@ -28,6 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
+
+from tinkex_server._integrity import verify_checkpoint_dir
+from tinkex_types.manifest import MANIFEST_FILE, build_manifest, manifest_bytes, read_manifest
 
 __all__ = [
     "ARCHIVE_FILES",
@@ -131,14 +138,18 @@ class CheckpointFiles:
         """The tar of a checkpoint directory, built (atomically) if not cached yet.
 
         Raises ``FileNotFoundError`` naming the missing file if the directory lacks one of
-        :data:`ARCHIVE_FILES`.
+        :data:`ARCHIVE_FILES`, and :class:`~tinkex_server._integrity.CheckpointCorruptError`
+        when a file does not match the checkpoint's manifest (checked on every call, the
+        cached archive is served only for an intact checkpoint).
         """
         target = self.archive_path(run_id, kind, name)
-        if target.is_file() and target.stat().st_mtime >= _newest_mtime(source):
-            return target
         for fname in ARCHIVE_FILES:
             if not (source / fname).is_file():
                 raise FileNotFoundError(f"checkpoint file {fname} is missing")
+        verify_checkpoint_dir(source)
+        if target.is_file() and target.stat().st_mtime >= _newest_mtime(source):
+            return target
+        manifest = _archive_manifest(source)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         try:
@@ -149,6 +160,10 @@ class CheckpointFiles:
                         _normalise(info)
                         with (source / fname).open("rb") as src:
                             tar.addfile(info, src)
+                    entry = tarfile.TarInfo(MANIFEST_FILE)
+                    entry.size = len(manifest)
+                    _normalise(entry)
+                    tar.addfile(entry, io.BytesIO(manifest))
                     marker = tarfile.TarInfo(MARKER)
                     marker.size = 0
                     _normalise(marker)
@@ -183,9 +198,18 @@ def _normalise(info: tarfile.TarInfo) -> None:
     info.mtime = 0
 
 
+def _archive_manifest(source: Path) -> bytes:
+    """The manifest put into an archive: the checkpoint's entries of :data:`ARCHIVE_FILES`
+    (computed now for a checkpoint saved before manifests existed)."""
+    entries = read_manifest(source) or {}
+    if not all(f in entries for f in ARCHIVE_FILES):
+        entries = build_manifest(source, ARCHIVE_FILES)
+    return manifest_bytes({f: entries[f] for f in ARCHIVE_FILES})
+
+
 def _newest_mtime(path: Path) -> float:
     newest = 0.0
-    for fname in ARCHIVE_FILES:
+    for fname in (*ARCHIVE_FILES, MANIFEST_FILE):
         with contextlib.suppress(FileNotFoundError):
             newest = max(newest, (path / fname).stat().st_mtime)
     return newest

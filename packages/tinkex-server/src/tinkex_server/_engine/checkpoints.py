@@ -30,6 +30,7 @@ from tinkex_server._engine.lora import ATTN_MODULES, LORA_MODULES, MLP_MODULES, 
 from tinkex_server._engine.optim import AdamW
 from tinkex_server._engine.peft_io import PeftMixin, read_peft_config
 from tinkex_server._engine.types import AdapterInfo, LoraConfig, StateInfo
+from tinkex_server._integrity import verify_checkpoint_dir, write_checkpoint_manifest
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -194,16 +195,25 @@ def _check_same_lora(model_id: str, spec: LoraSpec, info: StateInfo) -> None:
         )
 
 
+def _verify(directory: str | os.PathLike[str]) -> None:
+    """Check an existing checkpoint directory against its manifest (a missing one is
+    reported by the readers as a user error, as before)."""
+    if Path(directory).is_dir():
+        verify_checkpoint_dir(directory)
+
+
 class CheckpointMixin(PeftMixin):
     """Saving and loading adapters and training states."""
 
     def save_sampler_weights(self, model_id: str, directory: str | os.PathLike[str]) -> Path:
         """Write the adapter in PEFT layout (``adapter_model.safetensors`` +
-        ``adapter_config.json``) to ``directory`` (replaced atomically as a whole)."""
+        ``adapter_config.json``, and the SHA-256 manifest ``tinkex_manifest.json``) to
+        ``directory`` (replaced atomically as a whole)."""
         with self._lock:
             slot = self._slot(model_id)
             with atomic_directory(directory) as tmp:
                 _write_adapter(slot, tmp)
+                write_checkpoint_manifest(tmp)
             return Path(directory)
 
     def save_state(
@@ -215,7 +225,8 @@ class CheckpointMixin(PeftMixin):
     ) -> Path:
         """Write a training checkpoint: the PEFT-layout adapter, AdamW moments
         (``optimizer.safetensors``, when ``with_optimizer``) and ``tinkex_state.json``
-        (base model, LoRA config, step). The directory is replaced atomically."""
+        (base model, LoRA config, step), then the SHA-256 manifest of them all
+        (``tinkex_manifest.json``). The directory is replaced atomically."""
         with self._lock:
             slot = self._slot(model_id)
             with atomic_directory(directory) as tmp:
@@ -226,6 +237,7 @@ class CheckpointMixin(PeftMixin):
                         tmp / OPTIMIZER_FILE, slot.optimizer.state_tensors(), {"format": "pt"}
                     )
                 atomic_write_json(tmp / STATE_FILE, _state_json(slot, has_opt))
+                write_checkpoint_manifest(tmp)
             return Path(directory)
 
     @staticmethod
@@ -248,6 +260,7 @@ class CheckpointMixin(PeftMixin):
             slot = self._slot(model_id)
             if slot.optimizer is None:
                 raise EngineInputError("model_id", f"{model_id!r} is not a training model")
+            _verify(directory)
             info = read_state_info(directory)
             spec = slot.adapter.spec
             _check_same_lora(model_id, spec, info)
@@ -291,6 +304,7 @@ class CheckpointMixin(PeftMixin):
         with self._lock:
             if model_id in self._slots:
                 raise EngineInputError("model_id", f"{model_id!r} already exists")
+            _verify(directory)
             info = read_state_info(directory)
             _base, adapter = self._adapter_from_peft(
                 Path(directory), base_model or info.base_model, False, info.lora.seed or 0

@@ -1,0 +1,351 @@
+"""Safe extraction of a checkpoint archive (tinkex-features.md §10; issue 17, findings 4-6).
+
+:func:`extract_archive_safely` reads a tar (plain, gzip, bzip2 or xz) as a stream and writes
+it into a fresh temporary directory next to the destination, which is renamed into place
+only when every member passed and the content matched its manifest. Refused, each as an
+:class:`UnsafeArchiveError` naming the reason (:data:`REASONS`):
+
+* names: empty, absolute, with ``..``, over :data:`MAX_NAME_BYTES` per component or
+  :data:`MAX_PATH_BYTES` in all; the same name twice (a file then a directory of that
+  name too); a member below a file or a symbolic link of the archive;
+* types: devices, FIFOs, sparse files, unknown types; setuid/setgid bits; symbolic links
+  that leave the destination (absolute, ``..`` past the root, or through other links);
+  hard links to anything but an earlier regular file of the archive;
+* sizes: more than ``max_members`` members; declared or decompressed content over
+  :func:`extraction_limit` (``max_expansion`` times the archive's own size, at least
+  :data:`EXPANSION_FLOOR`, never over ``max_total_bytes``); extended headers over
+  :data:`MAX_HEADER_BYTES`;
+* damage: a truncated or corrupt tar or compressed stream; member data that ends early;
+* integrity: with ``tinkex_manifest.json`` in the archive, every listed file must match its
+  size and SHA-256 and no unlisted file may appear; without one, each ``*.safetensors``
+  file must be complete by its own header (:mod:`tinkex_types.manifest`).
+
+On any failure the destination is left exactly as it was and the temporary directory is
+removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from tinkex_http._extract_checks import (
+    DEFAULT_MAX_ARCHIVE_BYTES,
+    DEFAULT_MAX_EXPANSION,
+    DEFAULT_MAX_MEMBERS,
+    MAX_PATH_BYTES,
+    ArchiveTooLargeError,
+    BudgetReader,
+    SafeTarInfo,
+    UnsafeArchiveError,
+    extraction_limit,
+    member_parts,
+    open_decompressed,
+)
+from tinkex_types import TinkexValidationError
+from tinkex_types.manifest import manifest_problem
+
+__all__ = ["MARKER_FILE", "extract_archive_safely"]
+
+CHUNK_SIZE = 64 * 1024
+#: The empty marker file at the root of a checkpoint archive (not in its manifest).
+MARKER_FILE = "checkpoint_complete"
+#: Errors of the environment (not of the archive): re-raised as they are.
+_ENVIRONMENT_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EIO}
+)
+
+
+def _inside(root: str, path: str) -> bool:
+    try:
+        return os.path.commonpath([root, path]) == root
+    except ValueError:
+        return False
+
+
+@dataclass
+class _State:
+    """What one extraction has seen so far."""
+
+    root: Path
+    limit: int | None
+    max_members: int | None
+    real_root: str = ""
+    total: int = 0
+    count: int = 0
+    kinds: dict[tuple[str, ...], str] = field(default_factory=dict)
+    links: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.real_root = os.path.realpath(self.root)
+
+
+def _copy_member(src: IO[bytes], dst: Path, size: int, mode: int, name: str) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(dst, flags | getattr(os, "O_BINARY", 0), (mode & 0o755) | 0o600)
+    with os.fdopen(fd, "wb") as out:
+        remaining = size
+        while remaining > 0:
+            block = src.read(min(CHUNK_SIZE, remaining))
+            if not block:
+                raise UnsafeArchiveError(
+                    f"archive member {name!r} is truncated ({size - remaining} of {size} bytes)",
+                    reason="truncated",
+                )
+            out.write(block)
+            remaining -= len(block)
+
+
+def _check_type(member: tarfile.TarInfo) -> str:
+    """The kind of a member (``dir``, ``file``, ``symlink``, ``hardlink``) or a refusal."""
+    name = member.name
+    if member.ischr() or member.isblk():
+        raise UnsafeArchiveError(f"archive member {name!r} is a device file", reason="device")
+    if member.isfifo():
+        raise UnsafeArchiveError(f"archive member {name!r} is a FIFO", reason="fifo")
+    if member.issparse():
+        raise UnsafeArchiveError(f"archive member {name!r} is a sparse file", reason="sparse")
+    if member.mode & 0o6000:
+        raise UnsafeArchiveError(
+            f"archive member {name!r} has the setuid/setgid bit (mode {member.mode:o})",
+            reason="setuid",
+        )
+    if member.isdir():
+        return "dir"
+    if member.isfile():
+        return "file"
+    if member.issym():
+        return "symlink"
+    if member.islnk():
+        return "hardlink"
+    raise UnsafeArchiveError(
+        f"archive member {name!r} has an unsupported type {member.type!r}",
+        reason="unsupported-type",
+    )
+
+
+def _check_place(state: _State, member: tarfile.TarInfo, parts: tuple[str, ...], kind: str) -> bool:
+    """Refuse duplicates and members below files or links; False for a repeated directory."""
+    for i in range(1, len(parts)):
+        above = state.kinds.get(parts[:i])
+        if above is not None and above != "dir":
+            raise UnsafeArchiveError(
+                f"archive member {member.name!r} lies below the {above} {'/'.join(parts[:i])!r}",
+                reason="link-escape" if above == "symlink" else "duplicate",
+            )
+    seen = state.kinds.get(parts)
+    if seen is not None:
+        if seen == "dir" and kind == "dir":
+            return False
+        raise UnsafeArchiveError(
+            f"archive member {member.name!r} appears twice (a {seen}, then a {kind})",
+            reason="duplicate",
+        )
+    for i in range(1, len(parts)):
+        state.kinds.setdefault(parts[:i], "dir")
+    state.kinds[parts] = kind
+    return True
+
+
+def _place_symlink(state: _State, member: tarfile.TarInfo, target: Path) -> None:
+    link = member.linkname
+    what = f"symlink {member.name!r} -> {link!r}"
+    if not link or "\x00" in link or len(os.fsencode(link)) > MAX_PATH_BYTES:
+        raise UnsafeArchiveError(f"{what} has an empty or invalid target", reason="invalid-name")
+    if os.path.isabs(link) or re.match(r"^[A-Za-z]:", link):
+        raise UnsafeArchiveError(f"{what} points to an absolute path", reason="link-escape")
+    lexical = os.path.normpath(os.path.join(os.path.dirname(target), link))
+    if not _inside(os.path.normpath(state.root), lexical):
+        raise UnsafeArchiveError(f"{what} points outside the destination", reason="link-escape")
+    os.symlink(link, target)
+    state.links.append(target)
+    if not _inside(state.real_root, os.path.realpath(target)):
+        raise UnsafeArchiveError(f"{what} resolves outside the destination", reason="link-escape")
+
+
+def _place_hardlink(state: _State, member: tarfile.TarInfo, target: Path) -> None:
+    what = f"hard link {member.name!r} -> {member.linkname!r}"
+    src = member_parts(member.linkname, f"target of hard link {member.name!r}")
+    if state.kinds.get(src) != "file":
+        raise UnsafeArchiveError(
+            f"{what} does not point to an earlier regular file of the archive",
+            reason="link-escape",
+        )
+    source = state.root.joinpath(*src)
+    if not _inside(state.real_root, os.path.realpath(source)) or source.is_symlink():
+        raise UnsafeArchiveError(f"{what} points outside the destination", reason="link-escape")
+    os.link(source, target)
+
+
+def _place(state: _State, tf: tarfile.TarFile, member: tarfile.TarInfo, kind: str) -> None:
+    parts = member_parts(member.name, "archive member")
+    if not parts or not _check_place(state, member, parts, kind):
+        return  # "./" itself, or a directory named again
+    target = state.root.joinpath(*parts)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not _inside(state.real_root, os.path.realpath(target.parent)):
+        raise UnsafeArchiveError(
+            f"archive member {member.name!r} escapes the destination", reason="link-escape"
+        )
+    if kind == "dir":
+        target.mkdir(exist_ok=True)
+    elif kind == "symlink":
+        _place_symlink(state, member, target)
+    elif kind == "hardlink":
+        _place_hardlink(state, member, target)
+    else:
+        src = tf.extractfile(member)
+        if src is None:
+            raise UnsafeArchiveError(f"archive member {member.name!r} cannot be read")
+        with src:
+            _copy_member(src, target, member.size, member.mode, member.name)
+
+
+def _count(state: _State, member: tarfile.TarInfo, kind: str) -> None:
+    state.count += 1
+    if state.max_members is not None and state.count > state.max_members:
+        raise ArchiveTooLargeError(
+            f"archive has more than {state.max_members} members", reason="too-many-members"
+        )
+    if kind == "file":
+        state.total += member.size
+        if state.limit is not None and state.total > state.limit:
+            raise ArchiveTooLargeError(
+                f"archive content exceeds the {state.limit}-byte limit "
+                f"(member {member.name!r} brings it to {state.total} bytes)",
+                reason="too-large",
+            )
+
+
+def _run(state: _State, stream: IO[bytes]) -> None:
+    try:
+        tf = tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo)  # noqa: SIM115
+    except tarfile.TarError as exc:
+        raise UnsafeArchiveError(f"not a readable tar archive: {exc}", reason="not-a-tar") from None
+    with tf:
+        while (member := tf.next()) is not None:
+            member_parts(member.name, "archive member")
+            kind = _check_type(member)
+            _count(state, member, kind)
+            _place(state, tf, member, kind)
+    while stream.read(CHUNK_SIZE):  # the rest: a compressed stream's checksum and its end
+        pass
+    for link in state.links:  # a later link may have changed what an earlier one resolves to
+        if not _inside(state.real_root, os.path.realpath(link)):
+            raise UnsafeArchiveError(
+                f"symlink {link.name!r} resolves outside the destination", reason="link-escape"
+            )
+
+
+def _as_refusal(exc: BaseException) -> UnsafeArchiveError | None:
+    """The refusal a low-level failure of extraction means (None: not the archive's)."""
+    if isinstance(exc, tarfile.ReadError) and "unexpected end" in str(exc):
+        return UnsafeArchiveError(f"the archive is truncated ({exc})", reason="truncated")
+    if isinstance(exc, tarfile.TarError):
+        return UnsafeArchiveError(f"corrupt tar archive: {exc}", reason="corrupt")
+    if isinstance(exc, OSError) and exc.errno not in _ENVIRONMENT_ERRNOS:
+        reason = "name-too-long" if exc.errno == errno.ENAMETOOLONG else "corrupt"
+        return UnsafeArchiveError(
+            f"archive member cannot be extracted safely ({exc.strerror or exc})", reason=reason
+        )
+    return None
+
+
+def _extract_into(
+    archive: Path,
+    root: Path,
+    *,
+    max_total_bytes: int | None,
+    max_members: int | None,
+    max_expansion: float | None,
+) -> None:
+    limit = extraction_limit(archive.stat().st_size, max_total_bytes, max_expansion)
+    state = _State(root=root, limit=limit, max_members=max_members)
+    # tar headers and padding come on top of the content: allow 2x plus 1 MiB of them
+    budget = None if limit is None else 2 * limit + 1024 * 1024
+    with open(archive, "rb") as raw:
+        stream = BudgetReader(open_decompressed(raw), budget)
+        try:
+            _run(state, stream)  # type: ignore[arg-type]
+        except UnsafeArchiveError:
+            raise
+        except (tarfile.TarError, OSError) as exc:
+            refusal = _as_refusal(exc)
+            if refusal is None:
+                raise
+            raise refusal from None
+
+
+def _verify(root: Path, verify: bool) -> None:
+    if not verify:
+        return
+    problem = manifest_problem(root, exact=True, ignore=(MARKER_FILE,))
+    if problem is not None:
+        raise UnsafeArchiveError(f"integrity check failed: {problem}", reason="integrity")
+
+
+def _swap_into_place(tmp: Path, dest: Path) -> None:
+    if not (dest.exists() or dest.is_symlink()):
+        tmp.rename(dest)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+    backup.rmdir()
+    dest.rename(backup)
+    try:
+        tmp.rename(dest)
+    except BaseException:
+        backup.rename(dest)
+        raise
+    if backup.is_dir() and not backup.is_symlink():
+        shutil.rmtree(backup, ignore_errors=True)
+    else:
+        backup.unlink()
+
+
+def extract_archive_safely(
+    archive: str | os.PathLike[str],
+    dest: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    max_total_bytes: int | None = DEFAULT_MAX_ARCHIVE_BYTES,
+    max_members: int | None = DEFAULT_MAX_MEMBERS,
+    max_expansion: float | None = DEFAULT_MAX_EXPANSION,
+    verify: bool = True,
+) -> Path:
+    """Extract ``archive`` into the directory ``dest`` atomically (see module docstring).
+
+    ``dest`` must not exist unless ``overwrite``; on any failure it is left exactly as it
+    was and the temporary directory is removed. ``verify=False`` skips the integrity
+    check (not the safety checks). Returns ``dest``.
+    """
+    archive_path = Path(archive)
+    dest_path = Path(dest)
+    if not archive_path.is_file():
+        raise TinkexValidationError("archive", f"no such file: {str(archive_path)!r}")
+    if (dest_path.exists() or dest_path.is_symlink()) and not overwrite:
+        raise TinkexValidationError(
+            "dest", f"{str(dest_path)!r} already exists", "pass overwrite=True (CLI: --force)"
+        )
+    dest_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest_path.name[:40]}.partial-", dir=dest_path.parent))
+    try:
+        _extract_into(
+            archive_path,
+            tmp,
+            max_total_bytes=max_total_bytes,
+            max_members=max_members,
+            max_expansion=max_expansion,
+        )
+        _verify(tmp, verify)
+        _swap_into_place(tmp, dest_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return dest_path
