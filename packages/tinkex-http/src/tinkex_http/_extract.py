@@ -77,6 +77,8 @@ class _State:
     root: Path
     limit: int | None
     max_members: int | None
+    #: ``expansion`` when the limit is the one relative to the archive's size
+    limit_reason: str = "too-large"
     real_root: str = ""
     total: int = 0
     count: int = 0
@@ -217,10 +219,13 @@ def _count(state: _State, member: tarfile.TarInfo, kind: str) -> None:
     if kind == "file":
         state.total += member.size
         if state.limit is not None and state.total > state.limit:
+            relative = (
+                " (relative to the archive's size)" if state.limit_reason != "too-large" else ""
+            )
             raise ArchiveTooLargeError(
-                f"archive content exceeds the {state.limit}-byte limit "
+                f"archive content exceeds the {state.limit}-byte limit{relative} "
                 f"(member {member.name!r} brings it to {state.total} bytes)",
-                reason="too-large",
+                reason=state.limit_reason,
             )
 
 
@@ -267,7 +272,9 @@ def _extract_into(
     max_expansion: float | None,
 ) -> None:
     limit = extraction_limit(archive.stat().st_size, max_total_bytes, max_expansion)
-    state = _State(root=root, limit=limit, max_members=max_members)
+    absolute = extraction_limit(archive.stat().st_size, max_total_bytes, None)
+    reason = "too-large" if limit is None or limit == absolute else "expansion"
+    state = _State(root=root, limit=limit, max_members=max_members, limit_reason=reason)
     # tar headers and padding come on top of the content: allow 2x plus 1 MiB of them
     budget = None if limit is None else 2 * limit + 1024 * 1024
     with open(archive, "rb") as raw:

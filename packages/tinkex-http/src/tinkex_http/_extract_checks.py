@@ -83,11 +83,12 @@ class UnsafeArchiveError(TinkexError):
     failed, the message says why. Nothing of it is left on disk."""
 
     def __init__(self, message: str, *, reason: str = "corrupt") -> None:
-        super().__init__(message)
+        super().__init__(f"unsafe archive refused ({reason}): {message}")
         self.reason = reason
+        self.problem = message
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self), str(self), self.reason))
+        return (_rebuild, (type(self), self.problem, self.reason))
 
 
 def _rebuild(cls: type[UnsafeArchiveError], message: str, reason: str) -> UnsafeArchiveError:
@@ -222,8 +223,8 @@ class SafeTarInfo(tarfile.TarInfo):
             if type(exc).__name__ != "InvalidHeaderError":
                 raise  # the end-of-archive block: tarfile's own business
             raise UnsafeArchiveError(
-                f"the archive has an invalid tar header ({exc}): not a tar or corrupt",
-                reason="not-a-tar",
+                f"the archive has an invalid tar header ({exc}): not a tar, or corrupt",
+                reason="corrupt",
             ) from None
         return info
 
