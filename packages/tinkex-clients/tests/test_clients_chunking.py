@@ -119,9 +119,10 @@ def test_combine_outputs() -> None:
 
 def test_non_finite_loss_inputs_are_refused_naming_the_field() -> None:
     import pytest
+    from pydantic import ValidationError
 
     from tinkex_clients._validate import check_loss_inputs
-    from tinkex_types import Datum, ModelInput, TinkexValidationError
+    from tinkex_types import Datum, ModelInput, TensorData, TinkexValidationError
 
     def datum(advantage: float) -> Datum:
         return Datum(
@@ -135,6 +136,14 @@ def test_non_finite_loss_inputs_are_refused_naming_the_field() -> None:
 
     check_loss_inputs([datum(0.0)], "importance_sampling")
     for bad_value in (float("nan"), float("inf"), float("-inf")):
+        # Datum itself refuses them now (tinkex_types numeric validation, issue 17)...
+        with pytest.raises(ValidationError, match=r"loss_fn_inputs\.advantages"):
+            datum(bad_value)
+        # ...and the client check still catches a datum changed after validation.
+        changed = datum(0.0)
+        changed.loss_fn_inputs["advantages"] = TensorData.model_construct(
+            data=[1.0, bad_value, -1.0], dtype="float32", shape=[3]
+        )
         with pytest.raises(TinkexValidationError, match="NaN or infinite") as info:
-            check_loss_inputs([datum(0.0), datum(bad_value)], "importance_sampling")
+            check_loss_inputs([datum(0.0), changed], "importance_sampling")
         assert info.value.field == "data[1].loss_fn_inputs.advantages"

@@ -58,17 +58,20 @@ def _canon(model: BaseModel) -> str:
 # -- strategies ------------------------------------------------------------------------------
 
 f32 = st.floats(width=32, allow_nan=True, allow_infinity=True)
+#: Loss inputs (Datum.loss_fn_inputs) must be finite: Datum refuses NaN and infinity.
+f32_finite = st.floats(width=32, allow_nan=False, allow_infinity=False)
 i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 token = st.integers(min_value=0, max_value=2**31 - 1)
 
 
 @st.composite
-def tensors(draw: st.DrawFn, dtype: str | None = None) -> TensorData:
+def tensors(draw: st.DrawFn, dtype: str | None = None, finite: bool = False) -> TensorData:
     kind = dtype or draw(st.sampled_from(["float32", "int64"]))
     rows = draw(st.integers(min_value=0, max_value=6))
     cols = draw(st.one_of(st.none(), st.integers(min_value=1, max_value=3)))
     count = rows * (cols or 1)
-    values = draw(st.lists(f32 if kind == "float32" else i64, min_size=count, max_size=count))
+    floats = f32_finite if finite else f32
+    values = draw(st.lists(floats if kind == "float32" else i64, min_size=count, max_size=count))
     shape = [rows] if cols is None else [rows, cols]
     return TensorData(data=values, dtype=kind, shape=shape)  # type: ignore[arg-type]
 
@@ -104,13 +107,13 @@ def datums(draw: st.DrawFn) -> Datum:
     with_spans = draw(st.booleans())
     return Datum(
         model_input=ModelInput(chunks=draw(st.lists(chunks(), max_size=3))),
-        loss_fn_inputs={n: draw(tensors()) for n in names},
+        loss_fn_inputs={n: draw(tensors(finite=True)) for n in names},
         model_input_spans=draw(st.lists(spans, min_size=1, max_size=2)) if with_spans else None,
         loss_fn_input_spans=draw(st.lists(spans, min_size=1, max_size=2)) if with_spans else None,
     )
 
 
-config_numbers = st.dictionaries(st.text(max_size=4), st.floats(allow_nan=False), max_size=2)
+config_numbers = st.dictionaries(st.text(max_size=4), st.floats(allow_nan=False, allow_infinity=False), max_size=2)
 
 
 @st.composite

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from tinkex_types import (
     INT64_MAX,
@@ -78,7 +79,9 @@ def test_each_rule_names_its_sub_field(kwargs: dict[str, Any], sub_field: str) -
 
 
 def test_infinity_that_pydantic_lets_through_is_refused() -> None:
-    params = SamplingParams(temperature=math.inf)  # pydantic: inf >= 0 holds
+    with pytest.raises(ValidationError, match="temperature"):  # the model agrees now
+        SamplingParams(temperature=math.inf)
+    params = SamplingParams.model_construct(temperature=math.inf)
     assert _bad(params).field == "sampling_params.temperature"
     assert "finite" in _bad(params).problem
 

@@ -232,11 +232,12 @@ def test_0161_bodies_with_nulls_and_without_types_parse() -> None:
     assert cm.lora_config.train_attn is True  # null means default (server rule 1)
     opt = OptimStepRequest.model_validate({"adam_params": {}, "model_id": "m", "seq_id": 1})
     assert opt.adam_params == AdamParams()
-    sp = SamplingParams.model_validate({"temperature": None, "top_k": None, "max_tokens": 1})
+    # 0.16.1 cannot send null for a number that has a default (its models refuse None):
+    # such a null is refused (test_types_numbers.py); null for an optional one is None.
+    sp = SamplingParams.model_validate({"seed": None, "max_tokens": 1})
     assert (sp.temperature, sp.top_k, sp.top_p, sp.max_tokens) == (1.0, -1, 1.0, 1)
     sr = SampleRequest.model_validate(
         {
-            "num_samples": None,
             "prompt": {"chunks": [{"tokens": [1]}]},
             "sampling_params": {},
             "sampling_session_id": "x",

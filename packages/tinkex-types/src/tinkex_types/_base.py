@@ -15,6 +15,8 @@ from pydantic import (
     model_validator,
 )
 
+from tinkex_types._numbers import NumberRule
+
 __all__ = [
     "LOSS_FN_TYPES",
     "CheckpointType",
@@ -87,6 +89,8 @@ def _null_default_keys(cls: type[BaseModel]) -> tuple[str, ...]:
             continue
         if field.default_factory is None and field.default is None:
             continue
+        if any(isinstance(rule, NumberRule) for rule in field.metadata):
+            continue  # a strict number: null is an error, not "absent" (see _numbers)
         for key in (name, field.alias):
             if key is not None and key not in keys:
                 keys.append(key)
@@ -98,7 +102,9 @@ class WireModel(BaseModel):
 
     * Unknown keys are ignored when parsing (server rule 3, and the 0.16.1 response rule).
     * ``null`` for a field that has a non-null default means "absent": the default applies
-      (server rule 1).
+      (server rule 1), except on strict number fields (:class:`~tinkex_types.NumberRule`,
+      e.g. ``AdamParams.learning_rate``), where ``null`` is refused naming the field: an
+      encoder that writes NaN or infinity as ``null`` must not turn them into the default.
     * Dumping (``model_dump``/``model_dump_json``/:meth:`to_json_dict`) omits fields whose
       value is ``None``, except the fields named in ``wire_nulls``, which the protocol sends
       as explicit ``null`` (``project_id``, ``ttl_seconds``, ``loss_fn_config``...).

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from tinkex_types._base import TensorDtype, WireModel
 from tinkex_types._model_input import ModelInput
-from tinkex_types._tensor import TensorData
+from tinkex_types._numbers import FLOAT32_MAX, first_non_finite
+from tinkex_types._tensor import RefusedTensor, TensorData
 
 __all__ = [
     "LOSS_FN_INPUT_DTYPES",
@@ -77,7 +78,9 @@ class Datum(WireModel):
 
     ``loss_fn_inputs`` also accepts lists, numpy arrays and torch tensors and converts them
     (``target_tokens`` -> int64; ``weights``, ``advantages``, ``logprobs`` and the clip
-    thresholds -> float32; other keys by their values).
+    thresholds -> float32; other keys by their values). Every input must hold finite
+    numbers (float32 inputs within the float32 range): a bad one is a validation error
+    naming ``loss_fn_inputs.<key>``, on the client and on the server alike.
     """
 
     model_input: ModelInput
@@ -94,5 +97,41 @@ class Datum(WireModel):
             inputs = data.get("loss_fn_inputs")
             if isinstance(inputs, dict):
                 data = dict(data)
-                data["loss_fn_inputs"] = {k: to_tensor_data(v, k) for k, v in inputs.items()}
+                data["loss_fn_inputs"] = {k: _loss_input(v, k) for k, v in inputs.items()}
         return data
+
+
+def _loss_input(value: Any, key: Any) -> Any:
+    """``value`` as a checked TensorData, or a :class:`RefusedTensor` saying why not (so
+    the error is reported at ``loss_fn_inputs.<key>``); anything else is left to pydantic.
+
+    Loss inputs must be finite numbers that fit float32 (float32 inputs) or int64: a NaN
+    or an infinity would train on garbage, and a float64 beyond float32 would silently
+    become infinity on the server.
+    """
+    try:
+        tensor = to_tensor_data(value, key if isinstance(key, str) else None)
+        if isinstance(tensor, dict):  # the JSON form: checked here to check finiteness
+            tensor = TensorData.model_validate(tensor)
+    except ValidationError as exc:
+        return RefusedTensor(_describe(exc))
+    except (TypeError, ValueError, OverflowError) as exc:
+        return RefusedTensor(str(exc))
+    if isinstance(tensor, TensorData) and tensor.dtype == "float32":
+        bad = first_non_finite(tensor.data)
+        if bad is not None:
+            return RefusedTensor(
+                f"data[{bad}] is {tensor.data[bad]!r}: loss inputs must be finite numbers "
+                f"within the float32 range (|x| <= {FLOAT32_MAX:.8g}); NaN and infinity are "
+                "refused (replace them, e.g. clip or zero them)"
+            )
+    return tensor
+
+
+def _describe(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        msg = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(parts)

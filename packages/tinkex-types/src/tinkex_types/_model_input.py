@@ -10,6 +10,9 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import Discriminator, Field, Tag, field_serializer, field_validator
 
 from tinkex_types._base import ImageFormat, WireModel
+from tinkex_types._numbers import INT64_MAX, INT64_MIN, check_int, int_rule
+
+_INT_TYPE: frozenset[type] = frozenset({int})
 
 __all__ = [
     "EncodedTextChunk",
@@ -29,6 +32,23 @@ class EncodedTextChunk(WireModel):
 
     wire_omit: ClassVar[frozenset[str]] = frozenset({"type"})
 
+    @field_validator("tokens", mode="plain", json_schema_input_type=list[int])
+    @classmethod
+    def _token_ids(cls, value: Any) -> list[int]:
+        # Strict: ints only (numpy integers converted; bools, floats and strings refused),
+        # signed 64-bit. A C-speed scan for the common all-int list.
+        if isinstance(value, tuple):
+            value = list(value)
+        if not isinstance(value, list):
+            raise ValueError(f"must be a list of token ids, got {type(value).__name__}")
+        tokens: list[int] = value
+        if not _INT_TYPE.issuperset(map(type, tokens)):
+            tokens = [check_int(v, f"tokens[{i}]") for i, v in enumerate(tokens)]
+        if tokens and not (min(tokens) >= INT64_MIN and max(tokens) <= INT64_MAX):
+            for i, v in enumerate(tokens):
+                check_int(v, f"tokens[{i}]")
+        return tokens
+
     @property
     def length(self) -> int:
         return len(self.tokens)
@@ -37,8 +57,8 @@ class EncodedTextChunk(WireModel):
 class ImageDimensions(WireModel):
     """Width and height in pixels (``ImageChunk.override_dimensions``, SDK 0.38 protobuf)."""
 
-    width: int = Field(ge=0)
-    height: int = Field(ge=0)
+    width: Annotated[int, int_rule(ge=0)]
+    height: Annotated[int, int_rule(ge=0)]
 
 
 class ImageChunk(WireModel):
@@ -50,7 +70,7 @@ class ImageChunk(WireModel):
 
     data: bytes
     format: ImageFormat
-    expected_tokens: int | None = Field(default=None, ge=0)
+    expected_tokens: Annotated[int, int_rule(ge=0)] | None = None
     #: Resize the image to these dimensions before tokenising (protobuf only; 0.38).
     override_dimensions: ImageDimensions | None = None
     type: Literal["image"] = "image"
@@ -85,7 +105,7 @@ class ImageAssetPointerChunk(WireModel):
 
     location: str
     format: ImageFormat
-    expected_tokens: int | None = Field(default=None, ge=0)
+    expected_tokens: Annotated[int, int_rule(ge=0)] | None = None
     type: Literal["image_asset_pointer"] = "image_asset_pointer"
 
     wire_omit: ClassVar[frozenset[str]] = frozenset({"type"})

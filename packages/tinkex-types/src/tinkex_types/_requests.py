@@ -6,7 +6,7 @@ Every model also parses what the official 0.16.1 client sends: no ``type`` keys,
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import Field, field_validator, model_validator
 
@@ -14,6 +14,7 @@ from tinkex_types._base import WireModel
 from tinkex_types._datum import Datum
 from tinkex_types._losses import LOSSES
 from tinkex_types._model_input import ModelInput
+from tinkex_types._numbers import FiniteFloat, Int64, int_rule
 from tinkex_types._params import AdamParams, LoraConfig, SamplingParams
 
 __all__ = [
@@ -80,7 +81,7 @@ class CreateModelRequest(WireModel):
     wire_nulls: ClassVar[frozenset[str]] = frozenset({"user_metadata"})
 
     session_id: str
-    model_seq_id: int = Field(ge=0)
+    model_seq_id: Annotated[int, int_rule(ge=0)]
     base_model: str = Field(min_length=1)
     user_metadata: dict[str, Any] | None = None
     lora_config: LoraConfig = Field(default_factory=LoraConfig)
@@ -109,11 +110,11 @@ class ForwardBackwardInput(WireModel):
     data: list[Datum]
     #: A name of the loss table (:data:`tinkex_types.LOSSES`); others are refused by name.
     loss_fn: str
-    loss_fn_config: dict[str, float] | None = None
+    loss_fn_config: dict[str, FiniteFloat] | None = None
     #: Config values of the 0.38 map (protobuf field 7) that ``loss_fn_config`` cannot hold:
     #: strings (numbers are accepted too). The whole config is
     #: ``{**loss_fn_config, **loss_fn_config_v2}``. ``None`` (never written) when absent.
-    loss_fn_config_v2: dict[str, float | str] | None = None
+    loss_fn_config_v2: dict[str, FiniteFloat | str] | None = None
 
     @field_validator("loss_fn")
     @classmethod
@@ -128,7 +129,7 @@ class ForwardRequest(WireModel):
 
     forward_input: ForwardBackwardInput
     model_id: str
-    seq_id: int | None = None
+    seq_id: Int64 | None = None
 
 
 class ForwardBackwardRequest(WireModel):
@@ -136,7 +137,7 @@ class ForwardBackwardRequest(WireModel):
 
     forward_backward_input: ForwardBackwardInput
     model_id: str
-    seq_id: int | None = None
+    seq_id: Int64 | None = None
     #: ``True``: a forward pass only (how SDKs >= 0.25 send ``forward``, protobuf field 6).
     #: ``None`` (never written) otherwise.
     forward_only: bool | None = None
@@ -147,7 +148,7 @@ class OptimStepRequest(WireModel):
 
     adam_params: AdamParams = Field(default_factory=AdamParams)
     model_id: str
-    seq_id: int | None = None
+    seq_id: Int64 | None = None
 
 
 # -- weights ---------------------------------------------------------------------------
@@ -160,8 +161,8 @@ class SaveWeightsRequest(WireModel):
 
     model_id: str
     path: str | None = None
-    seq_id: int | None = None
-    ttl_seconds: int | None = Field(default=None, gt=0)
+    seq_id: Int64 | None = None
+    ttl_seconds: Annotated[int, int_rule(ge=1)] | None = None
 
     @field_validator("path")
     @classmethod
@@ -177,9 +178,9 @@ class SaveWeightsForSamplerRequest(WireModel):
 
     model_id: str
     path: str | None = None
-    sampling_session_seq_id: int | None = Field(default=None, ge=0)
-    seq_id: int | None = None
-    ttl_seconds: int | None = Field(default=None, gt=0)
+    sampling_session_seq_id: Annotated[int, int_rule(ge=0)] | None = None
+    seq_id: Int64 | None = None
+    ttl_seconds: Annotated[int, int_rule(ge=1)] | None = None
 
     @field_validator("path")
     @classmethod
@@ -194,7 +195,7 @@ class LoadWeightsRequest(WireModel):
     model_id: str
     path: str
     optimizer: bool = False
-    seq_id: int | None = None
+    seq_id: Int64 | None = None
 
     @field_validator("path")
     @classmethod
@@ -213,7 +214,7 @@ class CreateSamplingSessionRequest(WireModel):
     wire_nulls: ClassVar[frozenset[str]] = frozenset({"base_model", "model_path"})
 
     session_id: str
-    sampling_session_seq_id: int = Field(ge=0)
+    sampling_session_seq_id: Annotated[int, int_rule(ge=0)]
     base_model: str | None = None
     model_path: str | None = None
 
@@ -228,15 +229,15 @@ class CreateSamplingSessionRequest(WireModel):
 class SampleRequest(WireModel):
     """POST /api/v1/asample (answered with a future whose result is SampleResponse)."""
 
-    num_samples: int = Field(default=1, ge=1)
+    num_samples: Annotated[int, int_rule(ge=1)] = 1
     prompt: ModelInput
     sampling_params: SamplingParams = Field(default_factory=SamplingParams)
     sampling_session_id: str | None = None
     base_model: str | None = None
     model_path: str | None = None
-    seq_id: int | None = None
+    seq_id: Int64 | None = None
     prompt_logprobs: bool = False
-    topk_prompt_logprobs: int = Field(default=0, ge=0)
+    topk_prompt_logprobs: Annotated[int, int_rule(ge=0)] = 0
 
     @model_validator(mode="after")
     def _addressed(self) -> Self:
@@ -275,4 +276,4 @@ class SetCheckpointTtlRequest(WireModel):
 
     wire_nulls: ClassVar[frozenset[str]] = frozenset({"ttl_seconds"})
 
-    ttl_seconds: int | None = Field(default=None, gt=0)
+    ttl_seconds: Annotated[int, int_rule(ge=1)] | None = None

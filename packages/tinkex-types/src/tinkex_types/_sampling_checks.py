@@ -1,9 +1,10 @@
 """The one validation of sampling parameters, used by the client and the server alike.
 
 :class:`~tinkex_types.SamplingParams` parses the wire shape; :func:`check_sampling_params`
-adds every rule a sampler needs and pydantic does not enforce (finite numbers, infinity
-included; ``max_tokens >= 1``; 64-bit ranges; non-empty, unmixed stop lists). It re-checks
-the types too, so a model built with ``model_construct`` or mutated afterwards is caught.
+checks the same rules (both use :mod:`tinkex_types._numbers`: finite numbers, infinity
+included; ``max_tokens >= 1``; 64-bit ranges; non-empty, unmixed stop lists), so a model
+that validated passes it; it re-checks the values, so a model built with
+``model_construct`` or mutated afterwards is caught.
 Every error is a :class:`~tinkex_types.TinkexValidationError` naming the sub-field
 (``sampling_params.temperature``) and the fix.
 
@@ -13,10 +14,9 @@ the stop list as strings and token ids, and the effective ``max_tokens`` for a p
 
 from __future__ import annotations
 
-import math
-
 from tinkex_types._errors import TinkexValidationError
-from tinkex_types._params import SamplingParams
+from tinkex_types._numbers import INT64_MAX, INT64_MIN, check_float, check_int
+from tinkex_types._params import SamplingParams, split_stop
 
 __all__ = [
     "INT64_MAX",
@@ -25,66 +25,6 @@ __all__ = [
     "resolve_max_tokens",
     "split_stop",
 ]
-
-#: The signed 64-bit range every integer of the protocol fits (protobuf ``int64``).
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-
-
-def _int(value: object, where: str, low: int, fix: str) -> int:
-    """An ``int`` (never a ``bool``) in ``[low, INT64_MAX]``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TinkexValidationError(where, f"must be an integer, got {value!r}", fix)
-    if not low <= value <= INT64_MAX:
-        raise TinkexValidationError(where, f"{value} is out of range [{low}, 2**63)", fix)
-    return value
-
-
-def _finite(value: object, where: str, fix: str) -> float:
-    """A finite ``int``/``float`` (never a ``bool``, NaN or infinity)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TinkexValidationError(where, f"must be a number, got {value!r}", fix)
-    number = float(value)
-    if not math.isfinite(number):
-        raise TinkexValidationError(where, f"must be finite, got {value!r}", fix)
-    return number
-
-
-def split_stop(
-    stop: object, field: str = "sampling_params.stop"
-) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """``stop`` as (stop strings, stop token ids), checked.
-
-    ``None`` or ``[]``: no stops. A string, a list of non-empty strings, or a list of token
-    ids in ``[0, 2**63)``; a list may not mix strings and ids.
-    """
-    if stop is None:
-        return (), ()
-    if isinstance(stop, str):
-        stop = [stop]
-    if not isinstance(stop, list | tuple):
-        raise TinkexValidationError(
-            field,
-            f"must be a string or a list, got {type(stop).__name__}",
-            "pass a string, a list of strings or a list of token ids",
-        )
-    strings: list[str] = []
-    ids: list[int] = []
-    for i, item in enumerate(stop):
-        where = f"{field}[{i}]"
-        if isinstance(item, str):
-            if not item:
-                raise TinkexValidationError(where, "is an empty string", "remove it")
-            strings.append(item)
-        else:
-            ids.append(_int(item, where, 0, "stop token ids are ints >= 0"))
-        if strings and ids:
-            raise TinkexValidationError(
-                field,
-                "mixes strings and token ids",
-                "pass either a list of strings or a list of token ids",
-            )
-    return tuple(strings), tuple(ids)
 
 
 def check_sampling_params(params: SamplingParams, field: str = "sampling_params") -> SamplingParams:
@@ -106,20 +46,16 @@ def check_sampling_params(params: SamplingParams, field: str = "sampling_params"
             "pass types.SamplingParams(max_tokens=20)",
         )
     if params.max_tokens is not None:
-        _int(params.max_tokens, f"{field}.max_tokens", 1, "use max_tokens >= 1, or None")
+        check_int(
+            params.max_tokens, f"{field}.max_tokens", low=1, fix="use max_tokens >= 1, or None"
+        )
     if params.seed is not None:
-        _int(params.seed, f"{field}.seed", INT64_MIN, "use a signed 64-bit integer, or None")
-    temperature = _finite(params.temperature, f"{field}.temperature", "use 0 (greedy) or more")
-    if temperature < 0:
-        raise TinkexValidationError(
-            f"{field}.temperature", f"must be >= 0, got {temperature}", "use 0 (greedy) or more"
-        )
-    _int(params.top_k, f"{field}.top_k", -1, "use -1 (off) or a positive k")
-    top_p = _finite(params.top_p, f"{field}.top_p", "use a value in (0, 1]; 1 is off")
-    if not 0 < top_p <= 1:
-        raise TinkexValidationError(
-            f"{field}.top_p", f"must be in (0, 1], got {top_p}", "use a value in (0, 1]; 1 is off"
-        )
+        check_int(params.seed, f"{field}.seed", fix="use a signed 64-bit integer, or None")
+    check_float(params.temperature, f"{field}.temperature", ge=0.0, fix="use 0 (greedy) or more")
+    check_int(params.top_k, f"{field}.top_k", low=-1, fix="use -1 (off) or a positive k")
+    check_float(
+        params.top_p, f"{field}.top_p", gt=0.0, le=1.0, fix="use a value in (0, 1]; 1 is off"
+    )
     split_stop(params.stop, f"{field}.stop")
     return params
 
@@ -148,7 +84,9 @@ def resolve_max_tokens(
         )
     if params.max_tokens is None:
         return min(room, default)
-    max_tokens = _int(params.max_tokens, f"{field}.max_tokens", 1, "use max_tokens >= 1")
+    max_tokens = check_int(
+        params.max_tokens, f"{field}.max_tokens", low=1, fix="use max_tokens >= 1"
+    )
     if max_tokens > room:
         raise TinkexValidationError(
             f"{field}.max_tokens",

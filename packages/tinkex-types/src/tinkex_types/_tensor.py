@@ -5,18 +5,20 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, Self
 
 from pydantic import ConfigDict, ModelWrapValidatorHandler, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from tinkex_types._base import TensorDtype, WireModel
+from tinkex_types._numbers import int_rule
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import numpy.typing as npt
     import torch
 
-__all__ = ["TensorData", "require_numpy", "require_torch"]
+__all__ = ["RefusedTensor", "TensorData", "require_numpy", "require_torch"]
 
 
 def require_numpy() -> Any:
@@ -57,6 +59,21 @@ def _fits_int64(data: list[int]) -> bool:
     return not data or (min(data) >= -(2**63) and max(data) < 2**63)
 
 
+class RefusedTensor:
+    """Stands for a value that could not become a TensorData (a list holding ``None``, a
+    ragged list...) where the conversion ran before pydantic's validation (``Datum``'s
+    ``loss_fn_inputs``): validating it as a TensorData raises a validation error with
+    ``problem`` at the value's own location (``loss_fn_inputs.weights``)."""
+
+    __slots__ = ("problem",)
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+    def __repr__(self) -> str:
+        return f"RefusedTensor({self.problem!r})"
+
+
 class TensorData(WireModel):
     """``{"data": [...], "dtype": "int64" | "float32", "shape": [...]}``.
 
@@ -70,7 +87,7 @@ class TensorData(WireModel):
 
     data: list[int] | list[float]
     dtype: TensorDtype
-    shape: list[int] | None = None
+    shape: list[Annotated[int, int_rule(ge=0)]] | None = None
 
     @field_validator("data", mode="plain", json_schema_input_type=list[int] | list[float])
     @classmethod
@@ -86,13 +103,6 @@ class TensorData(WireModel):
             out = [_number(v, i) for i, v in enumerate(out)]
         return out
 
-    @field_validator("shape")
-    @classmethod
-    def _shape_non_negative(cls, shape: list[int] | None) -> list[int] | None:
-        if shape is not None and any(d < 0 for d in shape):
-            raise ValueError(f"shape dimensions must be >= 0, got {shape}")
-        return shape
-
     @model_validator(mode="wrap")
     @classmethod
     def _checked(cls, value: Any, handler: ModelWrapValidatorHandler[Self]) -> Self:
@@ -100,6 +110,8 @@ class TensorData(WireModel):
         # validator would re-scan every element each time a TensorData is nested).
         if isinstance(value, cls):
             return value
+        if isinstance(value, RefusedTensor):
+            raise PydanticCustomError("tensor_data", "{problem}", {"problem": value.problem})
         return handler(value)._check()
 
     def _check(self) -> Self:
@@ -119,7 +131,8 @@ class TensorData(WireModel):
                         ints.append(v)
                     else:
                         raise ValueError(
-                            f"dtype int64 needs integers, data[{i}] is {v!r}; use dtype float32"
+                            f"dtype int64 needs integers, data[{i}] is {v!r} (values are "
+                            "never rounded; use dtype float32 for fractional values)"
                         )
                 self.__dict__["data"] = data = ints
             if data and not (min(data) >= -(2**63) and max(data) < 2**63):
@@ -195,7 +208,8 @@ class TensorData(WireModel):
             data: list[Any] = arr.astype(np_.int64).ravel().tolist()
             return cls.model_construct(data=data, dtype="int64", shape=shape)
         if kind == "f":
-            f32 = arr.astype(np_.float32).ravel()
+            with np_.errstate(over="ignore"):  # beyond float32: infinity (IEEE rounding)
+                f32 = arr.astype(np_.float32).ravel()
             return cls.model_construct(data=_f32_to_pylist(f32), dtype="float32", shape=shape)
         raise TypeError(f"cannot convert a numpy array of dtype {arr.dtype} to TensorData")
 
@@ -259,7 +273,12 @@ def _flatten(values: Any, out: list[Any], depth: int, shape: list[int]) -> list[
     if depth != len(shape):
         raise ValueError(f"ragged nested list: a scalar at depth {depth}")
     if isinstance(values, bool) or not isinstance(values, (int, float)):
-        raise TypeError(f"expected numbers, got {type(values).__name__}: {values!r}")
+        # A ValueError (not TypeError), so pydantic reports it as a validation error.
+        shown = "null" if values is None else f"{values!r}"[:60]
+        raise ValueError(
+            f"element {len(out)} (row-major) is {shown} ({type(values).__name__}): "
+            "tensor data must hold numbers only"
+        )
     out.append(values)
     return shape
 
