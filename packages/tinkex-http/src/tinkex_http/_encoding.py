@@ -3,7 +3,9 @@
 Pydantic models are dumped once with ``model_dump(mode="python")`` (done in Rust) and the
 result handed to orjson with ``OPT_SERIALIZE_NUMPY``, so large token lists and numpy arrays
 are never walked element by element in Python. Plain dicts are walked only through their
-mappings (``NOT_GIVEN`` values are dropped); lists of scalars are not visited.
+mappings (``NOT_GIVEN`` values are dropped); lists of scalars are not visited. NaN and
+infinity are refused, never written as ``null`` (only a body whose JSON holds ``null`` is
+searched for them).
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import math
 import pathlib
+import sys
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from pydantic import BaseModel
 
-from tinkex_types import NotGiven
+from tinkex_types import NotGiven, TinkexValidationError
 
 __all__ = ["decode_json", "encode_json", "to_jsonable"]
 
@@ -77,14 +81,57 @@ def _default(obj: Any) -> Any:
     raise TypeError(f"cannot encode {type(obj).__name__} as JSON")
 
 
+def _non_finite_at(value: Any, path: str) -> str | None:
+    """The path of the first NaN/infinity in ``value`` (a to_jsonable result), or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            found = _non_finite_at(v, f"{path}.{k}" if path else str(k))
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        try:  # C speed for lists of numbers: a non-finite element makes the sum non-finite
+            if math.isfinite(sum(value, 0.0)):
+                return None
+        except (TypeError, OverflowError):
+            pass
+        for i, v in enumerate(value):
+            found = _non_finite_at(v, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, BaseModel):
+        return _non_finite_at(_dump_model(value, False), path)
+    dtype = getattr(value, "dtype", None)  # numpy arrays and scalars
+    if getattr(dtype, "kind", "") in ("f", "c"):
+        np_ = sys.modules.get("numpy")
+        if np_ is not None and not bool(np_.isfinite(value).all()):
+            return path or "body"
+    return None
+
+
 def encode_json(body: Any, *, exclude_none: bool = False) -> bytes:
-    """Encode a request body (model, mapping, list or scalar) to JSON bytes."""
+    """Encode a request body (model, mapping, list or scalar) to JSON bytes.
+
+    NaN and infinity are refused (``TinkexValidationError`` naming where they are): orjson
+    would write them as ``null``, which a server reads as "not given" or a default.
+    """
+    jsonable = to_jsonable(body, exclude_none=exclude_none)
     try:
-        return orjson.dumps(
-            to_jsonable(body, exclude_none=exclude_none), default=_default, option=_OPTS
-        )
+        out = orjson.dumps(jsonable, default=_default, option=_OPTS)
     except TypeError as exc:
         raise TypeError(f"request body is not JSON-encodable: {exc}") from None
+    if b"null" in out:  # only then can a non-finite number have been written
+        where = _non_finite_at(jsonable, "")
+        if where is not None:
+            raise TinkexValidationError(
+                where or "body",
+                "is NaN or infinite, which JSON cannot carry (it would be sent as null)",
+                "use a finite number",
+            )
+    return out
 
 
 def decode_json(content: bytes) -> Any:
