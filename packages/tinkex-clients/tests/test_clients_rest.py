@@ -92,8 +92,10 @@ def test_rest_argument_errors(rest: RestClient, fake: FakeTinker) -> None:
         (lambda: rest.list_training_runs(offset=-1), "offset"),
         (lambda: rest.list_training_runs(access_scope="everyone"), "access_scope"),  # type: ignore[arg-type]
         (lambda: rest.get_training_run(""), "training_run_id"),
-        (lambda: rest.delete_checkpoint("run", "ckpt-1"), "checkpoint_id"),
-        (lambda: rest.delete_checkpoint_from_tinker_path("tinker://run/other/x"), "tinker_path"),
+        (lambda: rest.delete_checkpoint("run", ""), "checkpoint_id"),
+        (lambda: rest.delete_checkpoint_from_tinker_path("tinker://run"), "tinker_path"),
+        (lambda: rest.publish_checkpoint_from_tinker_path("tinker://"), "tinker_path"),
+        (lambda: rest.get_weights_info_by_tinker_path("run/weights/x"), "tinker_path"),
         (
             lambda: rest.set_checkpoint_ttl_from_tinker_path("tinker://r/weights/x", -5),
             "ttl_seconds",

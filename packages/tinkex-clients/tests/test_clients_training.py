@@ -187,7 +187,7 @@ def test_other_bad_arguments(tc: TrainingClient, fake: FakeTinker) -> None:
         (lambda: tc.save_state("ok", ttl_seconds=0), "ttl_seconds"),
         (lambda: tc.load_state("tinker://run/sampler_weights/x"), "path"),
         (lambda: tc.load_state("/tmp/weights"), "path"),
-        (lambda: tc.load_state_with_optimizer("tinker://run/weights"), "path"),
+        (lambda: tc.load_state_with_optimizer("tinker://"), "path"),
         (lambda: tc.save_weights_for_sampler("tinker://x/y/z"), "name"),
         (lambda: tc.forward_backward_custom([_datum([1, 2, 3])], "not callable"), "loss_fn"),  # type: ignore[arg-type]
         (

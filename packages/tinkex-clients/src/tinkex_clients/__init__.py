@@ -32,6 +32,7 @@ from tinkex_clients._recovery import (
     RecoveryResult,
 )
 from tinkex_clients._rest import RestClient
+from tinkex_clients._retry_config import RetryConfig, as_retry_config
 from tinkex_clients._sampling import SamplingClient
 from tinkex_clients._service import ServiceClient
 from tinkex_clients._tokenizers import (
@@ -58,11 +59,13 @@ __all__ = [
     "RecoveryPolicy",
     "RecoveryResult",
     "RestClient",
+    "RetryConfig",
     "SamplingClient",
     "ServiceClient",
     "TokenizerNotFoundError",
     "TrainingClient",
     "__version__",
+    "as_retry_config",
     "chunk_data",
     "combine_forward_backward_outputs",
     "hf_hub_cache_dir",

@@ -14,6 +14,8 @@ from tinkex_clients._future import APIFuture
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._validate import (
     as_access_scope,
+    as_any_tinker_path,
+    as_checkpoint_ref,
     as_non_negative_int,
     as_positive_int,
     as_tinker_path,
@@ -22,6 +24,7 @@ from tinkex_clients._validate import (
 from tinkex_http import download_checkpoint_archive, resolve_archive_url
 from tinkex_types import (
     CheckpointArchiveUrlResponse,
+    CheckpointRef,
     CheckpointsListResponse,
     GetSamplerResponse,
     GetSessionResponse,
@@ -32,7 +35,6 @@ from tinkex_types import (
     TrainingRun,
     TrainingRunsResponse,
     WeightsInfoResponse,
-    parse_checkpoint_id,
 )
 
 __all__ = ["RestClient"]
@@ -58,24 +60,29 @@ def _run_id(value: Any, field: str = "training_run_id") -> str:
     return value
 
 
-def _checkpoint(training_run_id: Any, checkpoint_id: Any) -> TinkerPath:
+def _checkpoint(training_run_id: Any, checkpoint_id: Any) -> CheckpointRef:
+    """Any server's checkpoint id (tinkex's: ``weights/<name>``), passed through."""
     run = _run_id(training_run_id)
-    if not isinstance(checkpoint_id, str):
-        raise TinkexValidationError("checkpoint_id", f"must be a string, got {checkpoint_id!r}")
-    try:
-        kind, name = parse_checkpoint_id(checkpoint_id)
-    except ValueError as exc:
+    if not isinstance(checkpoint_id, str) or not checkpoint_id.strip("/"):
         raise TinkexValidationError(
-            "checkpoint_id", str(exc), "use 'weights/<name>' or 'sampler_weights/<name>'"
-        ) from None
-    return TinkerPath(run, kind, name)
+            "checkpoint_id",
+            f"must be a non-empty string, got {checkpoint_id!r}",
+            "use the checkpoint id the server listed (tinkex: 'weights/<name>')",
+        )
+    return CheckpointRef(run, checkpoint_id)
 
 
-def _ckpt_url(path: TinkerPath, suffix: str = "") -> str:
-    return (
-        f"/api/v1/training_runs/{_seg(path.training_run_id)}/checkpoints/"
-        f"{path.kind}/{_seg(path.name)}{suffix}"
-    )
+def _ckpt_url(path: TinkerPath | CheckpointRef, suffix: str = "") -> str:
+    checkpoint = "/".join(_seg(part) for part in path.checkpoint_id.split("/"))
+    return f"/api/v1/training_runs/{_seg(path.training_run_id)}/checkpoints/{checkpoint}{suffix}"
+
+
+def _tinkex_shaped(path: str) -> bool:
+    try:
+        TinkerPath.parse(path)
+    except ValueError:
+        return False
+    return True
 
 
 class RestClient:
@@ -145,13 +152,13 @@ class RestClient:
     def get_training_run_by_tinker_path(
         self, tinker_path: str, access_scope: AccessScope = "owned"
     ) -> APIFuture[TrainingRun]:
-        run = as_tinker_path(tinker_path, "tinker_path").training_run_id
+        run = as_checkpoint_ref(tinker_path, need_checkpoint=False).training_run_id
         return self.get_training_run(run, access_scope)
 
     async def get_training_run_by_tinker_path_async(
         self, tinker_path: str, access_scope: AccessScope = "owned"
     ) -> TrainingRun:
-        run = as_tinker_path(tinker_path, "tinker_path").training_run_id
+        run = as_checkpoint_ref(tinker_path, need_checkpoint=False).training_run_id
         return await self.get_training_run_async(run, access_scope)
 
     def _list_training_runs(
@@ -220,13 +227,22 @@ class RestClient:
     ) -> CheckpointsListResponse:
         return await self._bridge(self._list_user_checkpoints(limit, offset))
 
-    async def _archive_url(self, path: TinkerPath) -> CheckpointArchiveUrlResponse:
+    async def _archive_url(self, path: TinkerPath | CheckpointRef) -> CheckpointArchiveUrlResponse:
         with self._session.span("rest.get_checkpoint_archive_url", checkpoint=str(path)):
+            if isinstance(path, CheckpointRef) and not _tinkex_shaped(str(path)):
+                return await self._other_archive_url(path)
             found = await resolve_archive_url(self._session.http, str(path))
         expires = found.expires
         return CheckpointArchiveUrlResponse.model_validate(
             {"url": found.url, "expires": expires if not isinstance(expires, str) else None}
         )
+
+    async def _other_archive_url(self, path: CheckpointRef) -> CheckpointArchiveUrlResponse:
+        """Another server's path shape: one GET of ``.../checkpoints/<checkpoint_id>/archive``."""
+        body = await self._session.http.get(
+            _ckpt_url(path, "/archive"), headers={"accept": "application/json"}
+        )
+        return parse_result(body, CheckpointArchiveUrlResponse, what="checkpoint archive URL")
 
     def get_checkpoint_archive_url(
         self, training_run_id: str, checkpoint_id: str
@@ -246,16 +262,21 @@ class RestClient:
         self, tinker_path: str
     ) -> APIFuture[CheckpointArchiveUrlResponse]:
         self._check()
-        return self._submit(self._archive_url(as_tinker_path(tinker_path, "tinker_path")))
+        return self._submit(self._archive_url(as_checkpoint_ref(tinker_path)))
 
     async def get_checkpoint_archive_url_from_tinker_path_async(
         self, tinker_path: str
     ) -> CheckpointArchiveUrlResponse:
         self._check()
-        return await self._bridge(self._archive_url(as_tinker_path(tinker_path, "tinker_path")))
+        return await self._bridge(self._archive_url(as_checkpoint_ref(tinker_path)))
 
     def _manage(
-        self, op: str, method: str, path: TinkerPath, suffix: str = "", body: Any = None
+        self,
+        op: str,
+        method: str,
+        path: TinkerPath | CheckpointRef,
+        suffix: str = "",
+        body: Any = None,
     ) -> Coroutine[Any, Any, None]:
         self._check()
         return self._call(op, method, _ckpt_url(path, suffix), body)
@@ -270,11 +291,11 @@ class RestClient:
         await self._bridge(self._manage("delete_checkpoint", "DELETE", path))
 
     def delete_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
-        path = as_tinker_path(tinker_path, "tinker_path")
+        path = as_checkpoint_ref(tinker_path)
         return self._submit(self._manage("delete_checkpoint", "DELETE", path))
 
     async def delete_checkpoint_from_tinker_path_async(self, tinker_path: str) -> None:
-        path = as_tinker_path(tinker_path, "tinker_path")
+        path = as_checkpoint_ref(tinker_path)
         await self._bridge(self._manage("delete_checkpoint", "DELETE", path))
 
     def publish_checkpoint(self, training_run_id: str, checkpoint_id: str) -> APIFuture[None]:
@@ -287,11 +308,11 @@ class RestClient:
         await self._bridge(self._manage("publish_checkpoint", "POST", path, "/publish", {}))
 
     def publish_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
-        path = as_tinker_path(tinker_path, "tinker_path")
+        path = as_checkpoint_ref(tinker_path)
         return self._submit(self._manage("publish_checkpoint", "POST", path, "/publish", {}))
 
     async def publish_checkpoint_from_tinker_path_async(self, tinker_path: str) -> None:
-        path = as_tinker_path(tinker_path, "tinker_path")
+        path = as_checkpoint_ref(tinker_path)
         await self._bridge(self._manage("publish_checkpoint", "POST", path, "/publish", {}))
 
     def unpublish_checkpoint(self, training_run_id: str, checkpoint_id: str) -> APIFuture[None]:
@@ -304,15 +325,15 @@ class RestClient:
         await self._bridge(self._manage("unpublish_checkpoint", "DELETE", path, "/publish"))
 
     def unpublish_checkpoint_from_tinker_path(self, tinker_path: str) -> APIFuture[None]:
-        path = as_tinker_path(tinker_path, "tinker_path")
+        path = as_checkpoint_ref(tinker_path)
         return self._submit(self._manage("unpublish_checkpoint", "DELETE", path, "/publish"))
 
     async def unpublish_checkpoint_from_tinker_path_async(self, tinker_path: str) -> None:
-        path = as_tinker_path(tinker_path, "tinker_path")
+        path = as_checkpoint_ref(tinker_path)
         await self._bridge(self._manage("unpublish_checkpoint", "DELETE", path, "/publish"))
 
     def _ttl(self, tinker_path: Any, ttl_seconds: Any) -> Coroutine[Any, Any, None]:
-        path = as_tinker_path(tinker_path, "tinker_path")
+        path = as_checkpoint_ref(tinker_path)
         body = SetCheckpointTtlRequest(ttl_seconds=as_ttl_seconds(ttl_seconds)).to_json_dict()
         return self._manage("set_checkpoint_ttl", "PUT", path, "/ttl", body)
 
@@ -330,7 +351,7 @@ class RestClient:
     # -- weights info, archives --------------------------------------------------------------
     def _weights_info(self, tinker_path: Any) -> Coroutine[Any, Any, WeightsInfoResponse]:
         self._check()
-        path = as_tinker_path(tinker_path, "tinker_path")
+        path = as_any_tinker_path(tinker_path, "tinker_path")
         return _post_model(
             self._session,
             "get_weights_info",

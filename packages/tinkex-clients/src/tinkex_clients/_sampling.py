@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from tinkex_clients._future import APIFuture
+from tinkex_clients._retry_config import as_retry_config
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._tokenizers import resolve_tokenizer, tokenizer_id_for_model
 from tinkex_clients._validate import (
@@ -67,12 +68,7 @@ class SamplingClient:
         model_path: str | None = None,
         dispatch: SamplingDispatch | None = None,
     ) -> None:
-        if retry_config is not None and not isinstance(retry_config, RetryConfig):
-            raise TinkexValidationError(
-                "retry_config",
-                f"must be a tinkex RetryConfig, got {type(retry_config).__name__}",
-                "use tinkex_http.RetryConfig(...) or None for the default",
-            )
+        retry_config = as_retry_config(retry_config)
         self._session = session
         self.sampling_session_id = sampling_session_id
         self.retry_config = retry_config or RetryConfig.sampling()
@@ -87,6 +83,56 @@ class SamplingClient:
 
     def __repr__(self) -> str:
         return f"SamplingClient(sampling_session_id={self.sampling_session_id!r})"
+
+    @staticmethod
+    def create(
+        holder: Any,
+        *,
+        model_path: str | None = None,
+        base_model: str | None = None,
+        sampling_session_id: str | None = None,
+        retry_config: RetryConfig | None = None,
+    ) -> APIFuture[SamplingClient]:
+        """A SamplingClient of ``holder`` (a ServiceClient, TrainingClient or their session),
+        as tinker's ``SamplingClient.create``: for an existing ``sampling_session_id``, or a
+        new sampling session of ``model_path`` / ``base_model``."""
+        session = getattr(holder, "_session", holder)
+        if not isinstance(session, Session):
+            raise TinkexValidationError(
+                "holder", f"must be a ServiceClient or TrainingClient, got {type(holder).__name__}"
+            )
+        config = as_retry_config(retry_config)
+        if sampling_session_id is not None:
+            client = SamplingClient(
+                session,
+                sampling_session_id=sampling_session_id,
+                retry_config=config,
+                base_model=base_model,
+                model_path=model_path,
+            )
+            return session.run(_ready(client), "SamplingClient")
+        if model_path is None and base_model is None:
+            raise TinkexValidationError(
+                "model_path", "give model_path, base_model or sampling_session_id"
+            )
+        coro = create_sampling_client(
+            session, model_path=model_path, base_model=base_model, retry_config=config
+        )
+        return session.run(coro, "SamplingClient")
+
+    def get_telemetry(self) -> Any | None:
+        """The session's telemetry handle, or ``None`` (see ``ServiceClient.get_telemetry``)."""
+        return self._session.telemetry
+
+    def on_queue_state_change(self, queue_state: str, queue_state_reason: str | None) -> None:
+        """Called when the server reports backpressure (a 429 with a queue state); logs it.
+        Override in a subclass to react (tinker's hook of the same name)."""
+        _log.debug(
+            "sampling_queue_state",
+            sampler=self.sampling_session_id,
+            queue_state=queue_state,
+            reason=queue_state_reason,
+        )
 
     @property
     def dispatch(self) -> SamplingDispatch:
@@ -116,6 +162,10 @@ class SamplingClient:
                     queue_state=exc.body.get("queue_state"),
                     reason=exc.body.get("queue_state_reason"),
                     backoff_s=seconds,
+                )
+                reason = exc.body.get("queue_state_reason")
+                self.on_queue_state_change(
+                    str(exc.body["queue_state"]), reason if isinstance(reason, str) else None
                 )
             raise
         limiter.clear_backoff()
@@ -258,6 +308,10 @@ class SamplingClient:
             name = tokenizer_id_for_model(await self.get_base_model_async())
             self._tokenizer = await asyncio.to_thread(resolve_tokenizer, name, self._session.hooks)
         return self._tokenizer  # type: ignore[no-any-return]
+
+
+async def _ready(client: SamplingClient) -> SamplingClient:
+    return client
 
 
 async def create_sampling_client(

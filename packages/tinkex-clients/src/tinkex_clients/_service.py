@@ -11,10 +11,11 @@ import httpx
 
 from tinkex_clients._rest import RestClient
 from tinkex_clients._sampling import SamplingClient, create_sampling_client
+from tinkex_clients._service_args import service_config
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._training import TrainingClient
 from tinkex_clients._training_core import check_retry_config
-from tinkex_clients._validate import as_positive_int, as_tinker_path
+from tinkex_clients._validate import as_any_tinker_path, as_load_path, as_positive_int
 from tinkex_http import Config, PollPolicy, RetryConfig
 from tinkex_types import (
     DEFAULT_LORA_RANK,
@@ -72,6 +73,10 @@ class ServiceClient:
         user_metadata: dict[str, str] | None = None,
         project_id: str | None = None,
         *,
+        display_name: str | None = None,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        default_headers_overrides: Mapping[str, str] | None = None,
         config: Config | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         hooks: Hooks | None = None,
@@ -79,12 +84,19 @@ class ServiceClient:
         **kwargs: Any,
     ) -> None:
         metadata = _user_metadata(user_metadata)
+        if display_name is not None and not isinstance(display_name, str):
+            raise TinkexValidationError("display_name", f"must be a str, got {display_name!r}")
+        #: A name for this session (kept by the client; tinkex's server does not store it).
+        self.display_name = display_name
         if project_id is not None:
             kwargs["project_id"] = project_id
-        if config is None:
-            config = Config(**kwargs)
-        elif kwargs:
-            config = config.replace(**kwargs)
+        config = service_config(
+            config,
+            kwargs,
+            base_url=base_url,
+            api_key=api_key,
+            default_headers_overrides=default_headers_overrides,
+        )
         self._session = Session(config, transport=transport, hooks=hooks, poll_policy=poll_policy)
         try:
             self._session.call(self._session.start(metadata))
@@ -125,10 +137,10 @@ class ServiceClient:
             f"{state})"
         )
 
-    def close(self) -> None:
+    def close(self, status: str | None = None, detail: str | None = None) -> None:
         """End heart-beating, close connections and stop the background thread.
 
-        Every client created from this ServiceClient stops working (their methods raise
+        ``status``/``detail`` (tinker 0.38's session outcome) are accepted. Every client created from this ServiceClient stops working (their methods raise
         :class:`tinkex_clients.ClientClosedError`). Idempotent.
         """
         self._session.close()
@@ -322,9 +334,9 @@ class ServiceClient:
         self, path: Any, user_metadata: Any, optimizer: bool
     ) -> Coroutine[Any, Any, TrainingClient]:
         self._session.check_open()
-        parsed = as_tinker_path(path, "path", kind="weights")
+        parsed = as_load_path(path, "path")
         metadata = _user_metadata(user_metadata)
-        return self._from_state(str(parsed), metadata, optimizer)
+        return self._from_state(parsed, metadata, optimizer)
 
     async def _from_state(
         self, path: str, user_metadata: dict[str, str] | None, optimizer: bool
@@ -392,10 +404,10 @@ class ServiceClient:
                 "neither model_path nor base_model was given",
                 "pass model_path='tinker://…' (saved weights) or base_model='<model name>'",
             )
-        path = None if model_path is None else str(as_tinker_path(model_path, "model_path"))
+        path = None if model_path is None else as_any_tinker_path(model_path, "model_path")
         if base_model is not None and (not isinstance(base_model, str) or not base_model.strip()):
             raise TinkexValidationError("base_model", f"must be a model name, got {base_model!r}")
-        check_retry_config(retry_config)
+        retry_config = check_retry_config(retry_config)
         return create_sampling_client(
             self._session, model_path=path, base_model=base_model, retry_config=retry_config
         )

@@ -13,10 +13,11 @@ from pydantic import BaseModel
 
 from tinkex_clients._chunking import DEFAULT_MAX_CHUNK_BYTES, DEFAULT_MAX_CHUNK_ITEMS
 from tinkex_clients._future import APIFuture
+from tinkex_clients._retry_config import as_retry_config
 from tinkex_clients._session import Session
 from tinkex_clients._turnstile import Turnstile
 from tinkex_http import RetryConfig
-from tinkex_types import APIStatusError, TinkexValidationError, WireModel
+from tinkex_types import APIStatusError, WireModel
 
 __all__ = ["TrainingCore", "check_retry_config"]
 
@@ -24,12 +25,9 @@ _T = TypeVar("_T")
 _M = TypeVar("_M", bound=BaseModel)
 
 
-def check_retry_config(retry_config: Any) -> None:
-    if retry_config is not None and not isinstance(retry_config, RetryConfig):
-        raise TinkexValidationError(
-            "retry_config",
-            f"must be a tinkex RetryConfig or None, got {type(retry_config).__name__}",
-        )
+def check_retry_config(retry_config: Any) -> RetryConfig | None:
+    """``None`` or a RetryConfig (an official tinker one is converted)."""
+    return as_retry_config(retry_config)
 
 
 class TrainingCore:

@@ -11,8 +11,9 @@ from tinkex_clients._sampling import SamplingClient, create_sampling_client
 from tinkex_clients._training_core import TrainingCore, check_retry_config
 from tinkex_clients._validate import (
     as_adam_params,
+    as_any_tinker_path,
     as_checkpoint_name,
-    as_tinker_path,
+    as_load_path,
     as_ttl_seconds,
 )
 from tinkex_http import RetryConfig
@@ -81,7 +82,7 @@ class WeightsOps(TrainingCore):
 
     def _load(self, path: Any, optimizer: bool) -> APIFuture[LoadWeightsResponse]:
         self._check_open()
-        parsed = str(as_tinker_path(path, "path", kind="weights"))
+        parsed = as_load_path(path, "path")
         return self._single(
             "/api/v1/load_weights",
             "LoadWeights",
@@ -153,7 +154,7 @@ class WeightsOps(TrainingCore):
         """
         self._check_open()
         checkpoint = None if name is None else as_checkpoint_name(name)
-        check_retry_config(retry_config)
+        retry_config = check_retry_config(retry_config)
         (number,) = self._reserve(1)
         return self._launch([number], self._save_and_sample(number, checkpoint, retry_config))
 
@@ -229,8 +230,6 @@ class WeightsOps(TrainingCore):
         self, model_path: str, retry_config: RetryConfig | None
     ) -> Coroutine[Any, Any, SamplingClient]:
         self._check_open()
-        parsed = as_tinker_path(model_path, "model_path")
-        check_retry_config(retry_config)
-        return create_sampling_client(
-            self._session, model_path=str(parsed), retry_config=retry_config
-        )
+        parsed = as_any_tinker_path(model_path, "model_path")
+        retry_config = check_retry_config(retry_config)
+        return create_sampling_client(self._session, model_path=parsed, retry_config=retry_config)

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from tinkex_types import (
     PER_TOKEN_INPUTS,
     AdamParams,
+    CheckpointRef,
     Datum,
     ImageAssetPointerChunk,
     ImageChunk,
@@ -20,6 +21,7 @@ from tinkex_types import (
     TinkerPath,
     TinkexValidationError,
     check_sampling_params,
+    check_tinker_path,
     loss_spec,
     resolve_loss_config,
 )
@@ -28,8 +30,11 @@ __all__ = [
     "ClientClosedError",
     "as_access_scope",
     "as_adam_params",
+    "as_any_tinker_path",
     "as_checkpoint_name",
+    "as_checkpoint_ref",
     "as_data",
+    "as_load_path",
     "as_loss_fn",
     "as_loss_fn_config",
     "as_model_input",
@@ -310,6 +315,44 @@ def as_tinker_path(path: Any, field: str = "path", kind: str | None = None) -> T
             field, f"{path!r} is a {parsed.kind!r} checkpoint, expected {kind!r}", fix
         )
     return parsed
+
+
+def as_any_tinker_path(path: Any, field: str = "path") -> str:
+    """A ``tinker://`` path passed through as given (any server's shape)."""
+    try:
+        return check_tinker_path(path)
+    except (TypeError, ValueError) as exc:
+        raise TinkexValidationError(
+            field, str(exc), "pass a tinker:// path as the server returned it"
+        ) from None
+
+
+def as_checkpoint_ref(
+    path: Any, field: str = "tinker_path", *, need_checkpoint: bool = True
+) -> CheckpointRef:
+    """Any server's ``tinker://<run>/<checkpoint>`` path, split for a URL."""
+    try:
+        return CheckpointRef.parse(path, need_checkpoint=need_checkpoint)
+    except (TypeError, ValueError) as exc:
+        raise TinkexValidationError(
+            field, str(exc), "pass a tinker:// checkpoint path as the server returned it"
+        ) from None
+
+
+def as_load_path(path: Any, field: str = "path") -> str:
+    """A training-state path: any server's shape; a tinkex-shaped path must be ``weights``."""
+    text = as_any_tinker_path(path, field)
+    try:
+        parsed = TinkerPath.parse(text)
+    except ValueError:
+        return text  # another server's shape: the server judges it
+    if parsed.kind != "weights":
+        raise TinkexValidationError(
+            field,
+            f"{text!r} is a {parsed.kind!r} checkpoint, expected 'weights'",
+            "load training state from a save_state() path (tinker://<run>/weights/<name>)",
+        )
+    return text
 
 
 def as_access_scope(value: Any, field: str = "access_scope") -> str:

@@ -205,7 +205,15 @@ def status_error(response: httpx.Response, scrub: Callable[[str], str]) -> APISt
         rid = body.get("request_id")
         request_id = rid if isinstance(rid, str) else None
     cls = status_error_class(status)
-    return cls(message, status_code=status, request_id=request_id, body=body)
+    method: str | None = None
+    path: str | None = None
+    try:
+        method, path = response.request.method, response.request.url.path
+    except RuntimeError:  # a response made without a request (tests)
+        pass
+    return cls(
+        message, status_code=status, request_id=request_id, body=body, method=method, path=path
+    )
 
 
 class StreamingResponse:

@@ -101,7 +101,11 @@ class APIResponseValidationError(APIError):
 
 
 class APIStatusError(APIError):
-    """The server answered with a 4xx or 5xx status."""
+    """The server answered with a 4xx or 5xx status.
+
+    ``method`` and ``path`` name the request (``POST /api/v1/forward``; no query, no host),
+    so the message reads ``POST /api/v1/forward → 404: Not Found``.
+    """
 
     def __init__(
         self,
@@ -110,11 +114,17 @@ class APIStatusError(APIError):
         status_code: int,
         request_id: str | None = None,
         body: Any = None,
+        method: str | None = None,
+        path: str | None = None,
     ) -> None:
         super().__init__(message, request_id=request_id, body=body)
         self.status_code = status_code
+        self.method = method
+        self.path = path
 
     def __str__(self) -> str:
+        if self.method and self.path:
+            return f"{self.method} {self.path} → {self.status_code}: {self.message}"
         return f"{self.status_code}: {self.message}"
 
 

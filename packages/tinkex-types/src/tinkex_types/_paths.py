@@ -1,4 +1,11 @@
-"""``tinker://<training_run_id>/<kind>/<name>`` checkpoint paths (protocol.md §2.3)."""
+"""``tinker://`` paths (protocol.md §2.3).
+
+tinkex's own server issues ``tinker://<training_run_id>/<kind>/<name>`` (:class:`TinkerPath`).
+Other Tinker-compatible servers issue other shapes (skyrl-tx: ``tinker://<model_id>/<name>``),
+so paths a client sends back are taken as the server gave them: :func:`check_tinker_path`
+asks only for the scheme and something after it, and :class:`CheckpointRef` splits a path
+into the training run (first segment) and the checkpoint id (the rest) where a URL needs them.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +18,10 @@ __all__ = [
     "CHECKPOINT_KINDS",
     "TINKER_SCHEME",
     "CheckpointKind",
+    "CheckpointRef",
     "ParsedCheckpointTinkerPath",
     "TinkerPath",
+    "check_tinker_path",
     "checkpoint_id",
     "checkpoint_type_for_kind",
     "kind_for_checkpoint_type",
@@ -154,3 +163,45 @@ class ParsedCheckpointTinkerPath:
     @classmethod
     def from_tinker_path(cls, tinker_path: str) -> ParsedCheckpointTinkerPath:
         return TinkerPath.parse(tinker_path).to_parsed()
+
+
+def check_tinker_path(path: object) -> str:
+    """``path`` itself if it is ``tinker://`` and something; ValueError/TypeError otherwise."""
+    if not isinstance(path, str):
+        raise TypeError(f"a tinker path must be a str, got {type(path).__name__}")
+    if not path.startswith(TINKER_SCHEME):
+        raise ValueError(f"tinker path {path!r} must start with {TINKER_SCHEME!r}")
+    rest = path[len(TINKER_SCHEME) :]
+    if not rest.strip("/"):
+        raise ValueError(f"tinker path {path!r} is empty after {TINKER_SCHEME!r}")
+    if rest.startswith("/"):
+        raise ValueError(f"tinker path {path!r}: the training run id (first part) is empty")
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRef:
+    """Any server's checkpoint path: ``tinker://<training_run_id>/<checkpoint_id>``.
+
+    ``checkpoint_id`` is everything after the first ``/`` (``weights/step-1`` on tinkex
+    and the hosted service, ``diag_s`` on skyrl-tx); ``str()`` gives the path back as given.
+    """
+
+    training_run_id: str
+    checkpoint_id: str
+
+    @classmethod
+    def parse(cls, path: object, *, need_checkpoint: bool = True) -> CheckpointRef:
+        """Split a path; ValueError if it has no run or (``need_checkpoint``) no checkpoint."""
+        text = check_tinker_path(path)
+        run, _, checkpoint = text[len(TINKER_SCHEME) :].partition("/")
+        if need_checkpoint and not checkpoint.strip("/"):
+            raise ValueError(
+                f"tinker path {text!r} names no checkpoint after the training run id {run!r}"
+            )
+        return cls(training_run_id=run, checkpoint_id=checkpoint)
+
+    def __str__(self) -> str:
+        if not self.checkpoint_id:
+            return f"{TINKER_SCHEME}{self.training_run_id}"
+        return f"{TINKER_SCHEME}{self.training_run_id}/{self.checkpoint_id}"

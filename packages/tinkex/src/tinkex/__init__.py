@@ -16,7 +16,11 @@ The clients come from ``tinkex-clients``, the wire models from ``tinkex-types``
 
 from __future__ import annotations
 
+from httpx import Timeout
+
 from tinkex import types
+from tinkex._as_tinker import install_as_tinker, is_installed_as_tinker, uninstall_as_tinker
+from tinkex._modules import install_submodule_finder
 from tinkex.types import ModelID
 from tinkex_clients import (
     APIFuture,
@@ -27,12 +31,13 @@ from tinkex_clients import (
     RecoveryPolicy,
     RecoveryResult,
     RestClient,
+    RetryConfig,
     SamplingClient,
     ServiceClient,
     TokenizerNotFoundError,
     TrainingClient,
 )
-from tinkex_http import Config, RetryConfig
+from tinkex_http import Config
 from tinkex_types import (
     AdamParams,
     APIConnectionError,
@@ -76,6 +81,14 @@ from tinkex_types import (
 #: The official SDK's name for the base error class.
 TinkerError = TinkexError
 
+
+class ExperimentalWarning(FutureWarning):
+    """Warned when an experimental API is used (the official SDK's warning class)."""
+
+
+# ``tinkex.types.<module>`` and ``tinkex.lib.public_interfaces...``: tinker's module paths
+install_submodule_finder()
+
 __version__ = "0.1.0"
 __title__ = "tinkex"
 
@@ -96,6 +109,7 @@ __all__ = [
     "ConflictError",
     "Datum",
     "EncodedTextChunk",
+    "ExperimentalWarning",
     "ForwardBackwardOutput",
     "InternalServerError",
     "LoraConfig",
@@ -126,6 +140,7 @@ __all__ = [
     "StopReason",
     "TensorData",
     "TensorDtype",
+    "Timeout",
     "TinkerError",
     "TinkexError",
     "TinkexValidationError",
@@ -135,5 +150,8 @@ __all__ = [
     "UnprocessableEntityError",
     "__title__",
     "__version__",
+    "install_as_tinker",
+    "is_installed_as_tinker",
     "types",
+    "uninstall_as_tinker",
 ]

@@ -9,6 +9,9 @@ from __future__ import annotations
 from tinkex_types import *  # noqa: F403
 from tinkex_types import SaveWeightsForSamplerResponse
 
+#: A package path, so that ``tinkex.types.<module>`` (tinker's module paths) import.
+__path__: list[str] = []
+
 #: A training run / model id (a plain string), as in ``tinker.types.ModelID``.
 ModelID = str
 #: A future's request id (a plain string), as in ``tinker.types.RequestID``.
