@@ -304,6 +304,7 @@ async def test_weights_samplers_and_rest(api: Any) -> None:
             "adapter_config.json",
             "adapter_model.safetensors",
             "checkpoint_complete",
+            "tinkex_manifest.json",
         ]
         assert all(not n.startswith("/") and ".." not in n for n in names)
         config = json.loads(tar.extractfile("adapter_config.json").read())  # type: ignore[union-attr]

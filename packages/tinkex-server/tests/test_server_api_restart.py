@@ -246,6 +246,7 @@ def test_sigkill_and_restart_keep_futures_and_checkpoints(
                 "adapter_config.json",
                 "adapter_model.safetensors",
                 "checkpoint_complete",
+                "tinkex_manifest.json",
             }
         # Steps 6 and 7 were lost with the process: the model is refused (never trained on
         # silently from weights/s1) until a checkpoint is loaded back.
