@@ -51,6 +51,7 @@ from tinkex_http._futures import (
     default_queue_state_reason,
     poll_future,
 )
+from tinkex_http._logs import LibraryLogger, apply_log_level, get_logger
 from tinkex_http._multipart import MultipartBody, encode_multipart, flatten_form_fields
 from tinkex_http._plugin import QueueStateLogger
 from tinkex_http._ratelimit import (
@@ -111,6 +112,7 @@ __all__ = [
     "Config",
     "EndpointSpec",
     "HTTPClient",
+    "LibraryLogger",
     "MultipartBody",
     "PollPolicy",
     "PoolName",
@@ -128,6 +130,7 @@ __all__ = [
     "StreamingResponse",
     "UnsafeArchiveError",
     "__version__",
+    "apply_log_level",
     "archive_destination",
     "decode_json",
     "default_queue_state_reason",
@@ -139,6 +142,7 @@ __all__ = [
     "endpoint_spec",
     "extract_archive_safely",
     "flatten_form_fields",
+    "get_logger",
     "http_transport_factory",
     "is_retryable_error",
     "is_sensitive_header",

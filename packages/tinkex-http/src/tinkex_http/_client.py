@@ -43,7 +43,8 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
-from tinkex_http._config import Config
+from tinkex_http._config import Config, parse_log_level
+from tinkex_http._logs import apply_log_level
 from tinkex_http._messages import (
     RequestOptions,
     StreamingResponse,
@@ -99,6 +100,7 @@ class HTTPClient:
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.config = config if config is not None else Config()
+        apply_log_level(parse_log_level(self.config.log_level, "log_level"))
         self._transport = transport
         self._hooks = hooks
         self.clock = clock

@@ -335,7 +335,10 @@ class Config:
     )
     log_level: str | None = field(
         metadata=_row(
-            "TINKER_LOG", log_level_name, None, "log level name (never applied by tinkex)"
+            "TINKER_LOG",
+            log_level_name,
+            None,
+            "level of the tinkex loggers (stderr); unset: nothing printed",
         )
     )
     cf_access_client_id: str | None = field(

@@ -42,10 +42,10 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
 from pydantic import BaseModel
 
 from tinkex_http._client import HTTPClient, RequestOptions
+from tinkex_http._logs import get_logger
 from tinkex_http._ratelimit import BytesSemaphore, response_byte_limiter
 from tinkex_http._retry import mark_retried
 from tinkex_http._wire import accept_header
@@ -72,7 +72,7 @@ __all__ = [
     "poll_future",
 ]
 
-_log = structlog.get_logger("tinkex.futures")
+_log = get_logger("tinkex.futures")
 
 RETRIEVE_FUTURE_PATH = "/api/v1/retrieve_future"
 QUEUE_STATES = ("active", "paused_rate_limit", "paused_capacity", "unknown")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import structlog
 
 from tinkex_http._config import redact_headers
 from tinkex_http._endpoints import endpoint_spec
+from tinkex_http._logs import get_logger
 from tinkex_http._messages import RequestOptions, fmt_seconds, request_headers
 from tinkex_http._retry import mark_retried, transport_time_left
 from tinkex_http._scrub import scrub_request
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RETRIED_EXTENSION", "Plan", "make_plan", "send"]
 
-_log = structlog.get_logger("tinkex.http")
+_log = get_logger("tinkex.http")
 
 #: ``response.extensions`` key: set when the transport had a retry budget for the request.
 RETRIED_EXTENSION = "tinkex.transport_retries"

@@ -14,9 +14,8 @@ import threading
 import time
 from collections.abc import Callable
 
-import structlog
-
 from tinkex_http._config import Config
+from tinkex_http._logs import get_logger
 from tinkex_http._transport import http_transport_factory
 from tinkex_types import (
     AsyncTransport,
@@ -29,7 +28,7 @@ from tinkex_types import (
 
 __all__ = ["QueueStateLogger", "tinkex_on_queue_state_change", "tinkex_register_transports"]
 
-_log = structlog.get_logger("tinkex.queue")
+_log = get_logger("tinkex.queue")
 
 
 class QueueStateLogger:
