@@ -263,13 +263,14 @@ def test_one_training_step_records_metrics(stack: Stack, local_server: LocalServ
         tc.forward_backward([_datum()], "cross_entropy").result(60)
         tc.optim_step(AdamParams(learning_rate=1e-3)).result(60)
 
-    durations = stack.points("tinkex.request.duration")
+    durations = stack.points("http.client.request.duration")
     by_route: dict[str, int] = {}
     for point in durations:
         route = str(point.attributes.get("url.template"))
         by_route[route] = by_route.get(route, 0) + point.count
         assert point.attributes.get("http.request.method") in ("GET", "POST")
         assert point.sum >= 0
+        assert point.attributes.get("server.address") == "local"
     for route in (
         "/api/v1/create_session",
         "/api/v1/create_model",
@@ -298,11 +299,11 @@ def test_one_training_step_records_metrics(stack: Stack, local_server: LocalServ
     assert sum(p.count for p in future_durations) == sum(futures.values())
 
     def total(name: str, route: str) -> int:
-        return sum(p.value for p in stack.points(name) if p.attributes.get("url.template") == route)
+        return sum(p.sum for p in stack.points(name) if p.attributes.get("url.template") == route)
 
-    assert total("tinkex.request.bytes_sent", "/api/v1/forward_backward") > 0
-    assert total("tinkex.request.bytes_received", "/api/v1/forward_backward") > 0
-    assert total("tinkex.request.bytes_received", "/api/v1/retrieve_future") > 0
+    assert total("http.client.request.body.size", "/api/v1/forward_backward") > 0
+    assert total("http.client.response.body.size", "/api/v1/forward_backward") > 0
+    assert total("http.client.response.body.size", "/api/v1/retrieve_future") > 0
 
     operations = {
         p.attributes.get("tinkex.operation"): p.count
@@ -319,3 +320,27 @@ def test_one_training_step_records_metrics(stack: Stack, local_server: LocalServ
     }
     assert active.get("forward_backward") == 0
     assert active.get("optim_step") == 0
+
+
+def test_local_spans_hold_no_data_directory(
+    stack: Stack, local_server: LocalServer, tmp_path: Path
+) -> None:
+    """``local:///<data dir>`` attempts: paths from ``/api/`` on, ``server.address=local``;
+    heart-beats and telemetry posts start no trace of their own."""
+    data_dir = str(tmp_path / "data")
+    with ServiceClient(base_url=f"local://{data_dir}", api_key=API_KEY) as service:
+        service.create_lora_training_client(MODEL, rank=4, seed=5)
+        service.get_telemetry()
+    spans = stack.spans()
+    attempts = [s for s in spans if s.kind is SpanKind.CLIENT]
+    assert attempts
+    for span in attempts:
+        attrs = dict(span.attributes or {})
+        assert attrs["server.address"] == "local"
+        assert str(attrs["url.full"]).startswith("local:///api/v1/"), attrs["url.full"]
+        assert str(attrs["url.template"]).startswith("/api/v1/")
+        assert span.name.startswith("POST /api/v1/") or span.name.startswith("GET /api/v1/")
+    for span in spans:
+        assert data_dir not in _all_text(span), span.name
+    roots = [s.name for s in spans if s.parent is None]
+    assert not [n for n in roots if "telemetry" in n or "heartbeat" in n or "healthz" in n], roots

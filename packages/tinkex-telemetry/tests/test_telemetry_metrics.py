@@ -40,7 +40,7 @@ def test_request_metrics(otel: Any) -> None:
                      request_type="ForwardBackward", base_url=BASE)
     )  # fmt: skip
 
-    durations = _points(otel, "tinkex.request.duration")
+    durations = _points(otel, "http.client.request.duration")
     assert sum(p.count for p in durations) == 3
     by_status = {p.attributes.get("http.response.status_code"): p for p in durations}
     assert by_status[503].sum == 0.25
@@ -59,12 +59,13 @@ def test_request_metrics(otel: Any) -> None:
     assert timeout.sum >= 2.0
 
     assert _sum(otel, "tinkex.request.retries") == 1
-    assert _sum(otel, "tinkex.request.bytes_sent") == 2000
-    assert _sum(otel, "tinkex.request.bytes_received") == 60
+    assert sum(p.sum for p in _points(otel, "http.client.request.body.size")) == 2000
+    assert sum(p.sum for p in _points(otel, "http.client.response.body.size")) == 60
+    assert by_status[200].attributes["url.scheme"] == "https"
 
     metrics = otel.metrics()
-    assert metrics["tinkex.request.duration"].unit == "s"
-    assert metrics["tinkex.request.bytes_sent"].unit == "By"
+    assert metrics["http.client.request.duration"].unit == "s"
+    assert metrics["http.client.request.body.size"].unit == "By"
     for metric in metrics.values():
         assert metric.description, metric.name
 
@@ -179,4 +180,4 @@ def test_transport_spans_do_not_double_count_requests(otel: Any, fake_config: An
     )
     with httpx.Client(transport=transport) as client:
         client.get("http://tinker.test/api/v1/x")
-    assert "tinkex.request.duration" not in otel.metrics()
+    assert "http.client.request.duration" not in otel.metrics()

@@ -111,7 +111,7 @@ def test_export_spans_and_metrics_to_receiver(
     trace_req = next(r for r in receiver.requests if r.path == "/v1/traces")
     assert trace_req.headers["content-type"] == "application/x-protobuf"
     assert trace_req.headers["x-tenant"] == "acme"
-    assert {"tinkex.request.duration", "tinkex.operation.duration"} <= _metric_names(receiver)
+    assert {"http.client.request.duration", "tinkex.operation.duration"} <= _metric_names(receiver)
 
 
 def test_receiver_down_does_not_break_or_block_the_application(otlp_env: Any) -> None:

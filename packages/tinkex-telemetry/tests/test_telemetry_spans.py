@@ -428,11 +428,31 @@ def test_span_names_use_the_api_route(otel: Any, fake_config: Any) -> None:
     with httpx.Client(transport=transport) as client:
         client.post("https://tinker.test/services/tinker-prod/api/v1/forward_backward")
         client.post("http://127.0.0.1:8000/tmp/data-dir-42/api/v1/asample")
-        client.get("https://tinker.test/healthz")
+        client.get("https://tinker.test/healthz")  # a health check starts no trace
+        client.post("https://tinker.test/api/v1/telemetry", json={})  # nor does telemetry
     names = sorted(s.name for s in otel.spans())
-    assert names == ["GET /healthz", "POST /api/v1/asample", "POST /api/v1/forward_backward"]
+    assert names == ["POST /api/v1/asample", "POST /api/v1/forward_backward"]
     prod = otel.span("POST /api/v1/forward_backward")
     assert prod.attributes["url.template"] == "/services/tinker-prod/api/v1/forward_backward"
+
+
+def test_health_and_telemetry_inside_an_operation_are_traced(otel: Any, fake_config: Any) -> None:
+    seen: list[httpx.Headers] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers)
+        return httpx.Response(200)
+
+    transport = otel.hooks.wrap_transport(httpx.MockTransport(handler), fake_config)
+    with httpx.Client(transport=transport) as client:
+        client.get("https://tinker.test/api/v1/session_heartbeat")
+        with otel.hooks.operation_span("probe", {}):
+            client.get("https://tinker.test/api/v1/healthz")
+            client.post("https://tinker.test/api/v1/session_heartbeat")  # never traced
+    assert "traceparent" not in seen[0]  # untraced: nothing injected either
+    (probe,) = [s for s in otel.spans() if s.name == "GET /api/v1/healthz"]
+    assert probe.parent is not None
+    assert [s.name for s in otel.spans()] == ["GET /api/v1/healthz", "probe"]
 
 
 async def test_propagate_false_injects_nothing(otel: Any, fake_config: Any) -> None:

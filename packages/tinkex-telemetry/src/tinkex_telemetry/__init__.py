@@ -6,6 +6,7 @@ Installing the package switches it on (entry point ``telemetry`` of group ``tink
 
 from __future__ import annotations
 
+from tinkex_telemetry._autosetup import export_requested, setup_from_env
 from tinkex_telemetry._capture import capture_exceptions
 from tinkex_telemetry._classify import is_user_error
 from tinkex_telemetry._core import SINK_NAMES, TelemetryPlugin
@@ -68,6 +69,7 @@ __all__ = [
     "configure_logging",
     "default_plugin",
     "exception_record",
+    "export_requested",
     "format_record",
     "is_secret_key",
     "is_user_error",
@@ -79,6 +81,7 @@ __all__ = [
     "redact_value",
     "register_secret",
     "sanitize_url",
+    "setup_from_env",
     "setup_otel_from_env",
     "telemetry_enabled_from_env",
 ]

@@ -9,9 +9,16 @@ from typing import Any
 
 from opentelemetry.util.types import AttributeValue
 
-from tinkex_telemetry._redact import is_secret_key, redact_text
+from tinkex_telemetry._redact import is_secret_key, redact_text, sanitize_url
 
-__all__ = ["body_ids", "route_of", "span_attributes", "template_path", "to_attribute"]
+__all__ = [
+    "body_ids",
+    "route_of",
+    "safe_base_url",
+    "span_attributes",
+    "template_path",
+    "to_attribute",
+]
 
 _ID_SEGMENT = re.compile(r"\d|^[0-9a-fA-F\-]{24,}$|:")
 _VERSION_SEGMENT = re.compile(r"^v\d+$")
@@ -93,11 +100,22 @@ def span_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Attribute
     for key, value in (attributes or {}).items():
         if not isinstance(key, str) or not key or is_secret_key(key.rsplit(".", 1)[-1]):
             continue
+        if key.endswith("base_url") and isinstance(value, str):
+            value = safe_base_url(value)
         converted = to_attribute(value)
         if converted is None:
             continue
         out[key if "." in key else f"tinkex.{key}"] = converted
     return out
+
+
+def safe_base_url(url: str) -> str:
+    """A base URL fit for an attribute: for an in-process scheme (``local:///data/dir``)
+    only the scheme (the path is a local directory), else the URL without credentials."""
+    scheme, sep, _rest = url.partition("://")
+    if sep and scheme.lower() not in ("http", "https"):
+        return f"{scheme}://"
+    return sanitize_url(url)
 
 
 def body_ids(content: bytes) -> dict[str, AttributeValue]:

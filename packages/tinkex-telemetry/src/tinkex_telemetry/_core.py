@@ -46,6 +46,16 @@ INSTRUMENTATION_NAME = "tinkex"
 INSTRUMENTATION_VERSION = "0.1.0"
 SINK_NAMES: tuple[str, ...] = ("backend", "console", "otel")
 _SECRET_CONFIG_FIELDS = ("api_key", "cf_access_client_secret", "proxy")
+#: Operations that never start a trace (no span unless they already have a parent).
+UNTRACED_OPERATIONS: frozenset[str] = frozenset(
+    {
+        "server.telemetry",
+        "server.healthz",
+        "server.session_heartbeat",
+        "session_heartbeat",
+        "heartbeat",
+    }
+)
 
 
 class TelemetryPlugin:
@@ -260,13 +270,23 @@ class TelemetryPlugin:
         carrier: Mapping[str, str] | None = None,
     ) -> contextlib.AbstractContextManager[Span]:
         """Span one operation: a child of the current span, or of the remote span in
-        ``carrier``; current for the duration of the block (asyncio-safe via contextvars)."""
+        ``carrier``; current for the duration of the block (asyncio-safe via contextvars).
+
+        Telemetry, health and heart-beat operations (:data:`UNTRACED_OPERATIONS`) with no
+        parent get no span: they never start traces of their own."""
+        parent = remote_parent(self.propagator, carrier)
+        if (
+            operation in UNTRACED_OPERATIONS
+            and parent is None
+            and not trace.get_current_span().get_span_context().is_valid
+        ):
+            return contextlib.nullcontext(trace.INVALID_SPAN)
         return operation_span(
             self.tracer,
             self.metrics,
             operation,
             attributes,
-            parent=remote_parent(self.propagator, carrier),
+            parent=parent,
             kind=span_kind(operation, self.server_operations),
         )
 

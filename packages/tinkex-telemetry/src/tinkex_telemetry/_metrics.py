@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from opentelemetry.metrics import Meter
 
-from tinkex_telemetry._attrs import template_path
+from tinkex_telemetry._attrs import route_of
 from tinkex_types import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent
 
 __all__ = ["METRIC_NAMES", "SAMPLING_OPERATIONS", "TinkexMetrics"]
@@ -38,10 +38,10 @@ SAMPLING_OPERATIONS: frozenset[str] = frozenset(
 )
 
 METRIC_NAMES: tuple[str, ...] = (
-    "tinkex.request.duration",
+    "http.client.request.duration",
+    "http.client.request.body.size",
+    "http.client.response.body.size",
     "tinkex.request.retries",
-    "tinkex.request.bytes_sent",
-    "tinkex.request.bytes_received",
     "tinkex.futures",
     "tinkex.future.duration",
     "tinkex.queue_state.changes",
@@ -61,9 +61,10 @@ def _server_attrs(base_url: str | None) -> dict[str, Any]:
         port = parts.port
     except ValueError:
         return {}
-    out: dict[str, Any] = {}
-    if parts.hostname:
-        out["server.address"] = parts.hostname
+    out: dict[str, Any] = {"url.scheme": parts.scheme}
+    # In-process transports (local://) have no host: the scheme names the server, and the
+    # base URL's path (a data directory) is never used.
+    out["server.address"] = parts.hostname or parts.scheme
     if port is None and parts.scheme in ("http", "https"):
         port = 443 if parts.scheme == "https" else 80
     if port is not None:
@@ -75,10 +76,12 @@ class TinkexMetrics:
     """Every instrument tinkex records, created once per meter."""
 
     def __init__(self, meter: Meter) -> None:
+        # OpenTelemetry HTTP client semantic conventions (one attempt each; a retry is a
+        # separate attempt).
         self.request_duration = meter.create_histogram(
-            "tinkex.request.duration",
+            "http.client.request.duration",
             unit="s",
-            description="Duration of one HTTP attempt to the Tinker API (retries are separate attempts).",
+            description="Duration of HTTP client requests.",
             explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
         )
         self.retries = meter.create_counter(
@@ -86,15 +89,15 @@ class TinkexMetrics:
             unit="{retry}",
             description="HTTP attempts that failed and were retried.",
         )
-        self.bytes_sent = meter.create_counter(
-            "tinkex.request.bytes_sent",
+        self.bytes_sent = meter.create_histogram(
+            "http.client.request.body.size",
             unit="By",
-            description="Request body bytes sent to the Tinker API.",
+            description="Size of HTTP client request bodies.",
         )
-        self.bytes_received = meter.create_counter(
-            "tinkex.request.bytes_received",
+        self.bytes_received = meter.create_histogram(
+            "http.client.response.body.size",
             unit="By",
-            description="Response body bytes received from the Tinker API.",
+            description="Size of HTTP client response bodies.",
         )
         self.futures = meter.create_counter(
             "tinkex.futures",
@@ -144,7 +147,7 @@ class TinkexMetrics:
     def record_request(self, event: RequestEvent) -> None:
         attrs: dict[str, Any] = {
             "http.request.method": event.method.upper(),
-            "url.template": template_path(event.path),
+            "url.template": route_of(event.path),
             **_server_attrs(event.base_url),
         }
         if event.status_code is not None:
@@ -159,9 +162,9 @@ class TinkexMetrics:
         if event.will_retry:
             self.retries.add(1, attrs)
         if event.bytes_sent:
-            self.bytes_sent.add(event.bytes_sent, attrs)
+            self.bytes_sent.record(event.bytes_sent, attrs)
         if event.bytes_received:
-            self.bytes_received.add(event.bytes_received, attrs)
+            self.bytes_received.record(event.bytes_received, attrs)
 
     def record_future(self, event: FutureEvent) -> None:
         attrs: dict[str, Any] = {"tinkex.future.outcome": event.outcome}

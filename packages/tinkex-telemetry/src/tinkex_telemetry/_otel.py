@@ -13,6 +13,7 @@ from opentelemetry.trace import TracerProvider
 from opentelemetry.util.types import AttributeValue
 
 from tinkex_telemetry._attrs import to_attribute
+from tinkex_telemetry._exporters import exporter_names, metric_exporters, span_exporters
 from tinkex_telemetry._records import TelemetryRecord
 from tinkex_telemetry._sinks import BaseSink
 
@@ -89,7 +90,10 @@ def setup_otel_from_env(
     metric_export_interval: float | None = None,
     resource_attributes: Mapping[str, str] | None = None,
 ) -> OtelSetup:
-    """Install OTLP/HTTP span and metric exporters configured by ``OTEL_*`` variables.
+    """Install span and metric exporters configured by ``OTEL_*`` variables.
+
+    (Most processes need not call it: :func:`tinkex_telemetry.setup_from_env` runs it once
+    per process, and tinkex runs that by itself when ``OTEL_*`` variables ask for export.)
 
     Opt-in: call it once at start-up when the application has no OpenTelemetry setup of
     its own. With ``set_global`` (default) the providers become the global ones, unless
@@ -101,8 +105,10 @@ def setup_otel_from_env(
     ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT``,
     ``OTEL_EXPORTER_OTLP_HEADERS`` (and the per-signal ``..._HEADERS``),
     ``OTEL_EXPORTER_OTLP_TIMEOUT`` (seconds), ``OTEL_SERVICE_NAME``,
-    ``OTEL_RESOURCE_ATTRIBUTES``. ``OTEL_SDK_DISABLED=true`` installs nothing;
-    ``OTEL_TRACES_EXPORTER=none`` / ``OTEL_METRICS_EXPORTER=none`` skip one signal.
+    ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``http/protobuf`` or
+    ``grpc``). ``OTEL_SDK_DISABLED=true`` installs nothing; ``OTEL_TRACES_EXPORTER`` /
+    ``OTEL_METRICS_EXPORTER`` name the exporters (``otlp``, ``console``, ``none`` skips the
+    signal).
 
     Spans go through a ``BatchSpanProcessor`` (export in a background thread; a receiver
     that is down or slow never blocks the application), metrics through a
@@ -135,9 +141,9 @@ def _wanted_signals(
     """Which of (traces, metrics) to install: asked for (or not ``OTEL_*_EXPORTER=none``),
     and, when installing globally without ``force``, not set by the application already."""
     if traces is None:
-        traces = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() != "none"
+        traces = bool(exporter_names("traces"))
     if metrics_enabled is None:
-        metrics_enabled = os.environ.get("OTEL_METRICS_EXPORTER", "otlp").strip().lower() != "none"
+        metrics_enabled = bool(exporter_names("metrics"))
     if set_global and not force:
         has_tracer, has_meter = otel_configured()
         traces = traces and not has_tracer
@@ -161,36 +167,40 @@ def _resource(service_name: str | None, resource_attributes: Mapping[str, str] |
 def _tracer_provider(
     resource: Any, timeout: float | None, schedule_delay: float | None, set_global: bool
 ) -> Any:
-    """An SDK tracer provider exporting OTLP/HTTP through a ``BatchSpanProcessor``."""
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    """An SDK tracer provider exporting through a ``BatchSpanProcessor`` per exporter named
+    by ``OTEL_TRACES_EXPORTER`` (``otlp`` by default, ``console``)."""
     from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     provider = SdkTracerProvider(resource=resource, shutdown_on_exit=set_global)
-    provider.add_span_processor(
-        BatchSpanProcessor(
-            OTLPSpanExporter(timeout=timeout),
-            schedule_delay_millis=None if schedule_delay is None else schedule_delay * 1000,
-            export_timeout_millis=None if timeout is None else timeout * 1000,
+    for exporter in span_exporters(timeout):
+        provider.add_span_processor(
+            BatchSpanProcessor(
+                exporter,
+                schedule_delay_millis=None if schedule_delay is None else schedule_delay * 1000,
+                export_timeout_millis=None if timeout is None else timeout * 1000,
+            )
         )
-    )
     return provider
 
 
 def _meter_provider(
     resource: Any, timeout: float | None, export_interval: float | None, set_global: bool
 ) -> Any:
-    """An SDK meter provider exporting OTLP/HTTP through a periodic reader."""
-    from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+    """An SDK meter provider with a periodic reader per exporter named by
+    ``OTEL_METRICS_EXPORTER`` (``otlp`` by default, ``console``)."""
     from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
     from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
-    reader = PeriodicExportingMetricReader(
-        OTLPMetricExporter(timeout=timeout),
-        export_interval_millis=None if export_interval is None else export_interval * 1000,
-        export_timeout_millis=None if timeout is None else timeout * 1000,
-    )
-    return SdkMeterProvider(resource=resource, metric_readers=[reader], shutdown_on_exit=set_global)
+    readers = [
+        PeriodicExportingMetricReader(
+            exporter,
+            export_interval_millis=None if export_interval is None else export_interval * 1000,
+            export_timeout_millis=None if timeout is None else timeout * 1000,
+        )
+        for exporter in metric_exporters(timeout)
+    ]
+    return SdkMeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=set_global)
 
 
 def _flatten(

@@ -13,9 +13,8 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import structlog
-
-from tinkex_http import parse_bool
+from tinkex_http import get_logger, parse_bool
+from tinkex_telemetry._autosetup import auto_setup
 from tinkex_telemetry._core import TelemetryPlugin
 from tinkex_types import (
     AsyncTransport,
@@ -42,7 +41,7 @@ def _propagate_from_env() -> bool:
     try:
         return parse_bool(raw, "TINKEX_OTEL_PROPAGATE")
     except TinkexValidationError as exc:
-        structlog.get_logger("tinkex.telemetry").warning(
+        get_logger("tinkex.telemetry").warning(
             "otel_propagate_ignored", problem=str(exc), using=True
         )
         return True
@@ -55,11 +54,17 @@ def default_plugin() -> TelemetryPlugin:
     first used, read with the same rules as ``tinkex_http.Config.otel_propagate``
     (``0 false no off n f``); a value that is not a boolean word is logged and ignored here
     (``Config`` rejects it with an error naming the variable).
+
+    Building it is the zero-code OpenTelemetry switch: when the ``OTEL_*`` variables ask
+    for export (see :func:`tinkex_telemetry.export_requested`) and the application has no
+    provider of its own, :func:`tinkex_telemetry.setup_from_env` installs the global ones
+    first, so the first tinkex client of a process exports with no code.
     """
     global _default
     if _default is None:
         with _lock:
             if _default is None:
+                auto_setup()
                 _default = TelemetryPlugin(propagate=_propagate_from_env())
     return _default
 

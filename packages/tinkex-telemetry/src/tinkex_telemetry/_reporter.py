@@ -24,8 +24,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
-import structlog
 
+from tinkex_http import get_logger
 from tinkex_telemetry._records import (
     Severity,
     TelemetryRecord,
@@ -54,7 +54,7 @@ __all__ = [
     "telemetry_enabled_from_env",
 ]
 
-_log = structlog.get_logger("tinkex.telemetry")
+_log = get_logger("tinkex.telemetry")
 
 
 @dataclass(frozen=True, slots=True)

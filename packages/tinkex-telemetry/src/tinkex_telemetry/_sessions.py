@@ -11,8 +11,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
-import structlog
-
+from tinkex_http import get_logger
 from tinkex_telemetry._redact import redact_text
 from tinkex_telemetry._reporter import BackendReporter
 from tinkex_telemetry._reporter_settings import telemetry_enabled_from_env
@@ -20,7 +19,7 @@ from tinkex_types import SessionEvent, TinkexValidationError
 
 __all__ = ["SessionReporters"]
 
-_log = structlog.get_logger("tinkex.telemetry")
+_log = get_logger("tinkex.telemetry")
 
 
 class SessionReporters:

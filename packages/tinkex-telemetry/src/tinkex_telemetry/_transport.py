@@ -20,6 +20,15 @@ from tinkex_telemetry._redact import SENSITIVE_HEADERS, is_secret_key, redact_te
 __all__ = ["TracingTransport"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: Requests never traced: the SDK's own telemetry and the background heart-beats (they
+#: run in tasks that inherit the context of whatever created the session).
+_NEVER_TRACED = ("/api/v1/telemetry", "/api/v1/session_heartbeat")
+#: Requests that are traced only inside a caller's span: health checks.
+_NO_ROOT = ("/api/v1/healthz", "/healthz")
+#: The context key OpenTelemetry instrumentations honour to stay quiet.
+_SUPPRESS_KEY: str = getattr(
+    otel_context, "_SUPPRESS_INSTRUMENTATION_KEY", "suppress_instrumentation"
+)
 
 
 class _AttemptSpan:
@@ -37,15 +46,14 @@ class _AttemptSpan:
         self.received = 0
         method = request.method.upper()
         url = request.url
-        template = template_path(url.path)
         attrs: dict[str, AttributeValue] = {
             "http.request.method": method,
-            "url.full": sanitize_url(str(url)),
+            "url.full": _url_full(url),
             "url.scheme": url.scheme,
-            "url.template": template,
+            "url.template": _url_template(url),
+            # In-process transports (local://) have no host: the scheme names the server.
+            "server.address": url.host or url.scheme,
         }
-        if url.host:
-            attrs["server.address"] = url.host
         port = url.port or _DEFAULT_PORTS.get(url.scheme)
         if port is not None:
             attrs["server.port"] = port
@@ -79,7 +87,7 @@ class _AttemptSpan:
         ):
             parent_ctx = propagator.extract(carrier=dict(headers.items()))
         self.span: Span = tracer.start_span(
-            f"{method} {route_of(url.path)}",
+            f"{method} {route_of(url.path) if url.scheme in _DEFAULT_PORTS else _url_template(url)}",
             context=parent_ctx,
             kind=SpanKind.CLIENT,
             attributes=attrs,
@@ -133,6 +141,49 @@ class _AttemptSpan:
         if self.received:
             self.span.set_attribute("http.response.body.size", self.received)
         self.span.end()
+
+
+def _api_path(path: str) -> str:
+    """The path from ``/api/`` on (what follows a base-URL prefix or a ``local://`` data
+    directory); without ``/api/``, only the last segment (never a directory path)."""
+    at = path.find("/api/")
+    if at >= 0:
+        return path[at:]
+    return "/" + path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _url_full(url: httpx.URL) -> str:
+    """``url.full`` without secrets; for a scheme that is not a network one (``local://``)
+    without the data directory either."""
+    if url.scheme in _DEFAULT_PORTS:
+        return sanitize_url(str(url))
+    query = f"?{url.query.decode('ascii', 'replace')}" if url.query else ""
+    clean = sanitize_url(f"http://in-process{_api_path(url.path)}{query}")
+    return f"{url.scheme}://" + clean.removeprefix("http://in-process")
+
+
+def _url_template(url: httpx.URL) -> str:
+    if url.scheme in _DEFAULT_PORTS:
+        return template_path(url.path)
+    return template_path(_api_path(url.path))
+
+
+def untraced(request: httpx.Request) -> bool:
+    """Whether an attempt gets no span: instrumentation is suppressed in the current
+    context; it is a telemetry post or a heart-beat (never traced); or it is a health
+    check with no parent (no current span, no caller's ``traceparent``)."""
+    if otel_context.get_value(_SUPPRESS_KEY):
+        return True
+    path = request.url.path.rstrip("/")
+    if path.endswith(_NEVER_TRACED):
+        # Nor continued by the server: drop the context the inject hook may have added.
+        for name in ("traceparent", "tracestate", "baggage"):
+            request.headers.pop(name, None)
+        return True
+    if not path.endswith(_NO_ROOT):
+        return False
+    has_parent = trace.get_current_span().get_span_context().is_valid
+    return not (has_parent or "traceparent" in request.headers)
 
 
 def _int_header(value: str | None) -> int | None:
@@ -204,7 +255,10 @@ class TracingTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
     (``tinkex.retry_count``, ``tinkex.request_type``, ``tinkex.poll_iteration``,
     ``tinkex.request_id``, ``tinkex.model_id``, ``tinkex.seq_id``...), and ends when the
     response body has been read or closed. The header sent carries the attempt span as
-    parent. No value of ``x-api-key``, ``authorization`` or ``cf-access-client-secret``
+    parent. ``local://`` attempts carry ``server.address=local`` and paths from ``/api/`` on
+    (never the data directory). Telemetry posts and heart-beats are never traced, health
+    checks only inside a caller's span, and nothing is traced while instrumentation is
+    suppressed in the context. No value of ``x-api-key``, ``authorization`` or ``cf-access-client-secret``
     is ever recorded, nor any body.
     """
 
@@ -224,6 +278,8 @@ class TracingTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(self.inner, httpx.AsyncBaseTransport):
             raise TypeError(f"{type(self.inner).__name__} is not an async transport")
+        if untraced(request):
+            return await self.inner.handle_async_request(request)
         attempt = _AttemptSpan(self._tracer, self._propagator, request, self._capture)
         token = otel_context.attach(trace.set_span_in_context(attempt.span))
         try:
@@ -238,6 +294,8 @@ class TracingTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(self.inner, httpx.BaseTransport):
             raise TypeError(f"{type(self.inner).__name__} is not a sync transport")
+        if untraced(request):
+            return self.inner.handle_request(request)
         attempt = _AttemptSpan(self._tracer, self._propagator, request, self._capture)
         token = otel_context.attach(trace.set_span_in_context(attempt.span))
         try:
