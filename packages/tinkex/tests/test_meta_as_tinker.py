@@ -46,7 +46,8 @@ def test_runner_runs_an_official_style_script_on_local(tmp_path: Path) -> None:
     assert out["types_module"] == "tinkex.types"
     assert out["argv"] == ["--flag", "x"]
     losses = out["losses"]
-    assert len(losses) == 3 and losses[-1] < losses[0]
+    assert len(losses) == 3
+    assert losses[-1] < losses[0]
     assert out["sampled"] >= 1
     assert out["path"] in out["checkpoints"]
 

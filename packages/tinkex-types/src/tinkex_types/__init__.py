@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tinkex_types._audit import AuditLogEntry, AuditLogResponse, ExternalWeightsUrlsResponse
 from tinkex_types._backoff import Backoff
 from tinkex_types._base import (
     LOSS_FN_TYPES,
@@ -218,6 +219,9 @@ from tinkex_types.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuditLogEntry",
+    "AuditLogResponse",
+    "ExternalWeightsUrlsResponse",
     "CHECKPOINT_KINDS",
     "DEFAULT_CHAT_TEMPLATE",
     "DEFAULT_LORA_RANK",

@@ -7,7 +7,6 @@ import json
 import sys
 
 import httpx
-
 import tinker
 from tinker import types
 from tinker.lib.public_interfaces import APIFuture
