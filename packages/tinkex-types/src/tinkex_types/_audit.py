@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import Field
+
 from tinkex_types._base import WireModel
 
 __all__ = ["AuditLogEntry", "AuditLogResponse", "ExternalWeightsUrlsResponse"]
@@ -19,7 +21,7 @@ class AuditLogEntry(WireModel):
 
     timestamp: datetime
     event: str
-    event_details: dict[str, object] = {}
+    event_details: dict[str, object] = Field(default_factory=dict)
     #: Deprecated by the service (read ``event_details``); set on checkpoint events.
     model_id: str | None = None
     tinker_path: str | None = None
