@@ -74,6 +74,25 @@ async def test_protobuf_forward_backward_and_protobuf_result(api: Any) -> None:
     assert status == 200
 
 
+async def test_accept_negotiation_falls_back_to_json(api: Any) -> None:
+    sid = await api.session()
+    fut = await api.ok(
+        "create_model",
+        {"session_id": sid, "model_seq_id": 0, "base_model": "tinkex/tiny-llama-100k"},
+    )
+    # The protobuf codec does not carry CreateModelResponse: JSON, whatever the preference.
+    r = await _poll(api, fut["request_id"], PROTOBUF_MEDIA_TYPE)
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json() == {"model_id": fut["model_id"]}
+    mid = fut["model_id"]
+    done = await api.ok("forward", api.fwd_body(mid, 1))
+    # q=0 refuses protobuf; a higher q for JSON wins over protobuf.
+    for accept in (f"{PROTOBUF_MEDIA_TYPE};q=0", f"{PROTOBUF_MEDIA_TYPE};q=0.2, */*;q=0.9"):
+        r = await _poll(api, done["request_id"], accept)
+        assert r.headers["content-type"].startswith("application/json"), accept
+        assert ForwardBackwardOutput.model_validate(r.json()).loss_fn_outputs
+
+
 async def test_protobuf_sample_result(api: Any) -> None:
     codec = _protobuf()
     fut = await api.ok(
