@@ -27,6 +27,14 @@ from tinkex_http._archive import (
     parse_checkpoint_tinker_path,
     resolve_archive_url,
 )
+from tinkex_http._breaker import (
+    CircuitBreaker,
+    CircuitBreakerRegistry,
+    CircuitBreakerSettings,
+    CircuitOpenError,
+    breakers,
+    endpoint_family,
+)
 from tinkex_http._client import HTTPClient, RequestOptions, StreamingResponse, new_idempotency_key
 from tinkex_http._config import (
     API_KEY_PREFIX,
@@ -109,6 +117,10 @@ __all__ = [
     "ArchiveURL",
     "ByteEstimator",
     "BytesSemaphore",
+    "CircuitBreaker",
+    "CircuitBreakerRegistry",
+    "CircuitBreakerSettings",
+    "CircuitOpenError",
     "Config",
     "EndpointSpec",
     "HTTPClient",
@@ -132,6 +144,7 @@ __all__ = [
     "__version__",
     "apply_log_level",
     "archive_destination",
+    "breakers",
     "decode_json",
     "default_queue_state_reason",
     "download_archive",
@@ -139,6 +152,7 @@ __all__ = [
     "effective_pool_limit",
     "encode_json",
     "encode_multipart",
+    "endpoint_family",
     "endpoint_spec",
     "extract_archive_safely",
     "flatten_form_fields",

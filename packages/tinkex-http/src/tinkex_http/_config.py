@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal, NoReturn
 from urllib.parse import urlsplit
 
+from tinkex_http._breaker import CircuitBreakerSettings, parse_circuit_breaker
 from tinkex_http._secret import Secret
 from tinkex_http._settings import (
     LOG_LEVELS,
@@ -389,6 +390,14 @@ class Config:
             boolean,
             True,
             "call the tinkex_inject_headers hook (trace context)",
+        )
+    )
+    circuit_breaker: CircuitBreakerSettings = field(
+        metadata=_row(
+            "TINKEX_CIRCUIT_BREAKER",
+            parse_circuit_breaker,
+            CircuitBreakerSettings(),
+            "breaker per endpoint family: off (default), on, or failures=5,reset=30,probes=1",
         )
     )
     sdk_version: str = field(

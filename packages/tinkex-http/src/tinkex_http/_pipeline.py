@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from tinkex_http._breaker import guard as breaker_guard
 from tinkex_http._config import redact_headers
 from tinkex_http._endpoints import endpoint_spec
 from tinkex_http._logs import get_logger
@@ -169,8 +170,10 @@ async def send(http: HTTPClient, plan: Plan, *, stream: bool) -> httpx.Response:
     (read unless ``stream`` and 2xx); a transport failure past the budget raises."""
     client = http.client_for(plan.pool)
     policy = http.retry_policy
+    breaker = breaker_guard(http.config, plan.path)
     attempt = 0
     while True:
+        breaker.before()  # an open circuit breaker refuses the attempt (CircuitOpenError)
         request = _build(http, client, plan, attempt)
         retry = _may_retry(plan, attempt)
         started = http.clock()
@@ -185,6 +188,7 @@ async def send(http: HTTPClient, plan: Plan, *, stream: bool) -> httpx.Response:
         except httpx.TransportError as exc:
             scrub_request(request)  # exc.request is this request: no key past this point
             _emit(http, plan, attempt, started, error=type(exc).__name__, will_retry=retry)
+            breaker.failure(type(exc).__name__)
             if not retry:
                 raise transport_error(http, exc, plan, attempt) from None
             delay = policy.delay(attempt, rng=http.rng)
@@ -198,6 +202,7 @@ async def send(http: HTTPClient, plan: Plan, *, stream: bool) -> httpx.Response:
             )
         else:
             status = response.status_code
+            breaker.answered(status)
             retry = retry and status >= 400 and policy.should_retry_status(status, response.headers)
             read = not stream or status >= 300
             _emit(

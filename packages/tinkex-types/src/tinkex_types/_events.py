@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 __all__ = [
+    "CircuitBreakerEvent",
     "FutureEvent",
     "QueueStateEvent",
     "RegularizerEvent",
@@ -95,4 +96,28 @@ class SessionEvent:
     base_url: str
     config: Any = field(default=None, repr=False)
     sdk_version: str | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+CircuitState = Literal["closed", "open", "half_open"]
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerEvent:
+    """A circuit breaker of one endpoint family changed state (``tinkex_http`` breakers).
+
+    ``family`` is ``session``, ``training``, ``sampling``, ``futures``, ``rest`` or
+    ``telemetry``; ``base_url`` the normalized ``scheme://host[:port]`` of the server;
+    ``failures`` the consecutive failures counted when it changed; ``reason`` why (e.g.
+    ``"5 consecutive failures (last: HTTP 503)"``, ``"recovery timeout elapsed"``,
+    ``"probe succeeded"``); ``retry_after_s`` how long an open breaker refuses requests.
+    """
+
+    family: str
+    base_url: str
+    state: CircuitState
+    previous_state: CircuitState
+    failures: int
+    reason: str
+    retry_after_s: float | None = None
     timestamp: float = field(default_factory=time.time)
