@@ -357,3 +357,98 @@ async def test_200mb_download_keeps_memory_flat(make_client: MakeClient, tmp_pat
         fh.seek(chunk_size * 7)
         assert fh.read(4) == bytes([7]) * 4
     target.unlink()
+
+
+# -- issue 17: findings 4-6 ------------------------------------------------------------------
+
+
+def _sparse_pax_tar(path: Path, real_size: int) -> Path:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        entry = tarfile.TarInfo("big.bin")
+        data = b"1\n0\n512\n".ljust(512, b"\0") + b"x" * 512
+        entry.size = len(data)
+        entry.pax_headers = {
+            "GNU.sparse.major": "1",
+            "GNU.sparse.minor": "0",
+            "GNU.sparse.name": "big.bin",
+            "GNU.sparse.realsize": str(real_size),
+        }
+        tf.addfile(entry, io.BytesIO(data))
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
+def test_sparse_member_is_refused(tmp_path: Path) -> None:
+    archive = _sparse_pax_tar(tmp_path / "sparse.tar", 1 << 30)  # 10 KiB → 1 GiB
+    assert archive.stat().st_size < 16 * 1024
+    with pytest.raises(UnsafeArchiveError) as info:
+        extract_archive_safely(archive, tmp_path / "d")
+    assert info.value.reason == "sparse"
+    assert list(tmp_path.iterdir()) == [archive]
+
+
+def test_expansion_is_bounded_relative_to_the_archive(tmp_path: Path) -> None:
+    zeros = tarfile.TarInfo("zeros.bin")
+    zeros.size = 32 * 1024 * 1024
+    archive = tmp_path / "bomb.tar.gz"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tf:
+        tf.addfile(zeros, io.BytesIO(bytes(zeros.size)))
+    archive.write_bytes(gzip.compress(buffer.getvalue()))
+    assert archive.stat().st_size < 64 * 1024  # far below the 32 GiB absolute cap
+    with pytest.raises(ArchiveTooLargeError) as info:
+        extract_archive_safely(archive, tmp_path / "d")
+    assert info.value.reason == "expansion"
+    assert list(tmp_path.iterdir()) == [archive]
+    # the same archive passes when the ratio allows it (the absolute cap is still there)
+    dest = extract_archive_safely(archive, tmp_path / "ok", max_expansion=10_000, verify=False)
+    assert (dest / "zeros.bin").stat().st_size == zeros.size
+    with pytest.raises(ArchiveTooLargeError) as capped:
+        extract_archive_safely(
+            archive, tmp_path / "capped", max_expansion=None, max_total_bytes=1024 * 1024
+        )
+    assert capped.value.reason == "too-large"
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [("truncated", "truncated"), ("long name", "name-too-long"), ("file then dir", "duplicate")],
+)
+def test_accidental_refusals_are_unsafe_archive_errors(
+    tmp_path: Path, case: str, reason: str
+) -> None:
+    if case == "truncated":
+        raw = make_tar(tmp_path / "t.tar", VALID).read_bytes()
+        archive = tmp_path / "cut.tar"
+        archive.write_bytes(raw[: 512 * 3 + 100])
+    elif case == "long name":
+        archive = make_tar(tmp_path / "n.tar", [("n" * 300, b"1")])
+    else:
+        archive = make_tar(tmp_path / "d.tar", [("x", b"1"), special("x", tarfile.DIRTYPE)])
+    dest = tmp_path / "out" / "ckpt"
+    with pytest.raises(UnsafeArchiveError) as info:  # not ReadError / OSError
+        extract_archive_safely(archive, dest)
+    assert info.value.reason == reason
+    assert f"unsafe archive refused ({reason})" in str(info.value)
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_manifest_is_verified(tmp_path: Path) -> None:
+    from tinkex_types.manifest import MANIFEST_FILE, build_manifest, manifest_bytes
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, data in VALID:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    manifest = manifest_bytes(build_manifest(src))
+    good = make_tar(tmp_path / "good.tar", [*VALID, (MANIFEST_FILE, manifest)])
+    dest = extract_archive_safely(good, tmp_path / "ok")
+    assert (dest / MANIFEST_FILE).read_bytes() == manifest
+    tampered = [(n, d if n != "adapter_config.json" else b'{"r": 9}') for n, d in VALID]
+    bad = make_tar(tmp_path / "bad.tar", [*tampered, (MANIFEST_FILE, manifest)])
+    with pytest.raises(UnsafeArchiveError, match=r"adapter_config\.json does not match") as info:
+        extract_archive_safely(bad, tmp_path / "bad")
+    assert info.value.reason == "integrity"
+    assert not (tmp_path / "bad").exists()
