@@ -59,6 +59,7 @@ TINY: dict[str, tuple[str, dict[str, Any]]] = {
         {
             "rope_parameters": {"rope_type": "default", "rope_theta": 2000.0},
             "head_dim": 16,
+            "attention_bias": True,
             "tie_word_embeddings": True,
         },
     ),
