@@ -452,3 +452,15 @@ def test_manifest_is_verified(tmp_path: Path) -> None:
         extract_archive_safely(bad, tmp_path / "bad")
     assert info.value.reason == "integrity"
     assert not (tmp_path / "bad").exists()
+
+
+def test_setgid_directory_is_fine_but_setuid_file_is_not(tmp_path: Path) -> None:
+    shared = special("shared", tarfile.DIRTYPE)
+    shared.mode = 0o2775
+    dest = extract_archive_safely(make_tar(tmp_path / "ok.tar", [shared, *VALID]), tmp_path / "a")
+    assert (dest / "shared").is_dir()
+    runner = tarfile.TarInfo("run.sh")
+    runner.mode = 0o4755
+    with pytest.raises(UnsafeArchiveError) as info:
+        extract_archive_safely(make_tar(tmp_path / "bad.tar", [runner]), tmp_path / "b")
+    assert info.value.reason == "setuid"

@@ -8,7 +8,7 @@ only when every member passed and the content matched its manifest. Refused, eac
 * names: empty, absolute, with ``..``, over :data:`MAX_NAME_BYTES` per component or
   :data:`MAX_PATH_BYTES` in all; the same name twice (a file then a directory of that
   name too); a member below a file or a symbolic link of the archive;
-* types: devices, FIFOs, sparse files, unknown types; setuid/setgid bits; symbolic links
+* types: devices, FIFOs, sparse files, unknown types; setuid/setgid files; symbolic links
   that leave the destination (absolute, ``..`` past the root, or through other links);
   hard links to anything but an earlier regular file of the archive;
 * sizes: more than ``max_members`` members; declared or decompressed content over
@@ -114,7 +114,7 @@ def _check_type(member: tarfile.TarInfo) -> str:
         raise UnsafeArchiveError(f"archive member {name!r} is a FIFO", reason="fifo")
     if member.issparse():
         raise UnsafeArchiveError(f"archive member {name!r} is a sparse file", reason="sparse")
-    if member.mode & 0o6000:
+    if member.isfile() and member.mode & 0o6000:  # (setgid on directories is harmless)
         raise UnsafeArchiveError(
             f"archive member {name!r} has the setuid/setgid bit (mode {member.mode:o})",
             reason="setuid",
