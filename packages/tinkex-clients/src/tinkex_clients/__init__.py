@@ -36,9 +36,13 @@ from tinkex_clients._retry_config import RetryConfig, as_retry_config
 from tinkex_clients._sampling import SamplingClient
 from tinkex_clients._service import ServiceClient
 from tinkex_clients._tokenizers import (
+    TOKENIZER_FILES,
     TokenizerNotFoundError,
     hf_hub_cache_dir,
+    hub_download_tokenizer,
     load_local_tokenizer,
+    load_tokenizer,
+    set_tokenizer_downloader,
     tokenizer_id_for_model,
     tokenizer_search_paths,
 )
@@ -50,6 +54,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DEFAULT_MAX_CHUNK_BYTES",
     "DEFAULT_MAX_CHUNK_ITEMS",
+    "TOKENIZER_FILES",
     "APIFuture",
     "ClientClosedError",
     "CustomLossFn",
@@ -69,8 +74,11 @@ __all__ = [
     "chunk_data",
     "combine_forward_backward_outputs",
     "hf_hub_cache_dir",
+    "hub_download_tokenizer",
     "load_local_tokenizer",
+    "load_tokenizer",
     "reduce_metrics",
+    "set_tokenizer_downloader",
     "tokenizer_id_for_model",
     "tokenizer_search_paths",
 ]
