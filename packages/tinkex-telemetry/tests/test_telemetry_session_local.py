@@ -167,10 +167,18 @@ def test_captured_exceptions_reach_the_session(stack: Stack) -> None:
             _ = 1 / 0
     events = stack.events(sid)
     check_stream(events)
-    assert stack.names(sid) == ["SESSION_START", "user_error", "UNHANDLED_EXCEPTION", "SESSION_END"]
-    assert events[1]["severity"] == "WARNING"
+    # The failed attempt (404) is forwarded like the official client's, then the capture.
+    assert stack.names(sid) == [
+        "SESSION_START",
+        "tinkex.http.request.stop",
+        "user_error",
+        "UNHANDLED_EXCEPTION",
+        "SESSION_END",
+    ]
     assert events[1]["event_data"]["status_code"] == 404
-    assert events[2]["error_type"] == "ZeroDivisionError"
+    assert events[2]["severity"] == "WARNING"
+    assert events[2]["event_data"]["status_code"] == 404
+    assert events[3]["error_type"] == "ZeroDivisionError"
 
 
 def test_forwarding_hook_events_is_opt_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -229,3 +237,61 @@ def test_session_close_timeout_is_checked(bad: Any) -> None:
         TelemetryPlugin(session_close_timeout=bad)
     assert err.value.field == "session_close_timeout"
     assert "session_close_timeout=" in str(err.value)
+
+
+def test_a_session_forwards_failures_and_queue_states_like_the_official_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed attempts, queue-state changes and failed futures reach the session's
+    reporter (successful requests do not), bounded per event name and minute."""
+    from tinkex_types import BadRequestError, FutureEvent, QueueStateEvent
+
+    plugin = TelemetryPlugin(propagate=False, session_forward_per_minute=5)
+    with make_stack(tmp_path, monkeypatch, plugin) as stack:
+        with ServiceClient(base_url="local://", api_key=API_KEY) as svc:
+            sid = svc.session_id
+            assert svc.get_telemetry() not in plugin.sinks  # routed, not attached
+            svc.get_server_capabilities()  # a success: not forwarded
+            with pytest.raises(BadRequestError):
+                svc.create_lora_training_client("no/such-model", rank=4)
+            states = ["paused_rate_limit", "active", "paused_capacity"] * 3
+            for i, state in enumerate(states):
+                stack.hooks.on_queue_state_change(
+                    QueueStateEvent(f"req-{i}", state, None, "busy", base_url="local://")
+                )
+            stack.hooks.on_future(FutureEvent("req-x", "timed_out", 3.0, 7))
+            stack.hooks.on_future(FutureEvent("req-y", "resolved", 1.0, 1))
+        names = stack.names(sid)
+        events = stack.events(sid)
+        bodies = repr(stack.bodies(sid))
+    assert names[0] == "SESSION_START"
+    assert names[-1] == "SESSION_END"
+    failed = [
+        e["event_data"]
+        for e in events
+        if e.get("event_name") in ("tinkex.http.request.stop", "tinkex.http.request.exception")
+    ]
+    assert failed, names
+    assert all(d["result"] == "error" for d in failed)
+    assert any(d["status_code"] == 400 and d["path"].endswith("create_model") for d in failed)
+    assert not any(str(d["path"]).endswith("get_server_capabilities") for d in failed)
+    assert names.count("tinkex.queue.state_change") == 5  # 9 changes, 5 per minute
+    assert plugin.forwarder.dropped == 4
+    assert "tinkex.future.timed_out" in names
+    assert "tinkex.future.resolved" not in names
+    assert API_KEY not in bodies
+
+
+def test_session_forwarding_can_be_switched_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tinkex_types import QueueStateEvent
+
+    plugin = TelemetryPlugin(propagate=False, session_forward=False)
+    with make_stack(tmp_path, monkeypatch, plugin) as stack:
+        with ServiceClient(base_url="local://", api_key=API_KEY) as svc:
+            sid = svc.session_id
+            stack.hooks.on_queue_state_change(
+                QueueStateEvent("r", "paused_capacity", None, "busy", base_url="local://")
+            )
+        assert stack.names(sid) == ["SESSION_START", "SESSION_END"]

@@ -14,6 +14,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from tinkex_telemetry._forwarding import DEFAULT_FORWARD_PER_MINUTE, SessionForwarder
 from tinkex_telemetry._metrics import TinkexMetrics
 from tinkex_telemetry._otel import OtelSink
 from tinkex_telemetry._records import TelemetryRecord, TelemetrySink, record_from_event
@@ -78,9 +79,13 @@ class TelemetryPlugin:
     hands it out; on ``end`` it sends ``SESSION_END`` and closes it, waiting about
     ``session_close_timeout`` seconds at most. Nothing is built when the client's
     ``telemetry_enabled`` (``TINKER_TELEMETRY``) is false or ``session_reporters=False``.
-    ``session_reporter_options`` are :meth:`BackendReporter.from_config` overrides; hook
-    events are not forwarded unless they include ``forward`` (they carry no session id, so
-    every session reporter on the same base URL would receive them).
+    ``session_reporter_options`` are :meth:`BackendReporter.from_config` overrides. Like
+    the official client, a session reporter forwards the notable observer events (failed
+    HTTP attempts, queue-state changes, failed and timed-out futures; at most
+    ``session_forward_per_minute`` of one name per minute) to the session of their base
+    URL (:mod:`tinkex_telemetry._forwarding`); ``session_forward=False`` forwards none, and
+    a ``forward`` option makes the reporter an attached sink that gets every record of
+    those kinds.
 
     The module ``tinkex_telemetry._plugin`` (entry point ``telemetry``) delegates to one
     default instance using the global providers.
@@ -100,6 +105,8 @@ class TelemetryPlugin:
         session_reporters: bool = True,
         session_close_timeout: float = 5.0,
         session_reporter_options: Mapping[str, Any] | None = None,
+        session_forward: bool = True,
+        session_forward_per_minute: int = DEFAULT_FORWARD_PER_MINUTE,
     ) -> None:
         self._tracer_provider = tracer_provider
         self._meter_provider = meter_provider
@@ -120,6 +127,8 @@ class TelemetryPlugin:
             close_timeout=session_close_timeout,
             options=session_reporter_options,
         )
+        self.session_forward = session_forward
+        self.forwarder = SessionForwarder(per_minute=session_forward_per_minute)
         for sink in sinks:
             self.attach(sink)
 
@@ -221,14 +230,21 @@ class TelemetryPlugin:
         owned += [r for r in self._sessions.open_reporters() if r not in owned]
         return owned
 
-    def _dispatch(self, record_for: Callable[[], TelemetryRecord]) -> None:
+    def _dispatch(
+        self, record_for: Callable[[], TelemetryRecord], base_url: str | None = None
+    ) -> None:
+        """Emit the record to every attached sink, and the notable ones to the session
+        reporter of ``base_url`` (see :mod:`tinkex_telemetry._forwarding`)."""
         sinks = self.sinks
-        if not sinks:
+        reporter = self._sessions.route(base_url) if self.session_forward else None
+        if not sinks and reporter is None:
             return
         record = record_for()
         for sink in sinks:
             with contextlib.suppress(Exception):  # one broken sink must not starve the others
                 sink.emit(record)
+        if reporter is not None and reporter not in sinks:
+            self.forwarder.forward(record, reporter)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Flush every attached sink; ``True`` if all delivered in time."""
@@ -327,7 +343,7 @@ class TelemetryPlugin:
     @hookimpl
     def tinkex_on_request(self, event: RequestEvent) -> None:
         self.metrics.record_request(event)
-        self._dispatch(lambda: record_from_event(event))
+        self._dispatch(lambda: record_from_event(event), event.base_url)
 
     @hookimpl
     def tinkex_on_future(self, event: FutureEvent) -> None:
@@ -339,7 +355,7 @@ class TelemetryPlugin:
     def tinkex_on_queue_state_change(self, event: QueueStateEvent) -> None:
         self.metrics.record_queue_state(event)
         annotate_queue_state(event)
-        self._dispatch(lambda: record_from_event(event))
+        self._dispatch(lambda: record_from_event(event), event.base_url)
 
     @hookimpl
     def tinkex_on_regularizer(self, event: RegularizerEvent) -> None:

@@ -305,6 +305,23 @@ class BackendReporter(BaseSink):
             ts=record.timestamp,
         )
 
+    def forward(self, record: TelemetryRecord) -> bool:
+        """Queue an observer record as a ``GENERIC_EVENT`` whatever :attr:`settings`
+        ``forward`` says (the session forwarding of
+        :class:`~tinkex_telemetry._forwarding.SessionForwarder` decides); never raises."""
+        try:
+            return self._enqueue(
+                {
+                    "event": "GENERIC_EVENT",
+                    "severity": record.severity,
+                    "event_name": record.name,
+                    "event_data": dict(record.data),
+                },
+                ts=record.timestamp,
+            )
+        except Exception:  # a sink must never break its caller
+            return False
+
     def log_fatal_exception(
         self, exc: BaseException, severity: Severity | str = "CRITICAL"
     ) -> bool:

@@ -52,6 +52,21 @@ class SessionReporters:
         with self._lock:
             return self._by_session.get(session_id)
 
+    def route(self, base_url: str | None) -> BackendReporter | None:
+        """The reporter that forwards an observer event of ``base_url``: the newest open
+        session on that base URL, else the newest open session; only reporters that do
+        not forward everything themselves (``forward`` empty)."""
+        with self._lock:
+            candidates = [r for r in reversed(self._by_session.values()) if not r.settings.forward]
+        if not candidates:
+            return None
+        if base_url:
+            wanted = base_url.rstrip("/")
+            for reporter in candidates:
+                if reporter.base_url == wanted:
+                    return reporter
+        return candidates[0]
+
     def open_reporters(self) -> list[BackendReporter]:
         with self._lock:
             return list(self._by_session.values())

@@ -1,0 +1,77 @@
+"""What a session reporter forwards of the observer hooks, like the official client.
+
+The official SDK reports HTTP failures (every failed attempt of its retry loops, with the
+status code and whether it retries), failed and timed-out futures, but not each successful
+request. A session reporter built by the plugin forwards the same, plus every queue-state
+change (``active``, ``paused_rate_limit``, ``paused_capacity``):
+
+* ``tinkex.http.request.exception`` / ``tinkex.http.request.stop`` for attempts that got
+  no answer or a status >= 400;
+* ``tinkex.queue.state_change`` for each change;
+* ``tinkex.future.failed`` / ``tinkex.future.timed_out``.
+
+Bounded: at most ``per_minute`` events of one name per session reporter and minute (the
+rest are dropped and counted in :attr:`SessionForwarder.dropped`), on top of the
+reporter's own queue bound and batching. Observer events carry no session id: an event
+goes to the reporter of the session on its base URL, else to the newest session.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from tinkex_telemetry._records import TelemetryRecord
+from tinkex_telemetry._reporter import BackendReporter
+
+__all__ = ["DEFAULT_FORWARD_PER_MINUTE", "SessionForwarder", "is_notable"]
+
+#: Events of one name one session reporter forwards per minute, at most.
+DEFAULT_FORWARD_PER_MINUTE = 60
+_WINDOW_S = 60.0
+
+
+def is_notable(record: TelemetryRecord) -> bool:
+    """Whether the official client would report this record (see the module docstring)."""
+    if record.kind == "request":
+        return record.data.get("result") == "error"
+    if record.kind == "queue_state":
+        return True
+    if record.kind == "future":
+        return record.data.get("outcome") in ("failed", "timed_out")
+    return False
+
+
+class SessionForwarder:
+    """Rate-bounded forwarding of notable records to one reporter per record."""
+
+    def __init__(
+        self,
+        *,
+        per_minute: int = DEFAULT_FORWARD_PER_MINUTE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.per_minute = per_minute
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window_start = clock()
+        self._counts: dict[tuple[str, str], int] = {}
+        self.dropped = 0
+
+    def forward(self, record: TelemetryRecord, reporter: BackendReporter) -> bool:
+        """Queue ``record`` on ``reporter`` if notable and within the budget."""
+        if not is_notable(record):
+            return False
+        key = (reporter.session_id, record.name)
+        with self._lock:
+            now = self._clock()
+            if now - self._window_start >= _WINDOW_S:
+                self._window_start = now
+                self._counts.clear()
+            count = self._counts.get(key, 0)
+            if count >= self.per_minute:
+                self.dropped += 1
+                return False
+            self._counts[key] = count + 1
+        return reporter.forward(record)
