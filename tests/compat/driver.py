@@ -7,7 +7,9 @@ installed (0.16.1 ... 0.38.0); it imports nothing from tinkex, so it runs anywhe
         --api-key tml-compat --model tinkex/tiny-llama-100k
 
 It prints one JSON object on stdout: ``{"tinker_version", "base_url", "model", "steps":
-[{"step", "ok", "error"?, "detail"?}, ...], "ok"}`` and exits 0 only if every step passed.
+[{"step", "ok", "error"?, "detail"?}, ...], "refused": [loss, ...], "ok"}`` and exits 0 only
+if every step passed. A loss the server refuses with a 4xx that names it (a loss it does not
+offer) counts as passed and is listed under ``refused``.
 Each step is one public client call (or a small group of them) checked for a plausible
 result; a failing step records the exception type and message and the loop goes on with
 whatever it still has (later steps that need an earlier result are then recorded as
@@ -106,6 +108,16 @@ def _where(exc: BaseException) -> str:
     last = inside[-1]
     path = last.filename.split("site-packages/")[-1]
     return f"{path}:{last.lineno}"
+
+
+def named_refusal(exc: BaseException, loss: str) -> str | None:
+    """The message of a 4xx refusal that names ``loss`` (a server that does not offer a loss
+    says so: the step counts as passed, reported as ``refused``), else ``None``."""
+    status = getattr(exc, "status_code", None)
+    if not isinstance(status, int) or not 400 <= status < 500 or status in (408, 409, 429):
+        return None
+    message = str(exc)
+    return _short(message, 300) if repr(loss) in message or f'"{loss}"' in message else None
 
 
 def loss_names(types: Any) -> list[str]:
@@ -249,11 +261,18 @@ def _fwdbwd(report: Report, types: Any, datum: Callable[..., Any], loss: str) ->
         config = {"clip_low_threshold": 0.8, "clip_high_threshold": 1.2} if loss == "ppo" else None
         if loss == "dro":
             config = {"beta": 0.1}
-    out = resolve(
-        training.forward_backward(data, loss, config)
-        if config
-        else training.forward_backward(data, loss)
-    )
+    try:
+        out = resolve(
+            training.forward_backward(data, loss, config)
+            if config
+            else training.forward_backward(data, loss)
+        )
+    except Exception as exc:
+        refusal = named_refusal(exc, loss)
+        if refusal is None:
+            raise
+        report.state.setdefault("refused", []).append(loss)
+        return {"refused": refusal}
     value = out.metrics.get("loss:sum")
     check(value is not None and math.isfinite(value), f"loss:sum {value}")
     check(len(out.loss_fn_outputs) == len(seqs), f"{len(out.loss_fn_outputs)} outputs")
@@ -529,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "ok": ok,
         "failed": [s["step"] for s in report.steps if not s["ok"]],
+        "refused": report.state.get("refused", []),
         "steps": report.steps,
     }
     print(json.dumps(result, indent=2, default=str))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -65,7 +66,11 @@ async def test_training_loop_and_info(api: Any) -> None:
     assert info.lora_rank == 4
     assert info.is_lora
     assert info.model_data.model_name == MODEL
-    assert info.model_data.tokenizer_id == MODEL
+    # An absolute directory the official client's AutoTokenizer loads offline.
+    tok_dir = Path(str(info.model_data.tokenizer_id))
+    assert tok_dir.is_absolute()
+    assert (tok_dir / "tokenizer.json").is_file()
+    assert (tok_dir / "tokenizer_config.json").is_file()
     assert info.model_data.arch == "llama"
 
     before = ForwardBackwardOutput.model_validate(
@@ -183,7 +188,9 @@ async def test_weights_samplers_and_rest(api: Any) -> None:
                 "topk_prompt_logprobs": 2,
             },
         )
-        assert set(fut) == {"request_id"}
+        # 0.38: one sequence id per sample, unique.
+        assert set(fut) == {"request_id", "sample_sequence_ids"}
+        assert len(set(fut["sample_sequence_ids"])) == 2
         body = await api.result(fut)
         res = SampleResponse.model_validate(body)
         assert len(res.sequences) == 2

@@ -29,6 +29,7 @@ from starlette.routing import Match
 from tinkex_server._config import ServerConfig
 from tinkex_server._middleware import ServerMiddleware
 from tinkex_server._problems import ApiProblem
+from tinkex_server._routes_generations import add_generation_routes
 from tinkex_server._routes_rest import add_rest_routes
 from tinkex_server._routes_sampling import add_sampling_routes
 from tinkex_server._routes_sessions import add_session_routes
@@ -77,9 +78,15 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http(request: Request, exc: StarletteHTTPException) -> Response:
         headers = dict(exc.headers or {})
+        detail = str(exc.detail)
         if exc.status_code == 405:
             headers["allow"] = ", ".join(_allowed_methods(app, request))
-        return _problem(exc.status_code, str(exc.detail), headers)
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = (
+                f"{request.method} {request.url.path}: this server has no such route "
+                "(tinkex serve implements the routes of docs/compatibility.md)"
+            )
+        return _problem(exc.status_code, detail, headers)
 
     @app.exception_handler(Exception)
     async def crash(_: Request, exc: Exception) -> Response:
@@ -126,6 +133,7 @@ def create_app(
     app.add_middleware(ServerMiddleware, fastapi_app=app, runtime=runtime)
     _install_error_handlers(app)
     for add_routes in (
+        add_generation_routes,
         add_session_routes,
         add_training_routes,
         add_sampling_routes,

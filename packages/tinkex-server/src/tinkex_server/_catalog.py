@@ -8,12 +8,20 @@ from the built-in table or from ``config.json`` alone, without loading weights.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from tinkex_server._builtin import BUILTIN_MODELS, builtin_model, is_builtin_model
+from tinkex_server._builtin import (
+    BUILTIN_MODELS,
+    builtin_model,
+    builtin_tokenizer_dir,
+    is_builtin_model,
+)
 
-__all__ = ["BaseModelDesc", "describe_base_model"]
+__all__ = ["BaseModelDesc", "describe_base_model", "tokenizer_id_for"]
 
 _ARCHS = {
     "LlamaForCausalLM": "llama",
@@ -83,3 +91,37 @@ def builtin_descs() -> list[BaseModelDesc]:
         assert desc is not None
         out.append(desc)
     return out
+
+
+def _export_builtin_tokenizer(name: str, data_dir: Path) -> Path:
+    """``<data_dir>/tokenizers/<name with '/' as '--'>``: the bundled tokenizer files
+    (written once, atomically)."""
+    dest = data_dir / "tokenizers" / name.replace("/", "--")
+    if (dest / "tokenizer.json").is_file():
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=dest.parent))
+    try:
+        for item in builtin_tokenizer_dir().iterdir():
+            if item.is_file():
+                shutil.copyfile(item, staging / item.name)
+        try:
+            os.replace(staging, dest)
+        except OSError:  # another request exported it first
+            if not (dest / "tokenizer.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest
+
+
+def tokenizer_id_for(desc: BaseModelDesc, data_dir: Path) -> str | None:
+    """The ``tokenizer_id`` ``get_info`` hands out: an absolute directory path that
+    ``AutoTokenizer.from_pretrained`` loads offline on this machine. Built-in models: their
+    tokenizer exported into the data directory; local model directories: their own path
+    (when they hold ``tokenizer.json``)."""
+    if desc.builtin:
+        return str(_export_builtin_tokenizer(desc.name, data_dir).resolve())
+    if desc.tokenizer_id is None:
+        return None
+    return str(Path(desc.tokenizer_id).expanduser().resolve())

@@ -8,10 +8,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DATA_DIR_ENV", "ServerConfig", "default_data_dir"]
+__all__ = ["DATA_DIR_ENV", "PATH_STYLES", "ServerConfig", "default_data_dir"]
 
 #: Environment variable naming the data directory (SQLite database + checkpoint files).
 DATA_DIR_ENV = "TINKEX_DATA_DIR"
+#: The shapes of issued ``tinker://`` save paths (:attr:`ServerConfig.path_style`).
+PATH_STYLES = ("standard", "two-part")
 
 
 def default_data_dir() -> Path:
@@ -54,6 +56,14 @@ class ServerConfig:
     * ``enable_test_routes``: adds ``/api/v1/_test/...`` routes (mark a run corrupted, read
       the applied-steps log and the stored telemetry). Off by default.
     * ``model_owner``: ``model_owner`` of every training run.
+    * ``protobuf``: speak the later generations (official SDK 0.18 - 0.38): ``client/config``
+      with protobuf flags, protobuf (and zstd) request bodies, protobuf results. ``False``
+      is a JSON-only server of the 0.16.1 generation: ``client/config`` and
+      ``dynamic_config`` answer 404 and protobuf bodies 415.
+    * ``path_style``: the shape of the ``tinker://`` paths this server issues for saves:
+      ``"standard"`` (``tinker://<run>/weights/<name>``) or ``"two-part"``
+      (``tinker://<run>/<name>``, the checkpoint kind left implicit; both shapes are accepted
+      back).
     """
 
     data_dir: Path = field(default_factory=default_data_dir)
@@ -71,6 +81,8 @@ class ServerConfig:
     archive_url_ttl_s: float = 900.0
     enable_test_routes: bool = False
     model_owner: str = "local"
+    protobuf: bool = True
+    path_style: str = "standard"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
@@ -82,6 +94,11 @@ class ServerConfig:
             if not isinstance(key, str):
                 raise ValueError("ServerConfig.api_keys must be strings")
         object.__setattr__(self, "api_keys", keys)
+        if self.path_style not in PATH_STYLES:
+            raise ValueError(
+                f"ServerConfig.path_style must be one of {', '.join(PATH_STYLES)}, "
+                f"got {self.path_style!r}"
+            )
         for name in (
             "seq_gap_grace_s",
             "poll_hold_s",

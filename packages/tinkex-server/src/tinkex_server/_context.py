@@ -85,6 +85,17 @@ class Desk:
         if self.store.get_session(session_id) is None:
             raise not_found("session_id", session_id, "create a session first (create_session)")
 
+    def live_session(self, session_id: str) -> None:
+        """404 unless the session exists, 410 once it was finished (``sessions/{id}/finish``)."""
+        self.session(session_id)
+        _, ended = self.store.dedup_get(f"finished:{session_id}")
+        if isinstance(ended, dict):
+            raise ApiProblem(
+                410,
+                f"session {session_id!r} was finished ({ended.get('reason')}); "
+                "create a new session",
+            )
+
     def base(self, name: str, field: str = "base_model") -> BaseModelDesc:
         """The description of a base model (400 naming the known ones)."""
         desc = describe_base_model(name)

@@ -33,7 +33,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Paths reachable without an API key.
 _OPEN_PATHS = ("/api/v1/healthz", "/openapi.json", "/docs", "/redoc")
-_OPEN_PREFIXES = ("/api/v1/checkpoint_archives/", "/docs/")
+_OPEN_PREFIXES = ("/api/v1/checkpoint_archives/", "/api/v1/external_weights/", "/docs/")
 #: Trace-context headers passed on to the spans.
 PROPAGATION = ("traceparent", "tracestate", "baggage")
 

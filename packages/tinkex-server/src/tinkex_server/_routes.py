@@ -24,15 +24,17 @@ _DESCRIPTIONS = {
     404: "Unknown id (session, model, sampler, checkpoint, future)",
     405: "Method not allowed on this path",
     409: "Conflict",
-    410: "The future was lost in a restart or its result expired; submit again",
+    410: "Gone: the future was lost in a restart or its result expired (submit again), or "
+    "the session was finished (create a new session)",
     413: "The request body is larger than the server's limit (max_body_bytes)",
+    415: "Unsupported media type: protobuf bodies sent to a JSON-only server (--json-only)",
     422: "The body or a parameter does not match the schema (`detail` names every field)",
     429: "The sampling queue is full: retry after `retry-after-ms`",
     500: "Unexpected server fault (not retried: x-should-retry: false)",
     503: "The server cannot start (e.g. its data directory is in use)",
 }
 #: Statuses every operation can answer (middleware and framework).
-_ALWAYS = (401, 405, 422, 500, 503)
+_ALWAYS = (401, 405, 410, 415, 422, 500, 503)
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

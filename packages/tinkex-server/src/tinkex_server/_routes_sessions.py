@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
+from tinkex_server._generations import SaveWeightsExternalResponse
 from tinkex_server._routes import V1, errors, idempotency_key
 from tinkex_server._runtime import Runtime
 from tinkex_server._wire import body_doc, raw_json, reply, reply_result, wire_body
@@ -46,6 +47,7 @@ FutureResult = (
     | CreateModelResponse
     | UnloadModelResponse
     | SampleResponse
+    | SaveWeightsExternalResponse
     | RequestFailedResponse
 )
 
@@ -70,7 +72,7 @@ def add_session_routes(router: APIRouter, runtime: Runtime) -> None:
         tags=_SESSION,
         path=f"{V1}/session_heartbeat",
         response_model=SessionHeartbeatAck,
-        responses=errors(400, 404, 413, 422),
+        responses=errors(400, 404, 410, 413, 422),
         openapi_extra=body_doc(SessionHeartbeatRequest),
     )
     async def session_heartbeat(

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from enum import Enum
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
+from pydantic import BaseModel
 
+from tinkex_server._generations import LoadWeightsCreateRequest
+from tinkex_server._problems import ApiProblem
 from tinkex_server._routes import V1, carrier, errors, idempotency_key
 from tinkex_server._runtime import Runtime
-from tinkex_server._wire import body_doc, reply, wire_body
+from tinkex_server._wire import body_doc, decode_request, ordered_ids, reply, wire_body
 from tinkex_types import (
     CreateModelRequest,
     ForwardBackwardRequest,
     ForwardRequest,
     GetInfoRequest,
     GetInfoResponse,
-    LoadWeightsRequest,
     OptimStepRequest,
     SaveWeightsForSamplerRequest,
     SaveWeightsRequest,
@@ -27,7 +30,9 @@ from tinkex_types import (
     WeightsInfoResponse,
 )
 
-__all__ = ["add_training_routes"]
+__all__ = ["add_training_routes", "ordered_body"]
+
+_B = TypeVar("_B", bound=BaseModel)
 
 _SUBMIT = errors(400, 404, 413, 422)
 _TRAINING: list[str | Enum] = ["training"]
@@ -87,6 +92,23 @@ def add_training_routes(router: APIRouter, runtime: Runtime) -> None:
     _weights_routes(router, runtime)
 
 
+def ordered_body(model: type[_B]) -> Callable[[Request], Awaitable[_B]]:
+    """A dependency decoding an ordered request's body; a refused body frees its ``seq_id``
+    (the next step of the model then need not wait the gap grace for it)."""
+
+    async def dependency(request: Request) -> _B:
+        try:
+            return await decode_request(request, model)
+        except ApiProblem as exc:
+            model_id, seq_id = await ordered_ids(request)
+            runtime = request.app.state.tinkex
+            runtime.training.void_refused(model_id, seq_id, exc.status)
+            raise
+
+    dependency.__name__ = f"decode_{model.__name__}"
+    return dependency
+
+
 def _step_routes(router: APIRouter, runtime: Runtime) -> None:
     @router.post(
         f"{V1}/forward",
@@ -96,7 +118,7 @@ def _step_routes(router: APIRouter, runtime: Runtime) -> None:
         openapi_extra=body_doc(ForwardRequest),
     )
     async def forward(
-        body: Annotated[ForwardRequest, Depends(wire_body(ForwardRequest))],
+        body: Annotated[ForwardRequest, Depends(ordered_body(ForwardRequest))],
         request: Request,
     ) -> Response:
         return reply(
@@ -113,7 +135,7 @@ def _step_routes(router: APIRouter, runtime: Runtime) -> None:
         openapi_extra=body_doc(ForwardBackwardRequest),
     )
     async def forward_backward(
-        body: Annotated[ForwardBackwardRequest, Depends(wire_body(ForwardBackwardRequest))],
+        body: Annotated[ForwardBackwardRequest, Depends(ordered_body(ForwardBackwardRequest))],
         request: Request,
     ) -> Response:
         return reply(
@@ -130,7 +152,7 @@ def _step_routes(router: APIRouter, runtime: Runtime) -> None:
         openapi_extra=body_doc(OptimStepRequest),
     )
     async def optim_step(
-        body: Annotated[OptimStepRequest, Depends(wire_body(OptimStepRequest))],
+        body: Annotated[OptimStepRequest, Depends(ordered_body(OptimStepRequest))],
         request: Request,
     ) -> Response:
         return reply(
@@ -150,7 +172,7 @@ def _weights_routes(router: APIRouter, runtime: Runtime) -> None:
         openapi_extra=body_doc(SaveWeightsRequest),
     )
     async def save_weights(
-        body: Annotated[SaveWeightsRequest, Depends(wire_body(SaveWeightsRequest))],
+        body: Annotated[SaveWeightsRequest, Depends(ordered_body(SaveWeightsRequest))],
         request: Request,
     ) -> Response:
         return reply(
@@ -168,7 +190,8 @@ def _weights_routes(router: APIRouter, runtime: Runtime) -> None:
     )
     async def save_weights_for_sampler(
         body: Annotated[
-            SaveWeightsForSamplerRequest, Depends(wire_body(SaveWeightsForSamplerRequest))
+            SaveWeightsForSamplerRequest,
+            Depends(ordered_body(SaveWeightsForSamplerRequest)),
         ],
         request: Request,
     ) -> Response:
@@ -183,10 +206,10 @@ def _weights_routes(router: APIRouter, runtime: Runtime) -> None:
         tags=_WEIGHTS,
         response_model=UntypedAPIFuture,
         responses=_SUBMIT,
-        openapi_extra=body_doc(LoadWeightsRequest),
+        openapi_extra=body_doc(LoadWeightsCreateRequest),
     )
     async def load_weights(
-        body: Annotated[LoadWeightsRequest, Depends(wire_body(LoadWeightsRequest))],
+        body: Annotated[LoadWeightsCreateRequest, Depends(ordered_body(LoadWeightsCreateRequest))],
         request: Request,
     ) -> Response:
         return reply(

@@ -32,6 +32,7 @@ from typing import IO, TYPE_CHECKING
 from tinkex_server._checkpoints import CheckpointFiles
 from tinkex_server._config import ServerConfig
 from tinkex_server._context import Desk, ServerParts
+from tinkex_server._external import ExternalWeightsService
 from tinkex_server._rest import RestService
 from tinkex_server._sampling import SamplingService
 from tinkex_server._scheduler import FutureHub, Scheduler
@@ -119,6 +120,7 @@ class Runtime:
         self.training: TrainingService
         self.sampling: SamplingService
         self.rest: RestService
+        self.external: ExternalWeightsService
 
     @property
     def started(self) -> bool:
@@ -176,6 +178,7 @@ class Runtime:
         self.training = TrainingService(parts, desk)
         self.sampling = SamplingService(parts, desk)
         self.rest = RestService(parts, desk)
+        self.external = ExternalWeightsService(parts, desk, self.training)
 
     async def aclose(self) -> None:
         """Stop the scheduler and the engine worker, close the store, release the lock."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tinkex_server._catalog import BaseModelDesc
 from tinkex_server._checkpoints import CheckpointFiles
 from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens, user_error
+from tinkex_server._generations import SampleFuture
 from tinkex_server._jobs import SampleJob
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._store import SamplerRow
@@ -101,7 +102,7 @@ class SamplingService:
         self, req: CreateSamplingSessionRequest
     ) -> CreateSamplingSessionResponse:
         check_int64("sampling_session_seq_id", req.sampling_session_seq_id, minimum=0)
-        self.desk.session(req.session_id)
+        self.desk.live_session(req.session_id)
         sampler_id = f"{req.session_id}:sample:{req.sampling_session_seq_id}"
         answer = CreateSamplingSessionResponse(sampling_session_id=sampler_id)
         existing = self.store.get_sampler(sampler_id)
@@ -284,10 +285,13 @@ class SamplingService:
             want_prompt_logprobs=req.prompt_logprobs,
             want_topk=req.topk_prompt_logprobs > 0,
         )
-        return self.desk.submit(
+        future = self.desk.submit(
             job,
             endpoint="asample",
             idempotency_key=idempotency_key,
             session_id=sampler.session_id,
             dedup_seq=False,
         )
+        # One id per sample (0.38 asserts them): unique, as the future's id is.
+        ids = [f"{future.request_id}:{i}" for i in range(req.num_samples)]
+        return SampleFuture(request_id=future.request_id, sample_sequence_ids=ids)

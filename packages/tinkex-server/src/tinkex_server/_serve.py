@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from tinkex_server._config import DATA_DIR_ENV, ServerConfig, default_data_dir
+from tinkex_server._config import DATA_DIR_ENV, PATH_STYLES, ServerConfig, default_data_dir
 from tinkex_types import Hooks, get_hooks
 
 __all__ = ["serve", "serve_main"]
@@ -132,6 +132,21 @@ def run_server(
     help="torch.set_num_threads for the engine.",
 )
 @click.option(
+    "--json-only",
+    is_flag=True,
+    default=False,
+    help="Speak only the JSON generation (official SDK 0.16.1): client/config and "
+    "dynamic_config answer 404, protobuf request bodies 415.",
+)
+@click.option(
+    "--path-style",
+    type=click.Choice(list(PATH_STYLES)),
+    default="standard",
+    show_default=True,
+    help="Shape of issued save paths: standard tinker://<run>/<kind>/<name>, or two-part "
+    "tinker://<run>/<name> (both shapes are accepted back).",
+)
+@click.option(
     "--enable-test-routes",
     is_flag=True,
     default=False,
@@ -152,6 +167,8 @@ def serve(
     poll_hold: float,
     max_body_mib: float,
     torch_threads: int | None,
+    json_only: bool,
+    path_style: str,
     enable_test_routes: bool,
     log_level: str,
 ) -> None:
@@ -165,6 +182,8 @@ def serve(
             poll_hold_s=poll_hold,
             max_body_bytes=max(1, int(max_body_mib * 1024 * 1024)),
             enable_test_routes=enable_test_routes,
+            protobuf=not json_only,
+            path_style=path_style,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

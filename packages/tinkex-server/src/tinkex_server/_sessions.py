@@ -14,11 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from tinkex_server._context import Desk, ServerParts
+from tinkex_server._generations import FinishSessionRequest, SaveWeightsExternalResponse
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_types import (
     CreateModelResponse,
     CreateSessionRequest,
     CreateSessionResponse,
+    EmptyResponse,
     ForwardBackwardOutput,
     FutureRetrieveRequest,
     GetSessionResponse,
@@ -52,6 +54,7 @@ RESULT_MODELS: dict[str, type[WireModel]] = {
     "SaveWeightsForSampler": SaveWeightsForSamplerResponse,
     "LoadWeights": LoadWeightsResponse,
     "Sample": SampleResponse,
+    "SaveWeightsExternal": SaveWeightsExternalResponse,
 }
 
 
@@ -105,7 +108,22 @@ class SessionService:
     def heartbeat(self, req: SessionHeartbeatRequest) -> SessionHeartbeatAck:
         if not self.store.touch_session(req.session_id):
             raise not_found("session_id", req.session_id)
+        self.refuse_finished(req.session_id)
         return SessionHeartbeatAck()
+
+    def refuse_finished(self, session_id: str) -> None:
+        """410 when the session was finished (0.38 stops its heartbeat loop on a 410)."""
+        self.desk.live_session(session_id)
+
+    def finish(self, session_id: str, req: FinishSessionRequest) -> EmptyResponse:
+        """End a session (0.38 ``ServiceClient.close``): the first reason wins; later
+        heartbeats and new models or samplers of the session get 410."""
+        self.desk.session(session_id)
+        self.store.dedup_put(
+            f"finished:{session_id}",
+            response={"reason": req.reason.type, "detail": req.detail},
+        )
+        return EmptyResponse()
 
     def telemetry(self, body: Any) -> TelemetryResponse:
         """Store a telemetry batch as it came (any JSON; its ``session_id`` if it has one)."""

@@ -16,9 +16,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from tinkex_server._catalog import describe_base_model
+from tinkex_server._catalog import describe_base_model, tokenizer_id_for
 from tinkex_server._checkpoints import checkpoint_name_problem
 from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens, user_error
+from tinkex_server._generations import LoadWeightsCreateRequest
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._restore import ModelRestorer, lora_settings
 from tinkex_server._training_jobs import (
@@ -37,11 +38,11 @@ from tinkex_types import (
     ForwardRequest,
     GetInfoRequest,
     GetInfoResponse,
-    LoadWeightsRequest,
     ModelData,
     OptimStepRequest,
     SaveWeightsForSamplerRequest,
     SaveWeightsRequest,
+    TinkerPath,
     TinkexValidationError,
     UnloadModelRequest,
     UntypedAPIFuture,
@@ -67,23 +68,32 @@ def _checkpoint_name(name: str | None) -> None:
         )
 
 
-def _engine_data(fb: ForwardBackwardInput, field: str) -> list[Datum]:
-    """The batch as engine data; 400 on an empty batch, non-text input or a bad config."""
+def loss_config(fb: ForwardBackwardInput) -> dict[str, float | str] | None:
+    """The whole loss config: ``loss_fn_config`` with ``loss_fn_config_v2`` (0.38: numbers
+    or text; its values win) merged over it."""
+    merged = {**(fb.loss_fn_config or {}), **(fb.loss_fn_config_v2 or {})}
+    return merged or None
+
+
+def _engine_data(fb: ForwardBackwardInput, field: str) -> tuple[list[Datum], dict[str, float]]:
+    """The batch as engine data and the resolved loss config; 400 on an empty batch,
+    non-text input or a bad config."""
     if not fb.data:
         raise bad_request(f"{field}.data", "is empty", "send at least one datum")
     try:
-        resolve_loss_config(fb.loss_fn, fb.loss_fn_config, f"{field}.loss_fn_config")
+        config = resolve_loss_config(fb.loss_fn, loss_config(fb), f"{field}.loss_fn_config")
     except TinkexValidationError as exc:
         raise user_error(exc) from None
     from tinkex_server._engine import Datum
 
-    return [
+    data = [
         Datum(
             tokens=text_tokens(d.model_input, f"{field}.data[{i}].model_input"),
             loss_fn_inputs=d.loss_fn_inputs,
         )
         for i, d in enumerate(fb.data)
     ]
+    return data, config
 
 
 class TrainingService:
@@ -108,6 +118,15 @@ class TrainingService:
             if 400 <= exc.status < 500 and exc.status not in _NOT_RETRIED:
                 self.parts.scheduler.void(model_id, seq_id)
             raise
+
+    def void_refused(self, model_id: str | None, seq_id: int | None, status: int) -> None:
+        """A body refused before it was read (malformed, unknown loss...) still frees its
+        ``seq_id`` (when the client will not retry the refusal), as :meth:`turnstile` does."""
+        if model_id is None or seq_id is None or not 400 <= status < 500:
+            return
+        if status in _NOT_RETRIED or self.store.get_model(model_id) is None:
+            return
+        self.parts.scheduler.void(model_id, seq_id)
 
     def _ordered(
         self,
@@ -135,7 +154,7 @@ class TrainingService:
             return earlier
         check_int64("model_seq_id", req.model_seq_id, minimum=0)
         check_int64("lora_config.seed", lc.seed)
-        self.desk.session(req.session_id)
+        self.desk.live_session(req.session_id)
         self.desk.base(req.base_model)
         if lc.rank > MAX_LORA_RANK:
             raise bad_request(
@@ -185,7 +204,9 @@ class TrainingService:
             model_data=ModelData(
                 model_name=row.base_model,
                 arch=desc.arch if desc is not None else None,
-                tokenizer_id=desc.tokenizer_id if desc is not None else None,
+                tokenizer_id=(
+                    tokenizer_id_for(desc, self.parts.config.data_dir) if desc is not None else None
+                ),
             ),
             is_lora=True,
             lora_rank=int(row.lora_config["rank"]),
@@ -223,14 +244,15 @@ class TrainingService:
         idempotency_key: str | None,
         carrier: Mapping[str, str] | None,
     ) -> UntypedAPIFuture:
-        backward = isinstance(req, ForwardBackwardRequest)
+        # forward_only (protobuf, SDK >= 0.25): the forward of the same message.
+        backward = isinstance(req, ForwardBackwardRequest) and not req.forward_only
         with self.turnstile(req.model_id, req.seq_id):
             self.desk.model(req.model_id)
             if isinstance(req, ForwardBackwardRequest):
                 fb, field = req.forward_backward_input, "forward_backward_input"
             else:
                 fb, field = req.forward_input, "forward_input"
-            data = _engine_data(fb, field)
+            data, config = _engine_data(fb, field)
         job = ForwardJob(
             target=req.model_id,
             seq_id=req.seq_id,
@@ -241,7 +263,7 @@ class TrainingService:
             restorer=self.restorer,
             data=data,
             loss_fn=fb.loss_fn,
-            loss_fn_config=fb.loss_fn_config,
+            loss_fn_config=config,
             backward=backward,
         )
         return self._ordered(job, "forward_backward" if backward else "forward", idempotency_key)
@@ -358,16 +380,31 @@ class TrainingService:
 
     def load_weights(
         self,
-        req: LoadWeightsRequest,
+        req: LoadWeightsCreateRequest,
         idempotency_key: str | None,
         carrier: Mapping[str, str] | None,
     ) -> UntypedAPIFuture:
+        """Load a training checkpoint into ``model_id`` (legacy addressing, ordered by
+        ``seq_id``), or create ``<session_id>:train:<model_seq_id>`` from it (0.38)."""
+        if req.model_id is None:
+            return self._load_creating(req, idempotency_key, carrier)
         with self.turnstile(req.model_id, req.seq_id):
             self.desk.model(req.model_id)
             path = self.desk.parse_path(req.path, "path")
-        job = LoadWeightsJob(
-            target=req.model_id,
-            seq_id=req.seq_id,
+        job = self._load_job(req.model_id, req.seq_id, path, req.optimizer, carrier)
+        return self._ordered(job, "load_weights", idempotency_key)
+
+    def _load_job(
+        self,
+        model_id: str,
+        seq_id: int | None,
+        path: TinkerPath,
+        optimizer: bool,
+        carrier: Mapping[str, str] | None,
+    ) -> LoadWeightsJob:
+        return LoadWeightsJob(
+            target=model_id,
+            seq_id=seq_id,
             request_type="LoadWeights",
             carrier=carrier,
             store=self.store,
@@ -375,6 +412,67 @@ class TrainingService:
             replaces_state=True,
             files=self.files,
             path=path,
-            optimizer=req.optimizer,
+            optimizer=optimizer,
         )
-        return self._ordered(job, "load_weights", idempotency_key)
+
+    def _load_creating(
+        self,
+        req: LoadWeightsCreateRequest,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> UntypedAPIFuture:
+        """0.38: the load is the new model's seq 0; base model and LoRA settings come from
+        the checkpoint's training run. Later steps of the model start at ``seq_id`` 1."""
+        session_id, model_seq_id = req.session_id, req.model_seq_id
+        assert session_id is not None
+        assert model_seq_id is not None
+        check_int64("model_seq_id", model_seq_id, minimum=0)
+        model_id = f"{session_id}:train:{model_seq_id}"
+        dedup = f"load_create:{model_id}"
+        earlier = self.desk.existing(dedup)
+        if earlier is not None:
+            return earlier
+        self.desk.live_session(session_id)
+        path = self.desk.parse_path(req.path, "path")
+        if path.kind != "weights":
+            raise bad_request(
+                "path",
+                f"{req.path!r} holds sampler weights, not a training state",
+                "load a tinker://<run>/weights/<name> checkpoint (save_state)",
+            )
+        self.desk.checkpoint_at(path)
+        run = self.desk.run_of(path)
+        if self.store.get_model(model_id) is not None:
+            raise bad_request(
+                "model_seq_id",
+                f"model {model_id!r} already exists",
+                "use the next model_seq_id of this session",
+            )
+        lora = dict(run.lora_config)
+        self.store.insert_model(
+            model_id,
+            session_id=session_id,
+            model_seq_id=model_seq_id,
+            base_model=run.base_model,
+            lora_config=lora,
+            user_metadata=req.user_metadata,
+        )
+        create = CreateModelJob(
+            target=model_id,
+            seq_id=None,
+            request_type="CreateModel",
+            carrier=carrier,
+            attributes={"model_id": model_id, "base_model": run.base_model},
+            store=self.store,
+            base_model=run.base_model,
+            lora=lora,
+        )
+        self.desk.submit(
+            create,
+            endpoint="create_model",
+            idempotency_key=None,
+            session_id=session_id,
+            dedup_keys=(f"create_model:{session_id}:{model_seq_id}",),
+        )
+        job = self._load_job(model_id, None, path, req.optimizer, carrier)
+        return self._ordered(job, "load_weights", idempotency_key, (dedup,))

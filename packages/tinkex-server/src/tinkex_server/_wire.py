@@ -30,6 +30,7 @@ from pydantic.json_schema import models_json_schema
 from tinkex_server._problems import ApiProblem
 from tinkex_types import (
     JSON_MEDIA_TYPE,
+    PROTOBUF_MEDIA_TYPE,
     WireDecodeError,
     WireModel,
     accepted_media_types,
@@ -46,6 +47,7 @@ __all__ = [
     "describe_errors",
     "install_openapi",
     "json_bytes",
+    "ordered_ids",
     "raw_json",
     "reply",
     "reply_result",
@@ -102,10 +104,21 @@ def _is_json(media: str) -> bool:
     return media == JSON_MEDIA_TYPE or media.endswith("+json")
 
 
+def _protobuf_enabled(request: Request) -> bool:
+    runtime = getattr(request.app.state, "tinkex", None)
+    return bool(getattr(getattr(runtime, "config", None), "protobuf", True))
+
+
 async def decode_request(request: Request, model: type[_M]) -> _M:
     """The body of ``request`` as ``model`` (see the module docstring)."""
-    body = await _content(request)
     media = media_type_of(request.headers.get("content-type"))
+    if not _is_json(media) and not _protobuf_enabled(request):
+        raise ApiProblem(
+            415,
+            f"Content-Type: {media!r} is not supported: this server speaks JSON only "
+            "(started with --json-only); send application/json",
+        )
+    body = await _content(request)
     if _is_json(media):
         if not body.strip():
             raise ApiProblem(422, "body: is required (send a JSON object)")
@@ -127,6 +140,39 @@ async def decode_request(request: Request, model: type[_M]) -> _M:
         return codec.decode(model, body)
     except WireDecodeError as exc:
         raise ApiProblem(400, str(exc)) from None
+
+
+async def ordered_ids(request: Request) -> tuple[str | None, int | None]:
+    """``(model_id, seq_id)`` of an ordered request's body, read leniently (any field may be
+    missing or wrong), so that a body refused at decoding can still free its ``seq_id``."""
+    try:
+        body = decode_content(await request.body(), request.headers.get("content-encoding"))
+    except WireDecodeError:
+        return None, None
+    media = media_type_of(request.headers.get("content-type"))
+    model_id: object = None
+    seq_id: object = None
+    if _is_json(media):
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None, None
+        if isinstance(data, dict):
+            model_id, seq_id = data.get("model_id"), data.get("seq_id")
+    elif media == PROTOBUF_MEDIA_TYPE:
+        from tinkex_types.proto import tinker_public_pb2 as pb
+
+        msg = pb.ForwardBackwardRequest()
+        try:
+            msg.ParseFromString(body)
+        except Exception:
+            return None, None
+        model_id, seq_id = msg.model_id, msg.seq_id
+    ok_seq = isinstance(seq_id, int) and not isinstance(seq_id, bool)
+    return (
+        model_id if isinstance(model_id, str) and model_id else None,
+        seq_id if ok_seq else None,  # type: ignore[return-value]
+    )
 
 
 def wire_body(model: type[_M]) -> Callable[[Request], Awaitable[_M]]:
