@@ -74,6 +74,7 @@ def test_short_help_flag_on_subcommands() -> None:
         "info",
         "list",
         "publish",
+        "save",
         "set-ttl",
         "unpublish",
     ]

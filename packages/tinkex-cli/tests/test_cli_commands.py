@@ -295,10 +295,17 @@ def test_delete_validates_every_path_first(tinkex: Tinkex, scratch: Any) -> None
 # -- download -------------------------------------------------------------------------------
 
 
-def test_download_table_and_json(tinkex: Tinkex, world: World, tmp_path: Path) -> None:
+def test_download_table_and_json(
+    tinkex: Tinkex, world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plain = tinkex("checkpoint", "download", world.final, "-o", str(tmp_path / "plain"))
+    assert plain.exit_code == 0, plain.output
+    assert plain.stderr == ""  # stderr is not a terminal: no progress bar
+    # As if stderr were a terminal: the bar is drawn there, never on stdout.
+    monkeypatch.setattr(tinkex_cli._cmd_checkpoint, "progress_wanted", lambda disabled: True)
     result = tinkex("checkpoint", "download", world.final, "-o", str(tmp_path))
     assert result.exit_code == 0, result.output
-    (dest,) = tmp_path.iterdir()
+    (dest,) = [p for p in tmp_path.iterdir() if p.name != "plain"]
     assert dest.name == world.final.removeprefix("tinker://").replace("/", "_")
     assert {p.name for p in dest.iterdir()} >= {
         "adapter_config.json",
@@ -308,6 +315,8 @@ def test_download_table_and_json(tinkex: Tinkex, world: World, tmp_path: Path) -
     assert json.loads((dest / "adapter_config.json").read_text())["r"] == 4
     assert result.stdout == f"Downloaded {world.final} to {dest}\n"
     assert "Downloading" in result.stderr  # the progress bar is on stderr
+    as_json = tinkex.json("checkpoint", "download", world.final, "-o", str(tmp_path), "--force")
+    assert as_json["destination"] == str(dest)  # stdout held only the JSON document
 
     # an existing destination needs --force (usage error, nothing touched)
     again = tinkex("checkpoint", "download", world.final, "-o", str(tmp_path))
@@ -397,6 +406,66 @@ def test_sample_from_checkpoint_with_token_ids(
         "0",
     )
     assert again["samples"][0]["tokens"] == doc["samples"][0]["tokens"]
+
+
+def test_sample_prompt_as_argument(tinkex: Tinkex) -> None:
+    base = ["sample", "--base-model", BASE_MODEL, "--max-tokens", "4", "--seed", "3"]
+    positional = tinkex.json(*base, "hello world")
+    assert positional["samples"] == tinkex.json(*base, "-p", "hello world")["samples"]
+    assert positional["prompt_tokens"]
+    twice = tinkex(*base, "-p", "hello", "world")
+    assert twice.exit_code == ExitCode.USAGE
+    assert "give the prompt once" in twice.stderr
+    none = tinkex(*base)
+    assert none.exit_code == ExitCode.USAGE
+    assert "--prompt TEXT (or the PROMPT argument)" in none.stderr
+
+
+def test_checkpoint_save_new_lora_model(tinkex: Tinkex, tmp_path: Path) -> None:
+    meta = tmp_path / "ckpt.json"
+    doc = tinkex.json(
+        "checkpoint", "save", "--base-model", BASE_MODEL, "--rank", "2", "-o", str(meta)
+    )
+    assert doc["base_model"] == BASE_MODEL
+    assert doc["weights_path"].startswith("tinker://")
+    assert doc["weights_path"].endswith("/sampler_weights/checkpoint-tinkex-tiny-llama-100k")
+    assert doc["model_id"] in doc["weights_path"]
+    assert doc["saved_at"].endswith("Z")
+    assert doc["response"]["path"] == doc["weights_path"]
+    assert json.loads(meta.read_text()) == doc
+    listed = tinkex.json("checkpoint", "list", "--run-id", doc["model_id"])
+    assert [c["tinker_path"] for c in listed["checkpoints"]] == [doc["weights_path"]]
+    # The saved weights sample, by the printed path.
+    sampled = tinkex.json(
+        "sample", "--model-path", doc["weights_path"], "--prompt-tokens", "1,2", "--max-tokens", "2"
+    )
+    assert len(sampled["samples"]) == 1
+    table = tinkex("checkpoint", "save", "--base-model", BASE_MODEL, "--name", "mine")
+    assert table.exit_code == 0, table.output
+    assert table.stdout.startswith("Checkpoint saved to tinker://")
+    assert table.stdout.strip().endswith("/sampler_weights/mine")
+
+
+def test_checkpoint_save_from_state_and_bad_usage(tinkex: Tinkex, world: World) -> None:
+    doc = tinkex.json("checkpoint", "save", "--model-path", world.step2, "--kind", "weights")
+    assert doc["base_model"] == BASE_MODEL
+    assert "/weights/checkpoint-tinkex-tiny-llama-100k" in doc["weights_path"]
+    both = tinkex("checkpoint", "save", "--base-model", BASE_MODEL, "--model-path", world.step2)
+    assert both.exit_code == ExitCode.USAGE
+    assert "exactly one of --base-model" in both.stderr
+    nothing = tinkex(
+        "checkpoint", "save", "--base-model", BASE_MODEL,
+        "--no-train-mlp", "--no-train-attn", "--no-train-unembed",
+    )  # fmt: skip
+    assert nothing.exit_code == ExitCode.USAGE
+    assert both.stdout == nothing.stdout == ""
+
+
+def test_no_progress_drawn_when_stderr_is_not_a_terminal(tinkex: Tinkex) -> None:
+    result = tinkex("checkpoint", "save", "--base-model", BASE_MODEL, "--name", "quiet")
+    assert result.exit_code == 0, result.output
+    assert "\x1b[" not in result.stderr
+    assert "Saving checkpoint" not in result.stderr
 
 
 def test_sample_unknown_model_fails_cleanly(tinkex: Tinkex) -> None:

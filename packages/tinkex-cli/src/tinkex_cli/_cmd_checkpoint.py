@@ -1,4 +1,4 @@
-"""``tinkex checkpoint list|info|publish|unpublish|delete|download|set-ttl``."""
+"""``tinkex checkpoint save|list|info|publish|unpublish|delete|download|set-ttl``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tinkex_cli._context import CLIState, format_option, pass_state
 from tinkex_cli._errors import CLIError, ExitCode, classify
 from tinkex_cli._output import Output, format_bool, format_size, format_time, to_json_data
 from tinkex_cli._paging import fetch_pages, offset_option, paged_limit_option, resolve
+from tinkex_cli._progress import progress_wanted
 from tinkex_types import Checkpoint, TinkerPath
 
 __all__ = ["checkpoint_group", "parse_tinker_path"]
@@ -59,7 +60,7 @@ def find_checkpoint(state: CLIState, path: TinkerPath) -> Checkpoint:
 
 @click.group("checkpoint")
 def checkpoint_group() -> None:
-    """List, inspect, publish, download and delete checkpoints (tinker:// paths)."""
+    """Save, list, inspect, publish, download and delete checkpoints (tinker:// paths)."""
 
 
 # -- list -------------------------------------------------------------------------------
@@ -334,7 +335,7 @@ def download_command(
         TransferSpeedColumn(),
         TimeRemainingColumn(),
         console=out.stderr_console(),
-        disable=no_progress,
+        disable=not progress_wanted(no_progress),  # only on a terminal, only on stderr
         transient=False,
     )
     received = {"bytes": 0}
@@ -357,3 +358,12 @@ def download_command(
         "files": files,
     }
     out.emit(doc, lambda o: o.line(f"Downloaded {parsed} to {destination}"))
+
+
+def _register_save() -> None:
+    from tinkex_cli._cmd_checkpoint_save import save_command
+
+    checkpoint_group.add_command(save_command)
+
+
+_register_save()

@@ -12,7 +12,7 @@ import structlog
 from tinkex_cli._context import CLIState, format_option, pass_state
 from tinkex_cli._errors import CLIError, ExitCode
 from tinkex_cli._output import Output
-from tinkex_cli._paging import resolve
+from tinkex_cli._progress import resolve_waiting
 from tinkex_cli._sample_options import (
     DisplayOptions,
     ModelOptions,
@@ -56,8 +56,10 @@ def sample_command(
 ) -> None:
     """Sample from a base model (--base-model) or from saved weights (--model-path).
 
+    PROMPT is the text to complete (or give -p TEXT, --prompt-tokens or --prompt-file).
+
     \b
-    tinkex --base-url local:// sample --base-model tinkex/tiny-qwen3 -p "Hello" -n 2
+    tinkex --base-url local:// sample --base-model tinkex/tiny-qwen3 "Hello" -n 2
     tinkex sample --model-path tinker://RUN/sampler_weights/final --prompt-tokens 1,2,3
     """
     from tinkex_types import ModelInput
@@ -73,13 +75,14 @@ def sample_command(
                 ExitCode.USAGE,
             )
         ids = list(tokenizer.encode(text or ""))
-    response = resolve(
+    response = resolve_waiting(
         sampler.sample(
             prompt=ModelInput.from_ints(ids),
             num_samples=sampling.num_samples,
             sampling_params=params,
             include_prompt_logprobs=display.prompt_logprobs,
-        )
+        ),
+        "Sampling",
     )
     doc = {
         "base_model": model.base_model,

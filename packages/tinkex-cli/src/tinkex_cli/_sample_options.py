@@ -115,18 +115,24 @@ model_options = option_group(
 
 @dataclass(frozen=True)
 class PromptOptions:
-    """Exactly one of ``--prompt``, ``--prompt-tokens`` and ``--prompt-file``, read into
-    ``text`` (to be tokenized) or ``tokens``."""
+    """Exactly one of the ``PROMPT`` argument, ``--prompt``, ``--prompt-tokens`` and
+    ``--prompt-file``, read into ``text`` (to be tokenized) or ``tokens``."""
 
     prompt: str | None
     prompt_tokens: str | None
     prompt_file: Path | None
+    prompt_text: str | None = None
 
     def __post_init__(self) -> None:
+        if self.prompt_text is not None:
+            if self.prompt is not None:
+                raise click.UsageError("give the prompt once: as the PROMPT argument or with -p")
+            object.__setattr__(self, "prompt", self.prompt_text)
         given = [x for x in (self.prompt, self.prompt_tokens, self.prompt_file) if x is not None]
         if len(given) != 1:
             raise click.UsageError(
-                "give exactly one of --prompt TEXT, --prompt-tokens IDS or --prompt-file FILE"
+                "give exactly one of --prompt TEXT (or the PROMPT argument), "
+                "--prompt-tokens IDS or --prompt-file FILE"
             )
         if self.prompt is not None and not self.prompt:
             raise click.BadParameter("the prompt is empty", param_hint="--prompt")
@@ -146,12 +152,13 @@ class PromptOptions:
 prompt_options = option_group(
     "prompt",
     PromptOptions,
+    click.argument("prompt_text", required=False, default=None, metavar="[PROMPT]"),
     click.option(
         "-p",
         "--prompt",
         default=None,
         metavar="TEXT",
-        help="Prompt text (tokenized with the model's tokenizer).",
+        help="Prompt text (tokenized with the model's tokenizer); same as the PROMPT argument.",
     ),
     click.option(
         "--prompt-tokens", default=None, metavar="IDS", help="Prompt token ids, e.g. 1,2,3."
