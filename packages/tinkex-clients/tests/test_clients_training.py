@@ -180,8 +180,10 @@ def test_bad_input_raises_before_sending(
 def test_other_bad_arguments(tc: TrainingClient, fake: FakeTinker) -> None:
     sent = len(fake.requests)
     cases = [
-        (lambda: tc.optim_step("fast"), "adam_params"),  # type: ignore[arg-type]
-        (lambda: tc.optim_step({"learning_rate": -1}), "adam_params"),
+        (lambda: tc.optim_step("fast"), "optim_params"),  # type: ignore[arg-type]
+        (lambda: tc.optim_step(adam_params="fast"), "adam_params"),  # type: ignore[arg-type]
+        (lambda: tc.optim_step(AdamParams(), adam_params=AdamParams()), "adam_params"),
+        (lambda: tc.optim_step({"learning_rate": -1}), "optim_params"),
         (lambda: tc.save_state(""), "name"),
         (lambda: tc.save_state("a/b"), "name"),
         (lambda: tc.save_state("ok", ttl_seconds=0), "ttl_seconds"),

@@ -85,7 +85,7 @@ OFFICIAL = {
         "forward": ["data", "loss_fn", "loss_fn_config"],
         "forward_backward": ["data", "loss_fn", "loss_fn_config"],
         "forward_backward_custom": ["data", "loss_fn", "loss_type_input"],
-        "optim_step": ["adam_params"],
+        "optim_step": ["optim_params", "adam_params"],  # 0.38 (adam_params= keyword: 0.16)
         "save_state": ["name", "ttl_seconds"],
         "load_state": ["path"],
         "load_state_with_optimizer": ["path"],

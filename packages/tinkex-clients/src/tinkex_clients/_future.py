@@ -85,6 +85,10 @@ class APIFuture(Generic[T]):
                 f"the operation did not finish within {timeout} s (it is still running)"
             ) from None
 
+    async def coroutine(self) -> T:
+        """A coroutine that waits for the value (tinker 0.38's ``APIFuture.coroutine()``)."""
+        return await self.result_async()
+
     def __await__(self) -> Generator[Any, None, T]:
         return self.result_async().__await__()
 

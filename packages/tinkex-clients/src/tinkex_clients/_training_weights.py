@@ -28,6 +28,7 @@ from tinkex_types import (
     SaveWeightsRequest,
     SaveWeightsResponse,
     TinkexError,
+    TinkexValidationError,
 )
 
 __all__ = ["WeightsOps"]
@@ -38,10 +39,20 @@ _SAMPLER_PATH = "/api/v1/save_weights_for_sampler"
 class WeightsOps(TrainingCore):
     """The optimizer and checkpoint operations of :class:`TrainingClient`."""
 
-    def optim_step(self, adam_params: AdamParams) -> APIFuture[OptimStepResponse]:
-        """Apply one AdamW step with the accumulated gradient (then cleared)."""
+    def optim_step(
+        self, optim_params: AdamParams | None = None, *, adam_params: AdamParams | None = None
+    ) -> APIFuture[OptimStepResponse]:
+        """Apply one AdamW step with the accumulated gradient (then cleared).
+
+        Pass the :class:`AdamParams` positionally (tinker 0.38's ``optim_params``) or as
+        ``adam_params=`` (earlier versions), not both."""
         self._check_open()
-        params = as_adam_params(adam_params)
+        if optim_params is not None and adam_params is not None:
+            raise TinkexValidationError(
+                "adam_params", "given together with optim_params", "pass only one of them"
+            )
+        field = "adam_params" if optim_params is None else "optim_params"
+        params = as_adam_params(adam_params if optim_params is None else optim_params, field)
         return self._single(
             "/api/v1/optim_step",
             "OptimStep",
@@ -53,9 +64,11 @@ class WeightsOps(TrainingCore):
             learning_rate=params.learning_rate,
         )
 
-    async def optim_step_async(self, adam_params: AdamParams) -> APIFuture[OptimStepResponse]:
+    async def optim_step_async(
+        self, optim_params: AdamParams | None = None, *, adam_params: AdamParams | None = None
+    ) -> APIFuture[OptimStepResponse]:
         """Async version of :meth:`optim_step` (returns the future)."""
-        return self.optim_step(adam_params)
+        return self.optim_step(optim_params, adam_params=adam_params)
 
     def save_state(
         self, name: str, ttl_seconds: int | None = None

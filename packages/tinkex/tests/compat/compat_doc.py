@@ -124,7 +124,10 @@ GROUPS: list[tuple[str, str, tuple[str, ...]]] = [
     ),
     (
         "Not offered",
-        "Small conveniences of the official package tinkex does not offer yet.",
+        "Not offered yet: `RequestOptions` (per-request options of the official HTTP layer; "
+        "tinkex takes `Config` fields), `RestClient.get_server_capabilities` (use "
+        "`ServiceClient.get_server_capabilities`), and a `SampledSequence` without `tokens` "
+        "(0.38 may carry them as numpy arrays; tinkex-types keeps lists).",
         (r".",),
     ),
 ]
