@@ -170,6 +170,10 @@ def test_metric_names_are_documented(otel: Any) -> None:
         pass
     sink = otel.plugin.create_sink("otel")
     sink.log("custom", {"a": 1})
+    from tinkex_types._events import CircuitBreakerEvent, RecoveryEvent
+
+    otel.plugin.on_circuit_breaker(CircuitBreakerEvent("rest", BASE, "open", "closed", 5, "x"))
+    otel.plugin.on_recovery(RecoveryEvent("run-1", "detected"))
     assert set(otel.metrics()) == set(METRIC_NAMES)
 
 
@@ -181,3 +185,40 @@ def test_transport_spans_do_not_double_count_requests(otel: Any, fake_config: An
     with httpx.Client(transport=transport) as client:
         client.get("http://tinker.test/api/v1/x")
     assert "http.client.request.duration" not in otel.metrics()
+
+
+def test_circuit_breaker_and_recovery_events(otel: Any) -> None:
+    """The observers the future hooks will call: metrics, records for the sinks."""
+    from tinkex_telemetry import ConsoleSink, record_from_event
+    from tinkex_types._events import CircuitBreakerEvent, RecoveryEvent
+
+    plugin = otel.plugin
+    seen: list[Any] = []
+
+    class Capture(ConsoleSink):
+        def emit(self, record: Any) -> None:
+            seen.append(record)
+
+    plugin.attach(Capture())
+    opened = CircuitBreakerEvent("sampling", BASE, "open", "closed", 5, "5 consecutive failures")
+    plugin.on_circuit_breaker(opened)
+    plugin.on_recovery(RecoveryEvent("run-1", "failed", attempt=3, error="boom"))
+    points = _points(otel, "tinkex.circuit_breaker.transitions")
+    assert [(p.attributes["tinkex.circuit_breaker.state"], p.value) for p in points] == [
+        ("open", 1)
+    ]
+    assert points[0].attributes["server.address"] == "tinker.example"
+    assert _sum(otel, "tinkex.recovery.events", **{"tinkex.recovery.phase": "failed"}) == 1
+    assert [(r.name, r.severity) for r in seen] == [
+        ("tinkex.circuit_breaker.open", "WARNING"),
+        ("tinkex.recovery.failed", "ERROR"),
+    ]
+    assert record_from_event(opened).data["family"] == "sampling"
+
+
+def test_default_plugin_observes_the_breaker_registry() -> None:
+    from tinkex_http import breakers
+    from tinkex_telemetry import default_plugin
+
+    plugin = default_plugin()
+    assert plugin.on_circuit_breaker in breakers()._listeners

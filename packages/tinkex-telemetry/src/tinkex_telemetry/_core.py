@@ -40,6 +40,7 @@ from tinkex_types import (
     TinkexValidationError,
     hookimpl,
 )
+from tinkex_types._events import CircuitBreakerEvent, RecoveryEvent
 
 __all__ = ["SINK_NAMES", "TelemetryPlugin"]
 
@@ -356,6 +357,25 @@ class TelemetryPlugin:
         self.metrics.record_queue_state(event)
         annotate_queue_state(event)
         self._dispatch(lambda: record_from_event(event), event.base_url)
+
+    # Observers of events whose hooks are not specified yet (``tinkex_on_circuit_breaker``,
+    # ``tinkex_on_recovery``): the hook implementations will delegate here. Circuit-breaker
+    # changes already arrive through ``tinkex_http.breakers().subscribe`` (default plugin).
+    def on_circuit_breaker(self, event: CircuitBreakerEvent) -> None:
+        """A circuit breaker changed state: metric, span event, sinks, session reporter."""
+        self.metrics.record_breaker(event)
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.add_event(
+                f"tinkex.circuit_breaker.{event.state}",
+                {"tinkex.circuit_breaker.family": event.family, "tinkex.reason": event.reason},
+            )
+        self._dispatch(lambda: record_from_event(event), event.base_url)
+
+    def on_recovery(self, event: RecoveryEvent) -> None:
+        """A recovery step: metric, sinks, session reporter."""
+        self.metrics.record_recovery(event)
+        self._dispatch(lambda: record_from_event(event))
 
     @hookimpl
     def tinkex_on_regularizer(self, event: RegularizerEvent) -> None:

@@ -8,7 +8,8 @@ change (``active``, ``paused_rate_limit``, ``paused_capacity``):
 * ``tinkex.http.request.exception`` / ``tinkex.http.request.stop`` for attempts that got
   no answer or a status >= 400;
 * ``tinkex.queue.state_change`` for each change;
-* ``tinkex.future.failed`` / ``tinkex.future.timed_out``.
+* ``tinkex.future.failed`` / ``tinkex.future.timed_out``;
+* ``tinkex.circuit_breaker.<state>`` and ``tinkex.recovery.<phase>`` (tinkex's own).
 
 Bounded: at most ``per_minute`` events of one name per session reporter and minute (the
 rest are dropped and counted in :attr:`SessionForwarder.dropped`), on top of the
@@ -36,7 +37,7 @@ def is_notable(record: TelemetryRecord) -> bool:
     """Whether the official client would report this record (see the module docstring)."""
     if record.kind == "request":
         return record.data.get("result") == "error"
-    if record.kind == "queue_state":
+    if record.kind in ("queue_state", "circuit_breaker", "recovery"):
         return True
     if record.kind == "future":
         return record.data.get("outcome") in ("failed", "timed_out")

@@ -9,6 +9,7 @@ from opentelemetry.metrics import Meter
 
 from tinkex_telemetry._attrs import route_of
 from tinkex_types import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent
+from tinkex_types._events import CircuitBreakerEvent, RecoveryEvent
 
 __all__ = ["METRIC_NAMES", "SAMPLING_OPERATIONS", "TinkexMetrics"]
 
@@ -50,6 +51,8 @@ METRIC_NAMES: tuple[str, ...] = (
     "tinkex.operation.duration",
     "tinkex.regularizer.duration",
     "tinkex.telemetry.events",
+    "tinkex.circuit_breaker.transitions",
+    "tinkex.recovery.events",
 )
 
 
@@ -143,6 +146,17 @@ class TinkexMetrics:
             description="Generic telemetry events logged through the otel sink, by name and severity.",
         )
 
+        self.breaker_transitions = meter.create_counter(
+            "tinkex.circuit_breaker.transitions",
+            unit="{transition}",
+            description="Circuit-breaker state changes, by endpoint family and new state.",
+        )
+        self.recovery_events = meter.create_counter(
+            "tinkex.recovery.events",
+            unit="{event}",
+            description="Steps of training-run recovery, by phase.",
+        )
+
     # -- fed by the observer hooks ----------------------------------------------------
     def record_request(self, event: RequestEvent) -> None:
         attrs: dict[str, Any] = {
@@ -180,6 +194,19 @@ class TinkexMetrics:
         if event.previous_state:
             attrs["tinkex.queue_state.previous"] = event.previous_state
         self.queue_state_changes.add(1, attrs)
+
+    def record_breaker(self, event: CircuitBreakerEvent) -> None:
+        self.breaker_transitions.add(
+            1,
+            {
+                "tinkex.circuit_breaker.family": event.family,
+                "tinkex.circuit_breaker.state": event.state,
+                **_server_attrs(event.base_url),
+            },
+        )
+
+    def record_recovery(self, event: RecoveryEvent) -> None:
+        self.recovery_events.add(1, {"tinkex.recovery.phase": event.phase})
 
     def record_regularizer(self, event: RegularizerEvent) -> None:
         if event.phase != "stop" or event.duration_s is None:

@@ -66,7 +66,17 @@ def default_plugin() -> TelemetryPlugin:
             if _default is None:
                 auto_setup()
                 _default = TelemetryPlugin(propagate=_propagate_from_env())
+                _observe_breakers(_default)
     return _default
+
+
+def _observe_breakers(plugin: TelemetryPlugin) -> None:
+    """Circuit-breaker changes reach the plugin through the ``tinkex_http`` registry (no
+    hook carries them yet). When a ``tinkex_on_circuit_breaker`` hook implementation is
+    added here, this subscription goes (the registry calls the hook itself)."""
+    from tinkex_http import breakers
+
+    breakers().subscribe(plugin.on_circuit_breaker)
 
 
 @hookimpl

@@ -10,9 +10,11 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from tinkex_telemetry._classify import is_user_error
 from tinkex_telemetry._redact import redact_text, redact_value
 from tinkex_types import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent
+from tinkex_types._events import CircuitBreakerEvent, RecoveryEvent
 
 __all__ = [
     "SEVERITIES",
+    "ObserverEvent",
     "RecordKind",
     "Severity",
     "TelemetryRecord",
@@ -25,7 +27,24 @@ Severity = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 SEVERITIES: tuple[Severity, ...] = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: ``request``, ``future``, ``queue_state``, ``regularizer`` come from the observer hooks;
 #: ``log`` from an explicit ``sink.log(...)``; ``exception`` from ``sink.log_exception``.
-RecordKind = Literal["request", "future", "queue_state", "regularizer", "log", "exception"]
+RecordKind = Literal[
+    "request",
+    "future",
+    "queue_state",
+    "regularizer",
+    "circuit_breaker",
+    "recovery",
+    "log",
+    "exception",
+]
+ObserverEvent = (
+    RequestEvent
+    | FutureEvent
+    | QueueStateEvent
+    | RegularizerEvent
+    | CircuitBreakerEvent
+    | RecoveryEvent
+)
 
 
 def severity_rank(severity: str) -> int:
@@ -84,9 +103,7 @@ def _clean(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def record_from_event(
-    event: RequestEvent | FutureEvent | QueueStateEvent | RegularizerEvent,
-) -> TelemetryRecord:
+def record_from_event(event: ObserverEvent) -> TelemetryRecord:
     """Turn an observer-hook event into a :class:`TelemetryRecord`."""
     if isinstance(event, RequestEvent):
         return _request_record(event)
@@ -96,6 +113,10 @@ def record_from_event(
         return _queue_state_record(event)
     if isinstance(event, RegularizerEvent):
         return _regularizer_record(event)
+    if isinstance(event, CircuitBreakerEvent):
+        return _breaker_record(event)
+    if isinstance(event, RecoveryEvent):
+        return _recovery_record(event)
     raise TypeError(f"not a tinkex observer event: {type(event).__name__}")
 
 
@@ -193,6 +214,54 @@ def _regularizer_record(event: RegularizerEvent) -> TelemetryRecord:
         name=f"tinkex.regularizer.compute.{event.phase}",
         data=data,
         severity="DEBUG" if event.phase == "start" else "INFO",
+        timestamp=event.timestamp,
+    )
+
+
+def _breaker_record(event: CircuitBreakerEvent) -> TelemetryRecord:
+    """A breaker changed state: WARNING when it opens, INFO otherwise."""
+    data = _clean(
+        {
+            "family": event.family,
+            "base_url": event.base_url,
+            "state": event.state,
+            "previous_state": event.previous_state,
+            "failures": event.failures,
+            "reason": event.reason,
+            "retry_after_s": event.retry_after_s,
+        }
+    )
+    return TelemetryRecord(
+        kind="circuit_breaker",
+        name=f"tinkex.circuit_breaker.{event.state}",
+        data=data,
+        severity="WARNING" if event.state == "open" else "INFO",
+        timestamp=event.timestamp,
+    )
+
+
+def _recovery_record(event: RecoveryEvent) -> TelemetryRecord:
+    """A recovery step: ERROR when it gave up, WARNING for detections and failed attempts."""
+    severity: Severity = "INFO"
+    if event.phase == "failed":
+        severity = "ERROR"
+    elif event.phase in ("detected", "attempt_failed"):
+        severity = "WARNING"
+    data = _clean(
+        {
+            "run_id": event.run_id,
+            "phase": event.phase,
+            "attempt": event.attempt,
+            "checkpoint": event.checkpoint,
+            "new_model_id": event.new_model_id,
+            "error": event.error,
+        }
+    )
+    return TelemetryRecord(
+        kind="recovery",
+        name=f"tinkex.recovery.{event.phase}",
+        data=data,
+        severity=severity,
         timestamp=event.timestamp,
     )
 

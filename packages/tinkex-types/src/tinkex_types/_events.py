@@ -10,6 +10,7 @@ __all__ = [
     "CircuitBreakerEvent",
     "FutureEvent",
     "QueueStateEvent",
+    "RecoveryEvent",
     "RegularizerEvent",
     "RequestEvent",
     "SessionEvent",
@@ -120,4 +121,26 @@ class CircuitBreakerEvent:
     failures: int
     reason: str
     retry_after_s: float | None = None
+    timestamp: float = field(default_factory=time.time)
+
+
+RecoveryPhase = Literal["detected", "started", "attempt_failed", "completed", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryEvent:
+    """A step of the opt-in recovery of a training run (``tinkex_clients`` recovery).
+
+    ``detected``: the monitor found the run corrupted; ``started``: an attempt restores
+    ``checkpoint``; ``attempt_failed``: that attempt failed with ``error`` (it is retried
+    until ``max_attempts``); ``completed``: ``new_model_id`` continues the run;
+    ``failed``: recovery gave up after ``attempt`` attempts.
+    """
+
+    run_id: str
+    phase: RecoveryPhase
+    attempt: int = 0
+    checkpoint: str | None = None
+    new_model_id: str | None = None
+    error: str | None = None
     timestamp: float = field(default_factory=time.time)
