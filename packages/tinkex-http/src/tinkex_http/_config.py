@@ -392,6 +392,30 @@ class Config:
             "call the tinkex_inject_headers hook (trace context)",
         )
     )
+    sampling_concurrency: int = field(
+        metadata=_row(
+            "TINKEX_SAMPLING_CONCURRENCY",
+            integer(1),
+            400,
+            "sampling requests in flight per server and API key",
+        )
+    )
+    sampling_throttled_concurrency: int = field(
+        metadata=_row(
+            "TINKEX_SAMPLING_THROTTLED_CONCURRENCY",
+            integer(1),
+            10,
+            "sampling requests in flight while recently rate limited (429)",
+        )
+    )
+    sampling_byte_budget: int = field(
+        metadata=_row(
+            "TINKEX_SAMPLING_BYTE_BUDGET",
+            integer(1),
+            5 * 1024 * 1024,
+            "estimated request bytes in flight per SamplingClient",
+        )
+    )
     circuit_breaker: CircuitBreakerSettings = field(
         metadata=_row(
             "TINKEX_CIRCUIT_BREAKER",

@@ -334,6 +334,32 @@ class SamplingDispatch:
         self.in_flight = 0
         self.max_in_flight = 0
 
+    @classmethod
+    def from_config(
+        cls,
+        config: Any,
+        *,
+        rate_limiter: RateLimiter | None = None,
+        concurrency: int | None = None,
+        throttled_concurrency: int | None = None,
+        byte_budget: int | None = None,
+    ) -> SamplingDispatch:
+        """The dispatch of a client with ``config`` (a :class:`tinkex_http.Config`): its
+        ``sampling_concurrency``, ``sampling_throttled_concurrency`` and
+        ``sampling_byte_budget`` (the arguments win), the shared :class:`RateLimiter` of
+        its server and key, and its tenant key."""
+        return cls(
+            rate_limiter=rate_limiter or RateLimiter.for_key(config),
+            tenant=config.tenant_key,
+            concurrency=config.sampling_concurrency if concurrency is None else concurrency,
+            throttled_concurrency=(
+                config.sampling_throttled_concurrency
+                if throttled_concurrency is None
+                else throttled_concurrency
+            ),
+            byte_budget=config.sampling_byte_budget if byte_budget is None else byte_budget,
+        )
+
     def _semaphore(self, kind: str, limit: int) -> asyncio.Semaphore:
         sem: asyncio.Semaphore = _per_loop(
             ("sampling", kind, self.tenant, limit), lambda: asyncio.Semaphore(limit)
