@@ -41,6 +41,7 @@ __all__ = [
     "MAX_NAME_SEGMENT",
     "CheckpointFiles",
     "checkpoint_name_problem",
+    "issued_path",
     "safe_segment",
 ]
 
@@ -213,3 +214,11 @@ def _newest_mtime(path: Path) -> float:
         with contextlib.suppress(FileNotFoundError):
             newest = max(newest, (path / fname).stat().st_mtime)
     return newest
+
+
+def issued_path(style: str, run_id: str, kind: str, name: str) -> str:
+    """The ``tinker://`` path a save answers (``ServerConfig.path_style``): standard
+    ``tinker://<run>/<kind>/<name>`` or two-part ``tinker://<run>/<name>``."""
+    if style == "two-part":
+        return f"tinker://{run_id}/{name}"
+    return f"tinker://{run_id}/{kind}/{name}"

@@ -124,15 +124,40 @@ class Desk:
             )
         return row
 
-    @staticmethod
-    def parse_path(path: str, field: str) -> TinkerPath:
-        """A ``tinker://`` path (400 naming ``field``)."""
+    def parse_path(self, path: str, field: str, prefer: str = "weights") -> TinkerPath:
+        """A ``tinker://`` path (400 naming ``field``).
+
+        On a server with ``path_style="two-part"``, a two-part ``tinker://<run>/<name>``
+        (what it issues) names the checkpoint of kind ``prefer``, or of the other kind when
+        only that one exists.
+        """
         try:
             return TinkerPath.parse(path)
         except (TypeError, ValueError) as exc:
+            two_part = self.parts.config.path_style == "two-part"
+            two = self._two_part(path, prefer) if two_part else None
+            if two is not None:
+                return two
             raise bad_request(
                 field, str(exc), "use tinker://<training_run_id>/weights/<name>"
             ) from None
+
+    def _two_part(self, path: object, prefer: str) -> TinkerPath | None:
+        if not isinstance(path, str) or not path.startswith("tinker://"):
+            return None
+        parts = path[len("tinker://") :].split("/")
+        if len(parts) != 2 or not all(parts):
+            return None
+        run, name = parts
+        kinds = [prefer, *(k for k in ("weights", "sampler_weights") if k != prefer)]
+        try:
+            candidates = [TinkerPath(run, k, name) for k in kinds]  # type: ignore[arg-type]
+        except ValueError:
+            return None
+        for tp in candidates:
+            if self.store.get_checkpoint(run, tp.kind, name) is not None:
+                return tp
+        return candidates[0]
 
     def checkpoint_at(self, tp: TinkerPath) -> CheckpointRow:
         """The checkpoint a path names (404 when it was never saved, deleted or expired)."""

@@ -14,6 +14,7 @@ from urllib.parse import quote
 from pydantic import ValidationError
 
 from tinkex_server._catalog import builtin_descs, describe_base_model
+from tinkex_server._checkpoints import issued_path
 from tinkex_server._context import Desk, ServerParts
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._sessions import check_scope
@@ -41,13 +42,13 @@ def _time(t: float | None) -> datetime | None:
     return None if t is None else datetime.fromtimestamp(t, UTC)
 
 
-def checkpoint_model(ckpt: CheckpointRow) -> Checkpoint:
-    """The wire description of a stored checkpoint."""
+def checkpoint_model(ckpt: CheckpointRow, style: str = "standard") -> Checkpoint:
+    """The wire description of a stored checkpoint (``tinker_path`` in ``style``)."""
     return Checkpoint(
         checkpoint_id=f"{ckpt.kind}/{ckpt.name}",
         checkpoint_type="training" if ckpt.kind == "weights" else "sampler",
         time=datetime.fromtimestamp(ckpt.created_at, UTC),
-        tinker_path=ckpt.tinker_path,
+        tinker_path=issued_path(style, ckpt.training_run_id, ckpt.kind, ckpt.name),
         size_bytes=ckpt.size_bytes,
         public=ckpt.public,
         expires_at=_time(ckpt.expires_at),
@@ -117,8 +118,12 @@ class RestService:
             corrupted=row.corrupted,
             lora_rank=int(row.lora_config["rank"]),
             last_request_time=datetime.fromtimestamp(row.last_request_time, UTC),
-            last_checkpoint=checkpoint_model(last) if last is not None else None,
-            last_sampler_checkpoint=checkpoint_model(last_s) if last_s is not None else None,
+            last_checkpoint=checkpoint_model(last, self.config.path_style)
+            if last is not None
+            else None,
+            last_sampler_checkpoint=checkpoint_model(last_s, self.config.path_style)
+            if last_s is not None
+            else None,
             user_metadata=(
                 {str(k): str(v) for k, v in row.user_metadata.items()}
                 if row.user_metadata
@@ -149,14 +154,14 @@ class RestService:
             raise not_found("training run", run_id)
         rows, total = self.store.list_checkpoints(run_id)
         return CheckpointsListResponse(
-            checkpoints=[checkpoint_model(c) for c in rows],
+            checkpoints=[checkpoint_model(c, self.config.path_style) for c in rows],
             cursor=Cursor(offset=0, limit=total, total_count=total),
         )
 
     def list_user_checkpoints(self, limit: int, offset: int) -> CheckpointsListResponse:
         rows, total = self.store.list_checkpoints(limit=limit, offset=offset)
         return CheckpointsListResponse(
-            checkpoints=[checkpoint_model(c) for c in rows],
+            checkpoints=[checkpoint_model(c, self.config.path_style) for c in rows],
             cursor=Cursor(offset=offset, limit=limit, total_count=total),
         )
 

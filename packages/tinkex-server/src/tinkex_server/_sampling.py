@@ -133,7 +133,7 @@ class SamplingService:
     def _source(self, model_path: str | None, base_model: str | None) -> SamplerRow:
         """What a sampler serves: a checkpoint (``model_path``) or a base model."""
         if model_path is not None:
-            tp = self.desk.parse_path(model_path, "model_path")
+            tp = self.desk.parse_path(model_path, "model_path", prefer="sampler_weights")
             ckpt = self.desk.checkpoint_at(tp)
             run = self.desk.run_of(tp)
             if base_model is not None and base_model != run.base_model:

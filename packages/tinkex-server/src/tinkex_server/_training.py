@@ -309,6 +309,7 @@ class TrainingService:
             name=name,
             ttl_seconds=ttl_seconds,
             directory=self.files.checkpoint_dir(model_id, kind, name),
+            path_style=self.parts.config.path_style,
         )
 
     def save_weights(
@@ -390,7 +391,7 @@ class TrainingService:
             return self._load_creating(req, idempotency_key, carrier)
         with self.turnstile(req.model_id, req.seq_id):
             self.desk.model(req.model_id)
-            path = self.desk.parse_path(req.path, "path")
+            path = self.desk.parse_path(req.path, "path", prefer="weights")
         job = self._load_job(req.model_id, req.seq_id, path, req.optimizer, carrier)
         return self._ordered(job, "load_weights", idempotency_key)
 
@@ -428,12 +429,12 @@ class TrainingService:
         assert model_seq_id is not None
         check_int64("model_seq_id", model_seq_id, minimum=0)
         model_id = f"{session_id}:train:{model_seq_id}"
-        dedup = f"load_create:{model_id}"
+        dedup = f"load_create:{model_id}:{req.path}"  # a retry answers the same future
         earlier = self.desk.existing(dedup)
         if earlier is not None:
             return earlier
         self.desk.live_session(session_id)
-        path = self.desk.parse_path(req.path, "path")
+        path = self.desk.parse_path(req.path, "path", prefer="weights")
         if path.kind != "weights":
             raise bad_request(
                 "path",

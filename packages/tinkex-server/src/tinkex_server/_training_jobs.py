@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinkex_server._checkpoints import CheckpointFiles, dir_size
+from tinkex_server._checkpoints import CheckpointFiles, dir_size, issued_path
 from tinkex_server._jobs import Job
 from tinkex_server._restore import ModelRestorer, engine_lora
 from tinkex_server._store import Store
@@ -171,6 +171,8 @@ class SaveJob(OrderedJob):
     name: str
     ttl_seconds: int | None
     directory: Path
+    #: ``ServerConfig.path_style`` of the answered path.
+    path_style: str = "standard"
 
     @property
     def training_state(self) -> bool:
@@ -198,11 +200,12 @@ class SaveJob(OrderedJob):
             expires_at=time.time() + ttl if ttl is not None else None,
             step=int(output),
         )
+        path = issued_path(self.path_style, ckpt.training_run_id, ckpt.kind, ckpt.name)
         if self.training_state:
             touch(self.store, self.target, last_state=self.name)
-            return SaveWeightsResponse(path=ckpt.tinker_path)
+            return SaveWeightsResponse(path=path)
         touch(self.store, self.target)
-        return SaveWeightsForSamplerResponse(path=ckpt.tinker_path)
+        return SaveWeightsForSamplerResponse(path=path)
 
 
 @dataclass(kw_only=True, eq=False)
