@@ -223,3 +223,36 @@ def test_bad_protocol_is_a_warning_not_a_crash(receiver: Any, tmp_path: Path) ->
     assert proc.returncode == 0, proc.stderr
     assert "OTEL_EXPORTER_OTLP_PROTOCOL" in proc.stderr
     assert receiver.requests == []
+
+
+def test_auto_setup_for_a_server_process(receiver: Any) -> None:
+    """What the server's start-up hook will call: required=True (``--otel``) installs even
+    without OTEL_* variables asking; the service name is the caller's unless the
+    environment names one."""
+    script = textwrap.dedent(
+        """
+        from opentelemetry import trace
+        from tinkex_telemetry._autosetup import auto_setup
+
+        assert auto_setup("tinkex-server") is None  # nothing asks for export
+        setup = auto_setup("tinkex-server", required=True)
+        assert setup is not None and setup.tracer_provider is not None
+        with trace.get_tracer("t").start_as_current_span("boot"):
+            pass
+        assert setup.force_flush(10)
+        print(setup.tracer_provider.resource.attributes["service.name"])
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "TINKEX_"))}
+    env.update(
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{receiver.url}/v1/traces",
+        TINKEX_OTEL_SETUP="0",  # the environment alone does not switch it on here
+        OTEL_METRICS_EXPORTER="none",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "tinkex-server"
+    names = [span.name for _, span in _spans(receiver)]
+    assert names == ["boot"]

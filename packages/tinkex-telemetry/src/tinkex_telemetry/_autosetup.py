@@ -89,11 +89,16 @@ def _service_default(service_name: str | None) -> dict[str, str]:
     return {"service.name": service_name or "tinkex"}
 
 
-def auto_setup(service_name: str | None = None) -> OtelSetup | None:
-    """:func:`setup_from_env` when :func:`export_requested`; never raises (a bad variable
-    is logged as a warning naming it, and the process runs without export)."""
+def auto_setup(service_name: str | None = None, *, required: bool = False) -> OtelSetup | None:
+    """:func:`setup_from_env` when :func:`export_requested` (or ``required``, e.g.
+    ``tinkex serve --otel``; ``OTEL_SDK_DISABLED=true`` still wins); never raises (a bad
+    variable is logged as a warning naming it, and the process runs without export).
+
+    This is what a ``tinkex_setup_telemetry(service_name, required)`` hook implementation
+    calls, so that a process that must not import this package (the server) sets up
+    export through the hooks."""
     try:
-        if not export_requested():
+        if not (export_requested() or (required and not _flag("OTEL_SDK_DISABLED"))):
             return None
         return setup_from_env(service_name=service_name)
     except Exception as exc:
