@@ -8,6 +8,7 @@ service's answers.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import Field
 
@@ -21,7 +22,7 @@ class AuditLogEntry(WireModel):
 
     timestamp: datetime
     event: str
-    event_details: dict[str, object] = Field(default_factory=dict)
+    event_details: dict[str, Any] = Field(default_factory=dict)
     #: Deprecated by the service (read ``event_details``); set on checkpoint events.
     model_id: str | None = None
     tinker_path: str | None = None
