@@ -4,6 +4,7 @@ open streaming answer (:class:`StreamingResponse`)."""
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -207,10 +208,8 @@ def status_error(response: httpx.Response, scrub: Callable[[str], str]) -> APISt
     cls = status_error_class(status)
     method: str | None = None
     path: str | None = None
-    try:
+    with contextlib.suppress(RuntimeError):  # a response made without a request (tests)
         method, path = response.request.method, response.request.url.path
-    except RuntimeError:  # a response made without a request (tests)
-        pass
     return cls(
         message, status_code=status, request_id=request_id, body=body, method=method, path=path
     )
