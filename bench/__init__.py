@@ -16,4 +16,5 @@ BENCHMARKS: dict[str, str] = {
     "p4": "bench.p4_latency",
     "p5": "bench.p5_download",
     "p6": "bench.p6_concurrency",
+    "p7": "bench.p7_decoding",
 }

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ["p1", "p2", "p3", "p4", "p5", "p6"]
+KEYS = ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]
 
 
 def _run_bench(

@@ -63,32 +63,55 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def ensure_venv(key: str, requirements: Sequence[str]) -> Path:
+def ensure_venv(
+    key: str,
+    requirements: Sequence[str],
+    *,
+    first: Sequence[str] = (),
+    pins: Sequence[str] = (),
+) -> Path:
     """A venv ``<venv_root()>/<key>`` holding ``requirements``; returns its python.
 
-    The venv is reused when its marker file records the same requirement list; otherwise it is
-    rebuilt. A lock file serialises concurrent builders. A failed install raises with pip's
-    output tail.
+    ``first`` is installed before the rest (e.g. the CPU ``torch==2.13.0`` of this machine's
+    wheel directory) and ``pins`` constrain every install after it (``pip -c``), so pip never
+    swaps in another release of a pinned package. The venv is reused when its marker file
+    records the same lists; otherwise it is rebuilt. A lock file serialises concurrent
+    builders. A failed install raises with pip's output tail.
     """
     root = venv_root()
     root.mkdir(parents=True, exist_ok=True)
     path = root / key
     python = path / "bin" / "python"
     marker = path / ".compat-ready"
-    wanted = "\n".join(requirements)
+    wanted = "\n".join([*requirements, *(f"first:{r}" for r in first), *(f"pin:{p}" for p in pins)])
     with open(root / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if marker.exists() and marker.read_text() == wanted and python.exists():
             return python
         shutil.rmtree(path, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "venv", str(path)], check=True, env=clean_env())
-        cmd = [str(python), "-m", "pip", "install", "--progress-bar", "off", *requirements]
-        done = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), check=False)
-        if done.returncode != 0:
-            tail = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
-            raise RuntimeError(f"pip install {' '.join(requirements)} failed:\n{tail}")
+        constraints = root / f"{key}.constraints.txt"
+        constraints.write_text("".join(f"{p}\n" for p in pins))
+        pip = [str(python), "-m", "pip", "install", "--progress-bar", "off"]
+        steps = [list(first), list(requirements)] if first else [list(requirements)]
+        for reqs in steps:
+            cmd = [*pip, *(("-c", str(constraints)) if pins else ()), *reqs]
+            done = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), check=False)
+            if done.returncode != 0:
+                tail = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
+                raise RuntimeError(f"pip install {' '.join(reqs)} failed:\n{tail}")
         marker.write_text(wanted)
     return python
+
+
+def official_python(version: str) -> Path:
+    """The python of an environment holding the official ``tinker==version``:
+    ``$TINKEX_COMPAT_PYTHON_<version with '_' for '.'>`` when set (an existing venv), else one
+    built by :func:`ensure_venv`."""
+    given = os.environ.get(f"TINKEX_COMPAT_PYTHON_{version.replace('.', '_')}")
+    if given:
+        return Path(given)
+    return ensure_venv(f"tinker-{version}", [f"tinker=={version}"])
 
 
 @dataclass

@@ -29,7 +29,7 @@ import compat_harness as harness
 def _python_for(version: str, given: dict[str, str]) -> str:
     if version in given:
         return given[version]
-    return str(harness.ensure_venv(f"tinker-{version}", [f"tinker=={version}"]))
+    return str(harness.official_python(version))
 
 
 def _run_one(version: str, python: str, url: str | None, timeout: float) -> dict[str, Any]:
