@@ -188,7 +188,7 @@ def test_transport_spans_do_not_double_count_requests(otel: Any, fake_config: An
 
 
 def test_circuit_breaker_and_recovery_events(otel: Any) -> None:
-    """The observers the future hooks will call: metrics, records for the sinks."""
+    """The observers the hooks call: metrics, records for the sinks."""
     from tinkex_telemetry import ConsoleSink, record_from_event
     from tinkex_types._events import CircuitBreakerEvent, RecoveryEvent
 
@@ -214,11 +214,3 @@ def test_circuit_breaker_and_recovery_events(otel: Any) -> None:
         ("tinkex.recovery.failed", "ERROR"),
     ]
     assert record_from_event(opened).data["family"] == "sampling"
-
-
-def test_default_plugin_observes_the_breaker_registry() -> None:
-    from tinkex_http import breakers
-    from tinkex_telemetry import default_plugin
-
-    plugin = default_plugin()
-    assert plugin.on_circuit_breaker in breakers()._listeners

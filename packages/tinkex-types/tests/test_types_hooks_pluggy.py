@@ -14,9 +14,11 @@ import pytest
 import structlog
 
 from tinkex_types import (
+    CircuitBreakerEvent,
     FutureEvent,
     Hooks,
     QueueStateEvent,
+    RecoveryEvent,
     RegularizerEvent,
     RequestEvent,
     SessionEvent,
@@ -32,6 +34,16 @@ QUEUE = QueueStateEvent(
 FUTURE = FutureEvent(request_id="r", outcome="resolved", duration_s=1.0, polls=2)
 REGULARIZER = RegularizerEvent(name="l2", phase="start")
 SESSION = SessionEvent(session_id="sess-1", phase="start", base_url="local://")
+BREAKER = CircuitBreakerEvent(
+    family="sampling",
+    base_url="http://127.0.0.1:8000",
+    state="open",
+    previous_state="closed",
+    failures=5,
+    reason="5 consecutive failures (last: HTTP 503)",
+    retry_after_s=30.0,
+)
+RECOVERY = RecoveryEvent(run_id="run-1", phase="started", attempt=1, checkpoint="tinker://c")
 
 
 class Config:
@@ -59,6 +71,9 @@ CALLS: dict[str, Callable[[Hooks], Any]] = {
     "tinkex_on_future": lambda h: h.on_future(FUTURE),
     "tinkex_on_session": lambda h: h.on_session(SESSION),
     "tinkex_on_regularizer": lambda h: h.on_regularizer(REGULARIZER),
+    "tinkex_on_circuit_breaker": lambda h: h.on_circuit_breaker(BREAKER),
+    "tinkex_on_recovery": lambda h: h.on_recovery(RECOVERY),
+    "tinkex_setup_telemetry": lambda h: h.setup_telemetry("svc", required=False),
     "tinkex_operation_span": lambda h: h.operation_span("op").__enter__(),
     "tinkex_inject_headers": lambda h: h.inject_headers({}),
     "tinkex_register_regularizers": lambda h: h.regularizers(),
@@ -106,6 +121,19 @@ class Bare:
     @hookimpl
     def tinkex_on_regularizer(self) -> None:
         self.called.append("tinkex_on_regularizer")
+
+    @hookimpl
+    def tinkex_on_circuit_breaker(self) -> None:
+        self.called.append("tinkex_on_circuit_breaker")
+
+    @hookimpl
+    def tinkex_on_recovery(self) -> None:
+        self.called.append("tinkex_on_recovery")
+
+    @hookimpl
+    def tinkex_setup_telemetry(self) -> bool:
+        self.called.append("tinkex_setup_telemetry")
+        return True
 
     @hookimpl
     def tinkex_inject_headers(self) -> None:
@@ -198,6 +226,8 @@ def test_hook_tinkex_wrap_transport() -> None:
         ("tinkex_on_request", lambda h: h.on_request(REQUEST)),
         ("tinkex_on_future", lambda h: h.on_future(FUTURE)),
         ("tinkex_on_regularizer", lambda h: h.on_regularizer(REGULARIZER)),
+        ("tinkex_on_circuit_breaker", lambda h: h.on_circuit_breaker(BREAKER)),
+        ("tinkex_on_recovery", lambda h: h.on_recovery(RECOVERY)),
         ("tinkex_inject_headers", lambda h: h.inject_headers({})),
     ],
 )
@@ -229,6 +259,68 @@ def test_hook_tinkex_on_regularizer() -> None:
     bare = Bare()
     _hooks(bare).on_regularizer(REGULARIZER)
     assert bare.called == ["tinkex_on_regularizer"]
+
+
+def test_hook_tinkex_on_circuit_breaker() -> None:
+    class StateOnly:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, str, str]] = []
+
+        @hookimpl
+        def tinkex_on_circuit_breaker(self, event: CircuitBreakerEvent) -> None:
+            self.seen.append((event.family, event.previous_state, event.state))
+
+    bare, full = Bare(), StateOnly()
+    _hooks(bare, full).on_circuit_breaker(BREAKER)
+    assert bare.called == ["tinkex_on_circuit_breaker"]
+    assert full.seen == [("sampling", "closed", "open")]
+
+
+def test_hook_tinkex_on_recovery() -> None:
+    class PhaseOnly:
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, str, int]] = []
+
+        @hookimpl
+        def tinkex_on_recovery(self, event: RecoveryEvent) -> None:
+            self.seen.append((event.run_id, event.phase, event.attempt))
+
+    bare, full = Bare(), PhaseOnly()
+    _hooks(bare, full).on_recovery(RECOVERY)
+    assert bare.called == ["tinkex_on_recovery"]
+    assert full.seen == [("run-1", "started", 1)]
+
+
+def test_hook_tinkex_setup_telemetry() -> None:
+    class ServiceOnly:
+        def __init__(self) -> None:
+            self.names: list[str] = []
+
+        @hookimpl
+        def tinkex_setup_telemetry(self, service_name: str) -> None:
+            self.names.append(service_name)  # passes: None
+
+    class RequiredOnly:
+        @hookimpl
+        def tinkex_setup_telemetry(self, required: bool) -> bool:
+            return required
+
+    service_only = ServiceOnly()
+    # no implementation: nothing is set up
+    assert _hooks().setup_telemetry("tinkex-server", required=True) is False
+    # None passes on to the next implementation; the first non-None result wins
+    hooks = _hooks(RequiredOnly(), service_only)
+    assert hooks.setup_telemetry("tinkex-server", required=True) is True
+    assert hooks.setup_telemetry("tinkex-server", False) is False
+    assert service_only.names == ["tinkex-server", "tinkex-server"]
+    bare = Bare()
+    assert _hooks(bare).setup_telemetry("svc") is True
+    assert bare.called == ["tinkex_setup_telemetry"]
+
+
+def test_the_new_hooks_are_observers_except_setup() -> None:
+    assert {"tinkex_on_circuit_breaker", "tinkex_on_recovery"} <= hookspecs.OBSERVER_HOOKS
+    assert "tinkex_setup_telemetry" not in hookspecs.OBSERVER_HOOKS
 
 
 def test_hook_tinkex_on_session() -> None:

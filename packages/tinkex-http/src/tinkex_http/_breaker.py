@@ -13,7 +13,7 @@ are built to ride out a server restart (an operation lends its retry time to the
 loop) and the official SDK has no breaker, so failing fast is a choice an application makes.
 
 Every state change is a :class:`tinkex_types.CircuitBreakerEvent`, given to the registry's
-listeners and to the ``tinkex_on_circuit_breaker`` hook when the hooks facade has it.
+listeners and to the ``tinkex_on_circuit_breaker`` hook (once per transition).
 """
 
 from __future__ import annotations
@@ -324,10 +324,8 @@ class CircuitBreakerRegistry:
                 listener(event)
         from tinkex_types import get_hooks
 
-        hook = getattr(get_hooks(), "on_circuit_breaker", None)
-        if callable(hook):
-            with contextlib.suppress(Exception):
-                hook(event)
+        # An observer hook: a raising implementation is logged and skipped by the facade.
+        get_hooks().on_circuit_breaker(event)
 
 
 _registry = CircuitBreakerRegistry()

@@ -358,9 +358,14 @@ class TelemetryPlugin:
         annotate_queue_state(event)
         self._dispatch(lambda: record_from_event(event), event.base_url)
 
-    # Observers of events whose hooks are not specified yet (``tinkex_on_circuit_breaker``,
-    # ``tinkex_on_recovery``): the hook implementations will delegate here. Circuit-breaker
-    # changes already arrive through ``tinkex_http.breakers().subscribe`` (default plugin).
+    @hookimpl
+    def tinkex_on_circuit_breaker(self, event: CircuitBreakerEvent) -> None:
+        self.on_circuit_breaker(event)
+
+    @hookimpl
+    def tinkex_on_recovery(self, event: RecoveryEvent) -> None:
+        self.on_recovery(event)
+
     def on_circuit_breaker(self, event: CircuitBreakerEvent) -> None:
         """A circuit breaker changed state: metric, span event, sinks, session reporter."""
         self.metrics.record_breaker(event)

@@ -18,8 +18,10 @@ from tinkex_telemetry._autosetup import auto_setup
 from tinkex_telemetry._core import TelemetryPlugin
 from tinkex_types import (
     AsyncTransport,
+    CircuitBreakerEvent,
     FutureEvent,
     QueueStateEvent,
+    RecoveryEvent,
     RegularizerEvent,
     RequestEvent,
     SessionEvent,
@@ -66,17 +68,7 @@ def default_plugin() -> TelemetryPlugin:
             if _default is None:
                 auto_setup()
                 _default = TelemetryPlugin(propagate=_propagate_from_env())
-                _observe_breakers(_default)
     return _default
-
-
-def _observe_breakers(plugin: TelemetryPlugin) -> None:
-    """Circuit-breaker changes reach the plugin through the ``tinkex_http`` registry (no
-    hook carries them yet). When a ``tinkex_on_circuit_breaker`` hook implementation is
-    added here, this subscription goes (the registry calls the hook itself)."""
-    from tinkex_http import breakers
-
-    breakers().subscribe(plugin.on_circuit_breaker)
 
 
 @hookimpl
@@ -120,6 +112,23 @@ def tinkex_on_queue_state_change(event: QueueStateEvent) -> None:
 @hookimpl
 def tinkex_on_regularizer(event: RegularizerEvent) -> None:
     default_plugin().tinkex_on_regularizer(event=event)
+
+
+@hookimpl
+def tinkex_on_circuit_breaker(event: CircuitBreakerEvent) -> None:
+    default_plugin().on_circuit_breaker(event)
+
+
+@hookimpl
+def tinkex_on_recovery(event: RecoveryEvent) -> None:
+    default_plugin().on_recovery(event)
+
+
+@hookimpl
+def tinkex_setup_telemetry(service_name: str, required: bool) -> bool:
+    """Install OpenTelemetry export from ``OTEL_*`` (``tinkex serve`` calls this through
+    ``Hooks.setup_telemetry``): ``True`` when export is set up."""
+    return auto_setup(service_name, required=required) is not None
 
 
 @hookimpl

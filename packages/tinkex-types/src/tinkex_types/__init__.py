@@ -70,8 +70,10 @@ from tinkex_types._errors import (
     status_error_class,
 )
 from tinkex_types._events import (
+    CircuitBreakerEvent,
     FutureEvent,
     QueueStateEvent,
+    RecoveryEvent,
     RegularizerEvent,
     RequestEvent,
     SessionEvent,
@@ -260,6 +262,7 @@ __all__ = [
     "CheckpointRef",
     "CheckpointType",
     "CheckpointsListResponse",
+    "CircuitBreakerEvent",
     "CommandGroup",
     "ConflictError",
     "CreateModelRequest",
@@ -328,6 +331,7 @@ __all__ = [
     "QueueState",
     "QueueStateEvent",
     "RateLimitError",
+    "RecoveryEvent",
     "RegisterRegularizer",
     "RegisterTelemetrySink",
     "RegisterTransport",

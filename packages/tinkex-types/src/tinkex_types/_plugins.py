@@ -19,8 +19,10 @@ import structlog
 from tinkex_types import hookspecs
 from tinkex_types._errors import PluginError
 from tinkex_types._events import (
+    CircuitBreakerEvent,
     FutureEvent,
     QueueStateEvent,
+    RecoveryEvent,
     RegularizerEvent,
     RequestEvent,
     SessionEvent,
@@ -340,6 +342,14 @@ class Hooks:
         result: Tokenizer | None = self.pm.hook.tinkex_resolve_tokenizer(name=name)
         return result
 
+    def setup_telemetry(self, service_name: str, required: bool = False) -> bool:
+        """Ask plugins to set up telemetry export for this process (``tinkex serve``);
+        ``True`` when one did, ``False`` when none did or none is installed."""
+        result: bool | None = self.pm.hook.tinkex_setup_telemetry(
+            service_name=service_name, required=required
+        )
+        return bool(result)
+
     # -- observers (a raising implementation is logged and skipped) -------------
     def on_queue_state_change(self, event: QueueStateEvent) -> None:
         self.pm.hook.tinkex_on_queue_state_change(event=event)
@@ -352,6 +362,14 @@ class Hooks:
 
     def on_regularizer(self, event: RegularizerEvent) -> None:
         self.pm.hook.tinkex_on_regularizer(event=event)
+
+    def on_circuit_breaker(self, event: CircuitBreakerEvent) -> None:
+        """Tell ``tinkex_on_circuit_breaker`` observers a breaker changed state."""
+        self.pm.hook.tinkex_on_circuit_breaker(event=event)
+
+    def on_recovery(self, event: RecoveryEvent) -> None:
+        """Tell ``tinkex_on_recovery`` observers about a step of a run's recovery."""
+        self.pm.hook.tinkex_on_recovery(event=event)
 
     def on_session(self, event: SessionEvent) -> Any | None:
         """Tell ``tinkex_on_session`` observers a session started or ended; returns the

@@ -17,8 +17,10 @@ from typing import Any, Final
 import pluggy
 
 from tinkex_types._events import (
+    CircuitBreakerEvent,
     FutureEvent,
     QueueStateEvent,
+    RecoveryEvent,
     RegularizerEvent,
     RequestEvent,
     SessionEvent,
@@ -63,6 +65,8 @@ OBSERVER_HOOKS: Final[frozenset[str]] = frozenset(
         "tinkex_on_future",
         "tinkex_on_session",
         "tinkex_on_regularizer",
+        "tinkex_on_circuit_breaker",
+        "tinkex_on_recovery",
         "tinkex_inject_headers",
     }
 )
@@ -132,6 +136,36 @@ def tinkex_on_session(event: SessionEvent) -> Any | None:
 def tinkex_on_regularizer(event: RegularizerEvent) -> None:
     """Observe a regularizer starting and stopping inside a custom-loss pipeline (with its
     duration and value on ``stop``). Observers must not raise and must not block."""
+
+
+@hookspec
+def tinkex_on_circuit_breaker(event: CircuitBreakerEvent) -> None:
+    """Observe a circuit breaker of ``tinkex_http`` changing state (``closed``, ``open``,
+    ``half_open``) for one endpoint family of one server; ``event.reason`` says why.
+
+    Called by tinkex-http's breaker registry once per transition, from the thread whose
+    attempt caused it. Observers must not raise and must not block."""
+
+
+@hookspec
+def tinkex_on_recovery(event: RecoveryEvent) -> None:
+    """Observe a step of the opt-in recovery of a training run (``detected``, ``started``,
+    ``attempt_failed``, ``completed``, ``failed``), fired by tinkex-clients' recovery.
+    Observers must not raise and must not block."""
+
+
+@hookspec(firstresult=True)
+def tinkex_setup_telemetry(service_name: str, required: bool) -> bool | None:
+    """Set up the process-wide telemetry export (OpenTelemetry from the ``OTEL_*``
+    variables) for a process that must not import the telemetry package itself
+    (``tinkex serve``).
+
+    ``service_name`` is the default ``service.name`` when the environment names none;
+    ``required`` asks for export even when no ``OTEL_*`` variable does (``--otel``).
+    Return ``True`` when export is set up, ``False`` when it is not (the environment
+    disables it, or setup failed: log why), ``None`` to pass. First result wins; with no
+    implementation the facade answers ``False``. Must not raise.
+    """
 
 
 @hookspec
