@@ -22,10 +22,10 @@ import pytest
 
 import tinkex
 from tinkex import types
-from tinkex_http import encode_json
+from tinkex_http import decode_json, encode_json
 from tinkex_server._config import ServerConfig
 from tinkex_server._local import LocalServer, LocalTransport
-from tinkex_types import TinkexValidationError
+from tinkex_types import FLOAT32_MAX, TinkexValidationError
 
 MODEL = "tinkex/tiny-llama-100k"
 
@@ -87,12 +87,14 @@ def _datum(weights: Any = None, targets: Any = None) -> dict[str, Any]:
     }
 
 
-def _fb(model_id: str, datum: dict[str, Any], seq: int) -> dict[str, Any]:
-    return {
+def _fb(model_id: str, datum: dict[str, Any], seq: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
         "forward_backward_input": {"data": [datum], "loss_fn": "cross_entropy"},
         "model_id": model_id,
-        "seq_id": seq,
     }
+    if seq is not None:
+        body["seq_id"] = seq
+    return body
 
 
 def _refused(response: httpx.Response, field: str) -> None:
@@ -103,10 +105,11 @@ def _refused(response: httpx.Response, field: str) -> None:
 def test_bad_numbers_in_bodies_get_4xx_naming_the_field(http: httpx.Client) -> None:
     model_id = _model(http)
     bad_bodies = [
-        ("forward_backward", _fb(model_id, _datum(weights=[None, 1.0, 1.0]), 1), "weights"),
-        ("forward", _fb(model_id, _datum(weights=[None, 1.0, 1.0]), 1), "weights"),
-        ("forward_backward", _fb(model_id, _datum(targets=[6, 7.5, 8]), 1), "target_tokens"),
-        ("forward_backward", _fb(model_id, _datum(weights=[1e39, 0.0, 0.0]), 1), "weights"),
+        # (no seq_id: a refused request must not hold up the ordered ones after it)
+        ("forward_backward", _fb(model_id, _datum(weights=[None, 1.0, 1.0])), "weights"),
+        ("forward", _fb(model_id, _datum(weights=[None, 1.0, 1.0])), "weights"),
+        ("forward_backward", _fb(model_id, _datum(targets=[6, 7.5, 8])), "target_tokens"),
+        ("forward_backward", _fb(model_id, _datum(weights=[1e39, 0.0, 0.0])), "weights"),
     ]
     for path, body, field in bad_bodies:
         if path == "forward":
@@ -114,7 +117,7 @@ def test_bad_numbers_in_bodies_get_4xx_naming_the_field(http: httpx.Client) -> N
         _refused(http.post(f"/api/v1/{path}", json=body), f"loss_fn_inputs.{field}")
     # Non-finite numbers as Python's json writes them, and as orjson writes them (null).
     for text in ("Infinity", "-Infinity", "NaN", "null"):
-        raw = '{"adam_params": {"learning_rate": %s}, "model_id": "%s", "seq_id": 1}'
+        raw = '{"adam_params": {"learning_rate": %s}, "model_id": "%s"}'
         r = http.post(
             "/api/v1/optim_step",
             content=raw % (text, model_id),
@@ -142,7 +145,8 @@ def test_bad_numbers_in_bodies_get_4xx_naming_the_field(http: httpx.Client) -> N
     # Still serving: a good step after all of that.
     r = http.post("/api/v1/forward_backward", json=_fb(model_id, _datum(), 1))
     assert r.status_code == 200, r.text
-    assert "loss:sum" in _result(http, r.json())["metrics"]
+    result = _result(http, r.json())
+    assert "loss:sum" in result.get("metrics", {}), result
     r = http.post(
         "/api/v1/optim_step",
         json={"adam_params": {"learning_rate": 0.25}, "model_id": model_id, "seq_id": 2},
@@ -198,3 +202,59 @@ def test_client_refuses_before_sending_naming_the_field(
         training.forward_backward([datum], "cross_entropy").result(timeout=120)
         step = training.optim_step(types.AdamParams(learning_rate=3e-7)).result(timeout=120)
         assert step.metrics["learning_rate:mean"] == 3e-7
+
+
+def test_valid_extremes_are_served_not_crashed(local_data_dir: Path) -> None:
+    """Found by the fuzz suite: a subnormal temperature crashed the sampler (500), and a
+    loss that overflows to infinity came back as a body the client could not parse."""
+    assert decode_json(b'{"a": NaN, "b": -Infinity, "c": 1}') == {
+        "a": pytest.approx(math.nan, nan_ok=True),
+        "b": -math.inf,
+        "c": 1,
+    }
+    with tinkex.ServiceClient(base_url="local://") as service:
+        sampler = service.create_sampling_client(base_model=MODEL)
+        prompt = types.ModelInput.from_ints([1, 2, 3])
+
+        def tokens(temperature: float) -> list[int]:
+            params = types.SamplingParams(max_tokens=4, temperature=temperature, seed=1)
+            return list(sampler.sample(prompt, 1, params).result(timeout=120).sequences[0].tokens)
+
+        assert tokens(5e-324) == tokens(0.0)  # the limit of a vanishing temperature: greedy
+        training = service.create_lora_training_client(base_model=MODEL, rank=2, seed=0)
+        datum = types.Datum(
+            model_input=types.ModelInput.from_ints([1, 2]),
+            loss_fn_inputs={"target_tokens": [2, 3], "weights": [FLOAT32_MAX, FLOAT32_MAX]},
+        )
+        out = training.forward([datum], "cross_entropy").result(timeout=120)
+        assert out.metrics["loss:sum"] == math.inf  # a result, read back as it is
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"learning_rate": 1e300}, "learning_rate"),
+        ({"learning_rate": 1e20, "weight_decay": 1e20}, "weight_decay"),
+        ({"eps": 1e39}, "eps"),
+        ({"eps": 5e-324}, "eps"),  # rounds to 0 in float32: 0/0 would make the weights NaN
+    ],
+)
+def test_adam_values_beyond_float32_are_refused_not_crashed(
+    local_data_dir: Path, params: dict[str, float], field: str
+) -> None:
+    """Found by the fuzz suite: finite values the float32 update cannot apply were a 500
+    (torch refused the scalar) or silently turned the weights NaN."""
+    with tinkex.ServiceClient(base_url="local://") as service:
+        training = service.create_lora_training_client(base_model=MODEL, rank=2, seed=0)
+        with pytest.raises(tinkex.RequestFailedError) as info:
+            training.optim_step(types.AdamParams(**params)).result(timeout=120)
+        assert info.value.category == tinkex.RequestErrorCategory.USER
+        assert f"adam_params.{field}" in str(info.value)
+        step = training.optim_step(types.AdamParams(learning_rate=1e-3)).result(timeout=120)
+        assert step.metrics["step:max"] == 1.0  # the refused step did not count
+        datum = types.Datum(
+            model_input=types.ModelInput.from_ints([1, 2]),
+            loss_fn_inputs={"target_tokens": [2, 3], "weights": [1.0, 1.0]},
+        )
+        loss = training.forward([datum], "cross_entropy").result(timeout=120).metrics["loss:sum"]
+        assert math.isfinite(loss)

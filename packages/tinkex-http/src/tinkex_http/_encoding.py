@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
+import json
 import math
 import pathlib
 import sys
@@ -137,8 +138,19 @@ def encode_json(body: Any, *, exclude_none: bool = False) -> bytes:
 def decode_json(content: bytes) -> Any:
     """Decode a JSON response body; an empty body decodes to ``{}``.
 
-    Raises ``orjson.JSONDecodeError`` (a ``ValueError``) on invalid JSON.
+    ``NaN``, ``Infinity`` and ``-Infinity`` (which servers write for a diverged loss, as
+    Python's ``json`` does) are read as floats. Raises ``orjson.JSONDecodeError`` (a
+    ``ValueError``) on invalid JSON.
     """
     if not content or not content.strip():
         return {}
-    return orjson.loads(content)
+    try:
+        return orjson.loads(content)
+    except orjson.JSONDecodeError:
+        if b"NaN" not in content and b"Infinity" not in content:
+            raise
+        try:
+            return json.loads(content)  # orjson refuses the non-finite constants
+        except ValueError:
+            pass
+        raise

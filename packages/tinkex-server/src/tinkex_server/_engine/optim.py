@@ -25,6 +25,11 @@ from tinkex_server._engine.errors import EngineInputError
 
 __all__ = ["AdamParams", "AdamW"]
 
+#: The largest finite float32: scalars beyond it cannot multiply float32 tensors.
+_FLOAT32_MAX = 3.4028234663852886e38
+#: The smallest positive float32 (a subnormal); an eps below it rounds to (or near) 0.
+_FLOAT32_TINY = 2.0**-149
+
 
 @dataclass(frozen=True)
 class AdamParams:
@@ -52,6 +57,23 @@ class AdamParams:
                 raise EngineInputError(
                     f"adam_params.{name}", f"must be < 1, got {getattr(self, name)}"
                 )
+        # The update multiplies float32 tensors by these: beyond float32 they cannot be
+        # applied (torch refuses the scalar), so they are the caller's error, not ours.
+        if abs(1 - self.learning_rate * self.weight_decay) > _FLOAT32_MAX:
+            raise EngineInputError(
+                "adam_params.weight_decay",
+                f"learning_rate * weight_decay = {self.learning_rate * self.weight_decay:g} "
+                "does not fit the float32 weights",
+                "use a smaller learning_rate or weight_decay",
+            )
+        if self.eps > _FLOAT32_MAX:
+            raise EngineInputError(
+                "adam_params.eps", f"{self.eps:g} does not fit float32", "use eps <= 3.4e38"
+            )
+        if self.eps < _FLOAT32_TINY:  # it would round to 0: 0/0 turns untouched weights NaN
+            raise EngineInputError(
+                "adam_params.eps", f"{self.eps:g} rounds to 0 in float32", "use eps >= 1.5e-45"
+            )
 
 
 class AdamW:
@@ -79,13 +101,20 @@ class AdamW:
         ``step:max`` (the step counter after this update).
         """
         hp.validate()
+        t = self.step_count + 1
+        bc1 = 1 - hp.beta1**t
+        if hp.learning_rate / bc1 > _FLOAT32_MAX:
+            raise EngineInputError(
+                "adam_params.learning_rate",
+                f"{hp.learning_rate:g} (bias-corrected {hp.learning_rate / bc1:g}) does not "
+                "fit the float32 weights",
+                "use a smaller learning_rate",
+            )
         norm = self.grad_norm()
         clip = 1.0
         if hp.grad_clip_norm > 0:
             clip = min(1.0, hp.grad_clip_norm / (norm + 1e-6))
-        self.step_count += 1
-        t = self.step_count
-        bc1 = 1 - hp.beta1**t
+        self.step_count = t
         bc2 = 1 - hp.beta2**t
         for name, p in self.params:
             g = p.grad if p.grad is not None else torch.zeros_like(p)

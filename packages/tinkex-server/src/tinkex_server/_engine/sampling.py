@@ -74,6 +74,10 @@ def choose_token(
     if temperature == 0:
         return int(torch.argmax(logits))
     x = logits.to(torch.float64) / temperature
+    if not bool(torch.isfinite(x.max())):
+        # A temperature so small (e.g. 5e-324) that the scaled logits overflow: its limit,
+        # greedy (softmax of +inf would be NaN and leave no token to pick).
+        return int(torch.argmax(logits))
     vocab = x.shape[-1]
     if 0 < top_k < vocab:
         kth = torch.topk(x, top_k).values[-1]
