@@ -24,6 +24,7 @@ from typing import Any, Final
 
 from bench._clients import SMALL_MODEL, close_quietly, tinkex_service
 from bench._harness import Context, Row, log
+from tinkex_types.manifest import write_manifest
 
 KEY = "p5"
 TITLE = "download memory"
@@ -86,6 +87,8 @@ def run(ctx: Context) -> Row:
         (ckpt_dir,) = server.data_dir.glob(f"checkpoints/*/sampler_weights/{NAME}")
         started = time.perf_counter()
         _write_big(ckpt_dir / "adapter_model.safetensors", size)
+        # The server verifies every checkpoint against its manifest before archiving it.
+        write_manifest(ckpt_dir)
         log(f"p5: wrote the big file in {time.perf_counter() - started:.1f} s")
         rest = service.create_rest_client()
         url = rest.get_checkpoint_archive_url_from_tinker_path(tinker_path).result().url

@@ -34,7 +34,7 @@ losses = []
 for _ in range(3):
     future = training_client.forward_backward([datum], "cross_entropy")
     assert isinstance(future, APIFuture)
-    training_client.optim_step(types.AdamParams(learning_rate=5e-2)).result()
+    training_client.optim_step(types.AdamParams(learning_rate=1e-2)).result()
     losses.append(future.result().metrics["loss:sum"])
 
 saved = training_client.save_weights_for_sampler("runner").result()
