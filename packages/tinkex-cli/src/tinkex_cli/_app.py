@@ -204,6 +204,7 @@ def _add_commands(cli: TinkexGroup, hooks: Hooks) -> None:
     """The built-in commands, then those of the plugins (a failing plugin is a warning)."""
     from tinkex_cli._cmd_checkpoint import checkpoint_group
     from tinkex_cli._cmd_completion import completion_command
+    from tinkex_cli._cmd_conformance import conformance_command
     from tinkex_cli._cmd_plugins import plugins_command
     from tinkex_cli._cmd_run import run_group
     from tinkex_cli._cmd_sample import sample_command
@@ -213,6 +214,7 @@ def _add_commands(cli: TinkexGroup, hooks: Hooks) -> None:
         checkpoint_group,
         run_group,
         sample_command,
+        conformance_command,
         version_command,
         plugins_command,
         completion_command,
