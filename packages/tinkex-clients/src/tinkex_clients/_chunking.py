@@ -5,9 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import structlog
-
-from tinkex_http import ByteEstimator
+from tinkex_http import ByteEstimator, get_logger
 from tinkex_types import Datum, ForwardBackwardOutput, TinkexValidationError
 
 __all__ = [
@@ -18,7 +16,7 @@ __all__ = [
     "reduce_metrics",
 ]
 
-_log = structlog.get_logger("tinkex.clients.chunking")
+_log = get_logger("tinkex.clients.chunking")
 
 #: A new chunk starts when the current one holds this many datums ...
 DEFAULT_MAX_CHUNK_ITEMS = 1024

@@ -14,11 +14,11 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import structlog
+from tinkex_http import get_logger
 
 __all__ = ["EventLoopThread"]
 
-_log = structlog.get_logger("tinkex.clients.loop")
+_log = get_logger("tinkex.clients.loop")
 
 _T = TypeVar("_T")
 

@@ -24,14 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from tinkex_clients._future import APIFuture
 from tinkex_clients._validate import as_tinker_path
+from tinkex_http import get_logger
 from tinkex_types import (
     Backoff,
     Checkpoint,
     CheckpointsListResponse,
+    RecoveryEvent,
     TinkexError,
     TinkexValidationError,
     TrainingRun,
@@ -40,6 +40,7 @@ from tinkex_types import (
 if TYPE_CHECKING:  # pragma: no cover
     from tinkex_clients._service import ServiceClient
     from tinkex_clients._training import TrainingClient
+    from tinkex_types._events import RecoveryPhase
 
 __all__ = [
     "RecoveryError",
@@ -49,7 +50,7 @@ __all__ = [
     "RecoveryResult",
 ]
 
-_log = structlog.get_logger("tinkex.clients.recovery")
+_log = get_logger("tinkex.clients.recovery")
 
 OnRecovery = Callable[[Any, "TrainingClient", str], Any]
 OnFailure = Callable[[str, BaseException], Any]
@@ -174,6 +175,15 @@ async def _invoke(callback: Callable[..., Any] | None, *args: Any) -> None:
         )
 
 
+def _emit(service_client: ServiceClient, run_id: str, phase: RecoveryPhase, **fields: Any) -> None:
+    """Tell ``tinkex_on_recovery`` observers (the client's hooks) about a recovery step; an
+    observer's failure is logged, never raised into recovery."""
+    try:
+        service_client._session.hooks.on_recovery(RecoveryEvent(run_id, phase, **fields))
+    except Exception as exc:  # observers must never break recovery
+        _log.warning("recovery_event_failed", run_id=run_id, phase=phase, error=repr(exc))
+
+
 class RecoveryExecutor:
     """Restarts corrupted runs from a checkpoint with a new TrainingClient."""
 
@@ -240,6 +250,21 @@ class RecoveryExecutor:
             self._pending.discard(run_id)
             raise
 
+    async def _give_up(self, run_id: str, attempt: int, exc: Exception) -> RecoveryError:
+        """The final error after ``attempt`` failed attempts (recorded, reported to
+        ``on_failure`` and to ``tinkex_on_recovery`` observers as ``failed``)."""
+        error = RecoveryError(
+            f"recovery of {run_id} failed after {attempt} attempt(s): {exc}",
+            run_id=run_id,
+            attempts=attempt,
+        )
+        error.__cause__ = exc
+        self.failures[run_id] = error
+        _log.warning("recovery_failed", run_id=run_id, attempts=attempt, error=repr(exc))
+        _emit(self.service_client, run_id, "failed", attempt=attempt, error=str(error))
+        await _invoke(self.policy.on_failure, run_id, error)
+        return error
+
     async def _select_checkpoint(
         self, run_id: str, last_checkpoint: Checkpoint | str | None, run: TrainingRun | None
     ) -> str:
@@ -283,6 +308,13 @@ class RecoveryExecutor:
                                 attempt=attempt,
                                 checkpoint=checkpoint,
                             )
+                            _emit(
+                                self.service_client,
+                                run_id,
+                                "started",
+                                attempt=attempt,
+                                checkpoint=checkpoint,
+                            )
                             client = await self.service_client._from_state(
                                 checkpoint, None, policy.restore_optimizer
                             )
@@ -295,16 +327,15 @@ class RecoveryExecutor:
                             attempt=attempt,
                             error=repr(exc),
                         )
+                        _emit(
+                            self.service_client,
+                            run_id,
+                            "attempt_failed",
+                            attempt=attempt,
+                            error=repr(exc),
+                        )
                         if attempt >= policy.max_attempts:
-                            error = RecoveryError(
-                                f"recovery of {run_id} failed after {attempt} attempt(s): {exc}",
-                                run_id=run_id,
-                                attempts=attempt,
-                            )
-                            error.__cause__ = exc
-                            self.failures[run_id] = error
-                            await _invoke(policy.on_failure, run_id, error)
-                            raise error from exc
+                            raise await self._give_up(run_id, attempt, exc) from exc
                         await asyncio.sleep(policy.delay(attempt))
                         continue
                     result = RecoveryResult(run_id, client, checkpoint, attempt)
@@ -313,6 +344,14 @@ class RecoveryExecutor:
                         "recovery_completed",
                         run_id=run_id,
                         attempts=attempt,
+                        new_model_id=client.model_id,
+                    )
+                    _emit(
+                        self.service_client,
+                        run_id,
+                        "completed",
+                        attempt=attempt,
+                        checkpoint=checkpoint,
                         new_model_id=client.model_id,
                     )
                     await _invoke(policy.on_recovery, old_client, client, checkpoint)
@@ -393,6 +432,7 @@ class RecoveryMonitor:
             if not run.corrupted:
                 continue
             _log.warning("recovery_detected", run_id=run_id)
+            _emit(self.service_client, run_id, "detected")
             self._runs.pop(run_id, None)
             found.append(run_id)
             try:
