@@ -75,6 +75,11 @@ class WireJSONResponse(JSONResponse):
 
 
 # -- requests ---------------------------------------------------------------------------------
+def _plain(message: str) -> str:
+    """A validator's message without pydantic's ``Value error, `` prefix."""
+    return message.replace("Value error, ", "")
+
+
 def describe_errors(errors: list[Any]) -> tuple[int, str]:
     """``(status, detail)`` of pydantic/FastAPI validation errors: 400 for malformed JSON or
     a body that is not an object, else 422 naming every field."""
@@ -88,7 +93,7 @@ def describe_errors(errors: list[Any]) -> tuple[int, str]:
         if not loc and kind in ("model_type", "model_attributes_type", "dict_type"):
             return 400, "body: must be a JSON object (send Content-Type: application/json)"
         where = ".".join(loc) or "body"
-        msg = "is required" if kind == "missing" else str(err.get("msg", "is invalid"))
+        msg = "is required" if kind == "missing" else _plain(str(err.get("msg", "is invalid")))
         parts.append(f"{where}: {msg}")
     return 422, "; ".join(parts) or "the request body is invalid"
 
@@ -184,7 +189,7 @@ async def decode_request(request: Request, model: type[_M]) -> _M:
     try:
         return codec.decode(model, body)
     except WireDecodeError as exc:
-        raise ApiProblem(400, str(exc)) from None
+        raise ApiProblem(400, _plain(str(exc))) from None
 
 
 async def ordered_ids(request: Request) -> tuple[str | None, int | None]:
