@@ -33,7 +33,12 @@ def test_submits_carry_their_request_type(service: ServiceClient, fake: FakeTink
     tc.save_weights_for_sampler("w1").result(10)
     tc.unload_model().result(10)
     submits = [(p, t) for p, t in fake.request_types if p != "/api/v1/retrieve_future"]
-    skip = ("/api/v1/create_session", "/api/v1/session_heartbeat", "/api/v1/create_model")
+    skip = (
+        "/api/v1/client/config",
+        "/api/v1/create_session",
+        "/api/v1/session_heartbeat",
+        "/api/v1/create_model",
+    )
     training = [(p, t) for p, t in submits if p not in skip]
     assert training == [
         ("/api/v1/forward", "Forward"),

@@ -19,7 +19,9 @@ from .conftest import FAST_POLLS, FakeTinker
 
 def test_session_created_eagerly_and_heartbeats(service: ServiceClient, fake: FakeTinker) -> None:
     assert service.session_id == "sess-0"
-    assert fake.paths()[0] == "/api/v1/create_session"
+    # The protocol handshake first (the fake has none: 404, the JSON generation).
+    assert fake.paths()[:2] == ["/api/v1/client/config", "/api/v1/create_session"]
+    assert fake.bodies("/api/v1/client/config") == [{"sdk_version": "0.16.1"}]
     body = fake.bodies("/api/v1/create_session")[0]
     assert body["sdk_version"] == "0.16.1"
     assert body["user_metadata"] == {}

@@ -279,4 +279,4 @@ class CustomLossOps(ForwardOps):
                 forward_input=fb_input, model_id=self.model_id, seq_id=number + 1
             )
             with contextlib.suppress(Exception):
-                await self._submit(number, "/api/v1/forward", request.to_json_dict(), "Forward")
+                await self._submit_chunk(number, request, "Forward")

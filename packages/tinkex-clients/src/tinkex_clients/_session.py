@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from tinkex_clients._future import APIFuture
 from tinkex_clients._loop import EventLoopThread
+from tinkex_clients._protocol import WireProtocol, negotiate
 from tinkex_clients._validate import ClientClosedError
 from tinkex_http import (
     APIFutureResolver,
@@ -27,10 +28,15 @@ from tinkex_http import (
     retry_async,
 )
 from tinkex_types import (
+    PROTOBUF_MEDIA_TYPE,
     APIResponseValidationError,
+    APIStatusError,
     CreateSessionRequest,
     CreateSessionResponse,
+    ForwardBackwardRequest,
+    ForwardRequest,
     Hooks,
+    SampleResponse,
     SessionEvent,
     get_hooks,
 )
@@ -66,6 +72,11 @@ class Session:
         self.loop_thread = EventLoopThread(name=f"tinkex-loop-{next(_ids)}")
         self.http = HTTPClient(config, transport=transport, hooks=hooks)
         self.session_id: str | None = None
+        #: The wire generation spoken to this server (set by :meth:`start`; see
+        #: :mod:`tinkex_clients._protocol`).
+        self.protocol = WireProtocol(base_url=config.base_url)
+        #: ``(type, detail)`` sent to ``sessions/{id}/finish`` on close.
+        self.finish_reason: tuple[str, str | None] = ("success", None)
         self._lock = threading.Lock()
         self._model_seq = 0
         self._sampling_seq = 0
@@ -195,9 +206,50 @@ class Session:
                 model_id=model_id,
                 create_roundtrip_time=roundtrip,
                 policy=self.poll_policy,
+                result_model=result_type,
+                accept=self.protocol.result_accept(request_type),
             )
             result = await resolver.result()
-        return parse_result(result, result_type, request_id=request_id, what=request_type)
+        parsed = parse_result(result, result_type, request_id=request_id, what=request_type)
+        if isinstance(parsed, SampleResponse) and isinstance(submitted, Mapping):
+            stamp_sequence_ids(parsed, submitted.get("sample_sequence_ids"))
+        return parsed
+
+    async def submit_forward(
+        self, request: ForwardRequest | ForwardBackwardRequest, *, request_type: str
+    ) -> Any:
+        """POST one forward/forward_backward chunk in the negotiated generation: protobuf to
+        ``/forward_backward`` (``forward_only`` for a :class:`ForwardRequest`, zstd when the
+        flags say so), or JSON to ``/forward`` / ``/forward_backward``. A refused protobuf
+        body is re-sent once as JSON when :meth:`WireProtocol.may_fall_back` allows it."""
+        forward_only = isinstance(request, ForwardRequest)
+        json_path = "/api/v1/forward" if forward_only else "/api/v1/forward_backward"
+        protocol = self.protocol
+        if not protocol.protobuf:
+            return await self.post(json_path, request.to_json_dict(), request_type=request_type)
+
+        async def send() -> Any:
+            return await self.http.post_model(
+                "/api/v1/forward_backward",
+                request,
+                media_type=PROTOBUF_MEDIA_TYPE,
+                compress="zstd" if protocol.compress else None,
+                request_type=request_type,
+            )
+
+        try:
+            submitted = await self.with_retries(send)
+        except APIStatusError as exc:
+            if not protocol.may_fall_back(exc):
+                raise
+            refused = exc
+        else:
+            protocol.accepted()
+            return submitted
+        # The refused request never ran: the same seq_id again, as JSON, with a new key.
+        submitted = await self.post(json_path, request.to_json_dict(), request_type=request_type)
+        self.protocol = protocol.fell_back(refused)
+        return submitted
 
     # -- session lifecycle ------------------------------------------------------------------
     async def start(self, user_metadata: Mapping[str, str] | None) -> str:
@@ -210,6 +262,7 @@ class Session:
             project_id=cfg.project_id,
         )
         with self.hooks.operation_span("create_session", {"tinkex.base_url": cfg.base_url}, None):
+            self.protocol = await negotiate(self.http, cfg)
             body = await self.http.post("/api/v1/create_session", request.to_json_dict())
         response = parse_result(body, CreateSessionResponse, what="create_session")
         self.session_id = response.session_id
@@ -276,7 +329,23 @@ class Session:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self._finish()
         await self.http.aclose()
+
+    async def _finish(self) -> None:
+        """``POST sessions/{id}/finish`` (tinker 0.38) when the server has the later
+        generations (it answered ``client/config``); any failure (a 404 included) is
+        ignored: the session ends anyway."""
+        if self.session_id is None or self.protocol.flags is None:
+            return
+        kind, detail = self.finish_reason
+        body = {"reason": {"type": kind}, "detail": detail}
+        try:
+            await self.http.post(
+                f"/api/v1/sessions/{self.session_id}/finish", body, max_retries=1, timeout=10.0
+            )
+        except Exception as exc:
+            _log.debug("session_finish_failed", error=type(exc).__name__)
 
     def close(self) -> None:
         """Stop heart-beating, close connections, stop the loop thread, then fire
@@ -310,6 +379,16 @@ class Session:
         finally:
             if self._announced:  # observers may block briefly (a final flush): not on a loop
                 await asyncio.to_thread(self._announce_end)
+
+
+def stamp_sequence_ids(response: SampleResponse, ids: Any) -> None:
+    """Give each sequence the id the ``/asample`` answer named for it (tinker 0.38
+    ``sample_sequence_ids``, one per sample); absent or mismatched lists are ignored."""
+    if not isinstance(ids, list) or len(ids) != len(response.sequences):
+        return
+    for sequence, sequence_id in zip(response.sequences, ids, strict=True):
+        if isinstance(sequence_id, str):
+            sequence.sequence_id = sequence_id
 
 
 def parse_result(

@@ -4,6 +4,7 @@ sent in seq_id order, the chunk results combined."""
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -63,17 +64,22 @@ class ForwardOps(TrainingCore):
 
     def _request(
         self, forward_only: bool, fb_input: ForwardBackwardInput, number: int
-    ) -> dict[str, Any]:
-        request: ForwardRequest | ForwardBackwardRequest
+    ) -> ForwardRequest | ForwardBackwardRequest:
         if forward_only:
-            request = ForwardRequest(
-                forward_input=fb_input, model_id=self.model_id, seq_id=number + 1
-            )
-        else:
-            request = ForwardBackwardRequest(
-                forward_backward_input=fb_input, model_id=self.model_id, seq_id=number + 1
-            )
-        return request.to_json_dict()
+            return ForwardRequest(forward_input=fb_input, model_id=self.model_id, seq_id=number + 1)
+        return ForwardBackwardRequest(
+            forward_backward_input=fb_input, model_id=self.model_id, seq_id=number + 1
+        )
+
+    async def _submit_chunk(
+        self, number: int, request: ForwardRequest | ForwardBackwardRequest, request_type: str
+    ) -> tuple[Any, float]:
+        """Send one chunk in ``number``'s turn, in the generation the session negotiated
+        (protobuf or JSON, see :meth:`Session.submit_forward`)."""
+        async with self._turnstile.turn(number):
+            started = time.monotonic()
+            submitted = await self._session.submit_forward(request, request_type=request_type)
+        return submitted, started
 
     async def _run_chunks(
         self, *, forward_only: bool, inputs: list[ForwardBackwardInput], numbers: list[int]
@@ -81,13 +87,12 @@ class ForwardOps(TrainingCore):
         """Send every chunk in its turn (each is polled as soon as it is accepted), then
         combine the results in chunk order."""
         request_type = "Forward" if forward_only else "ForwardBackward"
-        path = "/api/v1/forward" if forward_only else "/api/v1/forward_backward"
         operation = "forward" if forward_only else "forward_backward"
         polls: list[asyncio.Task[ForwardBackwardOutput]] = []
         try:
             for number, fb_input in zip(numbers, inputs, strict=True):
-                body = self._request(forward_only, fb_input, number)
-                submitted, started = await self._submit(number, path, body, request_type)
+                request = self._request(forward_only, fb_input, number)
+                submitted, started = await self._submit_chunk(number, request, request_type)
                 poll = self._resolve(
                     submitted,
                     ForwardBackwardOutput,

@@ -64,6 +64,7 @@ __all__ = [
     "LOCAL_API_KEY",
     "LOG_LEVELS",
     "POOL_NAMES",
+    "PROTOCOLS",
     "Config",
     "PoolName",
     "SettingInfo",
@@ -89,6 +90,9 @@ LOCAL_API_KEY: Final = "tml-local"
 
 _LOOPBACK_HOSTS = {"localhost", "127.0.0.1", "::1", "[::1]"}
 _POLL_DEFAULT = (1.0, 30.0)
+#: The values of ``Config.protocol`` (the wire generation of forward/forward_backward and
+#: their results; see tinkex_clients' protocol negotiation).
+PROTOCOLS: Final[tuple[str, ...]] = ("auto", "json", "protobuf")
 
 
 # -- parsers that know about other fields ------------------------------------------------------
@@ -99,6 +103,13 @@ def _parity(raw: Any, where: str, _r: Resolved) -> str:
     if value in ("beam", "elixir"):
         return "beam"
     raise fail(where, f"unknown parity mode {raw!r}", "use 'python' or 'beam'")
+
+
+def _protocol(raw: Any, where: str, _r: Resolved) -> str:
+    value = str(raw).strip().lower()
+    if value in PROTOCOLS:
+        return value
+    raise fail(where, f"unknown protocol {raw!r}", f"use one of {', '.join(PROTOCOLS)}")
 
 
 def _by_parity(python: Any, beam: Any) -> Callable[[Resolved], Any]:
@@ -433,6 +444,14 @@ class Config:
     future_timeout: float | None = field(
         metadata=_row(
             "TINKEX_FUTURE_TIMEOUT", seconds, None, "seconds a future may be polled; None: no limit"
+        )
+    )
+    protocol: Literal["auto", "json", "protobuf"] = field(
+        metadata=_row(
+            "TINKEX_PROTOCOL",
+            _protocol,
+            "auto",
+            "wire generation: auto (client/config decides), json, or protobuf",
         )
     )
     heartbeat_interval: float = field(

@@ -196,6 +196,9 @@ class SampledSequence(WireModel):
     #: Top-k logprobs at each generated position (SDK 0.38 ``topk_sample_logprobs``;
     #: protobuf ``topk_sampled_logprobs``). ``None`` (never written) when not requested.
     topk_logprobs: list[TopkEntry | None] | None = None
+    #: Session-scoped id of this sequence (tinker 0.38): taken from the ``/asample``
+    #: answer's ``sample_sequence_ids`` by the client; never written by servers here.
+    sequence_id: str | None = None
 
     @field_validator("topk_logprobs", mode="before")
     @classmethod
