@@ -159,10 +159,12 @@ def test_readme_session_replays(served: tuple[str, Path], tmp_path: Path, readme
     assert "Sample 1" in outputs["sample --model-path"]
     assert "Sample 2" in outputs["sample --model-path"]
     doc = json.loads(outputs["-f json"])
-    assert {c["tinker_path"] for c in doc["checkpoints"]} == {
-        ckpt,
-        ckpt.replace("sampler_weights/final", "weights/step-3"),
-    }
+    paths = {c["tinker_path"] for c in doc["checkpoints"]}
+    # the quickstart's two checkpoints, plus what `checkpoint save` lines of the session made
+    saved = {p for p in paths if p.endswith(("/start",))}
+    assert paths == {ckpt, ckpt.replace("sampler_weights/final", "weights/step-3"), *saved}
+    expected_saves = sum(1 for line in ran if line.startswith("tinkex checkpoint save"))
+    assert len(saved) == expected_saves
 
     # the served instance requires the key: a wrong one is an authentication error (exit 3)
     wrong = "tml-wrong-key-abcdefghijkl"
