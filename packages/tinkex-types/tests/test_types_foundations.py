@@ -16,6 +16,7 @@ from tinkex_types import (
     JsonCodec,
     SamplingParams,
     TinkexValidationError,
+    WireBodyTooLarge,
     WireCodec,
     WireDecodeError,
     accepted_media_types,
@@ -142,6 +143,15 @@ def test_zstd_content_encoding() -> None:
         decode_content(b"not zstd", "zstd")
     with pytest.raises(WireDecodeError, match="Content-Encoding"):
         decode_content(body, "br")
+    with pytest.raises(WireDecodeError, match="truncated"):
+        decode_content(packed[: len(packed) // 2], "zstd")
+    with pytest.raises(WireDecodeError, match="not valid zstd"):
+        decode_content(packed + b"junk", "zstd")
+    assert decode_content(packed + packed, "zstd") == body + body
+    with pytest.raises(WireBodyTooLarge) as info:
+        decode_content(packed, "zstd", max_size=len(body) - 1)
+    assert info.value.limit == len(body) - 1
+    assert decode_content(packed, "zstd", max_size=len(body)) == body
 
 
 def test_lazy_codec_registration(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -31,6 +31,7 @@ from tinkex_server._problems import ApiProblem
 from tinkex_types import (
     JSON_MEDIA_TYPE,
     PROTOBUF_MEDIA_TYPE,
+    WireBodyTooLarge,
     WireDecodeError,
     WireModel,
     accepted_media_types,
@@ -104,48 +105,12 @@ def _max_body(request: Request) -> int:
     return limit if isinstance(limit, int) else 64 * 1024 * 1024
 
 
-def _zstd(body: bytes, limit: int) -> bytes:
-    """Strict zstd: every frame complete (a truncated body is a 400, not a short message),
-    the decompressed size at most ``limit`` (else 413)."""
-    import zstandard
-
-    too_big = ApiProblem(
-        413, f"body: decompresses to more than the server's limit of {limit} bytes"
-    )
-    out: list[bytes] = []
-    size = 0
-    rest = body
-    try:
-        while rest:
-            declared = zstandard.frame_content_size(rest)
-            if declared > limit:
-                raise too_big
-            dobj = zstandard.ZstdDecompressor().decompressobj()
-            piece = dobj.decompress(rest)
-            if not dobj.eof:
-                raise ApiProblem(
-                    400,
-                    "body: is not valid zstd data (the frame is truncated); "
-                    "send the whole zstd-compressed message",
-                )
-            size += len(piece)
-            if size > limit:
-                raise too_big
-            out.append(piece)
-            rest = dobj.unused_data
-    except zstandard.ZstdError as exc:
-        raise ApiProblem(
-            400, f"body: is not valid zstd data ({exc}); send the zstd-compressed message"
-        ) from None
-    return b"".join(out)
-
-
 async def _content(request: Request) -> bytes:
-    encoding = (request.headers.get("content-encoding") or "").strip().lower()
-    if encoding == "zstd":
-        return _zstd(await request.body(), _max_body(request))
+    encoding = request.headers.get("content-encoding")
     try:
-        return decode_content(await request.body(), request.headers.get("content-encoding"))
+        return decode_content(await request.body(), encoding, max_size=_max_body(request))
+    except WireBodyTooLarge as exc:
+        raise ApiProblem(413, f"{exc}; send a smaller batch") from None
     except WireDecodeError as exc:
         raise ApiProblem(400, str(exc)) from None
 

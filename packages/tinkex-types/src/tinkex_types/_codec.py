@@ -21,6 +21,7 @@ __all__ = [
     "JSON_MEDIA_TYPE",
     "PROTOBUF_MEDIA_TYPE",
     "JsonCodec",
+    "WireBodyTooLarge",
     "WireCodec",
     "WireDecodeError",
     "accepted_media_types",
@@ -49,6 +50,14 @@ class WireDecodeError(TinkexError, ValueError):
         if fix:
             text += f" ({fix})"
         super().__init__(text)
+
+
+class WireBodyTooLarge(WireDecodeError):
+    """A compressed body inflates beyond the allowed size (a 413 on the server)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        super().__init__("body", f"decompresses to more than the limit of {limit} bytes")
 
 
 @runtime_checkable
@@ -151,30 +160,49 @@ def accepted_media_types(accept: str | None) -> list[str]:
     return [media for _, _, media in sorted(ranked)]
 
 
-def _zstd_decompress(body: bytes) -> bytes:
+def _zstd_decompress(body: bytes, max_size: int | None) -> bytes:
+    """Strict zstd: one or more complete frames, at most ``max_size`` bytes decompressed."""
     try:
         import zstandard
     except ImportError:  # pragma: no cover - zstandard is a dependency of tinkex-types
         raise WireDecodeError(
             "Content-Encoding", "zstd is not available here", "install zstandard"
         ) from None
+    fix = "send the whole zstd-compressed message"
+    out: list[bytes] = []
+    size = 0
+    rest = body
     try:
-        reader = zstandard.ZstdDecompressor().stream_reader(body)
-        data: bytes = reader.read()
-        return data
+        while rest:
+            declared = zstandard.frame_content_size(rest)
+            if max_size is not None and declared > max_size:
+                raise WireBodyTooLarge(max_size)
+            inflater = zstandard.ZstdDecompressor().decompressobj()
+            piece: bytes = inflater.decompress(rest)
+            if not inflater.eof:
+                raise WireDecodeError("body", "is a truncated zstd frame", fix)
+            size += len(piece)
+            if max_size is not None and size > max_size:
+                raise WireBodyTooLarge(max_size)
+            out.append(piece)
+            rest = inflater.unused_data
     except zstandard.ZstdError as exc:
-        raise WireDecodeError(
-            "body", f"is not valid zstd data ({exc})", "send the zstd-compressed message"
-        ) from None
+        raise WireDecodeError("body", f"is not valid zstd data ({exc})", fix) from None
+    return b"".join(out)
 
 
-def decode_content(body: bytes, content_encoding: str | None) -> bytes:
-    """Undo ``Content-Encoding`` (identity or zstd); anything else is a :class:`WireDecodeError`."""
+def decode_content(
+    body: bytes, content_encoding: str | None, *, max_size: int | None = None
+) -> bytes:
+    """Undo ``Content-Encoding`` (identity or zstd); anything else is a :class:`WireDecodeError`.
+
+    With ``max_size``, a body that decompresses to more raises :class:`WireBodyTooLarge`
+    (a 413 on the server); a frame whose header declares more is refused before inflating."""
     encoding = (content_encoding or "").strip().lower()
     if encoding in ("", "identity"):
         return body
     if encoding == "zstd":
-        return _zstd_decompress(body)
+        return _zstd_decompress(body, max_size)
     raise WireDecodeError(
         "Content-Encoding", f"{content_encoding!r} is not supported", "send identity or zstd"
     )
