@@ -32,6 +32,13 @@ from tinkex_clients._recovery import (
     RecoveryResult,
 )
 from tinkex_clients._rest import RestClient
+from tinkex_clients._retention import (
+    PruneReport,
+    RetentionDecision,
+    RetentionPlan,
+    RetentionPolicy,
+    plan_retention,
+)
 from tinkex_clients._retry_config import RetryConfig, as_retry_config
 from tinkex_clients._sampling import SamplingClient
 from tinkex_clients._service import ServiceClient
@@ -58,12 +65,16 @@ __all__ = [
     "APIFuture",
     "ClientClosedError",
     "CustomLossFn",
+    "PruneReport",
     "RecoveryError",
     "RecoveryExecutor",
     "RecoveryMonitor",
     "RecoveryPolicy",
     "RecoveryResult",
     "RestClient",
+    "RetentionDecision",
+    "RetentionPlan",
+    "RetentionPolicy",
     "RetryConfig",
     "SamplingClient",
     "ServiceClient",
@@ -77,6 +88,7 @@ __all__ = [
     "hub_download_tokenizer",
     "load_local_tokenizer",
     "load_tokenizer",
+    "plan_retention",
     "reduce_metrics",
     "set_tokenizer_downloader",
     "tokenizer_id_for_model",

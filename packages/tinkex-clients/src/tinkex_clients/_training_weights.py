@@ -7,8 +7,9 @@ from collections.abc import Coroutine
 from typing import Any
 
 from tinkex_clients._future import APIFuture
+from tinkex_clients._retention_ops import RetentionOps
 from tinkex_clients._sampling import SamplingClient, create_sampling_client
-from tinkex_clients._training_core import TrainingCore, check_retry_config
+from tinkex_clients._training_core import check_retry_config
 from tinkex_clients._validate import (
     as_adam_params,
     as_any_tinker_path,
@@ -36,8 +37,9 @@ __all__ = ["WeightsOps"]
 _SAMPLER_PATH = "/api/v1/save_weights_for_sampler"
 
 
-class WeightsOps(TrainingCore):
-    """The optimizer and checkpoint operations of :class:`TrainingClient`."""
+class WeightsOps(RetentionOps):
+    """The optimizer and checkpoint operations of :class:`TrainingClient` (a retention
+    policy, :meth:`set_retention`, is applied after every named save)."""
 
     def optim_step(
         self, optim_params: AdamParams | None = None, *, adam_params: AdamParams | None = None
@@ -77,16 +79,26 @@ class WeightsOps(TrainingCore):
         self._check_open()
         checkpoint = as_checkpoint_name(name)
         ttl = as_ttl_seconds(ttl_seconds)
-        return self._single(
-            "/api/v1/save_weights",
-            "SaveWeights",
-            SaveWeightsResponse,
-            "save_state",
+        number, body = self._reserve_request(
             lambda seq_id: SaveWeightsRequest(
                 model_id=self.model_id, path=checkpoint, seq_id=seq_id, ttl_seconds=ttl
-            ),
-            checkpoint=checkpoint,
+            )
         )
+
+        async def run() -> SaveWeightsResponse:
+            result = await self._run_single(
+                number,
+                "/api/v1/save_weights",
+                body,
+                "SaveWeights",
+                SaveWeightsResponse,
+                "save_state",
+                checkpoint=checkpoint,
+            )
+            await self._after_save()
+            return result
+
+        return self._launch([number], run())
 
     async def save_state_async(
         self, name: str, ttl_seconds: int | None = None
@@ -148,6 +160,7 @@ class WeightsOps(TrainingCore):
                 raise TinkexError(
                     f"the server saved sampler weights {checkpoint!r} but returned no path"
                 )
+            await self._after_save()
             return result
 
         return self._launch([number], run())
@@ -193,6 +206,8 @@ class WeightsOps(TrainingCore):
             SaveWeightsForSamplerResponse,
             "save_weights_and_get_sampling_client",
         )
+        if name is not None:
+            await self._after_save()
         if result.sampling_session_id is not None and name is None:
             return self._sampler_for(result.sampling_session_id, retry_config)
         if result.path is not None:
