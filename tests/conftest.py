@@ -16,9 +16,8 @@ from tinkex_server import get_local_server
 ROOT = Path(__file__).resolve().parents[1]
 
 # The cookbook check builds a venv for minutes: opt-in, never skipped silently.
-collect_ignore = (
-    [] if os.environ.get("TINKEX_COMPAT_COOKBOOK") == "1" else ["test_compat_cookbook.py"]
-)
+_COOKBOOK_TESTS = ["test_compat_cookbook.py", "test_compat_cookbook_on_tinkex.py"]
+collect_ignore = [] if os.environ.get("TINKEX_COMPAT_COOKBOOK") == "1" else _COOKBOOK_TESTS
 
 ExampleLoader = Callable[[str], ModuleType]
 
