@@ -73,9 +73,19 @@ CLIENT_CONFIG: dict[str, Any] = {
 }
 
 
-def client(url: str, hooks: Hooks) -> ServiceClient:
+#: The client's wire generations (``Config.protocol``) every exactly-once test runs in:
+#: protobuf bodies and results (what ``auto`` picks against tinkex) and the JSON generation.
+PROTOCOLS = ("protobuf", "json")
+
+
+def client(url: str, hooks: Hooks, protocol: str = "auto") -> ServiceClient:
     """A ServiceClient with fast polling and fast transport retries (public options only)."""
-    return ServiceClient(base_url=url, hooks=hooks, poll_policy=FAST_POLLS, **CLIENT_CONFIG)
+    service = ServiceClient(
+        base_url=url, hooks=hooks, poll_policy=FAST_POLLS, protocol=protocol, **CLIENT_CONFIG
+    )
+    spoken = service._session.protocol.generation
+    assert protocol in ("auto", spoken), (protocol, spoken)
+    return service
 
 
 def batch(step: int) -> list[Datum]:
@@ -240,13 +250,14 @@ class LocalRun:
     model_id: str
 
 
-def run_in_process(data_dir: Path, hooks: Hooks) -> LocalRun:
-    """The whole run on a fresh in-process server (``local:///<data_dir>``)."""
+def run_in_process(data_dir: Path, hooks: Hooks, protocol: str = "auto") -> LocalRun:
+    """The whole run on a fresh in-process server (``local:///<data_dir>``), the client
+    speaking ``protocol``."""
     from tinkex_server import ServerConfig, get_local_server
 
     server = get_local_server(config=ServerConfig(data_dir=data_dir, poll_hold_s=5.0))
     try:
-        with one_torch_thread(), client(f"local://{data_dir}", hooks) as service:
+        with one_torch_thread(), client(f"local://{data_dir}", hooks, protocol) as service:
             training = service.create_lora_training_client(MODEL, rank=4, seed=0)
             loop = Loop(training)
             loop.run()

@@ -44,13 +44,19 @@ def _same_as_clean(kit: Any, clean: Any, loop: Any, tokens: list[int], data: Pat
         assert outcome.files[name] == data_bytes, name
 
 
+@pytest.mark.parametrize("protocol", ["protobuf", "json"])
 def test_kill_right_after_a_checkpoint_completes_identically(
-    kit: Any, clean_reference: Any, hooks: Hooks, tmp_path: Path, served: list[Any]
+    kit: Any,
+    clean_reference: Any,
+    hooks: Hooks,
+    tmp_path: Path,
+    served: list[Any],
+    protocol: str,
 ) -> None:
     data = tmp_path / "data"
     served.append(kit.Served(data))
     tinkex_chaos.enable(kit.CHAOS)
-    with kit.client(served[0].url, hooks) as service:
+    with kit.client(served[0].url, hooks, protocol) as service:
         training = service.create_lora_training_client(kit.MODEL, rank=4, seed=0)
         loop = kit.Loop(training)
 
@@ -112,6 +118,7 @@ def _refused(error: BaseException, lost: list[Any], save_path: str, save_seq: in
     assert f"its state is back to what it was after seq_id {save_seq}" in text
 
 
+@pytest.mark.parametrize("protocol", ["protobuf", "json"])
 @pytest.mark.parametrize("when", ["between_requests", "in_flight"])
 def test_kill_mid_interval_fails_naming_the_last_step_then_resumes_identically(
     kit: Any,
@@ -120,6 +127,7 @@ def test_kill_mid_interval_fails_naming_the_last_step_then_resumes_identically(
     tmp_path: Path,
     served: list[Any],
     when: str,
+    protocol: str,
 ) -> None:
     """``between_requests``: killed right after step 13, while the loop goes on.
     ``in_flight``: killed once the server accepted step 14's forward_backward, which waits
@@ -144,7 +152,7 @@ def test_kill_mid_interval_fails_naming_the_last_step_then_resumes_identically(
 
     thread = threading.Thread(target=killer, daemon=True)
     thread.start()
-    with kit.client(served[0].url, hooks) as service:
+    with kit.client(served[0].url, hooks, protocol) as service:
         sampler = service.create_sampling_client(base_model=kit.MODEL)
         training = service.create_lora_training_client(kit.MODEL, rank=4, seed=0)
         loop = kit.Loop(training)
