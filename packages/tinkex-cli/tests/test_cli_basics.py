@@ -73,6 +73,7 @@ def test_short_help_flag_on_subcommands() -> None:
         "download",
         "info",
         "list",
+        "prune",
         "publish",
         "save",
         "set-ttl",

@@ -1,4 +1,4 @@
-"""``tinkex checkpoint save|list|info|publish|unpublish|delete|download|set-ttl``."""
+"""``tinkex checkpoint save|list|info|publish|unpublish|delete|prune|download|set-ttl``."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def find_checkpoint(state: CLIState, path: TinkerPath) -> Checkpoint:
 
 @click.group("checkpoint")
 def checkpoint_group() -> None:
-    """Save, list, inspect, publish, download and delete checkpoints (tinker:// paths)."""
+    """Save, list, inspect, publish, download, delete and prune checkpoints (tinker://)."""
 
 
 # -- list -------------------------------------------------------------------------------
@@ -360,10 +360,12 @@ def download_command(
     out.emit(doc, lambda o: o.line(f"Downloaded {parsed} to {destination}"))
 
 
-def _register_save() -> None:
+def _register_more() -> None:
+    from tinkex_cli._cmd_checkpoint_prune import prune_command
     from tinkex_cli._cmd_checkpoint_save import save_command
 
     checkpoint_group.add_command(save_command)
+    checkpoint_group.add_command(prune_command)
 
 
-_register_save()
+_register_more()
