@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from tinkex_server._catalog import builtin_descs, describe_base_model
 from tinkex_server._checkpoints import issued_path
 from tinkex_server._context import Desk, ServerParts
+from tinkex_server._integrity import CheckpointCorruptError, verify_checkpoint_dir
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._sessions import check_scope
 from tinkex_server._store import CheckpointRow, ModelRow
@@ -36,6 +37,8 @@ from tinkex_types._responses import EmptyResponse
 __all__ = ["RestService"]
 
 _KINDS = ("weights", "sampler_weights")
+#: A corrupt stored checkpoint stays corrupt: retrying the request cannot help.
+_NO_RETRY = {"x-should-retry": "false"}
 
 
 def _time(t: float | None) -> datetime | None:
@@ -213,9 +216,16 @@ class RestService:
         return EmptyResponse()
 
     # -- archives ---------------------------------------------------------------------------
-    def archive_redirect(self, run_id: str, kind: str, name: str, base_url: str) -> tuple[str, str]:
-        """``(location, expires HTTP-date)`` of a signed archive download URL."""
-        self.checkpoint(run_id, kind, name)
+    async def archive_redirect(
+        self, run_id: str, kind: str, name: str, base_url: str
+    ) -> tuple[str, str]:
+        """``(location, expires HTTP-date)`` of a signed archive download URL; a checkpoint
+        that does not match its manifest gets a 500 (never a link to a corrupt archive)."""
+        ckpt = self.checkpoint(run_id, kind, name)
+        try:
+            await asyncio.to_thread(verify_checkpoint_dir, self.files.absolute(ckpt.directory))
+        except CheckpointCorruptError as exc:
+            raise ApiProblem(500, str(exc), headers=_NO_RETRY) from None
         expires = int(time.time() + self.config.archive_url_ttl_s)
         sig = self.files.sign(run_id, kind, name, expires)
         path = "/".join(quote(part, safe="") for part in (run_id, kind, name))
@@ -235,3 +245,6 @@ class RestService:
             return await asyncio.to_thread(self.files.build_archive, source, run_id, kind, name)
         except FileNotFoundError as exc:
             raise ApiProblem(404, f"checkpoint {ckpt.tinker_path} is incomplete: {exc}") from None
+        except CheckpointCorruptError as exc:
+            # The server's fault (5xx), named relative to the checkpoint: no absolute path.
+            raise ApiProblem(500, str(exc), headers=_NO_RETRY) from None

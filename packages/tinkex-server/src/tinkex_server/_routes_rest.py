@@ -173,7 +173,7 @@ def _checkpoint_routes(router: APIRouter, runtime: Runtime) -> None:
         base = str(request.base_url)
         if request.headers.get("host") == _LOCAL_HOST:
             base = "local:///"
-        location, expires = runtime.rest.archive_redirect(run_id, kind, name, base)
+        location, expires = await runtime.rest.archive_redirect(run_id, kind, name, base)
         return Response(
             status_code=302,
             headers={"location": location, "expires": expires, "cache-control": "no-store"},

@@ -9,6 +9,7 @@ are built under a temporary sibling name and renamed into place as a whole
 from __future__ import annotations
 
 import contextlib
+import gzip
 import io
 import json
 import os
@@ -132,15 +133,14 @@ def make_archive(
 ) -> Path:
     """Pack the files of ``directory`` into a tar (gzip unless ``compress=False``) at
     ``archive``, atomically. Members are relative (``adapter_model.safetensors``...),
-    sorted, with zeroed owners and mtimes, so equal inputs give equal archives."""
+    sorted, with zeroed owners and mtimes (tar members and the gzip header), so equal inputs give equal archives."""
     src = Path(directory)
     if not src.is_dir():
         raise EngineInputError(
             "directory", f"{src} is not a directory", "save the checkpoint first"
         )
     buf = io.BytesIO()
-    mode = "w:gz" if compress else "w"
-    with tarfile.open(fileobj=buf, mode=mode) as tar:  # type: ignore[call-overload]
+    with tarfile.open(fileobj=buf, mode="w") as tar:
         for file in sorted(p for p in src.rglob("*") if p.is_file()):
             rel = file.relative_to(src).as_posix()
             info = tarfile.TarInfo(rel)
@@ -151,8 +151,12 @@ def make_archive(
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
+    data = buf.getvalue()
+    if compress:
+        # mtime=0: the gzip header carries no time, so equal inputs give equal bytes.
+        data = gzip.compress(data, mtime=0)
     out = Path(archive)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, data)
     return out
 
 
