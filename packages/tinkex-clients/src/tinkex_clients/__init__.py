@@ -42,6 +42,12 @@ from tinkex_clients._retention import (
 from tinkex_clients._retry_config import RetryConfig, as_retry_config
 from tinkex_clients._sampling import SamplingClient
 from tinkex_clients._service import ServiceClient
+from tinkex_clients._streaming import (
+    AsyncSampleStream,
+    SampleStream,
+    SampleStreamError,
+    collect_sample_stream,
+)
 from tinkex_clients._tokenizers import (
     TOKENIZER_FILES,
     TokenizerNotFoundError,
@@ -63,6 +69,7 @@ __all__ = [
     "DEFAULT_MAX_CHUNK_ITEMS",
     "TOKENIZER_FILES",
     "APIFuture",
+    "AsyncSampleStream",
     "ClientClosedError",
     "CustomLossFn",
     "PruneReport",
@@ -76,6 +83,8 @@ __all__ = [
     "RetentionPlan",
     "RetentionPolicy",
     "RetryConfig",
+    "SampleStream",
+    "SampleStreamError",
     "SamplingClient",
     "ServiceClient",
     "TokenizerNotFoundError",
@@ -83,6 +92,7 @@ __all__ = [
     "__version__",
     "as_retry_config",
     "chunk_data",
+    "collect_sample_stream",
     "combine_forward_backward_outputs",
     "hf_hub_cache_dir",
     "hub_download_tokenizer",

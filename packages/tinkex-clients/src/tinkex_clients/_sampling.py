@@ -11,6 +11,7 @@ import structlog
 from tinkex_clients._future import APIFuture
 from tinkex_clients._retry_config import as_retry_config
 from tinkex_clients._session import Session, parse_result
+from tinkex_clients._streaming import AsyncSampleStream, SampleStream, open_sample_stream
 from tinkex_clients._tokenizers import resolve_tokenizer, tokenizer_id_for_model
 from tinkex_clients._validate import (
     as_model_input,
@@ -249,6 +250,23 @@ class SamplingClient:
             prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs
         )
         return await self._session.bridge(self._sample(request, "sample"), "SamplingClient")
+
+    # -- streaming (tinkex_clients._streaming) -------------------------------------------
+    def sample_stream(
+        self, prompt: ModelInput, sampling_params: SamplingParams, *, num_samples: int = 1
+    ) -> SampleStream:
+        """Stream the tokens of ``num_samples`` continuations as they are generated: an
+        iterator of :class:`SampleStreamChunk` (the last one of each sequence carries its
+        ``finish_reason``); ``close()`` it (or ``break``) to stop generation."""
+        request = self._request(prompt, num_samples, sampling_params, False, 0)
+        return SampleStream(open_sample_stream(self, request))
+
+    def sample_stream_async(
+        self, prompt: ModelInput, sampling_params: SamplingParams, *, num_samples: int = 1
+    ) -> AsyncSampleStream:
+        """Async version of :meth:`sample_stream` (``async for``; ``aclose()`` to stop)."""
+        request = self._request(prompt, num_samples, sampling_params, False, 0)
+        return AsyncSampleStream(open_sample_stream(self, request))
 
     async def _compute_logprobs(self, request: SampleRequest) -> list[float | None]:
         response = await self._sample(request, "compute_logprobs")
