@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy.typing as npt
     import torch
 
-__all__ = ["RefusedTensor", "TensorData", "require_numpy", "require_torch"]
+__all__ = ["ArrayList", "RefusedTensor", "TensorData", "require_numpy", "require_torch"]
 
 
 def require_numpy() -> Any:
@@ -51,12 +51,48 @@ def _product(shape: list[int]) -> int:
 # Type sets for C-speed element checks (``set.issuperset(map(type, data))``): exact types,
 # so bools and numpy scalars take the slow, converting path.
 _NUMBER_TYPES: frozenset[type] = frozenset({int, float})
+#: The numpy dtype (little-endian) of each TensorData dtype.
+_NP_DTYPE: dict[str, str] = {"int64": "<i8", "float32": "<f4"}
 _INT_TYPE: frozenset[type] = frozenset({int})
 _FLOAT_TYPE: frozenset[type] = frozenset({float})
 
 
 def _fits_int64(data: list[int]) -> bool:
     return not data or (min(data) >= -(2**63) and max(data) < 2**63)
+
+
+def _refuse_mutation(self: object, *_args: object, **_kwargs: object) -> Any:
+    raise TypeError(
+        "the data of a TensorData built from an array cannot be changed in place; "
+        "build a new TensorData (TensorData.from_numpy / from_list)"
+    )
+
+
+class ArrayList(list[Any]):
+    """``TensorData.data`` of a tensor built by :meth:`TensorData.from_numpy` /
+    :meth:`~TensorData.from_torch`: a list (pydantic, JSON and user code read it as one)
+    that also keeps ``array``, the contiguous little-endian int64/float32 numpy array the
+    values came from, so the protobuf encoder writes that buffer as it is instead of
+    converting the list back. In-place changes are refused (list and array would disagree);
+    a copy or a pickle is a plain list."""
+
+    __slots__ = ("array",)
+
+    append = extend = insert = remove = clear = sort = reverse = pop = _refuse_mutation
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse_mutation
+
+    def __init__(self, values: list[Any], array: Any) -> None:
+        super().__init__(values)
+        self.array = array
+
+    def __reduce__(self) -> tuple[type[list[Any]], tuple[list[Any]]]:
+        return (list, (list(self),))
+
+    def __copy__(self) -> list[Any]:
+        return list(self)
+
+    def __deepcopy__(self, _memo: dict[int, Any]) -> list[Any]:
+        return list(self)
 
 
 class RefusedTensor:
@@ -205,18 +241,23 @@ class TensorData(WireModel):
         if kind in "biu":
             if arr.dtype == np_.uint64 and arr.size and int(arr.max()) >= 2**63:
                 raise ValueError("uint64 values >= 2**63 do not fit int64")
-            data: list[Any] = arr.astype(np_.int64).ravel().tolist()
+            i64 = np_.ascontiguousarray(arr.astype("<i8").ravel())
+            data = ArrayList(i64.tolist(), i64)
             return cls.model_construct(data=data, dtype="int64", shape=shape)
         if kind == "f":
             with np_.errstate(over="ignore"):  # beyond float32: infinity (IEEE rounding)
-                f32 = arr.astype(np_.float32).ravel()
-            return cls.model_construct(data=_f32_to_pylist(f32), dtype="float32", shape=shape)
+                f32 = np_.ascontiguousarray(arr.astype("<f4").ravel())
+            data = ArrayList(_f32_to_pylist(f32), f32)
+            return cls.model_construct(data=data, dtype="float32", shape=shape)
         raise TypeError(f"cannot convert a numpy array of dtype {arr.dtype} to TensorData")
 
     def to_numpy(self) -> np.ndarray[Any, Any]:
         """A new numpy array (int64 or float32) with this shape."""
         np_ = require_numpy()
         shape = tuple(self.effective_shape)
+        data = self.data
+        if isinstance(data, ArrayList) and data.array.dtype == _NP_DTYPE[self.dtype]:
+            return data.array.copy().reshape(shape)  # type: ignore[no-any-return]
         if self.dtype == "int64":
             return np_.asarray(self.data, dtype=np_.int64).reshape(shape)  # type: ignore[no-any-return]
         return _pylist_to_f32(self.data).reshape(shape)  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from tinkex_types._base import TensorDtype
 from tinkex_types._codec import WireDecodeError
 from tinkex_types._errors import TinkexValidationError
-from tinkex_types._tensor import TensorData, _f32_to_pylist, _pylist_to_f32
+from tinkex_types._tensor import ArrayList, TensorData, _f32_to_pylist, _pylist_to_f32
 from tinkex_types.proto import tinker_public_pb2 as pb
 
 __all__ = [
@@ -167,7 +167,11 @@ def tensor_from_proto(msg: pb.Tensor, field: str) -> TensorData:
 
 
 def tensor_array(td: TensorData, field: str) -> Array:
-    """The values of ``td`` as a little-endian array of its wire dtype."""
+    """The values of ``td`` as a little-endian array of its wire dtype (the array a
+    ``from_numpy``/``from_torch`` tensor was built from, without a conversion)."""
+    data, wire = td.data, WIRE_DTYPE.get(td.dtype)
+    if isinstance(data, ArrayList) and wire is not None and data.array.dtype == wire[1]:
+        return data.array  # type: ignore[no-any-return]
     if td.dtype == "float32":
         arr: Array = _pylist_to_f32(td.data)
         return arr.astype("<f4", copy=False)
