@@ -11,6 +11,7 @@ from urllib.parse import quote
 from pydantic import BaseModel
 
 from tinkex_clients._future import APIFuture
+from tinkex_clients._peft import PeftRestMixin
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._validate import (
     as_access_scope,
@@ -85,7 +86,7 @@ def _tinkex_shaped(path: str) -> bool:
     return True
 
 
-class RestClient:
+class RestClient(PeftRestMixin):
     """Read and manage training runs, checkpoints, sessions and samplers.
 
     Every method has a synchronous form returning an :class:`APIFuture` (use ``.result()``)

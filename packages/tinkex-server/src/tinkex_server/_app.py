@@ -30,6 +30,7 @@ from tinkex_server._config import ServerConfig
 from tinkex_server._middleware import ServerMiddleware
 from tinkex_server._problems import ApiProblem
 from tinkex_server._routes_generations import add_generation_routes
+from tinkex_server._routes_peft import add_peft_routes
 from tinkex_server._routes_rest import add_rest_routes
 from tinkex_server._routes_sampling import add_sampling_routes
 from tinkex_server._routes_sessions import add_session_routes
@@ -138,6 +139,7 @@ def create_app(
         add_training_routes,
         add_sampling_routes,
         add_rest_routes,
+        add_peft_routes,
     ):
         add_routes(app.router, runtime)
     if cfg.enable_test_routes:

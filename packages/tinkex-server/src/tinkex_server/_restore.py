@@ -56,6 +56,7 @@ def engine_lora(settings: Mapping[str, Any]) -> EngineLora:
         train_mlp=bool(settings.get("train_mlp", True)),
         train_unembed=bool(settings.get("train_unembed", True)),
         alpha=settings.get("alpha"),
+        target_modules=tuple(targets) if (targets := settings.get("target_modules")) else None,
     )
 
 
@@ -135,6 +136,15 @@ class ModelRestorer:
                 "load a checkpoint into this model (load_state / load_state_with_optimizer) "
                 "or create a training client from one, then repeat the steps after it",
             )
+        peft_dir = row.lora_config.get("peft_dir")
+        if ckpt is None and peft_dir:  # imported from PEFT: its files are the initial state
+            engine.import_peft_adapter(
+                model_id,
+                self.files.absolute(str(peft_dir)),
+                base_model=row.base_model,
+                seed=row.lora_config.get("seed"),
+            )
+            return lost is not None
         engine.create_adapter(model_id, row.base_model, engine_lora(row.lora_config))
         if ckpt is not None:
             directory = self.files.absolute(ckpt.directory)
