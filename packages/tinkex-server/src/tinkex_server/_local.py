@@ -32,6 +32,7 @@ import httpx
 
 from tinkex_server._app import create_app, runtime_of
 from tinkex_server._config import ServerConfig, default_data_dir
+from tinkex_server._local_stream import open_local_stream, wants_stream
 from tinkex_server._runtime import Runtime
 from tinkex_types import Hooks, get_hooks
 
@@ -87,6 +88,11 @@ class LocalServer:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the app runs on."""
+        return self._loop
 
     async def _handle(
         self, method: str, url: str, headers: list[tuple[bytes, bytes]], body: bytes
@@ -170,6 +176,17 @@ class LocalTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         body = await request.aread()
+        if wants_stream(request):  # server-sent events stream (see _local_stream)
+            url, headers = self._target(request)
+            server = self.server
+            if server.closed:
+                raise httpx.ConnectError("the local tinkex server is closed", request=request)
+            try:
+                return await open_local_stream(
+                    server.app, server.loop, request, url, headers, body
+                )
+            except RuntimeError as exc:  # the loop is gone
+                raise httpx.ConnectError(str(exc), request=request) from None
         cfut = self._submit(request, body)
         try:
             status, headers, content = await asyncio.wrap_future(cfut)
