@@ -71,6 +71,8 @@ def test_short_help_flag_on_subcommands() -> None:
     assert listed_commands(result.output) == [
         "delete",
         "download",
+        "export-merged",
+        "import-peft",
         "info",
         "list",
         "prune",

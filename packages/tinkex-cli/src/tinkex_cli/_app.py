@@ -220,6 +220,10 @@ def _add_commands(cli: TinkexGroup, hooks: Hooks) -> None:
         completion_command,
     ):
         cli.add_command(command)
+    from tinkex_cli._cmd_checkpoint_peft import PEFT_COMMANDS
+
+    for command in PEFT_COMMANDS:  # tinkex checkpoint import-peft / export-merged
+        checkpoint_group.add_command(command)
     cli.builtin_names = set(cli.commands)
     try:
         hooks.register_commands(cli)
