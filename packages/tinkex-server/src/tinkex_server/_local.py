@@ -182,9 +182,7 @@ class LocalTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
             if server.closed:
                 raise httpx.ConnectError("the local tinkex server is closed", request=request)
             try:
-                return await open_local_stream(
-                    server.app, server.loop, request, url, headers, body
-                )
+                return await open_local_stream(server.app, server.loop, request, url, headers, body)
             except RuntimeError as exc:  # the loop is gone
                 raise httpx.ConnectError(str(exc), request=request) from None
         cfut = self._submit(request, body)
