@@ -15,11 +15,14 @@ through the tinkex async client API, drives at the same time:
   training client, doing ``--steps`` × (``forward_backward`` + ``optim_step``) and then a
   ``save_state``.
 
-It reports errors (count and kinds, including HTTP 5xx and transport errors seen by the
-clients, even when a retry succeeded, and error lines in the server log), wall times,
-throughput, p50/p99 latencies, the server's peak RSS (psutil on the server PID and its
-children, sampled every 20 ms) and the machine's load average before and after. Exit code
-0 when there were no errors, 1 otherwise.
+It reports errors (count and kinds): operations that failed or returned a wrong result, HTTP
+5xx answers seen by the clients (even when a retry succeeded, through a ``tinkex_on_request``
+observer), error lines in the server log and a server that exited. Transport errors of
+single HTTP attempts (connect/read failures) are counted apart, under ``http``: an operation
+they made fail is an error anyway, and the others were retried successfully. Also: wall
+times, throughput, p50/p99 latencies, the server's peak RSS (psutil on the server PID and
+its children, sampled every 20 ms), the host's ``ListenOverflows`` growth and the load
+average before and after. Exit code 0 when there were no errors, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -369,8 +372,6 @@ def build_report(
     for code, n in sorted(counter.statuses.items()):
         if code.startswith("5"):
             errors.add("http", f"{n} responses with status {code}")
-    for what, n in counter.transport_errors.items():
-        errors.add("transport", f"{n}x {what}")
     for line in ctx["log_errors"][:20]:
         errors.add("server log", line[:200])
     if not ctx["server_alive"]:
@@ -419,6 +420,8 @@ def build_report(
             "attempts": counter.attempts,
             "retried": counter.retried,
             "statuses": dict(sorted(counter.statuses.items())),
+            "transport_errors": sum(counter.transport_errors.values()),
+            "transport_error_kinds": dict(counter.transport_errors),
         },
         "server": {
             "pid": ctx["pid"],
@@ -452,7 +455,9 @@ def format_text(report: dict[str, Any]) -> str:
         f"{t['step_latency_ms']['p50']} ms, p99 {t['step_latency_ms']['p99']} ms; "
         f"trainer p50 {t['trainer_latency_ms']['p50']} ms, p99 {t['trainer_latency_ms']['p99']} ms",
         f"http: {report['http']['attempts']} attempts, {report['http']['retried']} retried, "
-        f"statuses {report['http']['statuses']}",
+        f"statuses {report['http']['statuses']}, "
+        f"{report['http']['transport_errors']} transport errors",
+        *(f"  {n} x {kind}" for kind, n in report["http"]["transport_error_kinds"].items()),
         f"server RSS: start {srv['rss_start_mb']} MB, peak {srv['rss_peak_mb']} MB "
         f"(with children {srv['rss_peak_with_children_mb']} MB), end {srv['rss_end_mb']} MB",
     ]
