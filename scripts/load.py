@@ -320,10 +320,6 @@ async def drive(
     """Setup (a base-model sampler, and a LoRA adapter saved for sampling), then the load."""
     from tinkex_clients import ServiceClient
 
-    if args.warm_codec:  # work around the codec_for race (docs/tinkex-server.md, "Load")
-        from tinkex_types import PROTOBUF_MEDIA_TYPE, codec_for
-
-        codec_for(PROTOBUF_MEDIA_TYPE)
     started = time.perf_counter()
     async with await ServiceClient.create_async(
         base_url=url, api_key=API_KEY, hooks=hooks
@@ -393,7 +389,6 @@ def build_report(
             "max_tokens": args.max_tokens,
             "model": args.model,
             "adapter_sampler": args.adapter,
-            "warm_codec": args.warm_codec,
             "torch_threads": ctx["torch_threads"],
         },
         "errors": {"count": errors.count, "kinds": dict(errors.kinds), "examples": errors.examples},
@@ -477,12 +472,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         dest="adapter",
         action="store_false",
         help="sample the base model only (default: half on a saved LoRA adapter)",
-    )
-    p.add_argument(
-        "--warm-codec",
-        action="store_true",
-        help="build the protobuf codec before the load starts (tinkex_types.codec_for builds "
-        "it lazily and is not thread-safe: concurrent first uses get None)",
     )
     p.add_argument("--torch-threads", type=int, default=max(1, min(os.cpu_count() or 1, 2)))
     p.add_argument(

@@ -3,11 +3,6 @@
 The script runs as users run it (a subprocess, ``python scripts/load.py``) with 8 samples,
 2 trainers and 1 step; the JSON report must show no errors and carry every figure the
 docs quote. No timing is asserted.
-
-``--warm-codec``: ``tinkex_types.codec_for`` builds the protobuf codec lazily and is not
-thread-safe (concurrent first uses from several client threads get ``None``, and the
-trainer fails with "no codec is registered for 'application/x-protobuf'"); drop the flag
-here once that race is fixed.
 """
 
 from __future__ import annotations
@@ -39,7 +34,7 @@ def _finite(value: Any) -> bool:
 
 def test_load_script_tiny_run_reports_no_errors(tmp_path: Path) -> None:
     out = tmp_path / "load.json"
-    args = ["--samples", "8", "--trainers", "2", "--steps", "1", "--warm-codec"]
+    args = ["--samples", "8", "--trainers", "2", "--steps", "1"]
     proc = _run([*args, "--json", str(out)])
     assert out.is_file(), f"no JSON report; stderr:\n{proc.stderr[-4000:]}"
     report = json.loads(out.read_text())

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import zstandard
@@ -169,3 +171,23 @@ def test_lazy_codec_registration(monkeypatch: pytest.MonkeyPatch) -> None:
     assert codec_for("application/x-test") is not None
     assert made == [1]
     assert codec_for("application/unknown") is None
+
+
+def test_lazy_codec_is_built_once_under_concurrency(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec_module, "_CODECS", dict(codec_module._CODECS))
+    monkeypatch.setattr(codec_module, "_LAZY", {})
+    gate = threading.Event()
+    made: list[int] = []
+
+    def slow_factory() -> WireCodec:
+        made.append(1)
+        gate.wait(1.0)
+        return JsonCodec()
+
+    register_codec(slow_factory, "application/x-slow")
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(codec_for, "application/x-slow") for _ in range(8)]
+        gate.set()
+        found = [f.result() for f in futures]
+    assert all(c is not None for c in found)
+    assert made == [1]

@@ -10,6 +10,7 @@ with :func:`register_codec` and declare which models they carry.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Protocol, TypeVar, runtime_checkable
 
@@ -106,6 +107,7 @@ class JsonCodec:
 
 _CODECS: dict[str, WireCodec] = {JSON_MEDIA_TYPE: JsonCodec()}
 _LAZY: dict[str, Callable[[], WireCodec]] = {}
+_LAZY_LOCK = threading.Lock()
 
 
 def register_codec(codec: WireCodec | Callable[[], WireCodec], media_type: str = "") -> None:
@@ -122,8 +124,14 @@ def codec_for(media_type: str) -> WireCodec | None:
     """The codec of ``media_type`` (parameters ignored), or ``None`` when there is none."""
     key = media_type_of(media_type)
     codec = _CODECS.get(key)
-    if codec is None and key in _LAZY:
-        codec = _CODECS[key] = _LAZY.pop(key)()
+    if codec is not None or key not in _LAZY:
+        return codec
+    with _LAZY_LOCK:  # one thread builds it; the others wait and find it registered
+        codec = _CODECS.get(key)
+        if codec is None and key in _LAZY:
+            codec = _LAZY[key]()
+            _CODECS[key] = codec
+            del _LAZY[key]
     return codec
 
 
