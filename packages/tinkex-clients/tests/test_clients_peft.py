@@ -197,6 +197,36 @@ def test_unsupported_adapter_is_refused_naming_the_key(
         service.create_training_client_from_peft(tmp_path)
 
 
+def test_adapter_not_matching_the_base_is_refused_naming_the_key(
+    service: ServiceClient, peft_dirs: dict[str, Any], tmp_path: Path
+) -> None:
+    bad = tmp_path / "other-targets"
+    shutil.copytree(peft_dirs["adapter"], bad)
+    cfg = json.loads((bad / "adapter_config.json").read_text())
+    cfg["target_modules"] = ["c_attn"]  # a GPT-2 module name: not in a Llama
+    (bad / "adapter_config.json").write_text(json.dumps(cfg))
+    with pytest.raises(Exception, match="target_modules") as info:
+        service.create_training_client_from_peft(bad)
+    assert "Traceback" not in str(info.value)
+
+
+def test_an_adapter_over_the_server_body_limit_is_refused_naming_the_file(
+    peft_dirs: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_hooks: Any
+) -> None:
+    from tinkex_server._config import ServerConfig
+    from tinkex_server._local import get_local_server
+
+    monkeypatch.setenv("TINKEX_DATA_DIR", str(tmp_path))
+    server = get_local_server(config=ServerConfig(data_dir=tmp_path, max_body_bytes=4096))
+    try:
+        with ServiceClient(base_url="local://", hooks=local_hooks, poll_policy=FAST_POLLS) as svc:
+            with pytest.raises(TinkexValidationError, match="max-body-mib") as info:
+                svc.create_training_client_from_peft(peft_dirs["adapter"])
+            assert info.value.field == "adapter_model.safetensors"
+    finally:
+        server.close()
+
+
 def test_merged_export_loads_in_transformers_and_equals_adapter_on_base(
     service: ServiceClient, peft_dirs: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -221,6 +251,13 @@ def test_imported_model_survives_a_restart(
     server = get_local_server(config=ServerConfig(data_dir=tmp_path))
     with ServiceClient(base_url="local://", hooks=local_hooks, poll_policy=FAST_POLLS) as svc:
         model_id = svc.create_training_client_from_peft(peft_dirs["adapter"]).model_id
+        # a second imported run, trained and checkpointed: it comes back from the checkpoint
+        # (its target modules and alpha come from the stored settings)
+        trained = svc.create_training_client_from_peft(peft_dirs["adapter"])
+        trained.forward_backward([_datum(TOKENS)], "cross_entropy").result(120)
+        trained.optim_step(AdamParams(learning_rate=1e-2)).result(120)
+        trained.save_state("after-step").result(120)
+        before = _forward_logprobs(trained)
     server.close()
     restarted = get_local_server(config=ServerConfig(data_dir=tmp_path))
     assert restarted is not server  # a new runtime: the engine holds no adapter
@@ -232,7 +269,14 @@ def test_imported_model_survives_a_restart(
             # the run's adapter comes back from its imported files at its next request
             tc = TrainingClient(svc._session, model_id=model_id, model_seq_id=0)
             got = _forward_logprobs(tc)
+            # re-attach to the trained run after its 4 requests (seq_id 1..4 were answered
+            # before the restart; the server would replay their results)
+            again = TrainingClient(svc._session, model_id=trained.model_id, model_seq_id=1)
+            again._turnstile.abandon(again._turnstile.reserve(4))
+            after = _forward_logprobs(again)
     finally:
         server.close()
     expected = peft_dirs["expected"]
     assert max(abs(a - b) for a, b in zip(got, expected, strict=True)) <= 1e-4
+    assert max(abs(a - b) for a, b in zip(after, before, strict=True)) <= 1e-6
+    assert max(abs(a - b) for a, b in zip(after, expected, strict=True)) > 1e-4

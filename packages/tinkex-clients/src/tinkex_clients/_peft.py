@@ -26,7 +26,12 @@ from typing import TYPE_CHECKING, Any
 from tinkex_clients._future import APIFuture
 from tinkex_clients._session import Session
 from tinkex_http import DEFAULT_MAX_ARCHIVE_BYTES, download_archive, extract_archive_safely
-from tinkex_types import CheckpointArchiveUrlResponse, CreateModelResponse, TinkexValidationError
+from tinkex_types import (
+    APIStatusError,
+    CheckpointArchiveUrlResponse,
+    CreateModelResponse,
+    TinkexValidationError,
+)
 
 if TYPE_CHECKING:
     from tinkex_clients._sampling import SamplingClient
@@ -125,9 +130,19 @@ async def import_peft(
     }
     with session.span("create_training_client_from_peft", base_model=name):
         started = time.monotonic()
-        submitted = await session.post(
-            "/api/v1/import_peft_adapter", body, retries=False, request_type="CreateModel"
-        )
+        try:
+            submitted = await session.post(
+                "/api/v1/import_peft_adapter", body, retries=False, request_type="CreateModel"
+            )
+        except APIStatusError as exc:
+            if exc.status_code != 413:
+                raise
+            raise TinkexValidationError(
+                _WEIGHTS,
+                f"is {len(weights)} bytes: the import request (base64) is over the server's "
+                f"body limit ({exc})",
+                "start the server with a larger body limit (tinkex serve --max-body-mib)",
+            ) from None
         response = await session.resolve(
             submitted, CreateModelResponse, request_type="CreateModel", started=started
         )

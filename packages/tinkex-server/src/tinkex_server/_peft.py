@@ -279,6 +279,7 @@ class PeftService:
         ckpt = self.desk.checkpoint_at(path)
         if req.base_model is not None:
             self.desk.base(req.base_model)
+        self._prune_exports()
         export_id = uuid.uuid4().hex
         expires = int(time.time() + self.parts.config.archive_url_ttl_s)
         sig = self.files.sign(_EXPORT_KIND, _EXPORT_KIND, export_id, expires)
@@ -298,6 +299,19 @@ class PeftService:
             expires=expires,
         )
         return self.desk.submit(job, endpoint="export_merged", idempotency_key=idempotency_key)
+
+    def _prune_exports(self) -> None:
+        """Delete merged-export archives whose download links expired."""
+        cutoff = time.time() - self.parts.config.archive_url_ttl_s - 60
+        if not self.export_root.is_dir():
+            return
+        for path in self.export_root.iterdir():
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink()
 
     def export_file(self, export_id: str, expires: int, signature: str) -> Path:
         """The archive behind a signed merged-export URL (403 bad or expired link, 404)."""
