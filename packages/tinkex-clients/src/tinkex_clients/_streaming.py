@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -34,6 +34,7 @@ import httpx
 import orjson
 import pydantic
 
+from tinkex_clients._validate import ClientClosedError
 from tinkex_http import ByteEstimator, RetrySemaphore, retry_async
 from tinkex_types import (
     APIError,
@@ -193,10 +194,23 @@ class _Pump:
         self._loop = session.loop_thread.loop
         self._in_loop = session.loop_thread.in_loop_thread
         self._queue: asyncio.Queue[SampleStreamChunk | _End] = asyncio.Queue(QUEUE_SIZE)
-        #: Set (with no result) once the producer has exited and the response is closed.
+        #: Set (with no result) once the producer task is done (the response is closed),
+        #: also when it was cancelled before it ran.
         self.finished: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.closed = False
-        self._task = session.run(self._run(client, request), "SamplingClient").future()
+        self._task: asyncio.Task[None] | None = None
+        coro = self._run(client, request)
+        try:
+            self._loop.call_soon_threadsafe(self._start, coro)
+        except RuntimeError:  # the loop is gone
+            coro.close()
+            raise ClientClosedError("SamplingClient") from None
+
+    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
+        self._task = self._loop.create_task(coro)
+        self._task.add_done_callback(lambda _: self.finished.set_result(None))
+        if self.closed:
+            self._task.cancel()
 
     async def _run(self, client: SamplingClient, request: SampleRequest) -> None:
         try:
@@ -206,8 +220,6 @@ class _Pump:
             raise
         except Exception as exc:
             await self._queue.put(_End(exc))
-        finally:
-            self.finished.set_result(None)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -223,7 +235,12 @@ class _Pump:
     def cancel(self) -> None:
         """Stop the producer (thread-safe, returns at once); the response closes soon."""
         self.closed = True
-        self._task.cancel()
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nothing runs anymore
+            self._loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
 
     def in_loop_thread(self) -> bool:
         return self._in_loop()
@@ -263,6 +280,9 @@ class SampleStream(Iterator[SampleStreamChunk]):
         fut = pump.get()
         try:
             item = fut.result()
+        except concurrent.futures.CancelledError:  # the ServiceClient closed its loop
+            pump.cancel()
+            raise ClientClosedError("SamplingClient") from None
         except BaseException:  # KeyboardInterrupt while waiting: stop the stream
             fut.cancel()
             self.close()
