@@ -183,3 +183,54 @@ async def test_no_trace_headers_and_no_tracer_give_no_carrier(
     wait, step = _job_spans(tracer, "ForwardBackward")
     assert wait.carrier is None
     assert step.carrier is None
+
+
+async def test_endpoint_span_carries_the_http_semantic_conventions(
+    make_server: Any, api_for: Any
+) -> None:
+    """Stable HTTP server attributes (the route template, never the raw path; no
+    deprecated ``http.method`` or ``http.path``); the status, known only once the answer
+    starts, through the late mapping; ``error.type`` only on a 5xx."""
+    tracer = MiniTracer()
+    with installed(tracer):
+        server = make_server()
+        async with api_for(server) as api:
+            mid = await _train_one_step(api, {"user-agent": "span-test/1"})
+            await api.result(
+                await api.ok(
+                    "save_weights",
+                    {"model_id": mid, "path": "c1", "seq_id": 3, "ttl_seconds": None},
+                )
+            )
+            base = f"/api/v1/training_runs/{mid}/checkpoints/weights/c1"
+            assert (await api.c.get(f"{base}/archive")).status_code == 302
+            row = api.store.get_checkpoint(mid, "weights", "c1")
+            (server.runtime.files.absolute(row.directory) / "adapter_config.json").write_text("{}")
+            assert (await api.c.get(f"{base}/archive")).status_code == 500
+            assert (await api.c.get("/api/v1/no_such_route")).status_code == 404
+    (fb,) = tracer.named("server.forward_backward")
+    attrs = fb.attributes
+    assert attrs["http.request.method"] == "POST"
+    assert attrs["http.route"] == "/api/v1/forward_backward"
+    assert attrs["url.path"] == "/api/v1/forward_backward"
+    assert attrs["url.scheme"] == "http"
+    assert attrs["server.address"] == "tinkex.local"
+    assert attrs["network.protocol.version"] == "1.1"
+    assert attrs["user_agent.original"] == "span-test/1"
+    assert attrs["tinkex.late_attributes"] == {"http.response.status_code": 200}
+    for span in tracer.spans:
+        assert "http.method" not in span.attributes
+        assert "http.path" not in span.attributes
+        assert str(server.config.data_dir) not in repr(span.attributes)
+    archive = tracer.named("server.checkpoint_archive_url")
+    assert [s.attributes["http.route"] for s in archive] == [
+        "/api/v1/training_runs/{run_id}/checkpoints/{kind}/{name}/archive"
+    ] * 2
+    assert archive[0].attributes["url.path"].endswith(f"/{mid}/checkpoints/weights/c1/archive")
+    assert [s.attributes["tinkex.late_attributes"] for s in archive] == [
+        {"http.response.status_code": 302},
+        {"http.response.status_code": 500, "error.type": "500"},
+    ]
+    (unknown,) = tracer.named("server.unknown_route")
+    assert "http.route" not in unknown.attributes
+    assert unknown.attributes["tinkex.late_attributes"] == {"http.response.status_code": 404}

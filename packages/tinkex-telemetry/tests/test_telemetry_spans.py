@@ -547,3 +547,37 @@ def test_large_body_ids_are_scanned_not_parsed(otel: Any, fake_config: Any) -> N
     assert span.attributes["tinkex.model_id"] == "m-big"
     assert span.attributes["tinkex.seq_id"] == 9
     assert span.attributes["http.request.body.size"] == len(content)
+
+
+def test_server_span_is_named_by_method_and_route_with_late_status(otel: Any) -> None:
+    """A server operation with the HTTP attributes is named ``{method} {route}``; the
+    status the caller learns inside the block lands on the span; a 5xx marks it failed
+    (error.type = the status), a 4xx does not; the late mapping itself is no attribute."""
+    for status in (200, 404, 503):
+        late: dict[str, Any] = {}
+        attrs = {
+            "http.request.method": "POST",
+            "http.route": "/api/v1/runs/{run_id}",
+            "url.path": f"/api/v1/runs/r-{status}",
+            "tinkex.late_attributes": late,
+        }
+        with otel.hooks.operation_span("server.run", attrs):
+            late["http.response.status_code"] = status
+            if status >= 500:
+                late["error.type"] = str(status)
+    spans = [s for s in otel.spans() if s.name == "POST /api/v1/runs/{run_id}"]
+    assert [s.kind for s in spans] == [SpanKind.SERVER] * 3
+    by_status = {s.attributes["http.response.status_code"]: s for s in spans}
+    assert set(by_status) == {200, 404, 503}
+    for status, span in by_status.items():
+        assert span.attributes["tinkex.operation"] == "server.run"
+        assert "tinkex.late_attributes" not in span.attributes
+        failed = span.status.status_code is StatusCode.ERROR
+        assert failed is (status >= 500)
+        assert span.attributes.get("error.type") == ("503" if status >= 500 else None)
+    # Without a route (no route matched): just the method; internal spans keep their names.
+    with otel.hooks.operation_span("server.unknown_route", {"http.request.method": "GET"}):
+        with otel.hooks.operation_span("server.engine_step", {"http.request.method": "GET"}):
+            pass
+    assert otel.span("GET").kind is SpanKind.SERVER
+    assert otel.span("server.engine_step").kind is SpanKind.INTERNAL

@@ -15,6 +15,7 @@ do not retry it for minutes).
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -97,6 +98,22 @@ def _install_error_handlers(app: FastAPI) -> None:
         )
 
 
+def _no_native_telemetry() -> dict[str, Any]:
+    """``telemetry=`` that switches FastAPI's own OpenTelemetry off (FastAPI versions that
+    have it trace every request once a global tracer provider exists): the server's one
+    server span per request is the middleware's, through the hooks."""
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    off = {
+        "tracing": False,
+        "metrics": False,
+        "logs": False,
+        "operation_spans": False,
+        "auto_configure": False,
+    }
+    return {"telemetry": off}
+
+
 def create_app(
     config: ServerConfig | None = None,
     *,
@@ -124,6 +141,7 @@ def create_app(
             await runtime.aclose()
 
     app = FastAPI(
+        **_no_native_telemetry(),
         title="tinkex-server",
         summary="A local Tinker-compatible server (JSON generation, SDK 0.16.1)",
         version="0.1.0",

@@ -1,10 +1,18 @@
 """The ASGI middleware around every request of the app.
 
 It starts the runtime lazily, checks ``X-API-Key`` (when keys are configured), enforces the
-body size limit (413) and opens the ``server.<endpoint>`` span through the
-``operation_span`` hook of the server's hooks, with the incoming
+body size limit (413) and opens the ``server.<endpoint>`` operation (one server span per
+request) through the ``operation_span`` hook of the server's hooks, with the incoming
 ``traceparent``/``tracestate`` headers as carrier. Its own refusals are the one error body
 (:class:`~tinkex_types._problems.ErrorResponse`).
+
+The operation carries the stable HTTP server semantic-convention attributes
+(:func:`http_attributes`: ``http.request.method``, ``http.route`` — the route template,
+never the raw path —, ``url.path``, ``url.scheme``, ``server.address``, ``server.port``,
+``network.protocol.version``, ``client.address``, ``user_agent.original``), from which a
+span plugin names the span ``{method} {route}``. What is known only once the answer starts
+(``http.response.status_code``, and ``error.type`` for a 5xx) goes into the mapping under
+:data:`LATE_ATTRIBUTES`, which the plugin reads when the operation ends.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from tinkex_server._runtime import Runtime
 from tinkex_server._wire import json_bytes
 from tinkex_types._problems import ErrorResponse
 
-__all__ = ["PROPAGATION", "ServerMiddleware"]
+__all__ = ["LATE_ATTRIBUTES", "PROPAGATION", "ServerMiddleware", "http_attributes"]
 
 _log = logging.getLogger("tinkex_server.app")
 
@@ -36,6 +44,65 @@ _OPEN_PATHS = ("/api/v1/healthz", "/openapi.json", "/docs", "/redoc")
 _OPEN_PREFIXES = ("/api/v1/checkpoint_archives/", "/api/v1/external_weights/", "/docs/")
 #: Trace-context headers passed on to the spans.
 PROPAGATION = ("traceparent", "tracestate", "baggage")
+#: Attribute key of a mutable mapping the caller fills while the operation runs; span
+#: plugins set its items on the span when the operation ends (tinkex-telemetry does).
+LATE_ATTRIBUTES = "tinkex.late_attributes"
+#: Methods the HTTP semantic conventions name; any other is ``_OTHER``.
+_KNOWN_METHODS = frozenset(
+    {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None
+
+
+def _host_and_port(scope: Scope) -> tuple[str | None, int | None]:
+    """``server.address``/``server.port``: the ``Host`` header's, else the socket's."""
+    scheme = str(scope.get("scheme", "http"))
+    host = _header(scope, b"host")
+    if host:
+        name, sep, port = host.rpartition(":")
+        if sep and port.isdigit() and not name.endswith(":"):
+            return name.strip("[]"), int(port)
+        return host.strip("[]"), _DEFAULT_PORTS.get(scheme)
+    server = scope.get("server")
+    if server:
+        return str(server[0]), (int(server[1]) if server[1] is not None else None)
+    return None, None
+
+
+def http_attributes(scope: Scope, route: str | None) -> dict[str, Any]:
+    """The stable HTTP server semantic-convention attributes of a request (``route``: the
+    matched route template, ``None`` when no route matches)."""
+    method = str(scope.get("method", "GET"))
+    attrs: dict[str, Any] = {
+        "http.request.method": method if method in _KNOWN_METHODS else "_OTHER",
+        "url.path": scope.get("path", ""),
+        "url.scheme": scope.get("scheme", "http"),
+    }
+    if method not in _KNOWN_METHODS:
+        attrs["http.request.method_original"] = method
+    if route is not None:
+        attrs["http.route"] = route
+    address, port = _host_and_port(scope)
+    if address:
+        attrs["server.address"] = address
+    if port is not None:
+        attrs["server.port"] = port
+    if scope.get("http_version"):
+        attrs["network.protocol.version"] = str(scope["http_version"])
+    client = scope.get("client")
+    if client:
+        attrs["client.address"] = str(client[0])
+    agent = _header(scope, b"user-agent")
+    if agent:
+        attrs["user_agent.original"] = agent
+    return attrs
 
 
 class ServerMiddleware:
@@ -73,12 +140,13 @@ class ServerMiddleware:
             ok |= hmac.compare_digest(presented, key.encode())
         return ok
 
-    def _route_name(self, scope: Scope) -> str:
+    def _route(self, scope: Scope) -> tuple[str, str | None]:
+        """``(endpoint name, route template)`` of the route serving ``scope``."""
         for route in self.fastapi_app.router.routes:
             match, _ = route.matches(scope)
             if match == Match.FULL:
-                return str(getattr(route, "name", "unknown"))
-        return "unknown_route"
+                return str(getattr(route, "name", "unknown")), getattr(route, "path", None)
+        return "unknown_route", None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,7 +206,17 @@ class ServerMiddleware:
             key = name.decode("latin-1").lower()
             if key in PROPAGATION:
                 carrier[key] = value.decode("latin-1")
-        op = self._route_name(scope)
-        attrs = {"http.method": scope["method"], "http.path": scope.get("path", "")}
+        op, route = self._route(scope)
+        late: dict[str, Any] = {}
+        attrs = {**http_attributes(scope, route), LATE_ATTRIBUTES: late}
+
+        async def observed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                late["http.response.status_code"] = status
+                if status >= 500:
+                    late["error.type"] = str(status)
+            await send(message)
+
         with self.hooks.operation_span(f"server.{op}", attrs, carrier=carrier or None):
-            await self.app(scope, replay, send)
+            await self.app(scope, replay, observed_send)

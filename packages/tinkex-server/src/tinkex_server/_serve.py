@@ -4,6 +4,12 @@ Binds 127.0.0.1 by default. ``--port 0`` picks a free port; the chosen address i
 as a line ``tinkex-server listening on http://HOST:PORT`` (flushed) once the socket is
 bound, so scripts can wait for it. The API key (``--api-key`` or ``TINKEX_SERVER_API_KEY``)
 is never printed or logged.
+
+OpenTelemetry: before the app serves, the server asks its hooks to set up export
+(``Hooks.setup_telemetry("tinkex-server", required=--otel)``; tinkex-telemetry implements
+it from the standard ``OTEL_*`` variables). Without ``--otel``, export is set up only when
+those variables ask for it (zero code); ``--otel`` sets it up even without them (OTLP
+defaults) and is an error when no telemetry plugin is installed.
 """
 
 from __future__ import annotations
@@ -23,6 +29,27 @@ from tinkex_types import Hooks, get_hooks
 __all__ = ["serve", "serve_main"]
 
 API_KEY_ENV = "TINKEX_SERVER_API_KEY"
+#: ``service.name`` of the server's telemetry (unless ``OTEL_SERVICE_NAME`` names one).
+SERVICE_NAME = "tinkex-server"
+_log = logging.getLogger("tinkex_server.serve")
+
+
+def setup_telemetry(hooks: Hooks, *, required: bool) -> bool:
+    """Ask ``hooks`` to set up telemetry export for this process (see the module
+    docstring); ``True`` when a plugin did. ``required`` (``--otel``) with no plugin
+    installed raises :class:`RuntimeError` naming the package to install."""
+    if required and not hooks.pm.hook.tinkex_setup_telemetry.get_hookimpls():
+        raise RuntimeError(
+            "--otel: no telemetry plugin is installed; install tinkex-telemetry "
+            "(pip install tinkex-telemetry, or tinkex[telemetry]) or drop --otel"
+        )
+    done = hooks.setup_telemetry(SERVICE_NAME, required=required)
+    if required and not done:
+        _log.warning(
+            "--otel: OpenTelemetry export is not set up (OTEL_SDK_DISABLED is true, or a "
+            "warning above names the variable at fault)"
+        )
+    return done
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -46,9 +73,11 @@ def run_server(
     log_level: str = "info",
     torch_threads: int | None = None,
     hooks: Hooks | None = None,
+    otel: bool = False,
 ) -> None:
     """Serve ``config`` with uvicorn until interrupted; ``hooks`` default to the process's
-    (``tinkex_types.get_hooks()``: the plugins installed for ``tinkex``)."""
+    (``tinkex_types.get_hooks()``: the plugins installed for ``tinkex``). Telemetry export
+    is set up first (:func:`setup_telemetry`; ``otel`` makes it required)."""
     import uvicorn
 
     from tinkex_server._app import create_app
@@ -62,7 +91,9 @@ def run_server(
     probe = _DataDirLock(config.data_dir)
     probe.acquire()  # fail before binding if another server owns the data directory
     probe.release()
-    app = create_app(config, hooks=hooks if hooks is not None else get_hooks())
+    server_hooks = hooks if hooks is not None else get_hooks()
+    setup_telemetry(server_hooks, required=otel)
+    app = create_app(config, hooks=server_hooks)
     sock = _bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
@@ -153,6 +184,13 @@ def run_server(
     help="Add /api/v1/_test/* routes (mark runs corrupted, read the applied log).",
 )
 @click.option(
+    "--otel",
+    is_flag=True,
+    default=False,
+    help="Export OpenTelemetry traces and metrics (configured by the standard OTEL_* "
+    "variables; needs tinkex-telemetry). Without it, export is on when OTEL_* ask for it.",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
     default="info",
@@ -170,6 +208,7 @@ def serve(
     json_only: bool,
     path_style: str,
     enable_test_routes: bool,
+    otel: bool,
     log_level: str,
 ) -> None:
     """Run the local Tinker-compatible server over HTTP."""
@@ -192,7 +231,14 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        run_server(config, host=host, port=port, log_level=log_level, torch_threads=torch_threads)
+        run_server(
+            config,
+            host=host,
+            port=port,
+            log_level=log_level,
+            torch_threads=torch_threads,
+            otel=otel,
+        )
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
     except RuntimeError as exc:

@@ -23,16 +23,34 @@ from tinkex_telemetry._redact import redact_text
 from tinkex_types import FutureEvent, QueueStateEvent
 
 __all__ = [
+    "LATE_ATTRIBUTES",
     "annotate_future",
     "annotate_queue_state",
     "operation_span",
     "record_exception",
     "remote_parent",
+    "server_span_name",
     "span_kind",
 ]
 
 #: Server operations that are work inside a request, not the request itself.
 _SERVER_INTERNAL = frozenset({"server.queue_wait", "server.engine_step"})
+#: Attribute key of a mapping the caller fills while the operation runs (the server's
+#: ``http.response.status_code``, ``error.type``); set on the span when the block ends.
+LATE_ATTRIBUTES = "tinkex.late_attributes"
+
+
+def server_span_name(operation: str, attributes: Mapping[str, Any]) -> str:
+    """``{method} {route}`` (HTTP semantic conventions) for a server span with
+    ``http.request.method`` and ``http.route``; just ``{method}`` without a route; else
+    the operation name."""
+    method = attributes.get("http.request.method")
+    if not isinstance(method, str) or not method:
+        return operation
+    route = attributes.get("http.route")
+    if method == "_OTHER":
+        method = "HTTP"
+    return f"{method} {route}" if isinstance(route, str) and route else method
 
 
 def remote_parent(
@@ -82,9 +100,12 @@ def operation_span(
     An exception marks the span as failed; a ``BaseException`` that is not an ``Exception``
     (cancellation, exit) marks it ``tinkex.cancelled``.
     """
-    attrs = span_attributes(attributes)
+    given = dict(attributes or {})
+    late = given.pop(LATE_ATTRIBUTES, None)
+    attrs = span_attributes(given)
     attrs["tinkex.operation"] = operation
-    span = tracer.start_span(operation, context=parent, kind=kind, attributes=attrs)
+    name = server_span_name(operation, attrs) if kind == SpanKind.SERVER else operation
+    span = tracer.start_span(name, context=parent, kind=kind, attributes=attrs)
     token = otel_context.attach(trace.set_span_in_context(span, parent))
     record_metrics = True
     try:
@@ -105,10 +126,25 @@ def operation_span(
         raise
     finally:
         otel_context.detach(token)
+        if isinstance(late, Mapping) and late:
+            error_type = _apply_late(span, late) or error_type
         if record_metrics:
             with contextlib.suppress(Exception):
                 metrics.operation_finished(operation, time.perf_counter() - started, error_type)
         span.end()
+
+
+def _apply_late(span: Span, late: Mapping[str, Any]) -> str | None:
+    """Set the late attributes on ``span``; a 5xx status marks it failed (a 4xx does not:
+    on a server span that is the client's mistake). Returns the ``error.type`` set."""
+    if not span.is_recording():
+        return None
+    span.set_attributes(span_attributes(late))
+    status = late.get("http.response.status_code")
+    if isinstance(status, int) and status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+        return str(late.get("error.type") or status)
+    return None
 
 
 def record_exception(span: Span, exc: BaseException) -> None:
