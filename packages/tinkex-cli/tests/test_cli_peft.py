@@ -106,8 +106,9 @@ def test_import_peft_then_export_merged(
     got = _logprobs(_hf(out))
     assert torch.max(torch.abs(got - adapter["expected"])).item() <= 1e-4
 
+    assert "tinkex_manifest.json" in exported["files"]
     again = cli("checkpoint", "export-merged", doc["path"], str(out))
-    assert again.exit_code != 0
+    assert again.exit_code == 2
     assert "already exists" in again.output
 
 
@@ -120,5 +121,5 @@ def test_import_peft_refuses_unsupported_adapter(
     cfg["modules_to_save"] = ["lm_head"]
     (bad / "adapter_config.json").write_text(json.dumps(cfg))
     result = cli("checkpoint", "import-peft", str(bad), "--base-model", str(adapter["base"]))
-    assert result.exit_code != 0
+    assert result.exit_code == 1
     assert "adapter_config.json:modules_to_save" in result.output

@@ -237,6 +237,11 @@ def test_merged_export_loads_in_transformers_and_equals_adapter_on_base(
     merged = _reference(_hf(out), TOKENS)
     expected = peft_dirs["expected"]
     assert max(abs(a - b) for a, b in zip(merged, expected, strict=True)) <= 1e-4
+    sampler_path = tc.save_weights_for_sampler("imported-sampler").result(120).path
+    rest = service.create_rest_client()
+    from_sampler = rest.export_merged(sampler_path, tmp_path / "merged-sampler").result(300)
+    merged = _reference(_hf(from_sampler), TOKENS)
+    assert max(abs(a - b) for a, b in zip(merged, expected, strict=True)) <= 1e-4
     with pytest.raises(TinkexValidationError, match="out_dir"):
         service.create_rest_client().export_merged(path, out).result(60)
 

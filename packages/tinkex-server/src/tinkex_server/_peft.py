@@ -115,6 +115,7 @@ class ImportPeftJob(Job):
 
     def on_failure(self, exc: BaseException) -> None:
         self.store.update_model(self.target, status="failed", error=str(exc))
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _archive(source: Path, target: Path) -> None:
