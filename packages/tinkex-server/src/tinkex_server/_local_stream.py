@@ -7,9 +7,11 @@ stop anything. Here the app runs as a task on the server loop with ASGI callable
 
 * each ``http.response.body`` part is handed to the client as soon as it is sent (the
   response is returned once ``http.response.start`` arrived);
-* closing the client's response (``aclose``) is a disconnect: the app's ``receive()``
-  answers ``http.disconnect`` and its next ``send()`` raises ``OSError`` (ASGI spec 2.4),
-  which is how a server notices a client that went away over HTTP too;
+* closing the client's response (``aclose``) is a disconnect: the app's pending
+  ``receive()`` answers ``http.disconnect`` at once (the scope says ASGI spec 2.3, as
+  uvicorn's does, so Starlette's ``StreamingResponse`` listens for it and cancels its body
+  iterator even while that waits for the next token) and any later ``send()`` raises
+  ``OSError``;
 * an app failure before the response started answers 500; after it, the client's read
   raises ``httpx.RemoteProtocolError`` (as a connection broken mid-body would).
 """
@@ -139,7 +141,7 @@ def _scope(request: httpx.Request, url: str, headers: list[tuple[bytes, bytes]])
     target = httpx.URL(url)
     return {
         "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "asgi": {"version": "3.0", "spec_version": "2.3"},
         "http_version": "1.1",
         "method": request.method,
         "headers": [(k.lower(), v) for k, v in headers],
