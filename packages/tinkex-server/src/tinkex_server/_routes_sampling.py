@@ -6,10 +6,11 @@ from enum import Enum
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 
 from tinkex_server._routes import V1, carrier, errors, idempotency_key
 from tinkex_server._runtime import Runtime
+from tinkex_server._streaming import EVENT_STREAM, sample_events
 from tinkex_server._wire import body_doc, reply, wire_body
 from tinkex_types import (
     CreateSamplingSessionRequest,
@@ -25,7 +26,7 @@ _SAMPLING: list[str | Enum] = ["sampling"]
 
 
 def add_sampling_routes(router: APIRouter, runtime: Runtime) -> None:
-    """create_sampling_session, asample and samplers/{id}."""
+    """create_sampling_session, asample, stream_sample and samplers/{id}."""
 
     @router.post(
         f"{V1}/create_sampling_session",
@@ -56,6 +57,36 @@ def add_sampling_routes(router: APIRouter, runtime: Runtime) -> None:
             runtime.sampling.asample(
                 body, idempotency_key(request), carrier(request, runtime.hooks)
             )
+        )
+
+    @router.post(
+        f"{V1}/stream_sample",
+        tags=_SAMPLING,
+        response_class=StreamingResponse,
+        responses={
+            200: {
+                "description": "Server-sent events, each `data` a SampleStreamChunk: a token "
+                "chunk per generated token (`index`, `token_id`, `token`, `logprob`), then "
+                "per sample a final chunk (`index`, `finish_reason`, `total_tokens`); "
+                "`event: error` with `{error}` if generation fails after the stream began. "
+                "Closing the response stops generation.",
+                "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
+            },
+            **errors(400, 404, 413, 422, 429),
+        },
+        openapi_extra=body_doc(SampleRequest),
+    )
+    async def stream_sample(
+        body: Annotated[SampleRequest, Depends(wire_body(SampleRequest))],
+        request: Request,
+    ) -> Response:
+        job = runtime.sampling.sample_job(
+            body, carrier(request, runtime.hooks), request_type="SampleStream"
+        )
+        return StreamingResponse(
+            sample_events(job, runtime.worker),
+            media_type=EVENT_STREAM,
+            headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )
 
     @router.get(

@@ -1,4 +1,5 @@
-"""Sampling: sampling sessions, sampler lookups and ``asample``.
+"""Sampling: sampling sessions, sampler lookups, ``asample`` (and the checks of
+``stream_sample``, :mod:`tinkex_server._streaming`).
 
 A sample request names what to sample from (a sampling session, a checkpoint path or a
 base model), is checked against the model's context and the server's limits (400 naming
@@ -242,12 +243,10 @@ class SamplingService:
                 headers={"retry-after-ms": "1000"},
             )
 
-    def asample(
-        self,
-        req: SampleRequest,
-        idempotency_key: str | None,
-        carrier: Mapping[str, str] | None,
-    ) -> UntypedAPIFuture:
+    def sample_job(
+        self, req: SampleRequest, carrier: Mapping[str, str] | None, request_type: str = "Sample"
+    ) -> ServerSampleJob:
+        """The engine job of a sample request, every check done (4xx naming the field)."""
         check_int64("seq_id", req.seq_id)
         sampler = self._sampler_for(req)
         desc = self.desk.base(sampler.base_model)
@@ -259,10 +258,10 @@ class SamplingService:
         from tinkex_server._engine import SampleRequest as EngineSample
 
         adapter_id = sampler.sampler_id if sampler.source_dir is not None else None
-        job = ServerSampleJob(
+        return ServerSampleJob(
             target=sampler.sampler_id,
             seq_id=req.seq_id,
-            request_type="Sample",
+            request_type=request_type,
             carrier=carrier,
             attributes={"sampler_id": sampler.sampler_id, "num_samples": req.num_samples},
             sample=EngineSample(
@@ -285,6 +284,15 @@ class SamplingService:
             want_prompt_logprobs=req.prompt_logprobs,
             want_topk=req.topk_prompt_logprobs > 0,
         )
+
+    def asample(
+        self,
+        req: SampleRequest,
+        idempotency_key: str | None,
+        carrier: Mapping[str, str] | None,
+    ) -> UntypedAPIFuture:
+        job = self.sample_job(req, carrier)
+        sampler = job.sampler
         future = self.desk.submit(
             job,
             endpoint="asample",

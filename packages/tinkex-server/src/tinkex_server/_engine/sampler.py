@@ -16,7 +16,7 @@ from tinkex_server._engine.adapters import EngineCore
 from tinkex_server._engine.errors import EngineInputError
 from tinkex_server._engine.lora import Adapter
 from tinkex_server._engine.registry import BaseModel
-from tinkex_server._engine.sampling import RowOutput, SampleRow, generate
+from tinkex_server._engine.sampling import OnToken, RowOutput, SampleRow, generate
 from tinkex_server._engine.types import SampledSequence, SampleRequest, SampleResult
 
 __all__ = ["SamplingMixin"]
@@ -116,6 +116,19 @@ def _check_params(req: SampleRequest, base: BaseModel, prompt_len: int) -> _Para
     return _Params(
         max_tokens, num_samples, top_k, temperature, top_p, topk_prompt, stop_ids, stop_strings
     )
+
+
+class _Relay:
+    """``on_token`` of one chunk of rows: row numbers shifted to sample indices."""
+
+    def __init__(self, on_token: OnToken, offset: int) -> None:
+        self.on_token = on_token
+        self.offset = offset
+        self.stopped = False
+
+    def __call__(self, row: int, token: int, logprob: float, stop: str | None) -> bool:
+        self.stopped = not self.on_token(self.offset + row, token, logprob, stop)
+        return not self.stopped
 
 
 class SamplingMixin(EngineCore):
@@ -241,6 +254,27 @@ class SamplingMixin(EngineCore):
     def sample(self, request: SampleRequest) -> SampleResult:
         """One sampling request (see :meth:`sample_batch`)."""
         return self.sample_batch([request])[0]
+
+    def sample_stream(self, request: SampleRequest, on_token: OnToken) -> SampleResult:
+        """One sampling request whose tokens are handed to ``on_token(sample index, token,
+        logprob, stop reason or None)`` as they are chosen; ``on_token`` answering ``False``
+        stops generating (the result then holds what was generated). For a seed, the tokens
+        are those :meth:`sample` gives."""
+        with self._lock:
+            (item,) = self._plan([request], return_exceptions=False)
+            assert not isinstance(item, Exception)
+            base, rows, seed = item
+            pad = base.config.pad_token_id if base.config.pad_token_id is not None else 0
+            outs: list[RowOutput] = []
+            for start in range(0, len(rows), self.max_sample_rows):
+                relay = _Relay(on_token, start)
+                chunk = rows[start : start + self.max_sample_rows]
+                outs += generate(
+                    base.module, chunk, tokenizer=base.tokenizer, pad_id=pad, on_token=relay
+                )
+                if relay.stopped:
+                    break
+            return self._result(outs, seed)
 
     def compute_logprobs(
         self,

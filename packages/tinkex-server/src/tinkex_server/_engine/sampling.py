@@ -11,7 +11,7 @@ Finished rows are dropped from the batch (and the cache) as soon as they stop.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,7 +22,12 @@ from tinkex_server._engine.lora import Adapter, RowLora
 from tinkex_server._engine.model import DecoderLM, KVCache
 from tinkex_types import Tokenizer
 
-__all__ = ["RowOutput", "SampleRow", "choose_token", "generate"]
+__all__ = ["OnToken", "RowOutput", "SampleRow", "choose_token", "generate"]
+
+#: ``on_token(row, token, logprob, stop_reason)`` of :func:`generate`: called for every
+#: token as it is chosen (``stop_reason`` is ``None`` unless the row ends with it); a
+#: ``False`` answer stops the whole generation (a streaming client went away).
+OnToken = Callable[[int, int, float, str | None], bool]
 
 _INITIAL_DECODE_ROOM = 64
 
@@ -218,8 +223,12 @@ def generate(
     *,
     tokenizer: Tokenizer | None,
     pad_id: int = 0,
+    on_token: OnToken | None = None,
 ) -> list[RowOutput]:
-    """Generate every row in one batch and return the outputs in row order."""
+    """Generate every row in one batch and return the outputs in row order.
+
+    ``on_token`` sees each token as it is chosen (streaming); when it answers ``False``
+    generation stops there and the outputs hold what was generated so far."""
     if not rows:
         return []
     outputs = [RowOutput() for _ in rows]
@@ -255,6 +264,10 @@ def generate(
             else:
                 keep.append(slot)
                 step_tokens.append(tok)
+            if on_token is not None:
+                ended = None if keep and keep[-1] == slot else out.stop_reason
+                if not on_token(row_idx, tok, out.logprobs[-1], ended):
+                    return outputs
         if not keep:
             break
         logits = _advance(model, state, keep, step_tokens)
