@@ -166,7 +166,7 @@ def test_broken_connection_mid_stream_is_a_stream_error(
 
 def test_stream_without_final_chunk_is_an_error(sc: SamplingClient, route: StreamRoute) -> None:
     route.parts = TOKENS[:2]
-    with pytest.raises(SampleStreamError, match="ended after 2 chunks without its final chunk"):
+    with pytest.raises(SampleStreamError, match="ended after 2 chunks with 0 of its 1 final chunks"):
         list(sc.sample_stream(PROMPT, PARAMS))
 
 

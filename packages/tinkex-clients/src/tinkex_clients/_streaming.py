@@ -151,9 +151,10 @@ async def _relay(response: StreamingResponse, emit: _Emit, num_samples: int) -> 
             f"the sample stream broke after {count} chunks: {type(exc).__name__}: {exc}",
             chunks=count,
         ) from None
-    if not finished:
+    if len(finished) < num_samples:
         raise SampleStreamError(
-            f"the sample stream ended after {count} chunks without its final chunk",
+            f"the sample stream ended after {count} chunks with {len(finished)} of its "
+            f"{num_samples} final chunks",
             chunks=count,
         )
 
