@@ -16,5 +16,6 @@ BENCHMARKS: dict[str, str] = {
     "p4": "bench.p4_latency",
     "p5": "bench.p5_download",
     "p6": "bench.p6_concurrency",
-    "p7": "bench.p7_decoding",
+    "p8": "bench.p8_server_rate",
+    "p9": "bench.p9_decoding",
 }

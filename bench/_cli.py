@@ -37,7 +37,9 @@ def _error_row(mod: ModuleType, key: str, exc: BaseException) -> Row:
 
 
 def run_benchmarks(keys: list[str], ctx: Context) -> list[Row]:
-    """Run ``keys`` in order with ``ctx``; a failing benchmark becomes an ERROR row."""
+    """Run ``keys`` in order with ``ctx``; a failing benchmark becomes an ERROR row.
+
+    A benchmark's ``run`` returns one row or a list of rows (e.g. one per wire generation)."""
     rows: list[Row] = []
     for key in keys:
         started = time.perf_counter()
@@ -51,16 +53,19 @@ def run_benchmarks(keys: list[str], ctx: Context) -> list[Row]:
             )
             continue
         try:
-            row = mod.run(ctx)
+            got = mod.run(ctx)
+            produced: list[Row] = got if isinstance(got, list) else [got]
         except Exception as exc:
             traceback.print_exc()
-            row = _error_row(mod, key, exc)
+            produced = [_error_row(mod, key, exc)]
         elapsed = time.perf_counter() - started
-        row.extra["elapsed_s"] = round(elapsed, 2)
-        log(
-            f"{key}: {row.value_text()} (target {row.target_text()}) {row.status} [{elapsed:.1f} s]"
-        )
-        rows.append(row)
+        for row in produced:
+            row.extra["elapsed_s"] = round(elapsed, 2)
+            log(
+                f"{row.key}: {row.value_text()} (target {row.target_text()}) {row.status} "
+                f"[{elapsed:.1f} s]"
+            )
+        rows.extend(produced)
     return rows
 
 

@@ -18,10 +18,10 @@ __all__ = ["RawClient", "close_quietly", "tinker_service", "tinkex_service"]
 SMALL_MODEL = "tinkex/tiny-llama-100k"
 
 
-def tinkex_service(base_url: str) -> Any:
+def tinkex_service(base_url: str, **kwargs: Any) -> Any:
     from tinkex_clients import ServiceClient
 
-    return ServiceClient(base_url=base_url, api_key=API_KEY)
+    return ServiceClient(base_url=base_url, api_key=API_KEY, **kwargs)
 
 
 def tinker_service(base_url: str) -> Any:
@@ -133,6 +133,31 @@ class RawClient:
                 "num_samples": 1,
                 "prompt": {"chunks": [{"tokens": prompt}]},
                 "sampling_params": {"max_tokens": max_tokens, "seed": seed},
+            },
+        )
+        return self.wait(fut["request_id"])
+
+    def forward_backward(self, model_id: str, tokens: list[int]) -> Any:
+        """One datum of ``len(tokens) - 1`` positions, ``cross_entropy``, JSON body."""
+        self._seq[model_id] += 1
+        n = len(tokens) - 1
+        datum = {
+            "model_input": {"chunks": [{"tokens": tokens[:-1]}]},
+            "loss_fn_inputs": {
+                "target_tokens": {"data": tokens[1:], "dtype": "int64", "shape": [n]},
+                "weights": {"data": [1.0] * n, "dtype": "float32", "shape": [n]},
+            },
+        }
+        fut = self.post(
+            "/api/v1/forward_backward",
+            {
+                "forward_backward_input": {
+                    "data": [datum],
+                    "loss_fn": "cross_entropy",
+                    "loss_fn_config": None,
+                },
+                "model_id": model_id,
+                "seq_id": self._seq[model_id],
             },
         )
         return self.wait(fut["request_id"])

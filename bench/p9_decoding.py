@@ -1,4 +1,4 @@
-"""P7 request decoding on the server: one forward_backward of 64 datums × 2048 tokens (with
+"""P9 request decoding on the server: one forward_backward of 64 datums × 2048 tokens (with
 weights) decoded by ``tinkex serve`` from protobuf vs from JSON.
 
 Both bodies are what the official clients send: protobuf as 0.25+ write it
@@ -23,7 +23,7 @@ from typing import Any, Final
 from bench._data import Example, make_examples
 from bench._harness import Context, Row, log, median
 
-KEY = "p7"
+KEY = "p9"
 OP: Final = ">="
 TARGET = 2.0
 UNIT = "×"
@@ -118,7 +118,7 @@ def _decoder(body: bytes, headers: dict[str, str]) -> Callable[[], Any]:
 def run(ctx: Context) -> Row:
     n, seq_len, rounds = (4, 128, 2) if ctx.tiny else (64, 2048, 7)
     examples = make_examples(n, seq_len, seed=7)
-    log(f"p7: {n} datums x {seq_len} tokens, {rounds} alternating rounds")
+    log(f"p9: {n} datums x {seq_len} tokens, {rounds} alternating rounds")
     bodies = _bodies(examples)
     calls = {name: _decoder(body, headers) for name, (body, headers) in bodies.items()}
     first = {name: call() for name, call in calls.items()}  # warm-up, and the same result

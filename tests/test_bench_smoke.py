@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]
+#: Row keys in table order: P1 has one row per wire generation, P5 one for memory and one
+#: for throughput.
+KEYS = ["p1-json", "p1-protobuf", "p2", "p3", "p4", "p5-mem", "p5-speed", "p6", "p8", "p9"]
 
 
 def _run_bench(
@@ -70,7 +72,7 @@ def test_bench_runs_one_benchmark_alone(tmp_path: Path) -> None:
 
 def test_bench_rejects_unknown_benchmark() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "p9"],
+        [sys.executable, "-m", "bench", "p99"],
         cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)),
         capture_output=True,
