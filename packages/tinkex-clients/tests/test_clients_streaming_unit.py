@@ -166,7 +166,9 @@ def test_broken_connection_mid_stream_is_a_stream_error(
 
 def test_stream_without_final_chunk_is_an_error(sc: SamplingClient, route: StreamRoute) -> None:
     route.parts = TOKENS[:2]
-    with pytest.raises(SampleStreamError, match="ended after 2 chunks with 0 of its 1 final chunks"):
+    with pytest.raises(
+        SampleStreamError, match="ended after 2 chunks with 0 of its 1 final chunks"
+    ):
         list(sc.sample_stream(PROMPT, PARAMS))
 
 
@@ -270,3 +272,16 @@ def test_collect_groups_sequences_by_index() -> None:
     assert [s.logprobs for s in response.sequences] == [[-1.0, -4.0], [-2.0, -3.0]]
     with pytest.raises(TinkexValidationError, match="sequence 0 has no final chunk"):
         collect_sample_stream(chunks[:1])
+
+
+def test_the_dispatch_slot_is_held_until_the_stream_ends(
+    sc: SamplingClient, route: StreamRoute
+) -> None:
+    _gated(route, sc)
+    assert sc.dispatch.in_flight == 0
+    stream = sc.sample_stream(PROMPT, PARAMS)
+    assert next(stream).token_id == 7
+    assert sc.dispatch.in_flight == 1  # the stream is open: its slot is taken
+    stream.close()  # returns once the response is closed and the slot given back
+    assert sc.dispatch.in_flight == 0
+    assert sc.dispatch.max_in_flight == 1
