@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["OfficialWorker", "official_python"]
+__all__ = ["OfficialWorker", "official_python", "run_official_script"]
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = Path(__file__).resolve().parent / "official_worker.py"
@@ -40,6 +40,25 @@ def _harness() -> Any:
 def official_python(version: str) -> Path:
     """The python of a venv holding ``tinker==version`` (the compat harness builds it once)."""
     return Path(_harness().official_python(version))
+
+
+def run_official_script(version: str, script: str, *args: str, timeout: float = 600) -> Any:
+    """Run ``bench/<script>`` with the python of ``tinker==version``'s venv (``PYTHONPATH`` at
+    the repo root, for ``bench._data``); returns the JSON of its last stdout line."""
+    harness = _harness()
+    python = Path(harness.official_python(version))
+    env = harness.clean_env(PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [str(python), str(WORKER.parent / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"tinker {version} {script} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 class OfficialWorker:

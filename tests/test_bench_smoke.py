@@ -16,9 +16,21 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-#: Row keys in table order: P1 has one row per wire generation, P5 one for memory and one
-#: for throughput.
-KEYS = ["p1-json", "p1-protobuf", "p2", "p3", "p4", "p5-mem", "p5-speed", "p6", "p8", "p9"]
+#: Row keys in table order: P1 and P2 have one row per wire generation, P5 one for memory
+#: and one for throughput.
+KEYS = [
+    "p1-json",
+    "p1-protobuf",
+    "p2-json",
+    "p2-protobuf",
+    "p3",
+    "p4",
+    "p5-mem",
+    "p5-speed",
+    "p6",
+    "p8",
+    "p9",
+]
 
 
 def _run_bench(
@@ -59,15 +71,18 @@ def test_bench_all_tiny_rows_are_finite(tmp_path: Path) -> None:
 def test_bench_runs_one_benchmark_alone(tmp_path: Path) -> None:
     proc, payload = _run_bench(["p2"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert [r["key"] for r in payload["rows"]] == ["p2"]
-    row = payload["rows"][0]
-    assert math.isfinite(row["value"])
-    assert row["value"] > 0
+    assert [r["key"] for r in payload["rows"]] == ["p2-json", "p2-protobuf"]
+    for row in payload["rows"]:
+        assert math.isfinite(row["value"])
+        assert row["value"] > 0
+        assert "orjson" in row["detail"]
+        assert "MB/s" in row["detail"]
+        assert "from numpy" in row["detail"]
     table = [ln for ln in proc.stdout.splitlines() if ln.startswith("P")]
-    assert len(table) == 1
-    assert "≥ 3.00×" in table[0]
-    assert "orjson" in row["detail"]
-    assert "MB/s" in row["detail"]
+    assert len(table) == 2
+    assert "≥ 6.00×" in table[0]
+    assert "tinker 0.38.0" in table[1]
+    assert "≥ 4.00×" in table[1]
 
 
 def test_bench_rejects_unknown_benchmark() -> None:
