@@ -598,3 +598,22 @@ def test_every_layer_takes_its_delays_from_backoff() -> None:
     assert RetryConfig.operation().backoff == Backoff(1.0, 30.0, 0.0, jitter_mode="both")
     assert RetryConfig.sampling().backoff == Backoff(0.5, 10.0, 0.25, jitter_mode="both")
     assert [RetryConfig.operation().delay(n) for n in range(7)] == [1, 2, 4, 8, 16, 30, 30]
+
+
+async def test_x_should_retry_false_is_final_for_the_operation_loop(
+    make_client: MakeClient, clock: Any
+) -> None:
+    """With no transport retries, the server's ``x-should-retry: false`` still stops the
+    operation loop (it used to re-send the request for its whole 300 s)."""
+    seen: list[httpx.Request] = []
+    handler = scripted([httpx.Response(500, headers={"x-should-retry": "false"})] * 5, seen)
+    async with make_client(handler, max_retries=0) as http:
+
+        async def call() -> Any:
+            return await http.post("/api/v1/optim_step", {})
+
+        with pytest.raises(InternalServerError) as info:
+            await retry_async(call, RetryConfig.operation(), clock=clock, sleep=clock.sleep)
+    assert len(seen) == 1
+    assert retried_by(info.value) == "server"
+    assert not is_retryable_error(info.value)

@@ -364,6 +364,9 @@ class HTTPClient:
         error = status_error(response, self.scrub)
         if response.extensions.get(RETRIED_EXTENSION):
             mark_retried(error, "transport")
+        elif response.headers.get("x-should-retry", "").strip().lower() == "false":
+            # The server said no retry will help: final for every layer, not only this one.
+            mark_retried(error, "server")
         return error
 
     def _decode(
