@@ -7,7 +7,9 @@ submitted back to back, then both results awaited. Bare loop: ``tinkex_server``'
 ``-sum(logprobs)``, ``backward``, ``torch.optim.AdamW``; no engine, validation,
 serialisation, HTTP or futures), run in a fresh Python process like the server. Same
 model, batch (the same token ids), LoRA rank and seed, AdamW hyper-parameters and torch
-thread count (torch's default in both processes, as ``tinkex serve`` uses it). The figure
+thread count (torch's default in both processes, as ``tinkex serve`` uses it). The stack
+runs twice: over HTTP to the shared ``tinkex serve`` subprocess (row ``p3-http``) and
+in-process through ``local://`` (row ``p3-local``; the engine shares this process). The figure
 is the ratio of trained tokens per second at the median step time; measured rounds
 alternate between the two.
 """
@@ -81,7 +83,7 @@ def _bare_in_subprocess(spec: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run(ctx: Context) -> Row:
+def run(ctx: Context) -> list[Row]:
     # (model, batch, seq_len, rank, steps, warmup, rounds)
     sizes: dict[bool, tuple[str, int, int, int, int, int, int]] = {
         True: ("tinkex/tiny-llama-100k", 2, 16, 4, 1, 1, 1),
@@ -111,59 +113,71 @@ def run(ctx: Context) -> Row:
         for seq in sequences
     ]
     adam = AdamParams(learning_rate=LEARNING_RATE, beta1=0.9, beta2=0.95, eps=1e-12)
-    service = tinkex_service(url)
-    bare_steps: list[float] = []
-    stack_steps: list[float] = []
+    services = {
+        "http": tinkex_service(url),
+        "local": tinkex_service(f"local://{ctx.scratch('p3-local') / 'data'}"),
+    }
+    steps_s: dict[str, list[float]] = {"bare": [], "http": [], "local": []}
     first_loss: dict[str, float] = {}
     threads = 0
     try:
-        training = service.create_lora_training_client(model, rank=rank, seed=0)
-        for r in rounds_within(rounds, 90, KEY):
+        clients = {
+            name: svc.create_lora_training_client(model, rank=rank, seed=0)
+            for name, svc in services.items()
+        }
+        for r in rounds_within(rounds, 120, KEY):
             bare = _bare_in_subprocess(spec)
-            bare_steps.extend(bare["step_seconds"])
+            steps_s["bare"].extend(bare["step_seconds"])
             threads = bare["torch_threads"]
             first_loss.setdefault("bare", bare["losses"][0])
-            for i in range(warmup + steps):
-                start = time.perf_counter()
-                fb = training.forward_backward(data, "cross_entropy")
-                opt = training.optim_step(adam)
-                out = fb.result()
-                opt.result()
-                elapsed = time.perf_counter() - start
-                if i >= warmup:
-                    stack_steps.append(elapsed)
-                if r == 0 and i == 0:
-                    first_loss["stack"] = float(out.metrics.get("loss:sum", float("nan")))
+            order = list(clients) if r % 2 == 0 else list(reversed(clients))
+            for name in order:
+                training = clients[name]
+                for i in range(warmup + steps):
+                    start = time.perf_counter()
+                    fb = training.forward_backward(data, "cross_entropy")
+                    opt = training.optim_step(adam)
+                    out = fb.result()
+                    opt.result()
+                    elapsed = time.perf_counter() - start
+                    if i >= warmup:
+                        steps_s[name].append(elapsed)
+                    if r == 0 and i == 0:
+                        first_loss[name] = float(out.metrics.get("loss:sum", float("nan")))
     finally:
-        close_quietly(service)
+        for svc in services.values():
+            close_quietly(svc)
     tokens = batch * seq_len
-    bare_s = statistics.median(bare_steps)
-    stack_s = statistics.median(stack_steps)
-    ratio = bare_s / stack_s  # = (tokens / stack_s) / (tokens / bare_s)
-    detail = (
-        f"stack {tokens / stack_s:,.0f} tok/s ({stack_s * 1e3:.0f} ms/step), "
-        f"bare torch {tokens / bare_s:,.0f} tok/s ({bare_s * 1e3:.0f} ms/step); "
-        f"{model} {batch}×{seq_len}, rank {rank}, {threads} torch threads"
-    )
-    return Row(
-        key=KEY,
-        title=f"{TITLE} (tokens/s stack/bare)",
-        value=ratio,
-        unit=UNIT,
-        op=OP,
-        target=TARGET,
-        detail=detail,
-        extra={
-            "model": model,
-            "batch": batch,
-            "seq_len": seq_len,
-            "rank": rank,
-            "stack_step_s": stack_steps,
-            "bare_step_s": bare_steps,
-            "first_loss": first_loss,
-            "torch_threads": threads,
-        },
-    )
+    med = {k: statistics.median(v) for k, v in steps_s.items()}
+    extra = {
+        "model": model,
+        "batch": batch,
+        "seq_len": seq_len,
+        "rank": rank,
+        "step_s": steps_s,
+        "first_loss": first_loss,
+        "torch_threads": threads,
+    }
+    rows = []
+    for name, how in (("http", "client → HTTP → server"), ("local", "client → local:// → server")):
+        detail = (
+            f"{how} {tokens / med[name]:,.0f} tok/s ({med[name] * 1e3:.0f} ms/step), "
+            f"bare torch {tokens / med['bare']:,.0f} tok/s ({med['bare'] * 1e3:.0f} ms/step); "
+            f"{model} {batch}×{seq_len}, rank {rank}, {threads} torch threads"
+        )
+        rows.append(
+            Row(
+                key=f"{KEY}-{name}",
+                title=f"{TITLE} via {name} (tokens/s stack/bare)",
+                value=med["bare"] / med[name],  # = (tokens / stack) / (tokens / bare)
+                unit=UNIT,
+                op=OP,
+                target=TARGET,
+                detail=detail,
+                extra=extra,
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":
