@@ -168,6 +168,10 @@ def test_metric_names_are_documented(otel: Any) -> None:
     otel.hooks.on_regularizer(RegularizerEvent("l1", "stop", duration_s=0.1))
     with otel.hooks.operation_span("sample", {}):
         pass
+    with otel.hooks.operation_span(
+        "server.sample", {"http.request.method": "POST", "http.route": "/api/v1/asample"}
+    ):
+        pass
     sink = otel.plugin.create_sink("otel")
     sink.log("custom", {"a": 1})
     from tinkex_types._events import CircuitBreakerEvent, RecoveryEvent

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 CLIENT = textwrap.dedent(
@@ -210,6 +211,23 @@ def test_serve_and_client_export_one_tree_with_environment_variables_only(
     assert queue, [s.name for _, s in trace]
     for span in engine + queue:
         assert bytes(span.parent_span_id) == bytes(server_fb.span_id), span.name
+    # The server's request metric, by route template.
+    routes = set()
+    for req in receiver.requests:
+        if req.path == "/v1/metrics":
+            msg = ExportMetricsServiceRequest.FromString(req.body)
+            for rm in msg.resource_metrics:
+                for sm in rm.scope_metrics:
+                    for metric in sm.metrics:
+                        if metric.name == "http.server.request.duration":
+                            assert metric.unit == "s"
+                            for point in metric.histogram.data_points:
+                                routes |= {
+                                    kv.value.string_value
+                                    for kv in point.attributes
+                                    if kv.key == "http.route"
+                                }
+    assert "/api/v1/forward_backward" in routes
     other_ops = {"create_lora_training_client", "optim_step"}
     assert not [s for _, s in trace if s.name in other_ops]  # each operation its own trace
 

@@ -581,3 +581,19 @@ def test_server_span_is_named_by_method_and_route_with_late_status(otel: Any) ->
             pass
     assert otel.span("GET").kind is SpanKind.SERVER
     assert otel.span("server.engine_step").kind is SpanKind.INTERNAL
+    # http.server.request.duration: one point per (route, status), never the raw path.
+    points = otel.metric_points()["http.server.request.duration"]
+    seen = {
+        (p.attributes.get("http.route"), p.attributes.get("http.response.status_code")): p
+        for p in points
+    }
+    assert set(seen) == {
+        ("/api/v1/runs/{run_id}", 200),
+        ("/api/v1/runs/{run_id}", 404),
+        ("/api/v1/runs/{run_id}", 503),
+        (None, None),
+    }
+    assert seen[("/api/v1/runs/{run_id}", 503)].attributes["error.type"] == "503"
+    assert "error.type" not in seen[("/api/v1/runs/{run_id}", 404)].attributes
+    assert all("url.path" not in p.attributes for p in points)
+    assert all(p.count == 1 for p in points)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.metrics import Meter
+from opentelemetry.metrics import Histogram, Meter
 
 from tinkex_telemetry._attrs import route_of
 from tinkex_types import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent
@@ -42,6 +43,7 @@ METRIC_NAMES: tuple[str, ...] = (
     "http.client.request.duration",
     "http.client.request.body.size",
     "http.client.response.body.size",
+    "http.server.request.duration",
     "tinkex.request.retries",
     "tinkex.futures",
     "tinkex.future.duration",
@@ -53,6 +55,18 @@ METRIC_NAMES: tuple[str, ...] = (
     "tinkex.telemetry.events",
     "tinkex.circuit_breaker.transitions",
     "tinkex.recovery.events",
+)
+
+
+#: Attributes of ``http.server.request.duration`` (low cardinality: the route template,
+#: never the path).
+_SERVER_METRIC_KEYS = (
+    "http.request.method",
+    "http.route",
+    "http.response.status_code",
+    "url.scheme",
+    "network.protocol.version",
+    "error.type",
 )
 
 
@@ -73,6 +87,16 @@ def _server_attrs(base_url: str | None) -> dict[str, Any]:
     if port is not None:
         out["server.port"] = port
     return out
+
+
+def _server_request_histogram(meter: Meter) -> Histogram:
+    """OpenTelemetry HTTP server semantic conventions (fed by the server's request spans)."""
+    return meter.create_histogram(
+        "http.server.request.duration",
+        unit="s",
+        description="Duration of HTTP server requests.",
+        explicit_bucket_boundaries_advisory=SECONDS_BUCKETS,
+    )
 
 
 class TinkexMetrics:
@@ -123,6 +147,7 @@ class TinkexMetrics:
             unit="{request}",
             description="Sampling requests dispatched and not yet finished.",
         )
+        self.server_request_duration = _server_request_histogram(meter)
         self.operations_active = meter.create_up_down_counter(
             "tinkex.operation.active",
             unit="{operation}",
@@ -216,6 +241,12 @@ class TinkexMetrics:
         )
 
     # -- fed by operation spans -------------------------------------------------------
+    def record_server_request(self, duration_s: float, attributes: Mapping[str, Any]) -> None:
+        """``http.server.request.duration`` of one request, with the attributes the HTTP
+        server conventions put on it (method, route, status, scheme, protocol, error)."""
+        attrs = {k: attributes[k] for k in _SERVER_METRIC_KEYS if k in attributes}
+        self.server_request_duration.record(max(duration_s, 0.0), attrs)
+
     def operation_started(self, operation: str) -> None:
         self.operations_active.add(1, {"tinkex.operation": operation})
         if operation in SAMPLING_OPERATIONS:

@@ -129,8 +129,15 @@ def operation_span(
         if isinstance(late, Mapping) and late:
             error_type = _apply_late(span, late) or error_type
         if record_metrics:
+            elapsed = time.perf_counter() - started
             with contextlib.suppress(Exception):
-                metrics.operation_finished(operation, time.perf_counter() - started, error_type)
+                metrics.operation_finished(operation, elapsed, error_type)
+            if kind == SpanKind.SERVER and "http.request.method" in attrs:
+                with contextlib.suppress(Exception):
+                    done = {**attrs, **span_attributes(late if isinstance(late, Mapping) else {})}
+                    if error_type and "error.type" not in done:
+                        done["error.type"] = error_type
+                    metrics.record_server_request(elapsed, done)
         span.end()
 
 
