@@ -28,7 +28,8 @@ KEYS = [
     "p4",
     "p5-mem",
     "p5-speed",
-    "p6",
+    "p6-batch",
+    "p6-seq",
     "p8",
     "p9",
 ]
