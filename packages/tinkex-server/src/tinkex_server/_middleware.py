@@ -52,6 +52,8 @@ _KNOWN_METHODS = frozenset(
     {"CONNECT", "DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT", "QUERY", "TRACE"}
 )
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+#: The ``Host`` of in-process requests (``local://``, see :mod:`tinkex_server._local`).
+_IN_PROCESS_HOST = "tinkex.local"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -69,6 +71,8 @@ def _host_and_port(scope: Scope) -> tuple[str | None, int | None]:
         name, sep, port = host.rpartition(":")
         if sep and port.isdigit() and not name.endswith(":"):
             return name.strip("[]"), int(port)
+        if host == _IN_PROCESS_HOST:  # local://: no socket, no port
+            return host, None
         return host.strip("[]"), _DEFAULT_PORTS.get(scheme)
     server = scope.get("server")
     if server:
