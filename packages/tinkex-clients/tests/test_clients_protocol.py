@@ -18,6 +18,11 @@ Then the real local server (``local://``): both generations (``ServerConfig.prot
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -400,6 +405,9 @@ class Recording(httpx.AsyncBaseTransport):
         )
         return response
 
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
 
 def _local_run(protobuf: bool, data_dir: Path, hooks: Hooks) -> dict[str, Any]:
     from tinkex_server._config import ServerConfig
@@ -442,6 +450,102 @@ def test_local_server_both_generations(tmp_path: Path, local_hooks: Hooks) -> No
     assert runs[True]["losses"] == runs[False]["losses"]
     tokens = [[s.tokens for s in run["sample"].sequences] for run in runs.values()]
     assert tokens[0] == tokens[1]
+
+
+KEY = "tml-protocol-serve-KEY-0123456789"
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Any]:
+    """``start(*flags)``: ``tinkex serve`` as a subprocess on 127.0.0.1, its URL."""
+    procs: list[subprocess.Popen[str]] = []
+    pumps: list[threading.Thread] = []
+
+    def start(*flags: str) -> str:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_"))}
+        proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "tinkex_server", "serve", "--host", "127.0.0.1"),
+                *("--port", "0", "--data-dir", str(tmp_path / f"d{len(procs)}")),
+                *("--api-key", KEY, "--torch-threads", "1", *flags),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**env, "PYTHONUNBUFFERED": "1"},
+        )
+        procs.append(proc)
+        found: list[str] = []
+        ready = threading.Event()
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                match = re.search(r"listening on (http://\S+)", line)
+                if match and not found:
+                    found.append(match.group(1))
+                    ready.set()
+            ready.set()
+
+        thread = threading.Thread(target=pump, daemon=True)
+        thread.start()
+        pumps.append(thread)
+        assert ready.wait(120)
+        assert found, "tinkex serve did not start"
+        return found[0]
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
+        for thread in pumps:
+            thread.join(timeout=30)
+        for proc in procs:
+            if proc.stdout is not None:
+                proc.stdout.close()
+
+
+@pytest.mark.parametrize("json_only", [False, True], ids=["serve", "serve-json-only"])
+def test_tinkex_serve_over_http(serve: Any, local_hooks: Hooks, json_only: bool) -> None:
+    """``tinkex serve`` over real HTTP: protobuf bodies (zstd) and protobuf results; with
+    ``--json-only`` (no ``client/config``) the same loop over JSON."""
+    url = serve(*(["--json-only"] if json_only else []))
+    recording = Recording(httpx.AsyncHTTPTransport())
+    service = ServiceClient(
+        base_url=url, api_key=KEY, transport=recording, hooks=local_hooks, poll_policy=FAST_POLLS
+    )
+    try:
+        losses, sample = _loop(service)
+        protocol = service._session.protocol
+    finally:
+        service.close()
+    assert losses[0] == losses[1] != losses[2]
+    assert len(sample.sequences) == 2
+    bodies = [s for s in recording.seen if s[0] in ("/api/v1/forward_backward", "/api/v1/forward")]
+    results = [s[2] for s in recording.seen if s[0] == "/api/v1/retrieve_future"]
+    config = [s[2] for s in recording.seen if s[0] == "/api/v1/client/config"]
+    assert len(config) == 1
+    if json_only:
+        assert protocol.generation == "json"
+        assert protocol.flags is None
+        assert len(bodies) == 3
+        assert {s[1] for s in bodies} == {"application/json"}
+        assert all(PROTOBUF_MEDIA_TYPE not in r for r in results)
+    else:
+        assert protocol.generation == "protobuf"
+        assert protocol.compress
+        assert {s[:2] for s in bodies} == {("/api/v1/forward_backward", PROTOBUF_MEDIA_TYPE)}
+        assert sum(PROTOBUF_MEDIA_TYPE in r for r in results) == 4
+        assert all(s.sequence_id for s in sample.sequences)
+    finished = [s for s in recording.seen if s[0].endswith("/finish")]
+    assert len(finished) == (0 if json_only else 1)
 
 
 def test_json_of_results_is_still_read(private_hooks: Hooks) -> None:
