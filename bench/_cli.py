@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from bench import BENCHMARKS
+from bench import BENCHMARKS, OPT_IN
 from bench._harness import Context, Row, format_table, log
 
 __all__ = ["main", "run_benchmarks"]
@@ -86,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
         "benchmarks",
         nargs="*",
         metavar="NAME",
-        help=f"benchmarks to run ({', '.join(BENCHMARKS)}; default: all)",
+        help=f"benchmarks to run ({', '.join(BENCHMARKS)}; default: all but the opt-in "
+        f"{', '.join(sorted(OPT_IN))})",
     )
     p.add_argument(
         "--size",
@@ -108,9 +109,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    keys = [k.lower() for k in args.benchmarks] or list(BENCHMARKS)
-    if "all" in keys:
-        keys = list(BENCHMARKS)
+    default = [k for k in BENCHMARKS if k not in OPT_IN]
+    keys = [k.lower() for k in args.benchmarks] or default
+    if "all" in keys:  # "all" keeps the opt-in benchmarks that were named beside it
+        keys = [k for k in BENCHMARKS if k not in OPT_IN or k in keys]
     unknown = [k for k in keys if k not in BENCHMARKS]
     if unknown:
         _parser().error(
