@@ -69,12 +69,17 @@ def run_benchmarks(keys: list[str], ctx: Context) -> list[Row]:
     return rows
 
 
-def _loadavg() -> float:
-    """The 1-minute load average (NaN where the OS has none): a busy machine skews ratios."""
+def _loadavg() -> tuple[float, float, float]:
+    """The 1/5/15-minute load averages (NaN where the OS has none): a busy machine skews
+    ratios."""
     try:
-        return os.getloadavg()[0]
+        return os.getloadavg()
     except (AttributeError, OSError):
-        return math.nan
+        return (math.nan, math.nan, math.nan)
+
+
+def _load_text(load: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.1f}" for x in load)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     started = time.perf_counter()
     load_before = _loadavg()
+    log(f"load average 1/5/15 min before: {_load_text(load_before)}")
     with Context(args.size, args.workdir, keep=args.keep) as ctx:
         rows = run_benchmarks(keys, ctx)
     total = time.perf_counter() - started
@@ -127,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     load_after = _loadavg()
     print(
         f"tinkex benchmarks (size={args.size}; {cpus} CPUs, Python {platform.python_version()}; "
-        f"{total:.0f} s; load average {load_before:.1f} before, {load_after:.1f} after)"
+        f"{total:.0f} s; load average 1/5/15 min {_load_text(load_before)} before, "
+        f"{_load_text(load_after)} after)"
     )
     print(format_table(rows, markdown=args.markdown))
     if args.json is not None:
@@ -136,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
             "cpus": cpus,
             "python": platform.python_version(),
             "total_s": round(total, 1),
-            "loadavg": [round(load_before, 2), round(load_after, 2)],
+            "loadavg": {
+                "before": [round(x, 2) for x in load_before],
+                "after": [round(x, 2) for x in load_after],
+            },
             "command": "python -m bench " + " ".join(sys.argv[1:] if argv is None else argv),
             "rows": [r.to_json() for r in rows],
         }
