@@ -281,6 +281,21 @@ def test_chunks_already_accepted_are_not_sent_again(private_hooks: Hooks) -> Non
     ]
 
 
+def test_chunk_flags_lower_the_chunk_size(private_hooks: Hooks) -> None:
+    server = ShapedServer("tinkex")
+    flags = {"proto_write_fwdbwd": True, "fwdbwd_max_chunk_len": 2}
+    server._config = lambda: httpx.Response(200, json=flags)  # type: ignore[method-assign]
+    service = _client(server, private_hooks)
+    try:
+        tc = service.create_lora_training_client(TINY, rank=4)
+        assert (tc.max_chunk_items, tc.max_chunk_bytes) == (2, 5_000_000)
+        out = tc.forward_backward(_data(5), "cross_entropy").result(10)
+    finally:
+        service.close()
+    assert len(out.loss_fn_outputs) == 5
+    assert len(server.sent("/api/v1/forward_backward")) == 3  # 2 + 2 + 1 datums
+
+
 def test_a_content_refusal_after_protobuf_was_taken_is_not_a_fallback(
     private_hooks: Hooks,
 ) -> None:

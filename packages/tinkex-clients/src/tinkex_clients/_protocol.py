@@ -153,6 +153,16 @@ class WireProtocol:
     def flag(self, name: str, default: Any = None) -> Any:
         return default if self.flags is None else self.flags.get(name, default)
 
+    def chunk_limits(self, items: int, size: int) -> tuple[int, int]:
+        """``(items, bytes)`` per forward_backward chunk: the given limits, lowered to the
+        server's ``fwdbwd_max_chunk_len`` / ``fwdbwd_max_chunk_bytes_count`` flags."""
+        out = []
+        for name, mine in (("fwdbwd_max_chunk_len", items), ("fwdbwd_max_chunk_bytes_count", size)):
+            theirs = self.flag(name)
+            ok = isinstance(theirs, int | float) and not isinstance(theirs, bool) and theirs >= 1
+            out.append(min(mine, int(theirs)) if ok else mine)
+        return out[0], out[1]
+
     # -- fallback ---------------------------------------------------------------------------
     def may_fall_back(self, exc: BaseException) -> bool:
         """Whether a refusal ``exc`` of a protobuf body is worth re-sending as JSON."""

@@ -48,8 +48,10 @@ class TrainingCore:
         self.model_id = model_id
         self.model_seq_id = model_seq_id
         self._base_model = base_model
-        self.max_chunk_items = DEFAULT_MAX_CHUNK_ITEMS
-        self.max_chunk_bytes = DEFAULT_MAX_CHUNK_BYTES
+        # The server's chunk flags (client/config) may lower the defaults.
+        self.max_chunk_items, self.max_chunk_bytes = session.protocol.chunk_limits(
+            DEFAULT_MAX_CHUNK_ITEMS, DEFAULT_MAX_CHUNK_BYTES
+        )
         self._turnstile = Turnstile()
         self._tokenizer: Any = None
         # (seq_id, operation) of the highest-numbered request whose result arrived.
