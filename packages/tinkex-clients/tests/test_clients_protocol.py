@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -294,6 +295,40 @@ def test_chunk_flags_lower_the_chunk_size(private_hooks: Hooks) -> None:
         service.close()
     assert len(out.loss_fn_outputs) == 5
     assert len(server.sent("/api/v1/forward_backward")) == 3  # 2 + 2 + 1 datums
+
+
+def test_a_410_heartbeat_stops_the_heartbeats(private_hooks: Hooks) -> None:
+    """tinker 0.38: a heartbeat answered 410 (the session was finished) ends the loop."""
+    server = ShapedServer("tinkex")
+    beats: list[int] = []
+    inner = server.handler
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/session_heartbeat":
+            beats.append(1)
+            return httpx.Response(410, json={"detail": "session finished"})
+        return await inner(request)
+
+    service = ServiceClient(
+        api_key="tml-test-key",
+        base_url="http://tinkex.test",
+        transport=httpx.MockTransport(handler),
+        hooks=private_hooks,
+        heartbeat_interval=0.01,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not beats and time.monotonic() < deadline:
+            time.sleep(0.01)
+        task = service._session._heartbeat_task
+        assert task is not None
+        while not task.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert task.done()
+        assert not task.cancelled()
+    finally:
+        service.close()
+    assert beats == [1]
 
 
 def test_a_content_refusal_after_protobuf_was_taken_is_not_a_fallback(

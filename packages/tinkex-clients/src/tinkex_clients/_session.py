@@ -307,20 +307,29 @@ class Session:
                 await self.http.post("/api/v1/session_heartbeat", {"session_id": self.session_id})
             except asyncio.CancelledError:
                 raise
+            except APIStatusError as exc:
+                if exc.status_code == 410:  # the server ended the session (tinker 0.38)
+                    _log.debug("heartbeat_gone", session_id=self.session_id)
+                    return
+                self._beat_failed(exc, warn_after)
+                continue
             except Exception as exc:
-                since = time.monotonic() - (self._last_beat_ok or 0.0)
-                if since >= warn_after:
-                    _log.warning(
-                        "heartbeat_failing",
-                        session_id=self.session_id,
-                        seconds_since_success=round(since, 1),
-                        error=type(exc).__name__,
-                        hint="the session may be terminated by the server",
-                    )
-                else:
-                    _log.debug("heartbeat_failed", error=type(exc).__name__)
+                self._beat_failed(exc, warn_after)
                 continue
             self._last_beat_ok = time.monotonic()
+
+    def _beat_failed(self, exc: Exception, warn_after: float) -> None:
+        since = time.monotonic() - (self._last_beat_ok or 0.0)
+        if since >= warn_after:
+            _log.warning(
+                "heartbeat_failing",
+                session_id=self.session_id,
+                seconds_since_success=round(since, 1),
+                error=type(exc).__name__,
+                hint="the session may be terminated by the server",
+            )
+        else:
+            _log.debug("heartbeat_failed", error=type(exc).__name__)
 
     async def _aclose_inner(self) -> None:
         task = self._heartbeat_task
