@@ -113,7 +113,9 @@ def datums(draw: st.DrawFn) -> Datum:
     )
 
 
-config_numbers = st.dictionaries(st.text(max_size=4), st.floats(allow_nan=False, allow_infinity=False), max_size=2)
+config_numbers = st.dictionaries(
+    st.text(max_size=4), st.floats(allow_nan=False, allow_infinity=False), max_size=2
+)
 
 
 @st.composite
