@@ -271,7 +271,8 @@ async def test_json_only_server(make_server: Any, api_for: Any) -> None:
         )
         assert r.status_code == 415
         assert "JSON only" in r.json()["detail"]
-        # JSON still works, seq 1 was freed.
+        # The refused number stays free for the client's JSON re-send of the same seq_id.
+        await api.result(await api.ok("forward_backward", api.fb_body(mid, 1)))
         await api.result(await api.ok("forward_backward", api.fb_body(mid, 2)))
 
 

@@ -55,7 +55,9 @@ if TYPE_CHECKING:
 __all__ = ["MAX_LORA_RANK", "TrainingService"]
 
 MAX_LORA_RANK = 1024
-_NOT_RETRIED = frozenset({408, 409, 429})
+#: Refusals after which the client sends the same ``seq_id`` again, so the number must stay
+#: free: 408/409/429 are retried, and a 415 is re-sent in the other wire format (JSON).
+_NOT_RETRIED = frozenset({408, 409, 415, 429})
 
 
 def _checkpoint_name(name: str | None) -> None:
