@@ -21,7 +21,6 @@ from tinkex_clients._validate import (
 )
 from tinkex_http import (
     ByteEstimator,
-    RateLimiter,
     RetryConfig,
     RetrySemaphore,
     SamplingDispatch,
@@ -76,10 +75,9 @@ class SamplingClient:
         self.model_path = model_path
         self._base_model = base_model
         self._seq = 0
-        self._dispatch = dispatch or SamplingDispatch(
-            rate_limiter=RateLimiter.for_key(session.config),
-            tenant=session.config.tenant_key,
-        )
+        # Config's sampling_concurrency / sampling_throttled_concurrency /
+        # sampling_byte_budget (TINKEX_SAMPLING_*) set the limits.
+        self._dispatch = dispatch or SamplingDispatch.from_config(session.config)
         self._tokenizer: Any = None
 
     def __repr__(self) -> str:
