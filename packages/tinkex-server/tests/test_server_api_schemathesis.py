@@ -180,7 +180,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
 def test_schemathesis_finds_no_failure(served: tuple[str, Path], tmp_path: Path) -> None:
     url, log = served
     config = tmp_path / "schemathesis.toml"
-    config.write_text(CONFIG.format(**_seed(url)))
+    seeded = _seed(url)
+    config.write_text(CONFIG.format(**seeded))
     report = tmp_path / "report.json"
     cli = Path(sys.executable).parent / "schemathesis"
     run = subprocess.run(
@@ -222,4 +223,59 @@ def test_schemathesis_finds_no_failure(served: tuple[str, Path], tmp_path: Path)
     phases = result["phases"]
     for phase in ("coverage", "fuzzing", "stateful"):
         assert phases[phase]["status"] == "success", phases
+    _raw_bodies_are_refused_naming_the_field(url, {k: json.loads(v) for k, v in seeded.items()})
     assert "Traceback" not in log.read_text(), log.read_text()[-4000:]
+
+
+def _raw_bodies_are_refused_naming_the_field(url: str, ids: dict[str, str]) -> None:
+    """The raw bodies of issue 17 (what a JSON encoder that writes ``null`` for infinity, or
+    a hand-written client, sends) against the same server: 4xx naming the field, never 5xx."""
+    run, sampler = ids["run"], ids["sampler"]
+    prompt = '{"chunks": [{"type": "encoded_text", "tokens": [1, 2, 3]}]}'
+    datum = (
+        '{"model_input": ' + prompt + ', "loss_fn_inputs": {'
+        '"target_tokens": {"data": [2, 3, 4], "dtype": "int64"}, '
+        '"weights": {"data": [null, 1.0, 1.0], "dtype": "float32"}}}'
+    )
+    sample = (
+        '{"sampling_session_id": "SAMPLER", "seq_id": 99, "num_samples": 1, "prompt": PROMPT, '
+        '"sampling_params": {"max_tokens": 2, PARAM}}'
+    )
+    templates = [
+        (
+            "/api/v1/forward_backward",
+            '{"model_id": "RUN", "seq_id": 99, "forward_backward_input": {"data": [DATUM], '
+            '"loss_fn": "cross_entropy"}}',
+            "weights",
+        ),
+        (
+            "/api/v1/optim_step",
+            '{"model_id": "RUN", "seq_id": 99, "adam_params": {"learning_rate": Infinity}}',
+            "learning_rate",
+        ),
+        (
+            "/api/v1/optim_step",
+            '{"model_id": "RUN", "seq_id": 99, "adam_params": {"learning_rate": null}}',
+            "learning_rate",
+        ),
+        ("/api/v1/asample", sample.replace("PARAM", '"temperature": Infinity'), "temperature"),
+        ("/api/v1/asample", sample.replace("PARAM", f'"seed": {2**70}'), "seed"),
+    ]
+    filled = {"RUN": run, "SAMPLER": sampler, "DATUM": datum, "PROMPT": prompt}
+    cases = []
+    for path, template, field in templates:
+        body = template
+        for key, value in filled.items():
+            body = body.replace(key, value)
+        cases.append((path, body, field))
+    with httpx.Client(base_url=url, timeout=60.0) as client:
+        for path, body, field in cases:
+            answer = client.post(path, content=body, headers={"content-type": "application/json"})
+            assert 400 <= answer.status_code < 500, (path, body, answer.text)
+            assert field in answer.json()["detail"], (path, body, answer.text)
+        archive = client.get(
+            f"/api/v1/checkpoint_archives/{run}/weights/seeded",
+            params={"expires": "9999999999", "signature": "\u00e9"},
+        )
+        assert 400 <= archive.status_code < 500, archive.text
+        assert client.get("/api/v1/healthz").status_code == 200
