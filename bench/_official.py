@@ -1,8 +1,8 @@
 """An official tinker release that cannot live in the bench environment, in its own venv.
 
 tinker 0.38.0 (the protobuf generation) and 0.16.1 (JSON, installed in the ``bench`` hatch
-env) cannot be installed side by side, so the 0.38 side runs ``bench/official_worker.py``
-in a venv built and cached by the compatibility harness (``tests/compat/compat_harness.py``:
+env) cannot be installed side by side, so the 0.38 side runs ``bench/p1_worker.py`` (P1) or
+``bench/official_encode.py`` (P2) in a venv built and cached by the compatibility harness (``tests/compat/compat_harness.py``:
 ``tmp/compat-venvs/tinker-<version>``, or ``$TINKEX_COMPAT_PYTHON_0_38_0``). The worker is
 driven round by round over stdin/stdout, so its rounds alternate with the in-process
 clients' like any other side.
@@ -14,13 +14,14 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 __all__ = ["OfficialWorker", "official_python", "run_official_script"]
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKER = Path(__file__).resolve().parent / "official_worker.py"
+WORKER = Path(__file__).resolve().parent / "p1_worker.py"
 
 
 def _harness() -> Any:
@@ -62,28 +63,36 @@ def run_official_script(version: str, script: str, *args: str, timeout: float = 
 
 
 class OfficialWorker:
-    """``official_worker.py`` under another tinker release, against ``base_url``."""
+    """``p1_worker.py KIND`` in its own process against ``base_url``: with ``version`` set,
+    the official ``tinker==version`` of its venv (``KIND`` ``tinker``); without, this
+    python (the bench env: tinkex, tinker 0.16.1 or the raw floor)."""
 
-    def __init__(self, version: str, base_url: str, api_key: str, model: str) -> None:
-        self.version = version
+    def __init__(
+        self, kind: str, base_url: str, api_key: str, model: str, version: str | None = None
+    ) -> None:
+        self.version = version or kind
         harness = _harness()
-        python = Path(harness.official_python(version))
+        python = str(harness.official_python(version)) if version else sys.executable
+        # A file, not a pipe: a pipe could fill up and block the worker. Closed in close().
+        self._stderr = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115
         self._proc = subprocess.Popen(
-            [str(python), str(WORKER), base_url, api_key, model],
+            [python, str(WORKER), kind, base_url, api_key, model],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
-            env=harness.clean_env(),
+            env=harness.clean_env(PYTHONPATH=str(ROOT)),
         )
         ready = self._read()
-        self.reported_version = str(ready.get("version"))
+        self.name = str(ready.get("name"))
 
     def _read(self) -> dict[str, Any]:
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline()
         if not line:
-            err = self._proc.stderr.read() if self._proc.stderr is not None else ""
+            self._proc.wait(timeout=30)
+            self._stderr.seek(0)
+            err = self._stderr.read()
             raise RuntimeError(f"tinker {self.version} worker exited:\n{err[-3000:]}")
         out: dict[str, Any] = json.loads(line)
         return out
@@ -105,3 +114,4 @@ class OfficialWorker:
             except (OSError, subprocess.TimeoutExpired):
                 self._proc.kill()
                 self._proc.wait(timeout=10)
+        self._stderr.close()

@@ -7,10 +7,13 @@ round is N ``get_info``, N one-token ``sample`` and N one-datum (32-token)
 
 * the floor: a raw keep-alive ``httpx.Client`` speaking the JSON protocol by hand (what the
   server and loopback cost with no SDK at all);
-* JSON generation: tinkex (``protocol="json"``) vs tinker 0.16.1 (in this process);
-* protobuf generation: tinkex (``protocol="protobuf"``) vs tinker 0.38.0, which runs in a
-  subprocess with its own venv (``bench/_official.py``) because it cannot be installed
-  next to 0.16.1.
+* JSON generation: tinkex (``protocol="json"``) vs tinker 0.16.1;
+* protobuf generation: tinkex (``protocol="protobuf"``) vs tinker 0.38.0, whose process
+  runs the python of its own venv (``bench/_official.py``): it cannot be installed next to
+  0.16.1.
+
+Every side runs ``bench/p1_worker.py`` in a process of its own, driven round by round over
+a pipe, so no client pays for another's background threads on a shared GIL.
 
 Rounds alternate (the order rotates every round). A client's overhead per call kind is its
 mean time per call minus the floor's; the row's figure is the worst of the three ratios
@@ -21,11 +24,9 @@ JSON's by microseconds (P9 measures decoding on a 64 × 2048 batch).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any, Final
 
-from bench._clients import SMALL_MODEL, RawClient, close_quietly, tinker_service, tinkex_service
+from bench._clients import SMALL_MODEL
 from bench._harness import Context, Row, log, rounds_within
 from bench._server import API_KEY
 
@@ -35,31 +36,22 @@ OP: Final = "<="
 TARGET = 0.5
 UNIT = "×"
 
-PROMPT = [1, 17, 42, 99, 7]
-FB_TOKENS = 32
 KINDS = ("info", "sample", "fb")
 OFFICIAL_PROTOBUF = "0.38.0"
 
 
-def _fb_tokens() -> list[int]:
-    return [(7 * i) % 500 + 3 for i in range(FB_TOKENS + 1)]
-
-
 class _Side:
-    """One client's round: N get_info, N one-token samples, N one-datum forward_backward."""
+    """One client in its own process (``bench/p1_worker.py``), its wall times per call kind."""
 
-    def __init__(self, name: str, calls: dict[str, Callable[[int], Any]]) -> None:
-        self.name = name
-        self.calls = calls
+    def __init__(self, worker: Any) -> None:
+        self.worker = worker
+        self.name: str = worker.name
         self.times: dict[str, list[float]] = {k: [] for k in KINDS}
 
     def round(self, n: int) -> None:
+        got = self.worker.round(n)
         for kind in KINDS:
-            fn = self.calls[kind]
-            start = time.perf_counter()
-            for i in range(n):
-                fn(i)
-            self.times[kind].append(time.perf_counter() - start)
+            self.times[kind].append(got[kind])
 
     def reset(self) -> None:
         self.times = {k: [] for k in KINDS}
@@ -68,74 +60,15 @@ class _Side:
         return sum(self.times[kind]) / per * 1e3
 
 
-class _WorkerSide(_Side):
-    """The official client in its own venv, driven over a pipe."""
-
-    def __init__(self, name: str, worker: Any) -> None:
-        super().__init__(name, {})
-        self.worker = worker
-
-    def round(self, n: int) -> None:
-        got = self.worker.round(n)
-        for kind in KINDS:
-            self.times[kind].append(got[kind])
-
-
-def _sdk_side(name: str, service: Any, types: Any, training_kwargs: dict[str, Any]) -> _Side:
-    training = service.create_lora_training_client(SMALL_MODEL, rank=4, **training_kwargs)
-    sampler = service.create_sampling_client(base_model=SMALL_MODEL)
-    prompt = types.ModelInput.from_ints(PROMPT)
-    seq = _fb_tokens()
-    datum = types.Datum(
-        model_input=types.ModelInput.from_ints(seq[:-1]),
-        loss_fn_inputs={"target_tokens": seq[1:], "weights": [1.0] * FB_TOKENS},
-    )
-    return _Side(
-        name,
-        {
-            "info": lambda i: training.get_info(),
-            "sample": lambda i: sampler.sample(
-                prompt, 1, types.SamplingParams(max_tokens=1, seed=i)
-            ).result(),
-            "fb": lambda i: training.forward_backward([datum], "cross_entropy").result(),
-        },
-    )
-
-
-def _tinkex_side(url: str, protocol: str) -> tuple[_Side, Any]:
-    import tinkex_types
-
-    service = tinkex_service(url, protocol=protocol)
-    return _sdk_side(f"tinkex {protocol}", service, tinkex_types, {}), service
-
-
-def _tinker_side(url: str) -> tuple[_Side, Any]:
-    from tinker import types as T
-
-    service = tinker_service(url)
-    return _sdk_side("tinker 0.16.1", service, T, {}), service
-
-
-def _tinker_proto_side(url: str) -> tuple[_Side, Any]:
-    from bench._official import OfficialWorker
-
-    worker = OfficialWorker(OFFICIAL_PROTOBUF, url, API_KEY, SMALL_MODEL)
-    return _WorkerSide(f"tinker {worker.reported_version}", worker), worker
-
-
-def _raw_side(url: str) -> tuple[_Side, Any]:
-    raw = RawClient(url)
-    model_id = raw.create_model(SMALL_MODEL, rank=4)
-    sampler = raw.create_sampler(SMALL_MODEL)
-    seq = _fb_tokens()
-    return _Side(
-        "raw httpx",
-        {
-            "info": lambda i: raw.get_info(model_id),
-            "sample": lambda i: raw.sample(sampler, PROMPT, 1, seed=i),
-            "fb": lambda i: raw.forward_backward(model_id, seq),
-        },
-    ), raw
+#: (p1_worker kind, official release for its own venv or None for this python), in the
+#: order tinkex JSON, tinker 0.16.1, floor, tinkex protobuf, tinker 0.38.0.
+SIDES: Final = (
+    ("tinkex-json", None),
+    ("tinker", None),
+    ("raw", None),
+    ("tinkex-protobuf", None),
+    ("tinker", OFFICIAL_PROTOBUF),
+)
 
 
 #: An official overhead under this (ms) is floor noise: it is taken as this, so the ratio
@@ -178,23 +111,16 @@ def _row(gen: str, ours: _Side, theirs: _Side, floor: _Side, per: int) -> Row:
 
 
 def run(ctx: Context) -> list[Row]:
+    from bench._official import OfficialWorker
+
     n, rounds = (3, 1) if ctx.tiny else (30, 4)
     url = ctx.server().base_url
     log(f"p1: {rounds} rounds x {n} each of get_info, sample(1 token), forward_backward")
-    makers = [
-        lambda: _tinkex_side(url, "json"),
-        lambda: _tinker_side(url),
-        lambda: _raw_side(url),
-        lambda: _tinkex_side(url, "protobuf"),
-        lambda: _tinker_proto_side(url),
-    ]
     sides: list[_Side] = []
-    closers: list[Any] = []
     try:
-        for make in makers:
-            side, closer = make()
+        for kind, version in SIDES:
+            side = _Side(OfficialWorker(kind, url, API_KEY, SMALL_MODEL, version))
             sides.append(side)
-            closers.append(closer)
             side.round(min(n, 5))  # warm-up: connections, caches, lazy imports
             side.reset()
         for r in rounds_within(rounds, 150, KEY):
@@ -202,8 +128,8 @@ def run(ctx: Context) -> list[Row]:
             for side in sides[shift:] + sides[:shift]:
                 side.round(n)
     finally:
-        for closer in closers:
-            close_quietly(closer)
+        for side in sides:
+            side.worker.close()
     tx_json, tk_json, raw, tx_proto, tk_proto = sides
     per = len(raw.times["info"]) * n
     return [
