@@ -1,7 +1,7 @@
 """tinker-cookbook 0.5.8 recipes, unmodified, on tinkex as ``tinker`` (``python -m tinkex.run``).
 
 ``sl_loop``, ``sl_basic`` and ``rl_loop`` run 3 steps each on the in-process local server
-(``local://``), and ``sl_loop`` also against ``tinkex serve``, through
+(``local://``) and against ``tinkex serve``, through
 ``tests/compat/cookbook_run.py`` (local datasets, the built-in model's exported tokenizer,
 the ``role_colon`` renderer: see its docstring). The cookbook comes from the cached venv of
 ``test_compat_cookbook.py`` (``tinker-cookbook[math-rl]==0.5.8``); its site-packages are put
@@ -25,6 +25,8 @@ import compat_harness as harness
 pytestmark = [pytest.mark.conformance]
 
 REQUIREMENTS = ["tinker==0.38.0", "tinker-cookbook[math-rl]==0.5.8"]
+#: This machine's CPU build of torch (never let pip pick a CUDA one).
+TORCH = "torch==2.13.0"
 
 WRAPPER = """\
 import runpy
@@ -40,7 +42,10 @@ runpy.run_path({script!r}, run_name="__main__")
 
 
 def _cookbook_site_packages() -> str:
-    python = harness.ensure_venv("cookbook-0.5.8-tinker-0.38.0", REQUIREMENTS)
+    # The same venv as test_compat_cookbook.py: the CPU torch first, pinned for the rest.
+    python = harness.ensure_venv(
+        "cookbook-0.5.8-tinker-0.38.0-cpu", REQUIREMENTS, first=[TORCH], pins=[TORCH]
+    )
     code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
     return subprocess.run(
         [str(python), "-c", code], capture_output=True, text=True, check=True
@@ -78,6 +83,7 @@ def test_cookbook_recipe_on_tinkex_local(recipe: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(2400)
-def test_cookbook_sl_loop_on_tinkex_against_tinkex_serve(tmp_path: Path) -> None:
+@pytest.mark.parametrize("recipe", ["sl_loop", "sl_basic", "rl_loop"])
+def test_cookbook_recipe_on_tinkex_against_tinkex_serve(recipe: str, tmp_path: Path) -> None:
     with harness.serve(tmp_path) as served:
-        _run("sl_loop", tmp_path, served.url, harness.API_KEY)
+        _run(recipe, tmp_path, served.url, harness.API_KEY)
