@@ -206,9 +206,11 @@ def test_canary_never_appears(
     assert any(isinstance(e, httpx.TransportError) for e in _walk(refused.value))
     for exc in errors:
         _absent(_chain_text(exc), f"exception chain of {type(exc).__name__}")
-    assert events
+    # Library loggers go through structlog when it is configured and through stdlib
+    # logging otherwise (which one depends on what configured logging first in this
+    # process): between them the debug lines were written, and neither holds a secret.
+    assert events or stdlib_logs.lines
     _absent(repr(events), "structlog events")
-    assert stdlib_logs.lines
     _absent("\n".join(stdlib_logs.lines), "stdlib logs (client and server)")
     exporter, reader = otel
     spans = exporter.get_finished_spans()
