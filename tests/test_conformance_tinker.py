@@ -61,15 +61,10 @@ import logging
 import math
 import os
 import pickle
-import queue
-import re
-import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -77,107 +72,22 @@ from typing import Any
 import httpx
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "compat"))
+
+import compat_harness as harness
+
 MODEL = "tinkex/tiny-llama-1m"
 API_KEY = "tml-conformance-test-key"
-STARTUP_TIMEOUT_S = 60.0
 CALL_TIMEOUT_S = 30.0  # every future .result() is bounded by this
 
 pytestmark = [pytest.mark.conformance]
 
 
-@dataclass
-class Served:
-    url: str
-    data_dir: Path
-    log: Path
-
-
-def _read_url(lines: queue.Queue[str], proc: subprocess.Popen[str], log: Path) -> str:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        match = re.search(r"listening on (http://\S+)", line)
-        if match:
-            return match.group(1)
-    raise AssertionError(
-        f"tinkex serve did not start (exit {proc.poll()}):\n{log.read_text(errors='replace')}"
-    )
-
-
-def _wait_healthy(url: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{url}/api/v1/healthz", timeout=5.0, trust_env=False)
-            if response.status_code == 200 and response.json() == {"status": "ok"}:
-                return
-            last = response.status_code
-        except httpx.HTTPError as exc:
-            last = exc
-        time.sleep(0.1)
-    raise AssertionError(f"/api/v1/healthz never answered ok: {last!r}")
-
-
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served(tmp_path: Path) -> Iterator[harness.Served]:
     """``tinkex serve`` in a subprocess on a free port with a fresh data directory."""
-    data_dir = tmp_path / "server-data"
-    log = tmp_path / "server.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_", "HF_"))}
-    with log.open("w") as log_file:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tinkex_cli",
-                "serve",
-                "--port",
-                "0",
-                "--data-dir",
-                str(data_dir),
-                "--api-key",
-                API_KEY,
-                "--enable-test-routes",
-                "--torch-threads",
-                "1",
-                "--log-level",
-                "warning",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    reader = threading.Thread(target=pump, name="tinkex-serve-stdout", daemon=True)
-    reader.start()
-    try:
-        url = _read_url(lines, proc, log)
-        _wait_healthy(url)
-        yield Served(url=url, data_dir=data_dir, log=log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        reader.join(timeout=15)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with harness.serve(tmp_path, flags=["--enable-test-routes"], api_key=API_KEY) as served:
+        yield served
 
 
 @pytest.fixture
@@ -231,7 +141,7 @@ PHRASES = [
 
 @pytest.mark.timeout(90)
 def test_official_client_full_loop(
-    served: Served,
+    served: harness.Served,
     offline_hf_cache: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
@@ -289,7 +199,7 @@ def _shut_down(holder: Any) -> None:
     asyncio.run_coroutine_threadsafe(close_connections(), holder.get_loop()).result(timeout=10)
 
 
-def _run_loop(types: Any, service: Any, served: Served, T: float) -> None:
+def _run_loop(types: Any, service: Any, served: harness.Served, T: float) -> None:
     # --- capabilities -----------------------------------------------------------------
     caps = service.get_server_capabilities()
     names = [m.model_name for m in caps.supported_models]

@@ -152,14 +152,22 @@ def _wait_healthy(url: str) -> None:
 
 
 @contextlib.contextmanager
-def serve(workdir: Path, python: str | None = None) -> Iterator[Served]:
-    """``tinkex serve`` on 127.0.0.1 (free port, fresh data dir, API key) until the block ends."""
+def serve(
+    workdir: Path,
+    python: str | None = None,
+    *,
+    flags: Sequence[str] = (),
+    api_key: str = API_KEY,
+) -> Iterator[Served]:
+    """``tinkex serve`` on 127.0.0.1 (free port, fresh data dir, ``api_key``, extra ``flags``)
+    until the block ends; the data dir and log live in ``workdir``."""
     data_dir = workdir / "server-data"
     log = workdir / "server.log"
     cmd = [
         python or sys.executable,
         *("-m", "tinkex_cli", "serve", "--port", "0", "--data-dir", str(data_dir)),
-        *("--api-key", API_KEY, "--torch-threads", "1", "--log-level", "warning"),
+        *("--api-key", api_key, "--torch-threads", "1", "--log-level", "warning"),
+        *flags,
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_", "HF_"))}
     with log.open("w") as log_file:
