@@ -40,7 +40,6 @@ from tinkex_types import (
     media_type_of,
 )
 from tinkex_types._base import _null_default_keys
-from tinkex_types._numbers import FLOAT32_MAX, first_non_finite
 
 __all__ = [
     "WireJSONResponse",
@@ -156,34 +155,7 @@ async def decode_request(request: Request, model: type[_M]) -> _M:
         decoded = codec.decode(model, body)
     except WireDecodeError as exc:
         raise ApiProblem(400, _plain(str(exc))) from None
-    _check_loss_inputs(decoded)
     return decoded
-
-
-def _check_loss_inputs(decoded: BaseModel) -> None:
-    """The number rules of JSON bodies for a binary body's loss inputs.
-
-    Binary codecs build their tensors without validation (``model_construct``: a float32
-    buffer cannot hold anything but numbers, but it can hold NaN and infinity), so a
-    float32 loss input is checked here as ``Datum`` checks JSON ones (400 naming
-    ``data[i].loss_fn_inputs.<key>``).
-    """
-    batch = getattr(decoded, "forward_backward_input", None) or getattr(
-        decoded, "forward_input", None
-    )
-    for i, datum in enumerate(getattr(batch, "data", None) or ()):
-        for key, tensor in (getattr(datum, "loss_fn_inputs", None) or {}).items():
-            if getattr(tensor, "dtype", None) != "float32":
-                continue
-            bad = first_non_finite(list(tensor.data))
-            if bad is not None:
-                raise ApiProblem(
-                    400,
-                    f"data[{i}].loss_fn_inputs.{key}: element {bad} is {tensor.data[bad]!r}: "
-                    "loss inputs must be finite numbers within the float32 range "
-                    f"(|x| <= {FLOAT32_MAX:.8g}); NaN and infinity are refused "
-                    "(replace them, e.g. clip or zero them)",
-                )
 
 
 async def ordered_ids(request: Request) -> tuple[str | None, int | None]:

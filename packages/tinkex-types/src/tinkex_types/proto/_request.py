@@ -18,7 +18,9 @@ from tinkex_types._model_input import (
     ModelInput,
     ModelInputChunk,
 )
+from tinkex_types._numbers import FLOAT32_MAX, first_non_finite
 from tinkex_types._requests import ForwardBackwardInput, ForwardBackwardRequest, ForwardRequest
+from tinkex_types._tensor import TensorData
 from tinkex_types.proto import tinker_public_pb2 as pb
 from tinkex_types.proto._arrays import decode_i32, encode_i32, tensor_from_proto, tensor_to_proto
 
@@ -181,6 +183,22 @@ def _span_from_proto(span: pb.ProvenanceSpan, field: str) -> ProvenanceSpan:
         raise validation_error(exc, f"{field}.{kind}") from None
 
 
+def _finite_inputs(tensor: TensorData, where: str) -> TensorData:
+    """The number rule ``Datum`` applies to JSON loss inputs, for a float32 buffer (it can
+    hold NaN and infinity; ``model_construct`` below skips the model's own check)."""
+    if tensor.dtype != "float32":
+        return tensor
+    bad = first_non_finite(list(tensor.data))
+    if bad is not None:
+        raise WireDecodeError(
+            where,
+            f"element {bad} is {tensor.data[bad]!r}: loss inputs must be finite numbers within "
+            f"the float32 range (|x| <= {FLOAT32_MAX:.8g}); NaN and infinity are refused",
+            "replace them, e.g. clip or zero them",
+        )
+    return tensor
+
+
 def datum_from_proto(msg: pb.Datum, field: str = "datum") -> Datum:
     """A proto ``Datum`` as a :class:`Datum` (dmel chunks and unknown fields are refused)."""
     refuse_unknown(msg, field)
@@ -191,7 +209,7 @@ def datum_from_proto(msg: pb.Datum, field: str = "datum") -> Datum:
     for name, tensor in msg.loss_fn_inputs.items():
         where = f"{field}.loss_fn_inputs.{name}"
         refuse_unknown(tensor, where)
-        inputs[name] = tensor_from_proto(tensor, where)
+        inputs[name] = _finite_inputs(tensor_from_proto(tensor, where), where)
     spans: dict[str, list[ProvenanceSpan] | None] = {}
     for key, items in (
         ("model_input_spans", msg.model_input_spans),
