@@ -221,6 +221,16 @@ from tinkex_types._tokenizer import (
     Tokenizer,
     require_tokenizers,
 )
+from tinkex_types._usage import (
+    USAGE_COUNTERS,
+    UsageCounts,
+    UsageEntry,
+    UsageKind,
+    UsageResponse,
+    UsageScope,
+    UsageSource,
+    usage_response,
+)
 from tinkex_types.hookspecs import hookimpl
 
 __version__ = "0.1.0"
@@ -245,6 +255,7 @@ __all__ = [
     "PROTOBUF_MEDIA_TYPE",
     "REQUEST_TYPES",
     "TINKER_SCHEME",
+    "USAGE_COUNTERS",
     "APIConnectionError",
     "APIError",
     "APIResponseValidationError",
@@ -383,6 +394,12 @@ __all__ = [
     "UnloadModelResponse",
     "UnprocessableEntityError",
     "UntypedAPIFuture",
+    "UsageCounts",
+    "UsageEntry",
+    "UsageKind",
+    "UsageResponse",
+    "UsageScope",
+    "UsageSource",
     "WeightsInfoRequest",
     "WeightsInfoResponse",
     "WireBodyTooLarge",
@@ -421,6 +438,7 @@ __all__ = [
     "split_stop",
     "status_error_class",
     "to_tensor_data",
+    "usage_response",
 ]
 
 
