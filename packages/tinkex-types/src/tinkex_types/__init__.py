@@ -41,6 +41,16 @@ from tinkex_types._codec import (
     register_codec,
     registered_codecs,
 )
+from tinkex_types._custom_loss_graph import (
+    CUSTOM_LOSS_FN,
+    CreateCustomLossRequest,
+    CreateCustomLossResponse,
+    CustomLossGraph,
+    CustomLossInput,
+    CustomLossInputRank,
+    CustomLossNode,
+    CustomLossNodeOp,
+)
 from tinkex_types._datum import (
     LOSS_FN_INPUT_DTYPES,
     Datum,
@@ -237,6 +247,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CHECKPOINT_KINDS",
+    "CUSTOM_LOSS_FN",
     "DEFAULT_CHAT_TEMPLATE",
     "DEFAULT_LORA_RANK",
     "DEFAULT_PLUGINS",
@@ -277,6 +288,8 @@ __all__ = [
     "CircuitBreakerEvent",
     "CommandGroup",
     "ConflictError",
+    "CreateCustomLossRequest",
+    "CreateCustomLossResponse",
     "CreateModelRequest",
     "CreateModelResponse",
     "CreateSamplingSessionRequest",
@@ -284,6 +297,11 @@ __all__ = [
     "CreateSessionRequest",
     "CreateSessionResponse",
     "Cursor",
+    "CustomLossGraph",
+    "CustomLossInput",
+    "CustomLossInputRank",
+    "CustomLossNode",
+    "CustomLossNodeOp",
     "Datum",
     "DefaultPlugin",
     "EmptyResponse",

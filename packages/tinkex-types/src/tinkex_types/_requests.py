@@ -119,7 +119,8 @@ class ForwardBackwardInput(WireModel):
     @field_validator("loss_fn")
     @classmethod
     def _known_loss(cls, value: str) -> str:
-        if value not in LOSSES:
+        # "custom": a loss created with create_custom_loss (loss_fn_config names its loss_id).
+        if value not in LOSSES and value != "custom":
             raise ValueError(f"unknown loss {value!r}; the known losses are {', '.join(LOSSES)}")
         return value
 
