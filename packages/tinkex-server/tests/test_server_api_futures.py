@@ -160,6 +160,7 @@ async def test_long_poll_408_then_early_answer(make_server: Any, api_for: Any) -
             "type": "try_again",
             "request_id": f2["request_id"],
             "queue_state": "active",
+            "queue_position": 1,  # seq 1 has not arrived (docs/queue.md)
         }
     # A long hold ends as soon as the result exists.
     async with api_for(

@@ -3,10 +3,11 @@
 ``await poll_future(http, request_id, request_type="ForwardBackward")`` (or
 ``await APIFutureResolver(http, request_id, ...)``) polls until the result is there:
 
-* 200 ``{"type": "try_again", "queue_state", "queue_state_reason"?, "retry_after_ms"?}`` →
-  reports queue-state changes through ``Hooks.on_queue_state_change`` (with a human-readable
-  reason), waits ``retry_after_ms`` if given, 1 s when paused, else re-polls at once
-  (the server long-polls);
+* 200 ``{"type": "try_again", "queue_state", "queue_state_reason"?, "retry_after_ms"?,
+  "queue_position"?, "estimated_wait_s"?}`` → reports changes of the queue state, the
+  position or the estimate through ``Hooks.on_queue_state_change`` (with a human-readable
+  reason; docs/queue.md), waits ``retry_after_ms`` if given, 1 s when paused, else re-polls
+  at once (the server long-polls);
 * 200 ``{"status": "pending"}`` → bounded backoff (1 s doubling to 30 s);
 * 200 ``{"status": "complete_metadata", "response_payload_size": N}`` → reserves N bytes of
   the tenant's 5 MiB response budget and re-polls with ``allow_metadata_only: false``;
@@ -38,6 +39,7 @@ own timeout (45 s) is cut to the time left; that error is marked as retried by t
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,8 +139,9 @@ class _PollState:
 class APIFutureResolver:
     """Awaitable resolution of one ``request_id``; see the module docstring.
 
-    ``queue_state`` / ``queue_state_reason`` hold the last reported state and ``polls``
-    the number of ``retrieve_future`` calls made so far.
+    ``queue_state`` / ``queue_state_reason`` / ``queue_position`` / ``estimated_wait_s``
+    hold the last reported state and place, and ``polls`` the number of
+    ``retrieve_future`` calls made so far.
     """
 
     def __init__(
@@ -169,6 +172,8 @@ class APIFutureResolver:
         self._limiter = response_limiter
         self.queue_state: str | None = None
         self.queue_state_reason: str | None = None
+        self.queue_position: int | None = None
+        self.estimated_wait_s: float | None = None
         self.polls = 0
         #: The model a binary (protobuf) result decodes into; JSON results stay plain data.
         self.result_model = result_model
@@ -185,7 +190,9 @@ class APIFutureResolver:
         )
 
     # -- queue state ----------------------------------------------------------------------
-    def _observe(self, state_raw: Any, reason_raw: Any) -> None:
+    def _observe(self, body: dict[str, Any]) -> None:
+        """Report the queue state and place of a ``try_again`` body when any changed."""
+        state_raw, reason_raw = body.get("queue_state"), body.get("queue_state_reason")
         if state_raw is None:
             return
         state = str(state_raw).strip().lower()
@@ -196,10 +203,14 @@ class APIFutureResolver:
             if isinstance(reason_raw, str) and reason_raw.strip()
             else default_queue_state_reason(state, self.request_type)
         )
-        if (state, reason) == (self.queue_state, self.queue_state_reason):
+        position = _count(body.get("queue_position"))
+        wait = _seconds(body.get("estimated_wait_s")) if position is not None else None
+        now = (state, reason, position, wait)
+        if now == (self.queue_state, self.queue_state_reason, *self._place()):
             return
         previous = self.queue_state
         self.queue_state, self.queue_state_reason = state, reason
+        self.queue_position, self.estimated_wait_s = position, wait
         self.http.hooks.on_queue_state_change(
             QueueStateEvent(
                 request_id=self.request_id,
@@ -208,8 +219,14 @@ class APIFutureResolver:
                 reason=reason,
                 model_id=self.model_id,
                 base_url=self.http.config.base_url,
+                request_type=self.request_type,
+                queue_position=position,
+                estimated_wait_s=wait,
             )
         )
+
+    def _place(self) -> tuple[int | None, float | None]:
+        return self.queue_position, self.estimated_wait_s
 
     # -- main loop ------------------------------------------------------------------------
     async def result(self) -> Any:
@@ -368,7 +385,7 @@ class APIFutureResolver:
                 delay = Backoff(backoff[0], backoff[1], jitter=0.0).cap(state.server_errors)
             state.server_errors += 1
         if body is not None and code in (408, 429):
-            self._observe(body.get("queue_state"), body.get("queue_state_reason"))
+            self._observe(body)
             delay = self._try_again_delay(body) or (delay if code == 429 else 0.0)
         await self._sleep(delay, deadline)
 
@@ -377,7 +394,7 @@ class APIFutureResolver:
         if not isinstance(body, dict):
             return body
         if body.get("type") == "try_again":
-            self._observe(body.get("queue_state"), body.get("queue_state_reason"))
+            self._observe(body)
             await self._sleep(self._try_again_delay(body), deadline)
             return _AGAIN
         status = body.get("status")
@@ -439,6 +456,22 @@ class APIFutureResolver:
             request_id=self.request_id,
             body=body,
         )
+
+
+def _count(value: Any) -> int | None:
+    """A ``queue_position`` as sent: a non-negative integer, else ignored (``None``)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return None
+
+
+def _seconds(value: Any) -> float | None:
+    """An ``estimated_wait_s`` as sent: a finite non-negative number, else ``None``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
 
 
 async def poll_future(

@@ -4,8 +4,10 @@ also the entry point ``http`` of group ``tinkex``).
 * ``tinkex_register_transports``: ``http`` and ``https`` → :func:`http_transport_factory`
   (which needs a real :class:`~tinkex_http.Config`).
 * ``tinkex_on_queue_state_change``: the default observer, :class:`QueueStateLogger`, which
-  logs paused states through structlog at most once per ``debounce_s`` (60 s) for the same
-  subject (model id, else base URL) and state; ``active`` is never logged.
+  logs paused states (a warning) and queued requests with a known place (``active`` with a
+  ``queue_position``: an info line, "... is 3rd in queue, ~12 s") through structlog at most
+  once per ``debounce_s`` (60 s) for the same subject (model id, else base URL) and state;
+  ``active`` without a place is never logged.
 """
 
 from __future__ import annotations
@@ -44,22 +46,33 @@ class QueueStateLogger:
 
     def __call__(self, event: QueueStateEvent) -> bool:
         """Log ``event`` unless debounced; returns whether a line was written."""
-        if event.queue_state == "active":
+        place = event.queue_place
+        if event.queue_state == "active" and place is None:
             return False
         subject = event.model_id or event.base_url or event.request_id
-        key = (subject, event.queue_state)
         now = self.clock()
         with self._lock:
-            last = self._last.get(key)
+            last = self._last.get((subject, event.queue_state))
             if last is not None and now - last < self.debounce_s:
                 return False
-            self._last[key] = now
+            self._last[(subject, event.queue_state)] = now
+        fields = {
+            "queue_state": event.queue_state,
+            "reason": event.reason,
+            "request_id": event.request_id,
+            "model_id": event.model_id,
+            "queue_position": event.queue_position,
+            "estimated_wait_s": event.estimated_wait_s,
+        }
+        if event.queue_state == "active":
+            what = f" ({event.request_type})" if event.request_type else ""
+            _log.info(f"Request {event.request_id}{what} for {subject} is {place}", **fields)
+            return True
+        where = f": {place}" if place else ""
         _log.warning(
-            f"Requests for {subject} are paused ({event.queue_state}). Reason: {event.reason}",
-            queue_state=event.queue_state,
-            reason=event.reason,
-            request_id=event.request_id,
-            model_id=event.model_id,
+            f"Requests for {subject} are paused ({event.queue_state}){where}. "
+            f"Reason: {event.reason}",
+            **fields,
         )
         return True
 

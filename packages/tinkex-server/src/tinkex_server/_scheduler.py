@@ -12,6 +12,14 @@
   sampling job queued at that moment, up to ``max_batch``, goes to the engine as one
   batch). Results, failures and the applied-steps log entry of a job are stored in one
   transaction before its waiters wake.
+
+:meth:`Scheduler.queue_place` answers where a pending ordered request stands (for the
+``try_again`` answers of ``retrieve_future``, docs/queue.md): ``queue_position`` counts the
+model's requests that run before it (the one running, the ready ones ahead of it and, for a
+request still waiting for its turn, every ``seq_id`` between the model's next expected
+number and its own, arrived or not, except refused ones); ``estimated_wait_s`` is
+``round(queue_position * mean(step_times), 3)`` over the engine time of the model's last
+:data:`STEP_HISTORY` successful ``seq_id`` requests, omitted without history.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,7 +40,10 @@ from tinkex_types import Hooks, RequestErrorCategory, RequestFailedResponse, Tin
 if TYPE_CHECKING:
     from tinkex_server._engine import Engine
 
-__all__ = ["FutureHub", "Scheduler", "failure_body"]
+__all__ = ["STEP_HISTORY", "FutureHub", "QueuePlace", "Scheduler", "failure_body"]
+
+#: How many recent step times per model the wait estimate averages.
+STEP_HISTORY = 10
 
 _log = logging.getLogger("tinkex_server.scheduler")
 
@@ -81,6 +93,15 @@ class FutureHub:
         return len(self._events)
 
 
+@dataclass(frozen=True)
+class QueuePlace:
+    """Where a pending request stands: ``position`` requests of its model run before it;
+    ``estimated_wait_s`` is ``None`` until the model has step-time history."""
+
+    position: int
+    estimated_wait_s: float | None = None
+
+
 @dataclass
 class _ModelQueue:
     next_expected: int
@@ -115,6 +136,8 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._span_tasks: set[asyncio.Task[None]] = set()
         self._busy = False
+        self._running: Job | None = None
+        self._step_times: dict[str, deque[float]] = {}
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -142,6 +165,46 @@ class Scheduler:
 
     def next_expected(self, target: str) -> int:
         return self._queue(target).next_expected
+
+    def step_times(self, target: str) -> tuple[float, ...]:
+        """Engine seconds of ``target``'s last successful ``seq_id`` requests, oldest first."""
+        return tuple(self._step_times.get(target, ()))
+
+    def estimate_wait(self, target: str, position: int) -> float | None:
+        """``round(position * mean(step_times(target)), 3)``, or ``None`` without history."""
+        times = self._step_times.get(target)
+        if not times:
+            return None
+        return round(position * (sum(times) / len(times)), 3)
+
+    def queue_place(self, request_id: str) -> QueuePlace | None:
+        """Where the queued ordered request ``request_id`` stands (module docstring), or
+        ``None`` when it is not waiting in a model queue (running, sampling, unknown)."""
+        running = self._running
+        for job in self._ready:
+            if job.request_id == request_id:
+                return self._place(job.target, self._ahead_in_ready(job))
+        for target, queue in self._queues.items():
+            for seq_id, job in queue.buffered.items():
+                if job.request_id != request_id:
+                    continue
+                gap = range(queue.next_expected, seq_id)
+                ahead = sum(1 for n in gap if n not in queue.voided)
+                ready = sum(1 for other in self._ready if other.target == target)
+                busy = int(running is not None and running.target == target)
+                return self._place(target, ahead + ready + busy)
+        return None
+
+    def _ahead_in_ready(self, job: Job) -> int:
+        ahead = int(self._running is not None and self._running.target == job.target)
+        for other in self._ready:
+            if other is job:
+                break
+            ahead += other.target == job.target
+        return ahead
+
+    def _place(self, target: str, position: int) -> QueuePlace:
+        return QueuePlace(position, self.estimate_wait(target, position))
 
     def _queue(self, target: str) -> _ModelQueue:
         queue = self._queues.get(target)
@@ -317,14 +380,29 @@ class Scheduler:
         attrs = {**job.attributes, "request_type": job.request_type}
         output: Any = None
         error: BaseException | None = None
+        took: list[float] = []
+
+        def timed(engine: Engine) -> Any:
+            # Timed on the engine thread: the step itself, not the wait for the thread.
+            began = time.perf_counter()
+            result = job.execute(engine)
+            took.append(time.perf_counter() - began)
+            return result
+
+        self._running = job
         try:
-            output = await self._worker.run(job.execute, attributes=attrs, carrier=job.carrier)
+            output = await self._worker.run(timed, attributes=attrs, carrier=job.carrier)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             if not isinstance(exc, TinkexValidationError):
                 _log.exception("engine failure in %s (%s)", job.request_id, job.request_type)
             error = exc
+        finally:
+            self._running = None
+        if took and job.seq_id is not None:
+            history = self._step_times.setdefault(job.target, deque(maxlen=STEP_HISTORY))
+            history.append(took[0])
         self._record(job, output, error)
 
     async def _run_samples(self, batch: list[SampleJob]) -> None:

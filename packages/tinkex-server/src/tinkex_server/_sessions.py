@@ -2,7 +2,8 @@
 
 ``create_session`` answers are cached per ``X-Idempotency-Key`` (for
 ``idempotency_ttl_s``). A poll (:meth:`SessionService.retrieve_future`) holds an unfinished
-future for up to ``poll_hold_s``, then answers 408 ``try_again``; a finished one answers
+future for up to ``poll_hold_s``, then answers 408 ``try_again`` (with the request's place in
+its model's queue when it waits in one: docs/queue.md); a finished one answers
 200 with its stored result (or failure); an unknown one 404; one lost in a restart or
 expired 410.
 """
@@ -159,7 +160,12 @@ class SessionService:
             row = self.store.get_future(req.request_id)
             assert row is not None
             if row.status == "pending":
-                again = TryAgainResponse(request_id=req.request_id)
+                place = self.parts.scheduler.queue_place(req.request_id)
+                again = TryAgainResponse(
+                    request_id=req.request_id,
+                    queue_position=place.position if place else None,
+                    estimated_wait_s=place.estimated_wait_s if place else None,
+                )
                 return FutureAnswer(408, TryAgainResponse, again.to_json_dict())
         if row.status == "done":
             model = RESULT_MODELS.get(row.request_type, WireModel)

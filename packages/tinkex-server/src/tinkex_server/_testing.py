@@ -4,7 +4,9 @@ routes, mounted only when ``ServerConfig.enable_test_routes`` is set.
 * ``POST /api/v1/_test/training_runs/{run_id}/corrupted`` ``{"corrupted": bool}``: mark a
   run corrupted (or not);
 * ``GET /api/v1/_test/applied?target=``: the applied-steps log;
-* ``GET /api/v1/_test/telemetry``: the stored telemetry batches.
+* ``GET /api/v1/_test/telemetry``: the stored telemetry batches;
+* ``GET /api/v1/_test/step_times?target=``: the recent step times the wait estimate of
+  ``try_again`` answers averages (docs/queue.md).
 """
 
 from __future__ import annotations
@@ -47,3 +49,7 @@ def add_test_routes(router: APIRouter, runtime: Runtime) -> None:
     @router.get(f"{V1}/_test/telemetry", **docs)
     async def test_telemetry() -> Response:
         return _json({"batches": [r.body for r in runtime.store.telemetry()]})
+
+    @router.get(f"{V1}/_test/step_times", **docs)
+    async def test_step_times(target: str) -> Response:
+        return _json({"target": target, "step_times": runtime.scheduler.step_times(target)})

@@ -21,7 +21,12 @@ QueueStateName = Literal["active", "paused_rate_limit", "paused_capacity", "unkn
 
 @dataclass(frozen=True, slots=True)
 class QueueStateEvent:
-    """A future's queue state changed (reported by ``try_again`` answers)."""
+    """A future's queue state changed (reported by ``try_again`` answers).
+
+    ``queue_position`` is how many of the model's requests run before this one (0: it is
+    next), ``estimated_wait_s`` the server's estimate of the wait until it starts; both
+    ``None`` when the server did not say (docs/queue.md).
+    """
 
     request_id: str
     queue_state: str
@@ -31,6 +36,31 @@ class QueueStateEvent:
     base_url: str | None = None
     request_type: str | None = None
     timestamp: float = field(default_factory=time.time)
+    queue_position: int | None = None
+    estimated_wait_s: float | None = None
+
+    @property
+    def queue_place(self) -> str | None:
+        """``"3rd in queue, ~12 s"`` (ordinal of ``queue_position + 1``, rounded seconds;
+        the wait only when estimated), or ``None`` without a position."""
+        return queue_place_text(self.queue_position, self.estimated_wait_s)
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def queue_place_text(position: int | None, estimated_wait_s: float | None = None) -> str | None:
+    """``"1st in queue"``, ``"3rd in queue, ~12 s"``: ``position`` requests ahead (so the
+    ordinal is ``position + 1``), the estimate rounded to whole seconds; ``None`` without a
+    position."""
+    if position is None:
+        return None
+    text = f"{_ordinal(position + 1)} in queue"
+    if estimated_wait_s is not None:
+        text += f", ~{round(estimated_wait_s):d} s"
+    return text
 
 
 @dataclass(frozen=True, slots=True)

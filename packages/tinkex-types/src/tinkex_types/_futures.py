@@ -76,6 +76,10 @@ class TryAgainResponse(WireModel):
     queue_state: QueueState = QueueState.ACTIVE
     queue_state_reason: str | None = None
     retry_after_ms: int | None = Field(default=None, ge=0)
+    #: tinkex extension (docs/queue.md): the model's requests that run before this one.
+    queue_position: int | None = Field(default=None, ge=0)
+    #: tinkex extension: ``queue_position`` x the mean of the model's recent step times.
+    estimated_wait_s: float | None = Field(default=None, ge=0)
 
     @field_validator("queue_state", mode="before")
     @classmethod
