@@ -36,6 +36,7 @@ from tinkex_server._routes_rest import add_rest_routes
 from tinkex_server._routes_sampling import add_sampling_routes
 from tinkex_server._routes_sessions import add_session_routes
 from tinkex_server._routes_training import add_training_routes
+from tinkex_server._routes_usage import add_usage_routes
 from tinkex_server._runtime import Runtime
 from tinkex_server._wire import WireJSONResponse, describe_errors, install_openapi, reply
 from tinkex_types import Hooks
@@ -158,6 +159,7 @@ def create_app(
         add_sampling_routes,
         add_rest_routes,
         add_peft_routes,
+        add_usage_routes,
     ):
         add_routes(app.router, runtime)
     if cfg.enable_test_routes:

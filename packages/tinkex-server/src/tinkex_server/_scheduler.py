@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from tinkex_server._jobs import Job, SampleJob
 from tinkex_server._store import Store
+from tinkex_server._usage import record_applied
 from tinkex_server._worker import EngineWorker
 from tinkex_types import Hooks, RequestErrorCategory, RequestFailedResponse, TinkexValidationError
 
@@ -360,6 +361,7 @@ class Scheduler:
             try:
                 with self._store.tx():
                     body = job.finish(output).to_json_dict()
+                    record_applied(self._store, job, output)
                     self._store.complete_future(job.request_id, body, failed=False, applied=applied)
                 self._hub.resolve(job.request_id)
                 return
