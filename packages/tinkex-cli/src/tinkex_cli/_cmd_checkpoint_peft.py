@@ -67,7 +67,7 @@ def import_peft_command(
     training = service.create_training_client_from_peft(directory, base_model=base_model, seed=seed)
     checkpoint = name or _default_name(directory)
     save = training.save_state if kind == "weights" else training.save_weights_for_sampler
-    response = resolve_waiting(save(checkpoint), "Saving checkpoint")
+    response = resolve_waiting(save(checkpoint), "Saving checkpoint", state.hooks)
     doc = {
         "source": str(directory),
         "model_id": training.model_id,
@@ -100,7 +100,7 @@ def export_merged_command(
     parsed = parse_tinker_path(path)
     rest = state.rest_client()
     future = rest.export_merged(str(parsed), out_dir, base_model=base_model, force=force)
-    destination = Path(os.fspath(resolve_waiting(future, "Exporting merged model")))
+    destination = Path(os.fspath(resolve_waiting(future, "Exporting merged model", state.hooks)))
     files = sorted(p.name for p in destination.iterdir()) if destination.is_dir() else []
     doc = {"path": str(parsed), "destination": str(destination), "files": files}
     state.output.emit(doc, lambda out: out.line(f"Exported {parsed} merged to {destination}"))

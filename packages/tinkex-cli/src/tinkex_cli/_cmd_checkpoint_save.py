@@ -114,7 +114,9 @@ def save_command(
     model = base_model or _base_model_of(training)
     checkpoint = name or default_checkpoint_name(model)
     save = training.save_weights_for_sampler if kind == "sampler_weights" else training.save_state
-    response = resolve_waiting(save(checkpoint, ttl_seconds=ttl_seconds), "Saving checkpoint")
+    response = resolve_waiting(
+        save(checkpoint, ttl_seconds=ttl_seconds), "Saving checkpoint", state.hooks
+    )
     doc = {
         "base_model": model,
         "model_id": training.model_id,

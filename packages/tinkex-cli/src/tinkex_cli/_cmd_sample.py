@@ -83,6 +83,7 @@ def sample_command(
             include_prompt_logprobs=display.prompt_logprobs,
         ),
         "Sampling",
+        state.hooks,
     )
     doc = {
         "base_model": model.base_model,
