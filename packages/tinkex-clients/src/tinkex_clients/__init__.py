@@ -23,6 +23,7 @@ from tinkex_clients._chunking import (
     combine_forward_backward_outputs,
     reduce_metrics,
 )
+from tinkex_clients._custom_loss_graph import LossHandle, PerDatumLossFn
 from tinkex_clients._future import APIFuture
 from tinkex_clients._recovery import (
     RecoveryError,
@@ -72,6 +73,8 @@ __all__ = [
     "AsyncSampleStream",
     "ClientClosedError",
     "CustomLossFn",
+    "LossHandle",
+    "PerDatumLossFn",
     "PruneReport",
     "RecoveryError",
     "RecoveryExecutor",

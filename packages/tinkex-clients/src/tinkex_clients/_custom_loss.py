@@ -14,8 +14,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 from tinkex_clients._chunking import chunk_data
+from tinkex_clients._custom_loss_graph import HandleLossOps, LossHandle
 from tinkex_clients._future import APIFuture
-from tinkex_clients._training_forward import ForwardOps, wire_inputs
+from tinkex_clients._training_forward import wire_inputs
 from tinkex_clients._validate import as_data, check_loss_inputs
 from tinkex_types import (
     Datum,
@@ -178,7 +179,7 @@ def _backward_inputs(
     ]
 
 
-class CustomLossOps(ForwardOps):
+class CustomLossOps(HandleLossOps):
     """``forward_backward_custom`` of :class:`TrainingClient`."""
 
     def _prepare_custom(
@@ -205,7 +206,7 @@ class CustomLossOps(ForwardOps):
     def forward_backward_custom(
         self,
         data: list[Datum],
-        loss_fn: CustomLossFn,
+        loss_fn: CustomLossFn | LossHandle,
         *,
         loss_type_input: Literal["logprobs"] = "logprobs",
     ) -> APIFuture[ForwardBackwardOutput]:
@@ -216,7 +217,13 @@ class CustomLossOps(ForwardOps):
         back as the weights of a ``cross_entropy`` ``forward_backward`` (whose gradient is
         then exactly the custom loss's). The result carries the server's metrics with the
         user's metrics merged over them. Needs torch (``tinkex-clients[torch]``).
+
+        ``loss_fn`` may also be a :class:`LossHandle` of ``ServiceClient.create_custom_loss``:
+        when the server holds it (``loss_id``), the data is sent unchanged and the loss runs
+        in one server-side ``forward_backward``; otherwise the traced loss runs here.
         """
+        if isinstance(loss_fn, LossHandle):  # create_custom_loss (tinker 0.38)
+            return self._forward_backward_handle(data, loss_fn, self.forward_backward_custom)
         torch = require_torch_for_custom_loss()
         datums, inputs = self._prepare_custom(data, loss_fn, loss_type_input)
         forward_numbers = self._reserve(len(inputs))
@@ -229,7 +236,7 @@ class CustomLossOps(ForwardOps):
     async def forward_backward_custom_async(
         self,
         data: list[Datum],
-        loss_fn: CustomLossFn,
+        loss_fn: CustomLossFn | LossHandle,
         *,
         loss_type_input: Literal["logprobs"] = "logprobs",
     ) -> APIFuture[ForwardBackwardOutput]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from tinkex_clients._custom_loss_graph import CustomLossServiceMixin
 from tinkex_clients._peft import PeftServiceMixin
 from tinkex_clients._rest import RestClient
 from tinkex_clients._sampling import SamplingClient, create_sampling_client
@@ -51,7 +52,7 @@ def _user_metadata(value: Any, field: str = "user_metadata") -> dict[str, str] |
     return out
 
 
-class ServiceClient(PeftServiceMixin):
+class ServiceClient(PeftServiceMixin, CustomLossServiceMixin):
     """The entry point of tinkex: one session with a Tinker service.
 
     Creating it starts a background event loop thread, creates the session on the server

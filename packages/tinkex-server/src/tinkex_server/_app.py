@@ -30,6 +30,7 @@ from starlette.routing import Match
 from tinkex_server._config import ServerConfig
 from tinkex_server._middleware import ServerMiddleware
 from tinkex_server._problems import ApiProblem
+from tinkex_server._routes_custom_loss import add_custom_loss_routes
 from tinkex_server._routes_generations import add_generation_routes
 from tinkex_server._routes_peft import add_peft_routes
 from tinkex_server._routes_rest import add_rest_routes
@@ -156,6 +157,7 @@ def create_app(
         add_generation_routes,
         add_session_routes,
         add_training_routes,
+        add_custom_loss_routes,
         add_sampling_routes,
         add_rest_routes,
         add_peft_routes,

@@ -3,7 +3,7 @@ protocol.md §4) that the JSON generation's models do not cover.
 
 * :func:`client_flags`: what ``POST /api/v1/client/config`` answers, i.e. the flags each
   SDK version reads, set to what this server supports (protobuf requests and zstd,
-  ``load_weights`` creating models, no JWT, no server-side custom losses).
+  ``load_weights`` creating models, server-side custom losses, no JWT).
 * :class:`LoadWeightsCreateRequest`: ``load_weights`` in both addressings: legacy
   ``model_id`` + ``seq_id``, or (0.38) ``session_id`` + ``model_seq_id``, which creates the
   model ``<session_id>:train:<model_seq_id>`` from the checkpoint.
@@ -80,7 +80,8 @@ def client_flags(config: ServerConfig) -> ClientConfigResponse:
     Protobuf request bodies (zstd too) and ``forward`` as ``forward_backward`` with
     ``forward_only`` are accepted, so 0.24.1 is told to use them as 0.25+ always do; request
     bodies are bounded by ``max_body_bytes`` (chunk byte budget: a fifth of it). JWT, batch
-    polling, sampler joining and server-side custom losses are not offered.
+    polling and sampler joining are not offered; server-side custom losses are
+    (``create_custom_loss``, :mod:`tinkex_server._custom_losses`).
     """
     chunk_bytes = max(1, min(5_000_000, config.max_body_bytes // 5))
     return ClientConfigResponse(
@@ -91,6 +92,7 @@ def client_flags(config: ServerConfig) -> ClientConfigResponse:
         fwdbwd_dispatch_bytes_semaphore_size=max(chunk_bytes, 10 * chunk_bytes),
         sample_max_concurrent_requests=config.max_queued_samples,
         create_model_via_load_weights=True,
+        custom_loss_server_side=True,
     )
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from tinkex_server._catalog import describe_base_model, tokenizer_id_for
 from tinkex_server._checkpoints import checkpoint_name_problem
 from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens, user_error
+from tinkex_server._custom_losses import custom_loss_for
 from tinkex_server._generations import LoadWeightsCreateRequest
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._restore import ModelRestorer, lora_settings
@@ -32,6 +33,7 @@ from tinkex_server._training_jobs import (
     UnloadModelJob,
 )
 from tinkex_types import (
+    CUSTOM_LOSS_FN,
     CreateModelRequest,
     ForwardBackwardInput,
     ForwardBackwardRequest,
@@ -83,7 +85,11 @@ def _engine_data(fb: ForwardBackwardInput, field: str) -> tuple[list[Datum], dic
     if not fb.data:
         raise bad_request(f"{field}.data", "is empty", "send at least one datum")
     try:
-        config = resolve_loss_config(fb.loss_fn, loss_config(fb), f"{field}.loss_fn_config")
+        config = (
+            {}  # a created loss (loss_id): see custom_loss_for
+            if fb.loss_fn == CUSTOM_LOSS_FN
+            else resolve_loss_config(fb.loss_fn, loss_config(fb), f"{field}.loss_fn_config")
+        )
     except TinkexValidationError as exc:
         raise user_error(exc) from None
     from tinkex_server._engine import Datum
@@ -249,12 +255,16 @@ class TrainingService:
         # forward_only (protobuf, SDK >= 0.25): the forward of the same message.
         backward = isinstance(req, ForwardBackwardRequest) and not req.forward_only
         with self.turnstile(req.model_id, req.seq_id):
-            self.desk.model(req.model_id)
+            row = self.desk.model(req.model_id)
             if isinstance(req, ForwardBackwardRequest):
                 fb, field = req.forward_backward_input, "forward_backward_input"
             else:
                 fb, field = req.forward_input, "forward_input"
             data, config = _engine_data(fb, field)
+            custom = None
+            if fb.loss_fn == CUSTOM_LOSS_FN:
+                where = f"{field}.loss_fn_config"
+                custom = custom_loss_for(self.store, row.session_id, loss_config(fb), where)
         job = ForwardJob(
             target=req.model_id,
             seq_id=req.seq_id,
@@ -267,6 +277,7 @@ class TrainingService:
             loss_fn=fb.loss_fn,
             loss_fn_config=config,
             backward=backward,
+            custom_loss=custom,
         )
         return self._ordered(job, "forward_backward" if backward else "forward", idempotency_key)
 

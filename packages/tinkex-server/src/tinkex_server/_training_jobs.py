@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinkex_server._checkpoints import CheckpointFiles, dir_size, issued_path
+from tinkex_server._custom_losses import StoredCustomLoss
 from tinkex_server._jobs import Job
 from tinkex_server._restore import ModelRestorer, engine_lora
 from tinkex_server._store import Store
@@ -122,8 +123,13 @@ class ForwardJob(OrderedJob):
     loss_fn: str
     loss_fn_config: dict[str, float] | None
     backward: bool
+    #: ``loss_fn="custom"``: the created loss ``loss_fn_config.loss_id`` names.
+    custom_loss: StoredCustomLoss | None = None
 
     def step(self, engine: Engine) -> ForwardResult:
+        if self.custom_loss is not None:
+            program = self.custom_loss.program()
+            return engine.run_custom_loss(self.target, self.data, program, self.backward)
         if self.backward:
             return engine.forward_backward(
                 self.target, self.data, self.loss_fn, self.loss_fn_config

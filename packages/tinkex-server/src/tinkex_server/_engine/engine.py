@@ -26,13 +26,14 @@ from __future__ import annotations
 
 from tinkex_server._engine.adapters import DEFAULT_LORA_ALPHA
 from tinkex_server._engine.checkpoints import CheckpointMixin
+from tinkex_server._engine.custom_loss import CustomLossMixin
 from tinkex_server._engine.sampler import SamplingMixin
 from tinkex_server._engine.training import TrainingMixin
 
 __all__ = ["DEFAULT_LORA_ALPHA", "Engine"]
 
 
-class Engine(TrainingMixin, SamplingMixin, CheckpointMixin):
+class Engine(TrainingMixin, CustomLossMixin, SamplingMixin, CheckpointMixin):
     """Multi-LoRA training and sampling over shared frozen base models.
 
     Parameters:
