@@ -111,7 +111,8 @@ class Api:
             },
         )
         body = await self.result(fut)
-        assert body == {"model_id": fut["model_id"]}
+        # tinker 0.38 CreateModelResponse: the model id and its type discriminator
+        assert body == {"model_id": fut["model_id"], "type": "create_model"}
         return str(body["model_id"])
 
     @staticmethod

@@ -83,7 +83,7 @@ async def test_accept_negotiation_falls_back_to_json(api: Any) -> None:
     # The protobuf codec does not carry CreateModelResponse: JSON, whatever the preference.
     r = await _poll(api, fut["request_id"], PROTOBUF_MEDIA_TYPE)
     assert r.headers["content-type"].startswith("application/json")
-    assert r.json() == {"model_id": fut["model_id"]}
+    assert r.json() == {"model_id": fut["model_id"], "type": "create_model"}
     mid = fut["model_id"]
     done = await api.ok("forward", api.fwd_body(mid, 1))
     # q=0 refuses protobuf; a higher q for JSON wins over protobuf.

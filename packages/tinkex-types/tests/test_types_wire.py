@@ -116,7 +116,14 @@ def test_sample_request_matches_spec_example() -> None:
     # 0.16.1 style: only what was set
     assert req.to_json_dict(exclude_unset=True) == spec
     # tinkex style (§2.15): sampling params with defaults filled in
-    full = dict(spec, sampling_params={**spec["sampling_params"], "top_k": -1, "top_p": 1.0})
+    # tinker 0.38's extras with their defaults, and the type discriminator, as 0.38 sends
+    full = dict(
+        spec,
+        sampling_params={**spec["sampling_params"], "top_k": -1, "top_p": 1.0},
+        topk_sample_logprobs=0,
+        prompt_alt_tokens_k=0,
+        type="sample",
+    )
     assert req.to_json_dict() == full
     assert SampleRequest.model_validate(spec) == req
 
@@ -128,6 +135,7 @@ def test_create_session_body() -> None:
         "user_metadata": {},
         "sdk_version": "0.16.1",
         "project_id": None,
+        "type": "create_session",
     }
 
 
@@ -147,6 +155,8 @@ def test_create_model_body_sends_all_five_lora_keys() -> None:
             "train_attn": True,
             "train_unembed": True,
         },
+        "optimizer_config": {"type": "adamw"},
+        "type": "create_model",
     }
 
 
@@ -173,13 +183,17 @@ def test_weights_bodies() -> None:
         "path": "step-1",
         "seq_id": 3,
         "ttl_seconds": None,
+        "overwrite": False,
+        "type": "save_weights",
     }
     unnamed = SaveWeightsForSamplerRequest(model_id="m", sampling_session_seq_id=0, seq_id=4)
     assert unnamed.to_json_dict() == {
         "model_id": "m",
         "sampling_session_seq_id": 0,
+        "kind": "snapshot",
         "seq_id": 4,
         "ttl_seconds": None,
+        "type": "save_weights_for_sampler",
     }
     load = LoadWeightsRequest(model_id="m", path="tinker://r/weights/a", optimizer=True, seq_id=1)
     assert load.to_json_dict() == {
@@ -187,6 +201,7 @@ def test_weights_bodies() -> None:
         "path": "tinker://r/weights/a",
         "optimizer": True,
         "seq_id": 1,
+        "type": "load_weights",
     }
     assert SetCheckpointTtlRequest().to_json_dict() == {"ttl_seconds": None}
 
@@ -199,12 +214,20 @@ def test_small_bodies() -> None:
         "sampling_session_seq_id": 0,
         "base_model": "b",
         "model_path": None,
+        "type": "create_sampling_session",
     }
     assert FutureRetrieveRequest(request_id="r", allow_metadata_only=True).to_json_dict() == {
         "request_id": "r",
         "allow_metadata_only": True,
     }
-    assert SessionHeartbeatRequest(session_id="s").to_json_dict() == {"session_id": "s"}
+    assert SessionHeartbeatRequest(session_id="s").to_json_dict() == {
+        "session_id": "s",
+        "type": "session_heartbeat",
+    }
+    # 0.16.1 style: only what was set, so no type
+    assert SessionHeartbeatRequest(session_id="s").to_json_dict(exclude_unset=True) == {
+        "session_id": "s"
+    }
     assert TelemetryResponse().to_json_dict() == {"status": "accepted"}
 
 

@@ -149,6 +149,12 @@ class WireModel(BaseModel):
             omit = self.wire_omit
             for key in [k for k, v in out.items() if (v is None and k not in keep) or k in omit]:
                 del out[key]
+            out = self._wire_finish(out)
+        return out
+
+    def _wire_finish(self, out: dict[str, Any]) -> dict[str, Any]:
+        """Last change to the dumped object (e.g. a key chosen by the value's type).
+        A class that overrides it is dumped by pydantic, not by the fast path."""
         return out
 
     def to_json_dict(self, *, exclude_unset: bool = False) -> dict[str, Any]:
@@ -248,7 +254,7 @@ def _make_plan(cls: type[BaseModel]) -> tuple[tuple[str, str, frozenset[object]]
     for klass in cls.__mro__:
         if klass is WireModel:
             break
-        if "_wire_serialize" in vars(klass):
+        if "_wire_serialize" in vars(klass) or "_wire_finish" in vars(klass):
             return None
     config = cls.model_config
     if config.get("ser_json_inf_nan") != "constants" or config.get("extra") == "allow":

@@ -40,6 +40,8 @@ class Checkpoint(WireModel):
     tinker_path: str
     size_bytes: int | None = Field(default=None, ge=0)
     public: bool = False
+    #: Metadata the user attached when saving (``save_state(user_metadata=...)``).
+    user_metadata: dict[str, str] | None = None
     expires_at: datetime | None = None
     training_run_id: str | None = None
 
@@ -94,3 +96,6 @@ class ListSessionsResponse(WireModel):
 class GetSessionResponse(WireModel):
     training_run_ids: list[str]
     sampler_ids: list[str]
+    user_metadata: dict[str, str] | None = None
+    #: The session's human-readable name (``ServiceClient(display_name=...)``).
+    display_name: str | None = None

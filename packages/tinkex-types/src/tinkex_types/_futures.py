@@ -63,6 +63,9 @@ class UntypedAPIFuture(WireModel):
 
     request_id: str
     model_id: str | None = None
+    #: Sampling futures only: one id per requested sample, in the response's sequence
+    #: order; each becomes that ``SampledSequence.sequence_id`` (tinker 0.38 requires them).
+    sample_sequence_ids: list[str] | None = None
 
 
 FutureResponse = UntypedAPIFuture

@@ -1,21 +1,31 @@
-"""Request bodies of the JSON generation (protocol.md §2.4), as tinkex sends them.
+"""Request bodies (protocol.md §2.4, §4.3), as tinkex sends them.
 
 Every model also parses what the official 0.16.1 client sends: no ``type`` keys, explicit
-``null`` for unset optional values, unknown keys ignored.
+``null`` for unset optional values, unknown keys ignored. Like tinker 0.38, the models carry
+their ``type`` discriminator (defaulted; a body with another value is refused) and write it;
+0.16.1 never sends it (``to_json_dict(exclude_unset=True)`` leaves it out too).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 
 from tinkex_types._base import WireModel
 from tinkex_types._datum import Datum
+from tinkex_types._errors import TinkexValidationError
 from tinkex_types._losses import LOSSES
 from tinkex_types._model_input import ModelInput
 from tinkex_types._numbers import FiniteFloat, Int64, int_rule
+from tinkex_types._optimizer import (
+    AdamOptimizerConfig,
+    OptimizerConfig,
+    OptimParams,
+    SamplingClientKind,
+)
 from tinkex_types._params import AdamParams, LoraConfig, SamplingParams
+from tinkex_types._tensor import TensorData
 
 __all__ = [
     "CreateModelRequest",
@@ -63,12 +73,16 @@ class CreateSessionRequest(WireModel):
     user_metadata: dict[str, Any] = Field(default_factory=dict)
     sdk_version: str
     project_id: str | None = None
+    #: A human-readable session name (not unique; display and search only).
+    display_name: str | None = None
+    type: Literal["create_session"] = "create_session"
 
 
 class SessionHeartbeatRequest(WireModel):
     """POST /api/v1/session_heartbeat."""
 
     session_id: str
+    type: Literal["session_heartbeat"] = "session_heartbeat"
 
 
 # -- models ----------------------------------------------------------------------------
@@ -85,18 +99,23 @@ class CreateModelRequest(WireModel):
     base_model: str = Field(min_length=1)
     user_metadata: dict[str, Any] | None = None
     lora_config: LoraConfig = Field(default_factory=LoraConfig)
+    #: The optimizer family, fixed for the model's lifetime (AdamW unless given).
+    optimizer_config: OptimizerConfig = Field(default_factory=AdamOptimizerConfig)
+    type: Literal["create_model"] = "create_model"
 
 
 class GetInfoRequest(WireModel):
     """POST /api/v1/get_info."""
 
     model_id: str
+    type: Literal["get_info"] = "get_info"
 
 
 class UnloadModelRequest(WireModel):
     """POST /api/v1/unload_model."""
 
     model_id: str
+    type: Literal["unload_model"] = "unload_model"
 
 
 # -- training --------------------------------------------------------------------------
@@ -145,11 +164,53 @@ class ForwardBackwardRequest(WireModel):
 
 
 class OptimStepRequest(WireModel):
-    """POST /api/v1/optim_step."""
+    """POST /api/v1/optim_step.
 
-    adam_params: AdamParams = Field(default_factory=AdamParams)
+    ``optim_params`` is read from ``optim_params``, ``adam_params`` (every SDK) or
+    ``optimizer_params`` (0.38, non-Adam families) and written as ``adam_params`` when it
+    is :class:`AdamParams`, else as ``optimizer_params`` (as tinker 0.38 writes it).
+    """
+
+    optim_params: OptimParams = Field(
+        default_factory=AdamParams,
+        validation_alias=AliasChoices("optim_params", "adam_params", "optimizer_params"),
+    )
     model_id: str
     seq_id: Int64 | None = None
+    type: Literal["optim_step"] = "optim_step"
+
+    if TYPE_CHECKING:  # the keywords the validation aliases accept, for type checkers
+
+        def __init__(
+            self,
+            *,
+            optim_params: OptimParams = ...,
+            adam_params: AdamParams = ...,
+            optimizer_params: OptimParams = ...,
+            model_id: str,
+            seq_id: int | None = None,
+            type: Literal["optim_step"] = "optim_step",
+        ) -> None: ...
+
+    def _wire_finish(self, out: dict[str, Any]) -> dict[str, Any]:
+        if "optim_params" in out:
+            params = out.pop("optim_params")
+            key = "adam_params" if isinstance(self.optim_params, AdamParams) else "optimizer_params"
+            out[key] = params
+        return out
+
+    @property
+    def adam_params(self) -> AdamParams:
+        """``optim_params`` when they are Adam's; another family is a
+        :class:`TinkexValidationError` naming ``optim_params.type``."""
+        params = self.optim_params
+        if isinstance(params, AdamParams):
+            return params
+        raise TinkexValidationError(
+            "optim_params.type",
+            f"is {params.type!r}; this operation takes AdamParams only",
+            "use AdamParams (adam_params)",
+        )
 
 
 # -- weights ---------------------------------------------------------------------------
@@ -164,6 +225,11 @@ class SaveWeightsRequest(WireModel):
     path: str | None = None
     seq_id: Int64 | None = None
     ttl_seconds: Annotated[int, int_rule(ge=1)] | None = None
+    #: Replace a checkpoint of the same name instead of failing.
+    overwrite: bool = False
+    #: Metadata attached to the checkpoint (string values).
+    user_metadata: dict[str, str] | None = None
+    type: Literal["save_weights"] = "save_weights"
 
     @field_validator("path")
     @classmethod
@@ -180,8 +246,13 @@ class SaveWeightsForSamplerRequest(WireModel):
     model_id: str
     path: str | None = None
     sampling_session_seq_id: Annotated[int, int_rule(ge=0)] | None = None
+    #: ``snapshot`` (fixed weights) or ``inflight`` (the model's shared, updated weights).
+    kind: SamplingClientKind = "snapshot"
     seq_id: Int64 | None = None
     ttl_seconds: Annotated[int, int_rule(ge=1)] | None = None
+    #: Metadata attached to the checkpoint (string values).
+    user_metadata: dict[str, str] | None = None
+    type: Literal["save_weights_for_sampler"] = "save_weights_for_sampler"
 
     @field_validator("path")
     @classmethod
@@ -191,12 +262,27 @@ class SaveWeightsForSamplerRequest(WireModel):
 
 class LoadWeightsRequest(WireModel):
     """POST /api/v1/load_weights: restore a ``tinker://…/weights/…`` checkpoint; the
-    optimizer state only when ``optimizer`` is true."""
+    optimizer state only when ``optimizer`` is true.
 
-    model_id: str
+    Two addressings: ``model_id`` (+ ``seq_id``) loads into an existing model; ``session_id``
+    + ``model_seq_id`` (tinker 0.38) creates the model ``<session_id>:train:<model_seq_id>``
+    from the checkpoint (``base_model``, ``user_metadata`` and ``optimizer_config`` then
+    apply). Exactly one of the two must be given.
+    """
+
+    model_id: str | None = None
+    seq_id: Int64 | None = None
+    session_id: str | None = None
+    model_seq_id: Annotated[int, int_rule(ge=0)] | None = None
+    base_model: str | None = None
+    user_metadata: dict[str, Any] | None = None
     path: str
     optimizer: bool = False
-    seq_id: Int64 | None = None
+    optimizer_config: OptimizerConfig | None = None
+    #: Access token for a checkpoint of another account (hosted service). Never shown
+    #: in reprs.
+    weights_access_token: str | None = Field(default=None, repr=False)
+    type: Literal["load_weights"] = "load_weights"
 
     @field_validator("path")
     @classmethod
@@ -204,6 +290,19 @@ class LoadWeightsRequest(WireModel):
         if not value.startswith("tinker://"):
             raise ValueError(f"path must be a tinker:// URI, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _one_addressing(self) -> Self:
+        legacy = self.model_id is not None
+        creating = self.session_id is not None or self.model_seq_id is not None
+        if legacy == creating:
+            raise ValueError(
+                "give either model_id (load into an existing model) or session_id and "
+                "model_seq_id (create the model from the checkpoint), not both"
+            )
+        if creating and (self.session_id is None or self.model_seq_id is None):
+            raise ValueError("session_id and model_seq_id come together: give both")
+        return self
 
 
 # -- sampling --------------------------------------------------------------------------
@@ -218,6 +317,7 @@ class CreateSamplingSessionRequest(WireModel):
     sampling_session_seq_id: Annotated[int, int_rule(ge=0)]
     base_model: str | None = None
     model_path: str | None = None
+    type: Literal["create_sampling_session"] = "create_sampling_session"
 
     @field_validator("model_path")
     @classmethod
@@ -239,6 +339,17 @@ class SampleRequest(WireModel):
     seq_id: Int64 | None = None
     prompt_logprobs: bool = False
     topk_prompt_logprobs: Annotated[int, int_rule(ge=0)] = 0
+    #: Top-k logprobs at each sampled position (``SampledSequence.topk_logprobs``).
+    topk_sample_logprobs: Annotated[int, int_rule(ge=0)] = 0
+    #: int64 ids ``[len(prompt) - 1, K]`` whose prompt logprobs to return (-1: none).
+    target_prompt_logprobs: TensorData | None = None
+    #: Draws per prompt position after the first (``SampleResponse.prompt_alt_tokens``).
+    prompt_alt_tokens_k: Annotated[int, int_rule(ge=0)] = 0
+    #: Score only the last N prompt tokens (needs ``prompt_logprobs``).
+    prompt_logprobs_last_n: Annotated[int, int_rule(ge=1)] | None = None
+    #: Record stability information per sequence (StableReinforce training).
+    record_stability_info: bool | None = None
+    type: Literal["sample"] = "sample"
 
     @model_validator(mode="after")
     def _addressed(self) -> Self:

@@ -1,6 +1,8 @@
 """Response bodies and future results of the JSON generation (protocol.md §2.4, §2.7, §2.12).
 
-Parsing is tolerant: unknown keys are ignored and ``type`` keys are not required.
+Parsing is tolerant: unknown keys are ignored and ``type`` keys are not required. The
+``type`` discriminators are tinker 0.38's: defaulted (and written) where tinker defaults
+them, ``None`` (and not written) where tinker's are optional.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from tinkex_types._base import StopReason, WireModel
 from tinkex_types._checkpoints import Cursor, ListSessionsResponse
+from tinkex_types._optimizer import AdamOptimizerConfig, OptimizerConfig
 from tinkex_types._tensor import TensorData
 
 __all__ = [
@@ -49,10 +52,13 @@ class CreateSessionResponse(WireModel):
     info_message: str | None = None
     warning_message: str | None = None
     error_message: str | None = None
+    type: Literal["create_session"] = "create_session"
 
 
 class SessionHeartbeatResponse(WireModel):
-    """Any object; the server answers ``{}``."""
+    """Any object (``{}`` parses); written as ``{"type": "session_heartbeat"}``."""
+
+    type: Literal["session_heartbeat"] = "session_heartbeat"
 
 
 class HealthResponse(WireModel):
@@ -92,6 +98,7 @@ class CreateModelResponse(WireModel):
     """Result of the ``create_model`` future."""
 
     model_id: str
+    type: Literal["create_model"] = "create_model"
 
 
 class ModelData(WireModel):
@@ -106,10 +113,13 @@ class GetInfoResponse(WireModel):
     is_lora: bool | None = None
     lora_rank: int | None = None
     model_name: str | None = None
+    optimizer_config: OptimizerConfig = Field(default_factory=AdamOptimizerConfig)
+    type: Literal["get_info"] | None = None
 
 
 class UnloadModelResponse(WireModel):
     model_id: str
+    type: Literal["unload_model"] | None = None
 
 
 # -- training --------------------------------------------------------------------------
@@ -133,6 +143,7 @@ class OptimStepResponse(WireModel):
 class SaveWeightsResponse(WireModel):
     path: str
     """``tinker://<model_id>/weights/<name>``."""
+    type: Literal["save_weights"] | None = None
 
 
 class SaveWeightsForSamplerResponse(WireModel):
@@ -140,14 +151,19 @@ class SaveWeightsForSamplerResponse(WireModel):
 
     path: str | None = None
     sampling_session_id: str | None = None
+    type: Literal["save_weights_for_sampler"] | None = None
 
 
 class LoadWeightsResponse(WireModel):
     path: str | None = None
+    #: The model the weights were loaded onto (0.38 creates it when loading).
+    model_id: str | None = None
+    type: Literal["load_weights"] | None = None
 
 
 class WeightsInfoResponse(WireModel):
     base_model: str
+    optimizer_config: OptimizerConfig = Field(default_factory=AdamOptimizerConfig)
     is_lora: bool
     lora_rank: int | None = None
     train_unembed: bool | None = None
@@ -160,6 +176,7 @@ class WeightsInfoResponse(WireModel):
 
 class CreateSamplingSessionResponse(WireModel):
     sampling_session_id: str
+    type: Literal["create_sampling_session"] = "create_sampling_session"
 
 
 class GetSamplerResponse(WireModel):
@@ -272,8 +289,6 @@ class SampleStreamChunk(WireModel):
 
 class SessionHeartbeatAck(SessionHeartbeatResponse):
     """What tinkex-server answers to a heartbeat: ``{"type": "session_heartbeat"}``."""
-
-    type: Literal["session_heartbeat"] = "session_heartbeat"
 
 
 class EmptyResponse(WireModel):

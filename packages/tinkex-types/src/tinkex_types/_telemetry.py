@@ -14,6 +14,7 @@ __all__ = [
     "GenericEvent",
     "SessionEndEvent",
     "SessionStartEvent",
+    "TelemetryBatch",
     "TelemetryEvent",
     "TelemetryResponse",
     "TelemetrySendRequest",
@@ -109,6 +110,12 @@ class TelemetrySendRequest(WireModel):
     platform: str
     sdk_version: str
     events: list[TelemetryEvent] = Field(default_factory=list)
+    #: The client process (shared by its sessions); sent by tinker 0.38.
+    process_uuid: str | None = None
+
+
+class TelemetryBatch(TelemetrySendRequest):
+    """tinker 0.38's name of a batch of events before it is sent (same fields)."""
 
 
 class TelemetryResponse(WireModel):
