@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from tinkex_clients._future import APIFuture
 from tinkex_clients._peft import PeftRestMixin
 from tinkex_clients._session import Session, parse_result
+from tinkex_clients._usage import UsageRestMixin
 from tinkex_clients._validate import (
     as_access_scope,
     as_any_tinker_path,
@@ -86,7 +87,7 @@ def _tinkex_shaped(path: str) -> bool:
     return True
 
 
-class RestClient(PeftRestMixin):
+class RestClient(PeftRestMixin, UsageRestMixin):
     """Read and manage training runs, checkpoints, sessions and samplers.
 
     Every method has a synchronous form returning an :class:`APIFuture` (use ``.result()``)

@@ -13,6 +13,7 @@ from tinkex_clients._retry_config import as_retry_config
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._streaming import AsyncSampleStream, SampleStream, open_sample_stream
 from tinkex_clients._tokenizers import resolve_tokenizer, tokenizer_id_for_model
+from tinkex_clients._usage import ledger_of
 from tinkex_clients._validate import (
     as_model_input,
     as_non_negative_int,
@@ -185,11 +186,14 @@ class SamplingClient:
                 async with RetrySemaphore.hold(
                     ("sampler", self.sampling_session_id), MAX_CONCURRENT_SAMPLES_PER_SESSION
                 ):
-                    return await retry_async(
+                    response = await retry_async(
                         lambda: self._attempt(request, estimated),
                         self.retry_config,
                         sleep=session.http.sleep,
                     )
+        usage = ledger_of(session)
+        usage.sample(self.sampling_session_id, self._base_model, self.model_path, request, response)
+        return response
 
     def _request(
         self,

@@ -17,6 +17,7 @@ from tinkex_clients._service_args import service_config
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._training import TrainingClient
 from tinkex_clients._training_core import check_retry_config
+from tinkex_clients._usage import UsageServiceMixin
 from tinkex_clients._validate import as_any_tinker_path, as_load_path, as_positive_int
 from tinkex_http import Config, PollPolicy, RetryConfig
 from tinkex_types import (
@@ -52,7 +53,7 @@ def _user_metadata(value: Any, field: str = "user_metadata") -> dict[str, str] |
     return out
 
 
-class ServiceClient(PeftServiceMixin, CustomLossServiceMixin):
+class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin):
     """The entry point of tinkex: one session with a Tinker service.
 
     Creating it starts a background event loop thread, creates the session on the server

@@ -16,6 +16,7 @@ from tinkex_clients._future import APIFuture
 from tinkex_clients._session import parse_result
 from tinkex_clients._tokenizers import resolve_tokenizer, tokenizer_id_for_model
 from tinkex_clients._training_weights import WeightsOps
+from tinkex_clients._usage import UsageTrainingMixin
 from tinkex_types import GetInfoResponse, TinkexError, UnloadModelRequest, UnloadModelResponse
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -24,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CustomLossFn", "TrainingClient", "require_torch_for_custom_loss"]
 
 
-class TrainingClient(CustomLossOps, WeightsOps):
+class TrainingClient(CustomLossOps, WeightsOps, UsageTrainingMixin):
     """Trains one LoRA model (one server-side training run).
 
     Every call returns at once with an :class:`APIFuture`; calls may be issued back to back

@@ -16,6 +16,7 @@ from tinkex_clients._future import APIFuture
 from tinkex_clients._retry_config import as_retry_config
 from tinkex_clients._session import Session
 from tinkex_clients._turnstile import Turnstile
+from tinkex_clients._usage import ledger_of
 from tinkex_http import RetryConfig
 from tinkex_types import APIStatusError, WireModel
 
@@ -158,7 +159,7 @@ class TrainingCore:
         session = self._session
         with session.span(operation, model_id=self.model_id, seq_id=number + 1, **span_attrs):
             submitted, started = await self._submit(number, path, body, request_type)
-            return await self._resolve(
+            result = await self._resolve(
                 submitted,
                 result_type,
                 number=number,
@@ -166,6 +167,8 @@ class TrainingCore:
                 operation=operation,
                 started=started,
             )
+        ledger_of(session).training_step(self.model_id, self._base_model, request_type)
+        return result
 
     def _release(self, numbers: list[int]) -> None:
         """Abandon reserved numbers from any thread (their operation never launched)."""

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from tinkex_clients._chunking import chunk_data, combine_forward_backward_outputs
 from tinkex_clients._future import APIFuture
 from tinkex_clients._training_core import TrainingCore
+from tinkex_clients._usage import ledger_of
 from tinkex_clients._validate import as_data, as_loss_fn, as_loss_fn_config, check_loss_inputs
 from tinkex_types import (
     LOSSES,
@@ -113,6 +114,8 @@ class ForwardOps(TrainingCore):
                     f"the server returned {len(out.loss_fn_outputs)} loss_fn_outputs for a "
                     f"chunk of {len(fb_input.data)} datums"
                 )
+        usage = ledger_of(self._session)
+        usage.forward(self.model_id, self._base_model, inputs, backward=not forward_only)
         return combine_forward_backward_outputs(list(outputs))
 
     async def _forward_op(

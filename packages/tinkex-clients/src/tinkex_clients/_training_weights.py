@@ -10,6 +10,7 @@ from tinkex_clients._future import APIFuture
 from tinkex_clients._retention_ops import RetentionOps
 from tinkex_clients._sampling import SamplingClient, create_sampling_client
 from tinkex_clients._training_core import check_retry_config
+from tinkex_clients._usage import ledger_of
 from tinkex_clients._validate import (
     as_adam_params,
     as_any_tinker_path,
@@ -223,6 +224,7 @@ class WeightsOps(RetentionOps):
     def _sampler_for(
         self, sampling_session_id: str, retry_config: RetryConfig | None
     ) -> SamplingClient:
+        ledger_of(self._session).link_sampler(sampling_session_id, self.model_id, self._base_model)
         return SamplingClient(
             self._session,
             sampling_session_id=sampling_session_id,
