@@ -10,9 +10,28 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from pydantic import Discriminator, Field, Tag, field_serializer, field_validator
 
 from tinkex_types._base import ImageFormat, WireModel
-from tinkex_types._numbers import INT64_MAX, INT64_MIN, check_int, int_rule
+from tinkex_types._numbers import INT64_MAX, INT64_MIN, check_int, int_rule, plain_int_list
+from tinkex_types._tensor import ArrayList
 
 _INT_TYPE: frozenset[type] = frozenset({int})
+
+
+def _is_numpy(value: object) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "dtype")
+
+
+def _int_array_tokens(value: Any) -> list[int] | None:
+    """A 1-D integer numpy array within int64 as an :class:`ArrayList` keeping the int64
+    array (the protobuf encoder writes it without the list), or None (check one by one)."""
+    if getattr(value, "ndim", None) != 1 or value.dtype.kind not in "iu":
+        return None
+    if value.dtype == "uint64" and value.size and int(value.max()) > INT64_MAX:
+        return None
+    arr = value.astype("<i8", copy=False)
+    if not arr.flags.c_contiguous or arr is value:
+        arr = arr.copy()  # the caller may change their array later: keep our own
+    return ArrayList(arr.tolist(), arr, finite=True)
+
 
 __all__ = [
     "EncodedTextChunk",
@@ -36,12 +55,20 @@ class EncodedTextChunk(WireModel):
     @classmethod
     def _token_ids(cls, value: Any) -> list[int]:
         # Strict: ints only (numpy integers converted; bools, floats and strings refused),
-        # signed 64-bit. A C-speed scan for the common all-int list.
+        # signed 64-bit. C-speed checks for the common cases (a list of plain ints, a 1-D
+        # integer numpy array); anything else is checked element by element.
+        if _is_numpy(value):
+            checked = _int_array_tokens(value)
+            if checked is not None:
+                return checked
+            value = list(value)  # numpy scalars: the per-element path names the bad one
         if isinstance(value, tuple):
             value = list(value)
         if not isinstance(value, list):
             raise ValueError(f"must be a list of token ids, got {type(value).__name__}")
         tokens: list[int] = value
+        if plain_int_list(tokens):
+            return tokens
         if not _INT_TYPE.issuperset(map(type, tokens)):
             tokens = [check_int(v, f"tokens[{i}]") for i, v in enumerate(tokens)]
         if tokens and not (min(tokens) >= INT64_MIN and max(tokens) <= INT64_MAX):
@@ -167,8 +194,10 @@ class ModelInput(WireModel):
 
     @classmethod
     def from_ints(cls, tokens: Iterable[int]) -> ModelInput:
-        """One text chunk holding ``tokens``."""
-        return cls(chunks=[EncodedTextChunk(tokens=list(tokens))])
+        """One text chunk holding ``tokens`` (a list, any iterable of ints, or a 1-D integer
+        numpy array, which is checked and kept as a whole)."""
+        values: Any = tokens if _is_numpy(tokens) else list(tokens)
+        return cls(chunks=[EncodedTextChunk(tokens=values)])
 
     def to_ints(self) -> list[int]:
         """All tokens; raises ValueError if an image chunk is present."""

@@ -48,6 +48,7 @@ __all__ = [
     "FiniteFloat",
     "Int64",
     "NumberRule",
+    "all_finite",
     "check_float",
     "check_int",
     "finite_problem",
@@ -56,6 +57,7 @@ __all__ = [
     "float_rule",
     "int_problem",
     "int_rule",
+    "plain_int_list",
 ]
 
 #: The signed 64-bit range (every integer of the JSON protocol; protobuf ``int64``).
@@ -181,9 +183,43 @@ def check_float(
     return number
 
 
+def plain_int_list(values: list[Any]) -> bool:
+    """True when ``values`` is a flat list of ints (no bools, no floats, no numpy scalars)
+    of magnitude below ``2**53``, so it passes every integer rule of the protocol as it is.
+
+    One C-speed pass: orjson writes the list (``OPT_STRICT_INTEGER`` refuses ints beyond 53
+    bits, unknown types raise) and the text must hold digits, ``-`` and commas only inside
+    the brackets (``true``/``false``, ``1.5``, ``null``, strings, nested lists all leave
+    other bytes). False means "check element by element", never "invalid"."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency
+        return False
+    try:
+        text = orjson.dumps(values, option=orjson.OPT_STRICT_INTEGER)
+    except (TypeError, orjson.JSONEncodeError):
+        return False
+    return text.translate(None, b"0123456789,-") == b"[]"
+
+
+def all_finite(values: list[Any]) -> bool:
+    """True when no element of ``values`` is NaN or infinite (a list already known to hold
+    finite numbers, see :class:`~tinkex_types._tensor.ArrayList`, is not scanned again)."""
+    if getattr(values, "finite", False):
+        return True
+    try:
+        if math.isfinite(sum(values, 0.0)):  # C speed; any NaN/inf makes the sum non-finite
+            return True
+    except OverflowError:
+        pass
+    return all(map(math.isfinite, values))
+
+
 def first_non_finite(values: list[Any]) -> int | None:
     """The index of the first element of a float32 tensor's data that is NaN, infinite or
     too large for float32 (it would become infinity there), or None when there is none."""
+    if getattr(values, "finite", False):  # checked when it was built (ArrayList)
+        return None
     try:
         total = sum(values, 0.0)  # C speed; NaN/inf make it non-finite
         fits = not values or (min(values) >= -FLOAT32_MAX and max(values) <= FLOAT32_MAX)

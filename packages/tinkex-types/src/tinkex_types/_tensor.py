@@ -11,14 +11,21 @@ from pydantic import ConfigDict, ModelWrapValidatorHandler, field_validator, mod
 from pydantic_core import PydanticCustomError
 
 from tinkex_types._base import TensorDtype, WireModel
-from tinkex_types._numbers import int_rule
+from tinkex_types._numbers import FLOAT32_MAX, int_rule, plain_int_list
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import numpy.typing as npt
     import torch
 
-__all__ = ["ArrayList", "RefusedTensor", "TensorData", "require_numpy", "require_torch"]
+__all__ = [
+    "ArrayList",
+    "RefusedTensor",
+    "TensorData",
+    "array_of",
+    "require_numpy",
+    "require_torch",
+]
 
 
 def require_numpy() -> Any:
@@ -69,21 +76,27 @@ def _refuse_mutation(self: object, *_args: object, **_kwargs: object) -> Any:
 
 
 class ArrayList(list[Any]):
-    """``TensorData.data`` of a tensor built by :meth:`TensorData.from_numpy` /
-    :meth:`~TensorData.from_torch`: a list (pydantic, JSON and user code read it as one)
-    that also keeps ``array``, the contiguous little-endian int64/float32 numpy array the
-    values came from, so the protobuf encoder writes that buffer as it is instead of
-    converting the list back. In-place changes are refused (list and array would disagree);
-    a copy or a pickle is a plain list."""
+    """``TensorData.data`` (or ``EncodedTextChunk.tokens``) whose values were checked or
+    converted in bulk: a list (pydantic, JSON and user code read it as one) that also keeps
 
-    __slots__ = ("array",)
+    * ``array``: the contiguous little-endian int64/float32 numpy array the values came
+      from (:meth:`TensorData.from_numpy` / ``from_torch``), so the protobuf encoder writes
+      that buffer as it is instead of converting the list back; ``None`` when there is none;
+    * ``finite``: True when every value is known to be a finite number within the float32
+      range (the loss-input rule), so that rule is not checked element by element again.
+
+    In-place changes are refused (the list would drift from what was checked); a copy or a
+    pickle is a plain list."""
+
+    __slots__ = ("array", "finite")
 
     append = extend = insert = remove = clear = sort = reverse = pop = _refuse_mutation
     __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse_mutation
 
-    def __init__(self, values: list[Any], array: Any) -> None:
+    def __init__(self, values: list[Any], array: Any = None, *, finite: bool = False) -> None:
         super().__init__(values)
         self.array = array
+        self.finite = finite
 
     def __reduce__(self) -> tuple[type[list[Any]], tuple[list[Any]]]:
         return (list, (list(self),))
@@ -93,6 +106,14 @@ class ArrayList(list[Any]):
 
     def __deepcopy__(self, _memo: dict[int, Any]) -> list[Any]:
         return list(self)
+
+
+def array_of(values: Any, np_dtype: Any) -> Any:
+    """The numpy array an :class:`ArrayList` keeps, if it has one of ``np_dtype``."""
+    arr = getattr(values, "array", None)
+    if arr is not None and arr.dtype == np_dtype:
+        return arr
+    return None
 
 
 class RefusedTensor:
@@ -204,6 +225,10 @@ class TensorData(WireModel):
     def from_list(cls, values: Any, dtype: TensorDtype | None = None) -> TensorData:
         """Build from a (possibly nested) list of numbers; ``dtype`` is inferred if omitted
         (all ints -> int64, otherwise float32)."""
+        if isinstance(values, (list, tuple)):
+            fast = _flat_fast(list(values), dtype)
+            if fast is not None:  # flat and already of the dtype: nothing left to check
+                return cls.model_construct(data=fast[0], dtype=fast[1], shape=[len(values)])
         flat: list[Any]
         kinds: set[type] | None = None
         if isinstance(values, (list, tuple)):
@@ -242,12 +267,13 @@ class TensorData(WireModel):
             if arr.dtype == np_.uint64 and arr.size and int(arr.max()) >= 2**63:
                 raise ValueError("uint64 values >= 2**63 do not fit int64")
             i64 = np_.ascontiguousarray(arr.astype("<i8").ravel())
-            data = ArrayList(i64.tolist(), i64)
+            data = ArrayList(i64.tolist(), i64, finite=True)
             return cls.model_construct(data=data, dtype="int64", shape=shape)
         if kind == "f":
             with np_.errstate(over="ignore"):  # beyond float32: infinity (IEEE rounding)
                 f32 = np_.ascontiguousarray(arr.astype("<f4").ravel())
-            data = ArrayList(_f32_to_pylist(f32), f32)
+            finite = bool(np_.isfinite(f32).all())  # float32: also "within its range"
+            data = ArrayList(_f32_to_pylist(f32), f32, finite=finite)
             return cls.model_construct(data=data, dtype="float32", shape=shape)
         raise TypeError(f"cannot convert a numpy array of dtype {arr.dtype} to TensorData")
 
@@ -255,9 +281,9 @@ class TensorData(WireModel):
         """A new numpy array (int64 or float32) with this shape."""
         np_ = require_numpy()
         shape = tuple(self.effective_shape)
-        data = self.data
-        if isinstance(data, ArrayList) and data.array.dtype == _NP_DTYPE[self.dtype]:
-            return data.array.copy().reshape(shape)  # type: ignore[no-any-return]
+        arr = array_of(self.data, _NP_DTYPE[self.dtype])
+        if arr is not None:
+            return arr.copy().reshape(shape)  # type: ignore[no-any-return]
         if self.dtype == "int64":
             return np_.asarray(self.data, dtype=np_.int64).reshape(shape)  # type: ignore[no-any-return]
         return _pylist_to_f32(self.data).reshape(shape)  # type: ignore[no-any-return]
@@ -278,6 +304,39 @@ class TensorData(WireModel):
         """A new CPU torch tensor (``torch.int64`` or ``torch.float32``) with this shape."""
         torch_ = require_torch()
         return torch_.from_numpy(self.to_numpy())  # type: ignore[no-any-return]
+
+
+_F32_VALIDATOR: Any = None
+
+
+def _finite_floats(values: list[Any]) -> list[float] | None:
+    """``values`` as floats when each is a number (not a bool) that is finite and within the
+    float32 range, in one pass in pydantic-core; None when any is not (check one by one)."""
+    global _F32_VALIDATOR
+    if _F32_VALIDATOR is None:
+        from pydantic_core import SchemaValidator, ValidationError, core_schema
+
+        item = core_schema.float_schema(
+            strict=True, allow_inf_nan=False, ge=-FLOAT32_MAX, le=FLOAT32_MAX
+        )
+        _F32_VALIDATOR = (SchemaValidator(core_schema.list_schema(item)), ValidationError)
+    validator, error = _F32_VALIDATOR
+    try:
+        out: list[float] = validator.validate_python(values)
+    except error:
+        return None
+    return out
+
+
+def _flat_fast(flat: list[Any], dtype: TensorDtype | None) -> tuple[list[Any], TensorDtype] | None:
+    """The data and dtype of a flat list that needs no per-element conversion, or None:
+    plain ints (int64, or inferred), or finite float32-range numbers for dtype float32."""
+    if dtype == "float32":
+        floats = _finite_floats(flat)
+        return None if floats is None else (ArrayList(floats, finite=True), "float32")
+    if (dtype == "int64" or (dtype is None and flat)) and plain_int_list(flat):
+        return flat, "int64"
+    return None
 
 
 def _number(value: Any, index: int) -> int | float:

@@ -6,7 +6,9 @@ field; every encoding helper raises :class:`TinkexValidationError` naming the fi
 
 from __future__ import annotations
 
+import array
 import math
+import sys
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,8 @@ import numpy.typing as npt
 from tinkex_types._base import TensorDtype
 from tinkex_types._codec import WireDecodeError
 from tinkex_types._errors import TinkexValidationError
-from tinkex_types._tensor import ArrayList, TensorData, _f32_to_pylist, _pylist_to_f32
+from tinkex_types._numbers import INT32_MAX, INT32_MIN
+from tinkex_types._tensor import TensorData, _f32_to_pylist, _pylist_to_f32, array_of
 from tinkex_types.proto import tinker_public_pb2 as pb
 
 __all__ = [
@@ -74,12 +77,33 @@ def decode_f32(buf: bytes, field: str) -> Array:
 
 def encode_i32(values: Any, field: str) -> bytes:
     """Token ids -> packed int32; ids outside int32 are refused."""
-    try:
+    arr = array_of(values, "<i8")
+    if arr is not None:  # kept from a numpy array: check the range and narrow, vectorised
+        if arr.size and (arr.min() < INT32_MIN or arr.max() > INT32_MAX):
+            raise _not_int32(field)
+        narrowed: bytes = arr.astype("<i4").tobytes()
+        return narrowed
+    if _C_INT32:
+        try:
+            packed = array.array("i", values)  # one C pass; refuses what int32 cannot hold
+        except (OverflowError, ValueError, TypeError):
+            raise _not_int32(field) from None
+        if sys.byteorder != "little":  # pragma: no cover - little-endian hosts
+            packed.byteswap()
+        return packed.tobytes()
+    try:  # pragma: no cover - a C int of another width
         return np.asarray(values, dtype="<i4").tobytes()
     except (OverflowError, ValueError, TypeError):
-        raise TinkexValidationError(
-            field, "holds a value that is not an int32 token id", "token ids must fit int32"
-        ) from None
+        raise _not_int32(field) from None
+
+
+_C_INT32 = array.array("i").itemsize == 4
+
+
+def _not_int32(field: str) -> TinkexValidationError:
+    return TinkexValidationError(
+        field, "holds a value that is not an int32 token id", "token ids must fit int32"
+    )
 
 
 def encode_f32(values: Any) -> bytes:
@@ -170,11 +194,14 @@ def tensor_array(td: TensorData, field: str) -> Array:
     """The values of ``td`` as a little-endian array of its wire dtype (the array a
     ``from_numpy``/``from_torch`` tensor was built from, without a conversion)."""
     data, wire = td.data, WIRE_DTYPE.get(td.dtype)
-    if isinstance(data, ArrayList) and wire is not None and data.array.dtype == wire[1]:
-        return data.array  # type: ignore[no-any-return]
+    arr = None if wire is None else array_of(data, wire[1])
+    if arr is not None:
+        return arr  # type: ignore[no-any-return]
     if td.dtype == "float32":
-        arr: Array = _pylist_to_f32(td.data)
-        return arr.astype("<f4", copy=False)
+        if getattr(data, "finite", False):  # no NaN whose payload a cast could change
+            return np.asarray(data, dtype="<f4")
+        out: Array = _pylist_to_f32(td.data)
+        return out.astype("<f4", copy=False)
     try:
         return np.asarray(td.data, dtype="<i8")
     except (OverflowError, ValueError, TypeError):

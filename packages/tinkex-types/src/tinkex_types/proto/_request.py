@@ -102,23 +102,18 @@ def datum_to_proto(datum: Datum, field: str = "datum", out: pb.Datum | None = No
     return msg
 
 
-def forward_backward_request_to_proto(
-    request: ForwardBackwardRequest | ForwardRequest, *, forward_only: bool | None = None
-) -> pb.ForwardBackwardRequest:
-    """The request as the official SDK (0.38) writes it.
-
-    A :class:`ForwardRequest` (or ``forward_only=True``, or a request whose
-    ``forward_only`` is set) becomes ``forward_only = true``. Numeric config values are
-    written to both config maps, string values (``loss_fn_config_v2``) to the v2 map only.
-    """
+def _batch_of(
+    request: ForwardBackwardRequest | ForwardRequest, forward_only: bool | None
+) -> tuple[ForwardBackwardInput, str, bool]:
     if isinstance(request, ForwardRequest):
         batch, prefix, only = request.forward_input, "forward_input", True
     else:
         batch, prefix = request.forward_backward_input, "forward_backward_input"
         only = bool(request.forward_only)
-    msg = pb.ForwardBackwardRequest(model_id=request.model_id, loss_fn=batch.loss_fn)
-    msg.seq_id = request.seq_id if request.seq_id is not None else 0
-    msg.forward_only = only if forward_only is None else forward_only
+    return batch, prefix, only if forward_only is None else forward_only
+
+
+def _write_config(batch: ForwardBackwardInput, msg: pb.ForwardBackwardRequest) -> None:
     for key, number in (batch.loss_fn_config or {}).items():
         msg.loss_fn_config[key] = float(number)
         msg.loss_fn_config_v2[key].number = float(number)
@@ -128,16 +123,56 @@ def forward_backward_request_to_proto(
         else:
             msg.loss_fn_config[key] = float(value)
             msg.loss_fn_config_v2[key].number = float(value)
+
+
+def forward_backward_request_to_proto(
+    request: ForwardBackwardRequest | ForwardRequest, *, forward_only: bool | None = None
+) -> pb.ForwardBackwardRequest:
+    """The request as the official SDK (0.38) writes it.
+
+    A :class:`ForwardRequest` (or ``forward_only=True``, or a request whose
+    ``forward_only`` is set) becomes ``forward_only = true``. Numeric config values are
+    written to both config maps, string values (``loss_fn_config_v2``) to the v2 map only.
+    """
+    batch, prefix, only = _batch_of(request, forward_only)
+    msg = pb.ForwardBackwardRequest(model_id=request.model_id, loss_fn=batch.loss_fn)
+    msg.seq_id = request.seq_id if request.seq_id is not None else 0
+    msg.forward_only = only
+    _write_config(batch, msg)
     for i, datum in enumerate(batch.data):
         datum_to_proto(datum, f"{prefix}.data[{i}]", msg.data.add())
     return msg
 
 
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_DATA_TAG = b"\x1a"  # field 3 (data), wire type 2 (length-delimited)
+
+
 def encode_forward_backward_request(
     request: ForwardBackwardRequest | ForwardRequest, *, forward_only: bool | None = None
 ) -> bytes:
-    """:func:`forward_backward_request_to_proto`, serialised."""
-    return forward_backward_request_to_proto(request, forward_only=forward_only).SerializeToString()
+    """:func:`forward_backward_request_to_proto`, serialised: the same bytes, written datum
+    by datum (the protobuf runtime serialises one large message with many large bytes
+    fields far slower than the same fields in small messages)."""
+    batch, prefix, only = _batch_of(request, forward_only)
+    head = pb.ForwardBackwardRequest(model_id=request.model_id)
+    head.seq_id = request.seq_id if request.seq_id is not None else 0
+    tail = pb.ForwardBackwardRequest(loss_fn=batch.loss_fn, forward_only=only)
+    _write_config(batch, tail)
+    parts = [head.SerializeToString()]  # fields 1-2, then 3 (data), then 4-7: field order
+    for i, datum in enumerate(batch.data):
+        body = datum_to_proto(datum, f"{prefix}.data[{i}]").SerializeToString()
+        parts += (_DATA_TAG, _varint(len(body)), body)
+    parts.append(tail.SerializeToString())
+    return b"".join(parts)
 
 
 # -- decode ------------------------------------------------------------------------------
