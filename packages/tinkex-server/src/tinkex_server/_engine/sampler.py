@@ -89,6 +89,40 @@ def _check_stops(req: SampleRequest, base: BaseModel) -> tuple[frozenset[int], t
     return frozenset(stop_ids), stop_strings
 
 
+def _check_extras(req: SampleRequest, base: BaseModel, prompt_len: int) -> None:
+    """The 0.38 extras: ``prompt_logprobs_last_n``, ``topk_sample_logprobs``,
+    ``target_prompt_logprobs`` and ``prompt_alt_tokens_k``."""
+    for name in ("topk_sample_logprobs", "prompt_alt_tokens_k"):
+        value = getattr(req, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise EngineInputError(name, f"must be an integer >= 0, got {value!r}")
+    last_n = req.prompt_logprobs_last_n
+    if last_n is not None:
+        if isinstance(last_n, bool) or not isinstance(last_n, int):
+            raise EngineInputError("prompt_logprobs_last_n", f"must be an integer: {last_n!r}")
+        if not 1 <= last_n <= prompt_len - 1:
+            raise EngineInputError(
+                "prompt_logprobs_last_n",
+                f"must be between 1 and len(prompt) - 1 = {prompt_len - 1}, got {last_n}",
+            )
+    ids = req.target_prompt_logprobs
+    if ids is None:
+        return
+    vocab = base.config.vocab_size
+    width = len(ids[0]) if len(ids) else 0
+    if len(ids) != prompt_len - 1 or any(len(r) != width for r in ids):
+        raise EngineInputError(
+            "target_prompt_logprobs",
+            f"must be [len(prompt) - 1, K] = [{prompt_len - 1}, K]",
+        )
+    if any(
+        isinstance(t, bool) or not isinstance(t, int) or not -1 <= t < vocab for r in ids for t in r
+    ):
+        raise EngineInputError(
+            "target_prompt_logprobs", f"token ids must be in [0, {vocab}) or -1 (none)"
+        )
+
+
 def _check_params(req: SampleRequest, base: BaseModel, prompt_len: int) -> _Params:
     max_tokens = _int("max_tokens", req.max_tokens, 1)
     num_samples = _int("num_samples", req.num_samples, 1)
@@ -104,6 +138,7 @@ def _check_params(req: SampleRequest, base: BaseModel, prompt_len: int) -> _Para
     if not 0 < top_p <= 1:
         raise EngineInputError("sampling_params.top_p", f"must be in (0, 1], got {top_p}")
     topk_prompt = _int("topk_prompt_logprobs", req.topk_prompt_logprobs, 0)
+    _check_extras(req, base, prompt_len)
     context = base.config.max_position_embeddings
     if prompt_len + max_tokens > context:
         raise EngineInputError(
@@ -165,6 +200,10 @@ class SamplingMixin(EngineCore):
                 stop_strings=p.stop_strings,
                 prompt_logprobs=bool(req.prompt_logprobs) and i == 0,
                 topk_prompt_logprobs=p.topk_prompt if i == 0 else 0,
+                prompt_logprobs_last_n=req.prompt_logprobs_last_n,
+                target_prompt_ids=req.target_prompt_logprobs if i == 0 else None,
+                prompt_alt_tokens_k=req.prompt_alt_tokens_k if i == 0 else 0,
+                topk_sample_logprobs=req.topk_sample_logprobs,
             )
             for i in range(p.num_samples)
         ]
@@ -213,10 +252,14 @@ class SamplingMixin(EngineCore):
     @staticmethod
     def _result(outs: list[RowOutput], seed: int) -> SampleResult:
         return SampleResult(
-            sequences=[SampledSequence(o.tokens, o.logprobs, o.stop_reason) for o in outs],
+            sequences=[
+                SampledSequence(o.tokens, o.logprobs, o.stop_reason, o.topk_logprobs) for o in outs
+            ],
             seed=seed,
             prompt_logprobs=outs[0].prompt_logprobs,
             topk_prompt_logprobs=outs[0].topk_prompt_logprobs,
+            target_prompt_logprobs=outs[0].target_prompt_logprobs,
+            prompt_alt_tokens=outs[0].prompt_alt_tokens,
         )
 
     @overload

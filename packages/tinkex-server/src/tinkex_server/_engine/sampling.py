@@ -20,6 +20,7 @@ from torch import Tensor
 
 from tinkex_server._engine.lora import Adapter, RowLora
 from tinkex_server._engine.model import DecoderLM, KVCache
+from tinkex_server._engine.prompt_scores import score_prompt, topk_row, wants_prompt_scores
 from tinkex_types import Tokenizer
 
 __all__ = ["OnToken", "RowOutput", "SampleRow", "choose_token", "generate"]
@@ -47,6 +48,10 @@ class SampleRow:
     stop_strings: tuple[str, ...] = ()
     prompt_logprobs: bool = False
     topk_prompt_logprobs: int = 0
+    prompt_logprobs_last_n: int | None = None
+    target_prompt_ids: Sequence[Sequence[int]] | None = None
+    prompt_alt_tokens_k: int = 0
+    topk_sample_logprobs: int = 0
 
 
 @dataclass
@@ -58,6 +63,9 @@ class RowOutput:
     stop_reason: Literal["stop", "length"] = "length"
     prompt_logprobs: list[float | None] | None = None
     topk_prompt_logprobs: list[list[tuple[int, float]] | None] | None = None
+    target_prompt_logprobs: list[list[float]] | None = None
+    prompt_alt_tokens: tuple[list[list[int]], list[list[float]]] | None = None
+    topk_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 def choose_token(
@@ -110,28 +118,6 @@ def _stop_string_hit(
     return any(s in text for s in stops)
 
 
-def _prompt_logprobs(
-    logits: Tensor, prompt: list[int], k: int, want_lp: bool
-) -> tuple[list[float | None] | None, list[list[tuple[int, float]] | None] | None]:
-    """``logits`` ``[n, vocab]`` of the prompt positions -> per-position logprobs."""
-    logp = torch.log_softmax(logits, dim=-1)
-    n = len(prompt)
-    lps: list[float | None] | None = None
-    tops: list[list[tuple[int, float]] | None] | None = None
-    if want_lp:
-        targets = torch.tensor(prompt[1:], dtype=torch.long)
-        got = logp[: n - 1].gather(-1, targets[:, None])[:, 0] if n > 1 else torch.empty(0)
-        lps = [None, *(float(v) for v in got.tolist())]
-    if k > 0:
-        kk = min(k, logp.shape[-1])
-        values, ids = torch.topk(logp[: n - 1], kk, dim=-1) if n > 1 else (None, None)
-        tops = [None]
-        if values is not None and ids is not None:
-            for row_v, row_i in zip(values.tolist(), ids.tolist(), strict=True):
-                tops.append([(int(i), float(v)) for i, v in zip(row_i, row_v, strict=True)])
-    return lps, tops
-
-
 @dataclass
 class _Decoding:
     """The state of a batch being decoded: one cache slot per still-active row."""
@@ -172,14 +158,10 @@ def _prefill(
         tokens, positions, lora=lora, attn_mask=mask, cache=cache, cache_pos=0
     )
     for i, r in enumerate(rows):
-        if r.prompt_logprobs or r.topk_prompt_logprobs > 0:
+        if wants_prompt_scores(r):
             off = width - lens[i]
             row_logits = model.logits(hidden[i : i + 1, off:], lora.select([i]))[0]
-            lps, tops = _prompt_logprobs(
-                row_logits, r.prompt, r.topk_prompt_logprobs, r.prompt_logprobs
-            )
-            outputs[i].prompt_logprobs = lps
-            outputs[i].topk_prompt_logprobs = tops
+            score_prompt(row_logits, r, outputs[i])
     logits = model.logits(hidden[:, -1], lora)  # [B, vocab]
     state = _Decoding(
         cache, lora, valid, torch.tensor(lens, dtype=torch.long), list(range(batch)), width, full
@@ -253,6 +235,9 @@ def generate(
             )
             out.tokens.append(tok)
             out.logprobs.append(float(logp[slot, tok]))
+            if r.topk_sample_logprobs > 0:
+                out.topk_logprobs = out.topk_logprobs or []
+                out.topk_logprobs.append(topk_row(logp[slot], r.topk_sample_logprobs))
             if tok in r.stop_ids or (
                 r.stop_strings
                 and tokenizer is not None

@@ -112,7 +112,14 @@ class SampleRequest:
     * Stops: the generated token is in ``stop_token_ids``, the decoded text contains one of
       ``stop_strings``, or (when ``stop_at_eos``) the token is an EOS of the model. The token
       that triggers a stop is included. Otherwise ``max_tokens`` ends it ("length").
-    * ``prompt_logprobs``/``topk_prompt_logprobs``: per prompt position, ``None`` first.
+    * ``prompt_logprobs``/``topk_prompt_logprobs``: per prompt position, ``None`` first;
+      ``prompt_logprobs_last_n`` N scores only the last N positions (earlier ones ``None``).
+    * ``topk_sample_logprobs``: the top-k ``(token, logprob)`` at each generated position.
+    * ``target_prompt_logprobs``: ``[len(prompt) - 1, K]`` token ids; row ``i`` is scored at
+      prompt position ``i + 1``, ``-1`` cells get 0.0.
+    * ``prompt_alt_tokens_k``: k independent draws (at ``temperature``, from the first
+      sample's seed) at every prompt position after the first, with their logprobs.
+    All logprobs are of the untempered, unfiltered model distribution.
     """
 
     prompt: Sequence[int]
@@ -129,6 +136,10 @@ class SampleRequest:
     stop_at_eos: bool = True
     prompt_logprobs: bool = False
     topk_prompt_logprobs: int = 0
+    prompt_logprobs_last_n: int | None = None
+    topk_sample_logprobs: int = 0
+    target_prompt_logprobs: Sequence[Sequence[int]] | None = None
+    prompt_alt_tokens_k: int = 0
 
 
 @dataclass
@@ -139,6 +150,8 @@ class SampledSequence:
     tokens: list[int]
     logprobs: list[float]
     stop_reason: Literal["stop", "length"]
+    #: ``topk_sample_logprobs``: the top-k ``(token, logprob)`` at each generated position.
+    topk_logprobs: list[list[tuple[int, float]]] | None = None
 
 
 @dataclass
@@ -149,6 +162,10 @@ class SampleResult:
     seed: int
     prompt_logprobs: list[float | None] | None = None
     topk_prompt_logprobs: list[list[tuple[int, float]] | None] | None = None
+    #: ``[len(prompt) - 1, K]`` logprobs of ``SampleRequest.target_prompt_logprobs``.
+    target_prompt_logprobs: list[list[float]] | None = None
+    #: ``(tokens, logprobs)``, each ``[len(prompt) - 1, k]`` (``prompt_alt_tokens_k``).
+    prompt_alt_tokens: tuple[list[list[int]], list[list[float]]] | None = None
 
 
 @dataclass(frozen=True)
