@@ -224,6 +224,9 @@ def _add_commands(cli: TinkexGroup, hooks: Hooks) -> None:
 
     for command in PEFT_COMMANDS:  # tinkex checkpoint import-peft / export-merged
         checkpoint_group.add_command(command)
+    from tinkex_cli._cmd_run_usage import usage_command
+
+    run_group.add_command(usage_command)  # tinkex run usage
     cli.builtin_names = set(cli.commands)
     try:
         hooks.register_commands(cli)
