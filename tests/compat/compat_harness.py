@@ -17,18 +17,16 @@ import contextlib
 import fcntl
 import json
 import os
-import queue
-import re
 import shutil
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tinkex_server.testing import ServeProcess
+from tinkex_server.testing import clean_env as serve_env
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -121,36 +119,6 @@ class Served:
     log: Path
 
 
-def _read_url(lines: queue.Queue[str], proc: subprocess.Popen[str], log: Path) -> str:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.5)
-        except queue.Empty:
-            if proc.poll() is not None:
-                break
-            continue
-        match = re.search(r"listening on (http://\S+)", line)
-        if match:
-            return match.group(1)
-    raise RuntimeError(f"tinkex serve did not start (exit {proc.poll()}):\n{log.read_text()}")
-
-
-def _wait_healthy(url: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/api/v1/healthz", timeout=5) as resp:
-                if resp.status == 200:
-                    return
-                last = resp.status
-        except OSError as exc:
-            last = exc
-        time.sleep(0.2)
-    raise RuntimeError(f"/api/v1/healthz never answered ok: {last!r}")
-
-
 @contextlib.contextmanager
 def serve(
     workdir: Path,
@@ -163,45 +131,18 @@ def serve(
     until the block ends; the data dir and log live in ``workdir``."""
     data_dir = workdir / "server-data"
     log = workdir / "server.log"
-    cmd = [
-        python or sys.executable,
-        *("-m", "tinkex_cli", "serve", "--port", "0", "--data-dir", str(data_dir)),
-        *("--api-key", api_key, "--torch-threads", "1", "--log-level", "warning"),
-        *flags,
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_", "HF_"))}
-    with log.open("w") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=log_file,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env=env,
-        )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    reader = threading.Thread(target=pump, name="compat-serve-stdout", daemon=True)
-    reader.start()
-    try:
-        url = _read_url(lines, proc, log)
-        _wait_healthy(url)
-        yield Served(url=url, data_dir=data_dir, log=log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=20)
-        reader.join(timeout=20)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    argv = ("--api-key", api_key, "--torch-threads", "1", "--log-level", "warning", *flags)
+    env = serve_env(("TINKER_", "TINKEX_", "HF_"))
+    with ServeProcess(
+        data_dir,
+        *argv,
+        python=python,
+        env=env,
+        log=log,
+        startup_timeout=STARTUP_TIMEOUT_S,
+        module="tinkex_cli",
+    ) as served:
+        yield Served(url=served.url, data_dir=data_dir, log=log)
 
 
 def run_driver(

@@ -4,18 +4,13 @@ prune`` against a real ``tinkex serve`` process on 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import os
-import queue
-import re
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 
 import pytest
 from click.testing import CliRunner, Result
 
 from tinkex_cli import build_cli
+from tinkex_server.testing import ServeProcess
 
 KEY = "tml-prune-http-KEY-0123456789"
 BASE_MODEL = "tinkex/tiny-llama-100k"
@@ -25,43 +20,8 @@ BASE_MODEL = "tinkex/tiny-llama-100k"
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``tinkex serve`` as a subprocess on 127.0.0.1 (port 0), requiring ``KEY``."""
     data_dir = tmp_path_factory.mktemp("prune-serve")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_"))}
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tinkex_cli", "serve", "--data-dir", str(data_dir)),
-            *("--port", "0", "--api-key", KEY, "--log-level", "warning"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        url = None
-        while url is None:
-            match = re.search(r"listening on (http://\S+)", lines.get(timeout=120))
-            url = match.group(1) if match else None
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        reader.join(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with ServeProcess(data_dir, "--api-key", KEY, "--log-level", "warning") as served:
+        yield served.url
 
 
 def tinkex(url: str, *args: str, input: str | None = None) -> Result:

@@ -11,13 +11,8 @@ is stood in for by a few training steps through ``tinkex_clients.ServiceClient``
 from __future__ import annotations
 
 import json
-import os
-import queue
 import re
 import shlex
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 
 from tinkex_cli import ExitCode, build_cli
+from tinkex_server.testing import ServeProcess
 
 PACKAGE_README = Path(__file__).resolve().parents[1] / "README.md"
 ROOT_README = Path(__file__).resolve().parents[3] / "README.md"
@@ -59,42 +55,10 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     args = shlex.split(serve_line)[1:]
     data_dir = tmp_path / "tinkex-data"
     args = [str(data_dir) if a == "./tinkex-data" else a for a in args]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_"))}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tinkex_cli", *args, "--port", "0", "--api-key", KEY],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    url = None
-    try:
-        while url is None:
-            line = lines.get(timeout=120)
-            match = re.search(r"listening on (http://\S+)", line)
-            if match:
-                url = match.group(1)
-        yield url, data_dir
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        reader.join(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    assert args[0] == "serve", serve_line
+    flags = [*args[1:], "--api-key", KEY]
+    with ServeProcess(data_dir, *flags, module="tinkex_cli", wait_healthy=False) as served:
+        yield served.url, data_dir
 
 
 def quickstart_stand_in(url: str) -> str:

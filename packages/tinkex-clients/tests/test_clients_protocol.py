@@ -18,11 +18,6 @@ Then the real local server (``local://``): both generations (``ServerConfig.prot
 
 from __future__ import annotations
 
-import os
-import re
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +29,7 @@ import pytest
 from tinkex_clients import ServiceClient
 from tinkex_clients._protocol import forget_learned, is_hosted, learned_json
 from tinkex_http import Config
+from tinkex_server.testing import ServeProcess
 from tinkex_types import (
     PROTOBUF_MEDIA_TYPE,
     AdamParams,
@@ -508,58 +504,18 @@ KEY = "tml-protocol-serve-KEY-0123456789"
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Any]:
     """``start(*flags)``: ``tinkex serve`` as a subprocess on 127.0.0.1, its URL."""
-    procs: list[subprocess.Popen[str]] = []
-    pumps: list[threading.Thread] = []
+    procs: list[ServeProcess] = []
 
     def start(*flags: str) -> str:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_"))}
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "tinkex_server", "serve", "--host", "127.0.0.1"),
-                *("--port", "0", "--data-dir", str(tmp_path / f"d{len(procs)}")),
-                *("--api-key", KEY, "--torch-threads", "1", *flags),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**env, "PYTHONUNBUFFERED": "1"},
-        )
-        procs.append(proc)
-        found: list[str] = []
-        ready = threading.Event()
-
-        def pump() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                match = re.search(r"listening on (http://\S+)", line)
-                if match and not found:
-                    found.append(match.group(1))
-                    ready.set()
-            ready.set()
-
-        thread = threading.Thread(target=pump, daemon=True)
-        thread.start()
-        pumps.append(thread)
-        assert ready.wait(120)
-        assert found, "tinkex serve did not start"
-        return found[0]
+        data_dir = tmp_path / f"d{len(procs)}"
+        procs.append(ServeProcess(data_dir, "--api-key", KEY, "--torch-threads", "1", *flags))
+        return procs[-1].url
 
     try:
         yield start
     finally:
         for proc in procs:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=30)
-        for thread in pumps:
-            thread.join(timeout=30)
-        for proc in procs:
-            if proc.stdout is not None:
-                proc.stdout.close()
+            proc.stop()
 
 
 @pytest.mark.parametrize("json_only", [False, True], ids=["serve", "serve-json-only"])

@@ -6,12 +6,7 @@ server's generation, a refused request raises its status error."""
 from __future__ import annotations
 
 import asyncio
-import os
-import queue
-import re
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +22,7 @@ from tinkex_server._engine import Engine
 from tinkex_server._local import _SERVERS as local_servers
 from tinkex_server._local import _SERVERS_LOCK as local_servers_lock
 from tinkex_server._local import LocalServer
+from tinkex_server.testing import ServeProcess
 from tinkex_types import BadRequestError, Hooks, ModelInput, SamplingParams
 
 from .conftest import FAST_POLLS, TINY
@@ -38,43 +34,8 @@ PROMPT = ModelInput.from_ints([5, 6, 7, 8])
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``tinkex serve`` (``python -m tinkex_server``) on 127.0.0.1, port 0."""
     data_dir = tmp_path_factory.mktemp("stream-serve")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TINKER_", "TINKEX_"))}
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tinkex_server", "serve", "--data-dir", str(data_dir)),
-            *("--port", "0", "--enable-test-routes", "--log-level", "warning"),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=env,
-    )
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.put(line)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        url = None
-        while url is None:
-            match = re.search(r"listening on (http://\S+)", lines.get(timeout=120))
-            url = match.group(1) if match else None
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=30)
-        reader.join(timeout=30)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    with ServeProcess(data_dir, "--enable-test-routes", "--log-level", "warning") as served:
+        yield served.url
 
 
 @pytest.fixture(params=["local", "http"])

@@ -7,13 +7,8 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import signal
-import subprocess
-import sys
 import tarfile
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -22,89 +17,27 @@ from typing import Any
 import httpx
 import pytest
 
+from tinkex_server.testing import ServeProcess
+
 MODEL = "tinkex/tiny-llama-100k"
 KEY = "tml-restart-secret-0123"
 
 
-class Served:
-    """One ``serve`` subprocess with its merged output collected in the background."""
+class Served(ServeProcess):
+    """One ``serve`` subprocess (test routes on, one torch thread, info logs)."""
 
     def __init__(self, data_dir: Path, *extra: str) -> None:
-        cmd = [
-            sys.executable,
-            "-m",
-            "tinkex_server",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--data-dir",
-            str(data_dir),
-            "--enable-test-routes",
-            "--torch-threads",
-            "1",
-            "--log-level",
-            "info",
-            *extra,
-        ]
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+        super().__init__(
+            data_dir,
+            *("--enable-test-routes", "--torch-threads", "1", "--log-level", "info", *extra),
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            wait_healthy=False,
         )
-        self.lines: list[str] = []
-        self._url: str | None = None
-        self._ready = threading.Event()
-        self._pump_thread = threading.Thread(target=self._pump, daemon=True)
-        self._pump_thread.start()
-        if not self._ready.wait(120) or self._url is None:
-            self.kill()
-            raise AssertionError("server did not start:\n" + "".join(self.lines))
-        self.url = self._url
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = re.search(r"listening on (http://\S+)", line)
-            if m:
-                self._url = m.group(1)
-                self._ready.set()
-        self._ready.set()
 
     def client(self, key: str | None = KEY) -> httpx.Client:
         headers = {"X-API-Key": key} if key else {}
-        client = httpx.Client(base_url=self.url, headers=headers, timeout=60)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if client.get("/api/v1/healthz").status_code == 200:
-                    return client
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("server not healthy:\n" + "".join(self.lines))
-            time.sleep(0.1)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        self._close_pipe()
-
-    def _close_pipe(self) -> None:
-        self._pump_thread.join(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        self._close_pipe()
+        self.wait_healthy()
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
 
 @pytest.fixture

@@ -21,15 +21,15 @@ the server refuses those with a 400/422 whose ``detail`` names the field.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from tinkex_server.testing import ServeProcess
 
 SEED = 20261206
 MAX_EXAMPLES = 15
@@ -135,46 +135,9 @@ def _seed(url: str) -> dict[str, str]:
 def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """``tinkex serve`` on a free port of 127.0.0.1; yields its base URL and its log."""
     log = tmp_path / "serve.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tinkex_server",
-                "--port",
-                "0",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--poll-hold",
-                "0.2",
-                "--seq-gap-grace",
-                "1",
-                "--torch-threads",
-                "1",
-                "--log-level",
-                "warning",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-    url = None
-    for _ in range(600):
-        found = re.search(r"listening on (http://\S+)", log.read_text())
-        if found or proc.poll() is not None:
-            url = found.group(1) if found else None
-            break
-        time.sleep(0.1)
-    assert url is not None, f"tinkex serve did not start: {log.read_text()[-2000:]}"
-    try:
-        yield url, log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    flags = ("--poll-hold", "0.2", "--seq-gap-grace", "1", "--torch-threads", "1")
+    with ServeProcess(tmp_path / "data", *flags, "--log-level", "warning", log=log) as served:
+        yield served.url, log
 
 
 def test_schemathesis_finds_no_failure(served: tuple[str, Path], tmp_path: Path) -> None:

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import httpx
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from tinkex_server.testing import ServeProcess
 
 CLIENT = textwrap.dedent(
     """
@@ -76,35 +77,18 @@ def _env(receiver: Any, service: str) -> dict[str, str]:
     return env
 
 
-def _start_server(env: dict[str, str], data_dir: Path, *extra: str) -> tuple[Any, str]:
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "tinkex_server", "serve", "--port", "0"),
-            *("--data-dir", str(data_dir), "--torch-threads", "1", "--log-level", "warning"),
-            *extra,
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if "listening on" not in line:
-        proc.kill()
-        raise AssertionError(f"server did not start: {line!r} {proc.stderr.read()}")
-    # Drain stdout so the server never blocks on a full pipe.
-    threading.Thread(target=proc.stdout.read, daemon=True).start()
-    return proc, line.rsplit(" ", 1)[-1].strip()
+def _start_server(env: dict[str, str], data_dir: Path, *extra: str) -> tuple[ServeProcess, str]:
+    flags = ("--torch-threads", "1", "--log-level", "warning", *extra)
+    server = ServeProcess(data_dir, *flags, env=env, wait_healthy=False)
+    return server, server.url
 
 
-def _stop(server: Any) -> None:
+def _stop(server: ServeProcess) -> None:
     """Ctrl-C: uvicorn shuts down gracefully and re-raises the signal, the interpreter
     exits through its atexit hooks (where the telemetry providers flush)."""
-    server.send_signal(signal.SIGINT)
-    _, err = server.communicate(timeout=60)
-    assert server.returncode in (0, 1, -signal.SIGINT, 130), err
-    assert "Traceback" not in err, err
+    code = server.stop(timeout=60, sig=signal.SIGINT)
+    assert code in (0, 1, -signal.SIGINT, 130), server.output()
+    assert "Traceback" not in server.output(), server.output()
 
 
 def _spans(receiver: Any) -> list[tuple[str, Any]]:

@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +31,7 @@ import torch
 import tinkex_chaos
 from tinkex_clients import ServiceClient, TrainingClient
 from tinkex_http import PollPolicy
+from tinkex_server.testing import ServeProcess
 from tinkex_types import (
     AdamParams,
     Datum,
@@ -281,40 +278,20 @@ def clean_reference(tmp_path_factory: pytest.TempPathFactory, hooks: Hooks) -> L
         tinkex_chaos.reset_stats()
 
 
-class Served:
+class Served(ServeProcess):
     """One ``serve`` subprocess on ``data_dir`` (``port=0``: a free port, kept on restart)."""
 
     def __init__(self, data_dir: Path, port: int = 0) -> None:
-        cmd = [
-            *(sys.executable, "-m", "tinkex_server", "serve", "--host", "127.0.0.1"),
-            *("--port", str(port), "--data-dir", str(data_dir), "--enable-test-routes"),
-            *("--torch-threads", "1", "--seq-gap-grace", "5", "--poll-hold", "2"),
-        ]
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env.pop(tinkex_chaos.ENV_VAR, None)
-        self.proc = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True
+        super().__init__(
+            data_dir,
+            *("--enable-test-routes", "--torch-threads", "1"),
+            *("--seq-gap-grace", "5", "--poll-hold", "2"),
+            port=port,
+            env=env,
+            wait_healthy=False,
         )
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self._url: str | None = None
-        self._pump = threading.Thread(target=self._read, daemon=True)
-        self._pump.start()
-        if not self._ready.wait(120) or self._url is None:
-            self.kill()
-            raise AssertionError("tinkex serve did not start:\n" + "".join(self.lines))
-        self.url: str = self._url
-        self.port = int(self.url.rsplit(":", 1)[1])
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            found = re.search(r"listening on (http://\S+)", line)
-            if found and self._url is None:
-                self._url = found.group(1).rstrip("/")
-                self._ready.set()
-        self._ready.set()
 
     def applied(self, model_id: str) -> list[tuple[int | None, str, str]]:
         """The server's applied-steps log of ``model_id`` (GET /api/v1/_test/applied)."""
@@ -331,14 +308,6 @@ class Served:
                 time.sleep(0.1)
         assert r.status_code == 200, r.text
         return [(s["seq_id"], s["request_type"], s["outcome"]) for s in r.json()["steps"]]
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(30)
-        self._pump.join(10)
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
 
 
 @pytest.fixture
