@@ -6,8 +6,9 @@ lookup ``forward``/``forward_backward`` make for ``loss_fn="custom"``.
   target), then queues a job that rebuilds it on the engine thread and stores it under its
   ``loss_id`` (``<session_id>:loss:<custom_loss_seq_id>``). The same session and seq id
   again answers the first future.
-* :func:`custom_loss_for` turns ``loss_fn_config`` (``{"loss_id": ...}``) into the stored
-  loss; only models of the session that created it may use it.
+* :func:`custom_loss_for` turns a ``forward``/``forward_backward`` batch's ``loss_id``
+  (``loss_fn_config`` or ``loss_fn_config_v2``) into the stored loss; only models of the
+  session that created it may use it.
 
 Stored losses live in the store's key table (``custom_loss:<loss_id>``), so they survive a
 restart of the server with its data directory.
@@ -25,10 +26,12 @@ from tinkex_server._jobs import Job
 from tinkex_server._problems import bad_request
 from tinkex_server._store import Store
 from tinkex_types import (
+    CUSTOM_LOSS_FN,
     CreateCustomLossRequest,
     CreateCustomLossResponse,
     CustomLossGraph,
     CustomLossInput,
+    ForwardBackwardInput,
     TinkexValidationError,
     UntypedAPIFuture,
     WireModel,
@@ -139,12 +142,16 @@ class CustomLossService:
 
 
 def custom_loss_for(
-    store: Store, session_id: str, config: Mapping[str, Any] | None, field: str
-) -> StoredCustomLoss:
-    """The loss ``config["loss_id"]`` names (a 400 naming ``field.loss_id`` when it is
-    missing, unknown or another session's)."""
-    loss_id = (config or {}).get("loss_id")
-    where = f"{field}.loss_id"
+    store: Store, session_id: str, fb: ForwardBackwardInput, field: str
+) -> StoredCustomLoss | None:
+    """The created loss a ``loss_fn="custom"`` batch names in ``loss_fn_config`` (or
+    ``loss_fn_config_v2``) ``loss_id``; ``None`` for any other loss. A 400 names
+    ``<field>.loss_fn_config.loss_id`` when it is missing, unknown or another session's."""
+    if fb.loss_fn != CUSTOM_LOSS_FN:
+        return None
+    config = {**(fb.loss_fn_config or {}), **(fb.loss_fn_config_v2 or {})}
+    loss_id = config.get("loss_id")
+    where = f"{field}.loss_fn_config.loss_id"
     fix = "create the loss with ServiceClient.create_custom_loss and pass its LossHandle"
     if not isinstance(loss_id, str) or not loss_id:
         raise bad_request(where, "is missing (loss_fn 'custom' runs a created loss)", fix)

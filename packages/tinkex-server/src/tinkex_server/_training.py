@@ -261,10 +261,7 @@ class TrainingService:
             else:
                 fb, field = req.forward_input, "forward_input"
             data, config = _engine_data(fb, field)
-            custom = None
-            if fb.loss_fn == CUSTOM_LOSS_FN:
-                where = f"{field}.loss_fn_config"
-                custom = custom_loss_for(self.store, row.session_id, loss_config(fb), where)
+            custom = custom_loss_for(self.store, row.session_id, fb, field)
         job = ForwardJob(
             target=req.model_id,
             seq_id=req.seq_id,
