@@ -257,3 +257,22 @@ def test_bad_arguments_name_the_field(local_service: ServiceClient) -> None:
         rest.get_usage("a/b")
     with pytest.raises(TinkexValidationError, match="not both"):
         rest.get_usage("a", session_id="b")
+
+
+def test_streamed_samples_count_on_both_sides(local_service: ServiceClient) -> None:
+    sampler = local_service.create_sampling_client(base_model=MODEL)
+    prompt = [6, 7, 8, 9, 10]
+    params = SamplingParams(max_tokens=7, seed=3, temperature=1.0)
+    with sampler.sample_stream(ModelInput.from_ints(prompt), params, num_samples=2) as stream:
+        chunks = list(stream)
+    generated = sum(1 for c in chunks if c.token_id is not None)
+    assert generated == sum(c.total_tokens or 0 for c in chunks if c.finish_reason is not None)
+    rest = local_service.create_rest_client()
+    for source in ("server", "client"):
+        report = rest.get_session_usage(source=source).result(60)  # type: ignore[arg-type]
+        entry = next(
+            e for e in report.entries if e.sampling_session_id == sampler.sampling_session_id
+        )
+        assert (entry.sample_requests, entry.sampled_sequences) == (1, 2)
+        assert entry.sample_prompt_tokens == len(prompt)
+        assert entry.sampled_tokens == generated

@@ -34,6 +34,7 @@ import httpx
 import orjson
 import pydantic
 
+from tinkex_clients._usage import StreamTally, ledger_of
 from tinkex_clients._validate import ClientClosedError
 from tinkex_http import ByteEstimator, RetrySemaphore, retry_async
 from tinkex_types import (
@@ -184,7 +185,15 @@ async def _produce(
                     client.retry_config,
                     sleep=session.http.sleep,
                 )
-                await _relay(response, emit, request.num_samples)
+                tally = StreamTally()
+                await _relay(response, tally.wrap(emit), request.num_samples)
+        ledger_of(session).sampled(
+            client.sampling_session_id,
+            client._base_model,
+            client.model_path,
+            request,
+            tally.lengths(),
+        )
 
 
 # -- the pump and the two consumers ---------------------------------------------------------

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -32,6 +32,7 @@ from tinkex_types import (
     ForwardBackwardInput,
     SampleRequest,
     SampleResponse,
+    SampleStreamChunk,
     TinkerPath,
     TinkexValidationError,
     UsageEntry,
@@ -41,6 +42,7 @@ from tinkex_types import (
 )
 
 __all__ = [
+    "StreamTally",
     "UsageLedger",
     "UsageRestMixin",
     "UsageServiceMixin",
@@ -140,6 +142,19 @@ class UsageLedger:
         response: SampleResponse,
     ) -> None:
         """Count one sample request whose response arrived."""
+        lengths = [len(s.tokens) for s in response.sequences]
+        self.sampled(sampling_session_id, base_model, model_path, request, lengths)
+
+    def sampled(
+        self,
+        sampling_session_id: str,
+        base_model: str | None,
+        model_path: str | None,
+        request: SampleRequest,
+        lengths: list[int],
+    ) -> None:
+        """Count one sample request that returned sequences of ``lengths`` tokens (a
+        ``sample`` answer or a whole ``sample_stream``)."""
         run = self._sampler_run(sampling_session_id, model_path)
         with self._lock:
             base = base_model or (self._runs.get(run) if run else None) or UNKNOWN_BASE_MODEL
@@ -150,8 +165,8 @@ class UsageLedger:
         counts = {
             "sample_requests": 1,
             "sample_prompt_tokens": prompt,
-            "sampled_sequences": len(response.sequences),
-            "sampled_tokens": sum(len(s.tokens) for s in response.sequences),
+            "sampled_sequences": len(lengths),
+            "sampled_tokens": sum(lengths),
         }
         if request.prompt_logprobs:
             counts["logprobs_requests"] = 1
@@ -185,6 +200,30 @@ class UsageLedger:
             for (kind, run, sampler, base), counts in picked
         ]
         return usage_response(scope, id, "client", entries)
+
+
+class StreamTally:
+    """The tokens of each sequence of one sample stream, counted as its chunks pass."""
+
+    def __init__(self) -> None:
+        self.tokens: dict[int, int] = {}
+
+    def wrap(
+        self, emit: Callable[[SampleStreamChunk], Awaitable[None]]
+    ) -> Callable[[SampleStreamChunk], Awaitable[None]]:
+        """``emit`` that also counts the token chunks it passes on."""
+
+        async def counting(chunk: SampleStreamChunk) -> None:
+            index = chunk.index or 0
+            self.tokens.setdefault(index, 0)
+            if chunk.token_id is not None:
+                self.tokens[index] += 1
+            await emit(chunk)
+
+        return counting
+
+    def lengths(self) -> list[int]:
+        return [self.tokens[i] for i in sorted(self.tokens)]
 
 
 _LEDGERS: weakref.WeakKeyDictionary[Session, UsageLedger] = weakref.WeakKeyDictionary()

@@ -11,6 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 from tinkex_server._routes import V1, carrier, errors, idempotency_key
 from tinkex_server._runtime import Runtime
 from tinkex_server._streaming import EVENT_STREAM, sample_events
+from tinkex_server._usage import record_applied
 from tinkex_server._wire import body_doc, reply, wire_body
 from tinkex_types import (
     CreateSamplingSessionRequest,
@@ -84,7 +85,7 @@ def add_sampling_routes(router: APIRouter, runtime: Runtime) -> None:
             body, carrier(request, runtime.hooks), request_type="SampleStream"
         )
         return StreamingResponse(
-            sample_events(job, runtime.worker),
+            sample_events(job, runtime.worker, lambda out: record_applied(runtime.store, job, out)),
             media_type=EVENT_STREAM,
             headers={"cache-control": "no-store", "x-accel-buffering": "no"},
         )

@@ -24,7 +24,7 @@ import asyncio
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from tinkex_server._sampling import ServerSampleJob
@@ -88,8 +88,13 @@ class _Relay:
         return not self.cancelled.is_set()
 
 
-async def sample_events(job: ServerSampleJob, worker: EngineWorker) -> AsyncIterator[bytes]:
-    """The SSE body of one streamed sample (see the module docstring)."""
+async def sample_events(
+    job: ServerSampleJob,
+    worker: EngineWorker,
+    on_done: Callable[[SampleResult], None] | None = None,
+) -> AsyncIterator[bytes]:
+    """The SSE body of one streamed sample (see the module docstring); ``on_done`` gets the
+    result once the engine finished the sample (the usage accounting)."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue()
     relay = _Relay(loop, queue, job.sampler.base_model)
@@ -109,6 +114,11 @@ async def sample_events(job: ServerSampleJob, worker: EngineWorker) -> AsyncIter
 
     def finished(t: asyncio.Task[Any]) -> None:
         exc = None if t.cancelled() else t.exception()
+        if on_done is not None and not t.cancelled() and exc is None:
+            try:
+                on_done(t.result())
+            except Exception:
+                _log.exception("stream_sample: recording its usage failed")
         queue.put_nowait(exc if exc is not None else _DONE)
 
     task.add_done_callback(finished)
