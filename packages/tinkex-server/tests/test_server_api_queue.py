@@ -248,3 +248,22 @@ async def test_history_keeps_the_last_steps(make_server: Any) -> None:
     assert scheduler.estimate_wait(mid, 0) == 0.0
     assert scheduler.estimate_wait("no-such-model", 3) is None
     assert scheduler.queue_place("no-such-request") is None
+
+
+async def test_a_refused_seq_id_is_not_counted(wire_for: Any, gated_engine: Any) -> None:
+    async with wire_for(gated_engine) as wire:
+        mid = await wire.model()
+        later = await wire.forward(mid, 3)
+        assert (await wire.again(later))["queue_position"] == 2  # seq 1 and 2 missing
+        refused = await wire.c.post(
+            "/api/v1/forward",
+            json={
+                "forward_input": {"data": [], "loss_fn": "no_such_loss", "loss_fn_config": None},
+                "model_id": mid,
+                "seq_id": 2,
+            },
+        )
+        assert 400 <= refused.status_code < 500, refused.text
+        assert (await wire.again(later))["queue_position"] == 1  # only seq 1 is ahead now
+        await wire.result(await wire.forward(mid, 1))
+        assert "loss_fn_outputs" in await wire.result(later)
