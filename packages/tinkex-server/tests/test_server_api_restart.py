@@ -9,6 +9,8 @@ import io
 import os
 import signal
 import tarfile
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import closing
 from pathlib import Path
@@ -209,3 +211,52 @@ def test_sigkill_and_restart_keep_futures_and_checkpoints(
     second.stop()
     output = "".join(first.lines + second.lines)
     assert KEY not in output
+
+
+def test_shutdown_answers_held_polls_instead_of_cutting_them_off(
+    tmp_path: Path, served: list[Served]
+) -> None:
+    """SIGTERM while a ``retrieve_future`` is held (``--poll-hold 60``, far beyond uvicorn's
+    5 s grace): the poll is answered "try again" (408) and the server exits cleanly, with
+    no task cancelled mid-hold."""
+    server = Served(tmp_path / "data", "--poll-hold", "60", "--seq-gap-grace", "120")
+    served.append(server)
+    with closing(server.client()) as c:
+        sid = c.post(
+            "/api/v1/create_session",
+            json={"tags": [], "user_metadata": {}, "sdk_version": "0.16.1", "project_id": None},
+        ).json()["session_id"]
+        body = {"session_id": sid, "model_seq_id": 0, "base_model": MODEL}
+        _, created = _run(c, "create_model", {**body, "lora_config": {"rank": 4}})
+        # seq 1 never comes, so seq 2 stays pending.
+        pending = c.post("/api/v1/forward", json=_fwd(created["model_id"], 2)).json()
+        answers: list[httpx.Response | BaseException] = []
+
+        def hold() -> None:
+            try:
+                answers.append(
+                    c.post(
+                        "/api/v1/retrieve_future",
+                        json={"request_id": pending["request_id"]},
+                        timeout=120,
+                    )
+                )
+            except httpx.HTTPError as exc:
+                answers.append(exc)
+
+        poller = threading.Thread(target=hold)
+        poller.start()
+        deadline = time.monotonic() + 60
+        while c.get("/api/v1/_test/held_polls").json()["held"] == 0:
+            assert time.monotonic() < deadline and poller.is_alive(), answers
+            time.sleep(0.05)
+        code = server.stop(timeout=60)
+        poller.join(60)
+    assert code in (0, -signal.SIGTERM), server.output()  # uvicorn re-raises the signal
+    assert "Application shutdown complete" in server.output()
+    (answer,) = answers
+    assert isinstance(answer, httpx.Response), answer
+    assert answer.status_code == 408, answer.text
+    assert answer.json()["type"] == "try_again"
+    assert "CancelledError" not in server.output()
+    assert "graceful shutdown exceeded" not in server.output()

@@ -66,6 +66,16 @@ class FutureHub:
 
     def __init__(self) -> None:
         self._events: dict[str, asyncio.Event] = {}
+        self._released = False
+        #: polls being held right now (``GET /api/v1/_test/held_polls``)
+        self.held = 0
+
+    def release_waiters(self) -> None:
+        """The server is shutting down: every held poll answers now (still pending, so
+        "try again") and no new poll is held, instead of being cut off mid-hold."""
+        self._released = True
+        for event in self._events.values():
+            event.set()
 
     def add(self, request_id: str) -> None:
         self._events.setdefault(request_id, asyncio.Event())
@@ -83,11 +93,16 @@ class FutureHub:
         event = self._events.get(request_id)
         if event is None:
             return True
+        if self._released:
+            return False
+        self.held += 1
         try:
             async with asyncio.timeout(hold_s):
                 await event.wait()
         except TimeoutError:
             return False
+        finally:
+            self.held -= 1
         return True
 
     def __len__(self) -> int:

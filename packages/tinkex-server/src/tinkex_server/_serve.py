@@ -65,6 +65,22 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _graceful_server(config: Any, runtime: Any) -> Any:
+    """A uvicorn server whose shutdown first answers every held ``retrieve_future`` poll
+    ("try again": the client polls the restarted server), so no poll is cut off after
+    uvicorn's grace period with a ``CancelledError``."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            hub = getattr(runtime, "hub", None)  # set once the runtime has started
+            if hub is not None:
+                hub.release_waiters()
+            await super().shutdown(sockets)
+
+    return _Server(config)
+
+
 def run_server(
     config: ServerConfig,
     *,
@@ -107,7 +123,7 @@ def run_server(
         timeout_graceful_shutdown=5,
         lifespan="on",
     )
-    server = uvicorn.Server(uv_config)
+    server = _graceful_server(uv_config, app.state.tinkex)
     server.run(sockets=[sock])
     if not server.started:
         raise RuntimeError("the server failed to start (see the log above)")

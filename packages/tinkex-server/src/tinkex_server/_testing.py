@@ -46,6 +46,11 @@ def add_test_routes(router: APIRouter, runtime: Runtime) -> None:
         fields = ("target", "seq_id", "request_type", "request_id", "outcome")
         return _json({"steps": [{f: getattr(s, f) for f in fields} for s in steps]})
 
+    @router.get(f"{V1}/_test/held_polls", **docs)
+    async def test_held_polls() -> Response:
+        hub = getattr(runtime, "hub", None)
+        return _json({"held": hub.held if hub is not None else 0})
+
     @router.get(f"{V1}/_test/telemetry", **docs)
     async def test_telemetry() -> Response:
         return _json({"batches": [r.body for r in runtime.store.telemetry()]})
