@@ -597,3 +597,50 @@ def test_server_span_is_named_by_method_and_route_with_late_status(otel: Any) ->
     assert "error.type" not in seen[("/api/v1/runs/{run_id}", 404)].attributes
     assert all("url.path" not in p.attributes for p in points)
     assert all(p.count == 1 for p in points)
+
+
+@pytest.mark.parametrize("encoding", [None, "zstd"])
+def test_protobuf_body_ids_reach_the_attempt_span(
+    otel: Any, fake_config: Any, encoding: str | None
+) -> None:
+    """A protobuf ``forward_backward`` (the 0.25+ generation), compressed or not, names its
+    model and seq_id on the attempt span like a JSON one does."""
+    from tinkex_types import (
+        Datum,
+        ForwardBackwardInput,
+        ForwardBackwardRequest,
+        ModelInput,
+        TensorData,
+        encode_content,
+    )
+    from tinkex_types.proto import ProtobufCodec
+
+    datum = Datum(
+        model_input=ModelInput.from_ints(list(range(300))),
+        loss_fn_inputs={"target_tokens": TensorData(data=list(range(300)), dtype="int64")},
+    )
+    request = ForwardBackwardRequest(
+        forward_backward_input=ForwardBackwardInput(data=[datum] * 4, loss_fn="cross_entropy"),
+        model_id="m-proto",
+        seq_id=1234567,
+    )
+    content = encode_content(ProtobufCodec().encode(request), encoding)
+    headers = {"content-type": "application/x-protobuf"}
+    if encoding:
+        headers["content-encoding"] = encoding
+    transport = otel.hooks.wrap_transport(
+        httpx.MockTransport(lambda r: httpx.Response(200)), fake_config
+    )
+    with httpx.Client(transport=transport) as client:
+        client.post("http://tinker.test/api/v1/forward_backward", content=content, headers=headers)
+    span = otel.span("POST /api/v1/forward_backward")
+    assert span.attributes["tinkex.model_id"] == "m-proto"
+    assert span.attributes["tinkex.seq_id"] == 1234567
+
+
+def test_protobuf_body_ids_of_garbage_are_empty() -> None:
+    from tinkex_telemetry._attrs import protobuf_body_ids
+
+    assert protobuf_body_ids(b"\xff\xff\xff", None) == {}
+    assert protobuf_body_ids(b"not zstd", "zstd") == {}
+    assert protobuf_body_ids(b"\x0a\x50abc", None) == {}  # length past the end

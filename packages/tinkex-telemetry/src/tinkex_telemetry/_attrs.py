@@ -13,6 +13,7 @@ from tinkex_telemetry._redact import is_secret_key, redact_text, sanitize_url
 
 __all__ = [
     "body_ids",
+    "protobuf_body_ids",
     "route_of",
     "safe_base_url",
     "span_attributes",
@@ -151,4 +152,57 @@ def body_ids(content: bytes) -> dict[str, AttributeValue]:
                 found[key] = redact_text(match.group(2).decode("utf-8", "replace"))
             else:
                 found[key] = int(match.group(3))
+    return found
+
+
+#: The head of a protobuf request body that is read for ids (they are its first fields).
+_PROTOBUF_HEAD = 512
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while pos < len(data) and shift < 64:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("truncated varint")
+
+
+def protobuf_body_ids(content: bytes, content_encoding: str | None) -> dict[str, AttributeValue]:
+    """``tinkex.model_id`` and ``tinkex.seq_id`` of a protobuf ``forward``/``forward_backward``
+    body (``tinker_public.ForwardBackwardRequest``: ``model_id = 1``, ``seq_id = 2``, written
+    first), zstd-compressed or not. Only the head of the body is read (and inflated)."""
+    head = content[:_PROTOBUF_HEAD]
+    if (content_encoding or "").strip().lower() == "zstd":
+        import io
+
+        import zstandard
+
+        try:
+            with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(content)) as reader:
+                head = reader.read(_PROTOBUF_HEAD)
+        except zstandard.ZstdError:
+            return {}
+    found: dict[str, AttributeValue] = {}
+    pos = 0
+    try:
+        while pos < len(head) and len(found) < 2:
+            tag, pos = _varint(head, pos)
+            field, wire_type = tag >> 3, tag & 7
+            if field == 1 and wire_type == 2:
+                size, pos = _varint(head, pos)
+                if pos + size > len(head):
+                    break
+                found["tinkex.model_id"] = redact_text(head[pos : pos + size].decode()[:256])
+                pos += size
+            elif field == 2 and wire_type == 0:
+                value, pos = _varint(head, pos)
+                found["tinkex.seq_id"] = value - (1 << 64) if value >= 1 << 63 else value
+            else:
+                break  # past the leading scalar fields
+    except (ValueError, UnicodeDecodeError):
+        pass
     return found

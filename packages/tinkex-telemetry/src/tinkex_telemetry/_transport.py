@@ -14,7 +14,7 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.util.types import AttributeValue
 
-from tinkex_telemetry._attrs import body_ids, route_of, template_path
+from tinkex_telemetry._attrs import body_ids, protobuf_body_ids, route_of, template_path
 from tinkex_telemetry._redact import SENSITIVE_HEADERS, is_secret_key, redact_text, sanitize_url
 
 __all__ = ["TracingTransport"]
@@ -99,8 +99,12 @@ class _AttemptSpan:
                 content = b""
             if content:
                 self.span.set_attribute("http.request.body.size", len(content))
-                if "json" in headers.get("content-type", "json"):
+                content_type = headers.get("content-type", "json")
+                if "json" in content_type:
                     self.span.set_attributes(body_ids(content))
+                elif "protobuf" in content_type:
+                    encoding = headers.get("content-encoding")
+                    self.span.set_attributes(protobuf_body_ids(content, encoding))
         if propagator is not None:
             carrier: dict[str, str] = {}
             propagator.inject(carrier, context=trace.set_span_in_context(self.span, parent_ctx))
