@@ -4,8 +4,11 @@ count nothing more; the counts survive a restart; unknown ids are 404."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tinkex_types import USAGE_COUNTERS, UsageCounts, UsageResponse
 
@@ -186,3 +189,17 @@ async def test_unknown_ids_are_404_and_a_new_run_is_all_zero(api: Any) -> None:
     paths = (await api.c.get("/openapi.json")).json()["paths"]
     for route in ("/api/v1/training_runs/{run_id}/usage", "/api/v1/sessions/{session_id}/usage"):
         assert set(paths[route]["get"]["responses"]) >= {"200", "404"}
+
+
+async def test_a_failure_to_count_never_fails_the_step(
+    api: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sid = await api.session()
+    mid = await _model(api, sid)
+    await _usage(api, f"training_runs/{mid}")  # the usage tables exist
+    with api.store.tx() as c:
+        c.execute("DROP TABLE usage")
+    with caplog.at_level(logging.ERROR, logger="tinkex_server.usage"):
+        out = await api.result(await api.ok("forward_backward", api.fb_body(mid, 1)))
+    assert "loss:sum" in out["metrics"]
+    assert "could not record the usage" in caplog.text

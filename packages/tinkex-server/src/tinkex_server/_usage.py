@@ -17,6 +17,7 @@ so that sampling its weights counts for that run).
 
 from __future__ import annotations
 
+import logging
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS usage_origin (
     training_run_id TEXT NOT NULL
 );
 """
+_log = logging.getLogger("tinkex_server.usage")
 _KEY = ("kind", "training_run_id", "sampler_id", "session_id", "base_model")
 
 #: Stores whose usage tables exist (created once per open store).
@@ -55,13 +57,18 @@ _READY: weakref.WeakSet[Store] = weakref.WeakSet()
 
 
 def _ensure(store: Store) -> None:
+    """Create the usage tables if needed. Inside another transaction (the scheduler's) the
+    creation could still be rolled back with it, so the store counts as ready only after a
+    creation that committed on its own."""
     if store in _READY:
         return
+    own = getattr(store, "_depth", 0) == 0
     with store.tx() as c:
         for statement in _SCHEMA.split(";"):
             if statement.strip():
                 c.execute(statement)
-    _READY.add(store)
+    if own:
+        _READY.add(store)
 
 
 def _add(store: Store, key: tuple[str, str, str, str, str], counts: dict[str, int]) -> None:
@@ -128,7 +135,15 @@ def _sampling(store: Store, job: Any, output: Any) -> None:
 
 
 def record_applied(store: Store, job: Job, output: Any) -> None:
-    """Count one applied job (called inside the transaction that stores its result)."""
+    """Count one applied job (called inside the transaction that stores its result). A
+    failure to count is logged, never the step's failure."""
+    try:
+        _record(store, job, output)
+    except Exception:
+        _log.exception("could not record the usage of %s (%s)", job.request_id, job.request_type)
+
+
+def _record(store: Store, job: Job, output: Any) -> None:
     from tinkex_server._sampling import ServerSampleJob
     from tinkex_server._training_jobs import ForwardJob, OptimStepJob, SamplerSnapshotJob
 
