@@ -26,6 +26,7 @@ __all__ = [
     "QueueState",
     "Severity",
     "StopReason",
+    "TaggedWireModel",
     "TensorDtype",
     "WireModel",
 ]
@@ -183,6 +184,17 @@ class WireModel(BaseModel):
         if isinstance(raw, dict):
             return cls.model_validate(raw)
         return cls.model_validate_json(raw)
+
+
+class TaggedWireModel(WireModel):
+    """A member of a union whose members are told apart by one field (``wire_tag``): that
+    field is written even when it was never set, also by ``to_json_dict(exclude_unset=True)``,
+    so that the dump parses back as the same member."""
+
+    wire_tag: ClassVar[str] = "type"
+
+    def model_post_init(self, context: Any, /) -> None:
+        self.__pydantic_fields_set__.add(self.wire_tag)
 
 
 # -- fast to_json_dict -----------------------------------------------------------------------

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from tinkex_types._base import TensorDtype, WireModel
+from tinkex_types._base import TaggedWireModel, TensorDtype, WireModel
+from tinkex_types._errors import TinkexValidationError
 from tinkex_types._model_input import ModelInput
 from tinkex_types._numbers import FLOAT32_MAX, first_non_finite
 from tinkex_types._tensor import RefusedTensor, TensorData
@@ -16,7 +17,10 @@ __all__ = [
     "Datum",
     "LossFnInputs",
     "LossFnOutput",
+    "PromptProvenanceSpan",
     "ProvenanceSpan",
+    "ProvenanceSpans",
+    "SampledProvenanceSpan",
     "to_tensor_data",
 ]
 
@@ -62,7 +66,7 @@ def to_tensor_data(value: Any, key: str | None = None) -> Any:
     return value
 
 
-class ProvenanceSpan(WireModel):
+class ProvenanceSpan(TaggedWireModel):
     """A run of a datum's tokens that reproduces positions ``[offset, offset + length)`` of
     a sampled sequence's prompt (``source="prompt"``) or of its sampled tokens
     (``"sampled"``). SDK 0.38 sends these for ``stable_reinforce`` (protobuf only)."""
@@ -71,6 +75,55 @@ class ProvenanceSpan(WireModel):
     sequence_id: str = Field(min_length=1)
     offset: int = Field(default=0, ge=0)
     length: int = Field(ge=0)
+
+    wire_tag: ClassVar[str] = "source"
+
+
+class PromptProvenanceSpan(ProvenanceSpan):
+    """A run of tokens given as sampling input: positions ``[offset, offset + length)`` of
+    the prompt of the request that sampled sequence ``sequence_id`` (tinker 0.38)."""
+
+    source: Literal["prompt"] = "prompt"
+
+
+class SampledProvenanceSpan(ProvenanceSpan):
+    """A run of tokens one sequence sampled: positions ``[offset, offset + length)`` of the
+    sampled tokens of ``sequence_id`` (tinker 0.38)."""
+
+    source: Literal["sampled"] = "sampled"
+
+
+#: One span of a Datum's provenance, told apart by ``source``.
+ProvenanceSpanItem = Annotated[
+    PromptProvenanceSpan | SampledProvenanceSpan, Field(discriminator="source")
+]
+#: Consecutive runs tiling one Datum field (see :meth:`Datum.with_provenance`).
+ProvenanceSpans = list[ProvenanceSpanItem]
+
+_SPAN_KINDS: dict[str, type[ProvenanceSpan]] = {
+    "prompt": PromptProvenanceSpan,
+    "sampled": SampledProvenanceSpan,
+}
+
+
+def _span_kind(value: Any) -> Any:
+    """A plain :class:`ProvenanceSpan` (as decoders build them) as its kind's class;
+    anything else is left to validation."""
+    if type(value) is ProvenanceSpan and value.source in _SPAN_KINDS:
+        return _SPAN_KINDS[value.source].model_construct(
+            _fields_set=set(value.model_fields_set), **dict(value)
+        )
+    return value
+
+
+def _check_tiling(field: str, spans: list[ProvenanceSpan], length: int) -> None:
+    total = sum(span.length for span in spans)
+    if total != length:
+        raise TinkexValidationError(
+            field,
+            f"the spans cover {total} positions but the field has {length}",
+            "give runs whose lengths add up to the field's length exactly",
+        )
 
 
 class Datum(WireModel):
@@ -87,8 +140,33 @@ class Datum(WireModel):
     loss_fn_inputs: dict[str, TensorData] = Field(default_factory=dict)
     #: Provenance of the input tokens and of the loss rows (``target_tokens``): consecutive
     #: runs tiling each (SDK 0.38). ``None`` (never written) when absent.
-    model_input_spans: list[ProvenanceSpan] | None = None
-    loss_fn_input_spans: list[ProvenanceSpan] | None = None
+    model_input_spans: ProvenanceSpans | None = None
+    loss_fn_input_spans: ProvenanceSpans | None = None
+
+    @field_validator("model_input_spans", "loss_fn_input_spans", mode="before")
+    @classmethod
+    def _span_kinds(cls, value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [_span_kind(v) for v in value]
+        return value
+
+    def with_provenance(
+        self, model_input: list[ProvenanceSpan], loss_fn_inputs: list[ProvenanceSpan]
+    ) -> Self:
+        """A copy carrying provenance: ``model_input`` spans tile the input tokens,
+        ``loss_fn_inputs`` spans tile ``loss_fn_inputs["target_tokens"]`` (when it is 1-D).
+        A miscounted tiling is a :class:`TinkexValidationError` naming the argument."""
+        _check_tiling("with_provenance.model_input", model_input, self.model_input.length)
+        targets = self.loss_fn_inputs.get("target_tokens")
+        shape: list[int] | None = None
+        if targets is not None:
+            shape = list(targets.shape) if targets.shape is not None else [len(targets.data)]
+        if shape is not None and len(shape) == 1:
+            _check_tiling("with_provenance.loss_fn_inputs", loss_fn_inputs, shape[0])
+        data = dict(self.__dict__)
+        data["model_input_spans"] = list(model_input)
+        data["loss_fn_input_spans"] = list(loss_fn_inputs)
+        return type(self).model_validate(data)
 
     @model_validator(mode="before")
     @classmethod
@@ -117,6 +195,8 @@ def _loss_input(value: Any, key: Any) -> Any:
         return RefusedTensor(_describe(exc))
     except (TypeError, ValueError, OverflowError) as exc:
         return RefusedTensor(str(exc))
+    if isinstance(tensor, TensorData) and tensor.is_sparse:
+        tensor = tensor.densified()  # sparse CSR (SDK 0.38): unlisted entries are 0
     if isinstance(tensor, TensorData) and tensor.dtype == "float32":
         bad = first_non_finite(tensor.data)
         if bad is not None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar, overload
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, Union, overload
 
 from pydantic import BaseModel, Field, field_serializer, field_validator
 
-from tinkex_types._base import QueueState, WireModel
+from tinkex_types._base import QueueState, TaggedWireModel, WireModel
 from tinkex_types._errors import RequestErrorCategory
 from tinkex_types._responses import (
     CreateModelResponse,
@@ -22,10 +22,19 @@ from tinkex_types._responses import (
 __all__ = [
     "REQUEST_TYPES",
     "FutureCompletedMetadataResponse",
+    "FutureCompletion",
+    "FutureFailed",
+    "FutureFinished",
     "FuturePendingResponse",
     "FutureResponse",
+    "FutureRetrieveResponse",
+    "FuturesRetrieveRequest",
+    "FuturesRetrieveResponse",
+    "JoinSamplingSessionRequest",
+    "JoinSamplingSessionResponse",
     "RequestFailedResponse",
     "RequestType",
+    "SamplingSessionFuturesTarget",
     "TryAgainResponse",
     "UntypedAPIFuture",
     "parse_future_response",
@@ -178,3 +187,85 @@ def parse_future_response(body: Any, result_type: type[BaseModel] | None = None)
     if result_type is None:
         return result
     return result_type.model_validate(result)
+
+
+#: What ``retrieve_future`` may answer (tinker 0.38's name): a state or a result.
+FutureRetrieveResponse = Union[  # noqa: UP007 - a type alias of tinker's shape
+    TryAgainResponse,
+    ForwardBackwardOutput,
+    OptimStepResponse,
+    SaveWeightsResponse,
+    LoadWeightsResponse,
+    SaveWeightsForSamplerResponse,
+    CreateModelResponse,
+    UnloadModelResponse,
+    RequestFailedResponse,
+]
+
+
+# -- batch polling (tinker 0.38 ``POST /api/v1/retrieve_futures``) -----------------------
+
+
+class FutureFinished(TaggedWireModel):
+    """A finished request of a batch poll; fetch its payload with ``retrieve_future``."""
+
+    wire_tag: ClassVar[str] = "state"
+
+    state: Literal["finished"] = "finished"
+    request_id: str
+    #: The payload's uncompressed size, as a metadata-only ``retrieve_future`` reports it.
+    response_payload_uncompressed_size: int | None = Field(default=None, ge=0)
+
+
+class FutureFailed(TaggedWireModel):
+    """A failed request of a batch poll (no payload)."""
+
+    wire_tag: ClassVar[str] = "state"
+
+    state: Literal["failed"] = "failed"
+    request_id: str
+
+
+#: One completion of a batch poll, told apart by ``state`` (required).
+FutureCompletion = Annotated[FutureFinished | FutureFailed, Field(discriminator="state")]
+
+
+class SamplingSessionFuturesTarget(WireModel):
+    """What a batch poll watches: one (possibly cloned) sampling session; a clone's id is
+    ``seq_id // 1_000_000_000`` (0 for the original client)."""
+
+    type: Literal["sampling_session"] = "sampling_session"
+    sampling_session_id: str
+    cloned_sampler_id: int = Field(default=0, ge=0)
+
+
+class FuturesRetrieveRequest(WireModel):
+    """``POST /api/v1/retrieve_futures``: a long poll for the target's completions after
+    ``prev_cursor`` (0: from the start); ``retrieved_request_ids`` may be forgotten."""
+
+    target: SamplingSessionFuturesTarget
+    prev_cursor: int = Field(default=0, ge=0)
+    timeout: float | None = Field(default=None, ge=0)
+    retrieved_request_ids: list[str] = Field(default_factory=list)
+
+
+class FuturesRetrieveResponse(WireModel):
+    """The completions since the cursor, and the cursor to send next."""
+
+    completions: list[FutureCompletion]
+    cursor: int = Field(ge=0)
+
+
+class JoinSamplingSessionRequest(WireModel):
+    """``POST /api/v1/join_sampling_session``: an unpickled sampling client asks for its
+    clone id."""
+
+    sampling_session_id: str
+    type: Literal["join_sampling_session"] = "join_sampling_session"
+
+
+class JoinSamplingSessionResponse(WireModel):
+    """The clone id: unique among the session's clients (the original client is 0)."""
+
+    type: Literal["join_sampling_session"] = "join_sampling_session"
+    client_counter: int = Field(ge=0)

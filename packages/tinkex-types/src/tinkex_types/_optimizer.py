@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import ConfigDict, Discriminator, Field, Tag
 
-from tinkex_types._base import WireModel
+from tinkex_types._base import TaggedWireModel
 from tinkex_types._numbers import FiniteFloat, float_rule
 from tinkex_types._params import AdamParams
 
@@ -39,15 +39,7 @@ SamplingClientKind = Literal["snapshot", "inflight"]
 OPTIMIZER_FAMILIES: tuple[str, ...] = ("adamw", "dimuon")
 
 
-class _Family(WireModel):
-    """A member of a family union: ``type`` is always written, set or not (it alone tells
-    the members apart, also in ``to_json_dict(exclude_unset=True)``)."""
-
-    def model_post_init(self, context: Any, /) -> None:
-        self.__pydantic_fields_set__.add("type")
-
-
-class OptimizerConfigBase(_Family):
+class OptimizerConfigBase(TaggedWireModel):
     """An optimizer family, named by ``type``; other keys are kept (newer families)."""
 
     model_config = ConfigDict(extra="allow")
@@ -92,7 +84,7 @@ OptimizerConfig = Annotated[
 ]
 
 
-class OptimParamsBase(_Family):
+class OptimParamsBase(TaggedWireModel):
     """Per-step parameters of a non-Adam family, named by ``type``; other keys are kept."""
 
     model_config = ConfigDict(extra="allow")

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 from pydantic import ValidationError
 
 from tinkex_types._codec import WireDecodeError
-from tinkex_types._datum import Datum, ProvenanceSpan
+from tinkex_types._datum import (
+    Datum,
+    PromptProvenanceSpan,
+    ProvenanceSpan,
+    SampledProvenanceSpan,
+)
 from tinkex_types._errors import TinkexValidationError
 from tinkex_types._model_input import (
     EncodedTextChunk,
@@ -204,16 +209,16 @@ def _chunk_from_proto(chunk: pb.Chunk, field: str) -> ModelInputChunk:
     raise WireDecodeError(field, "is an empty chunk", "set encoded_text or image")
 
 
-def _span_from_proto(span: pb.ProvenanceSpan, field: str) -> ProvenanceSpan:
+def _span_from_proto(
+    span: pb.ProvenanceSpan, field: str
+) -> PromptProvenanceSpan | SampledProvenanceSpan:
     kind = span.WhichOneof("span")
     if kind is None:
         raise WireDecodeError(field, "is an empty span", "set prompt_tokens or sampled_tokens")
     arm = span.prompt_tokens if kind == "prompt_tokens" else span.sampled_tokens
-    source: Literal["prompt", "sampled"] = "prompt" if kind == "prompt_tokens" else "sampled"
+    cls = PromptProvenanceSpan if kind == "prompt_tokens" else SampledProvenanceSpan
     try:
-        return ProvenanceSpan(
-            source=source, sequence_id=arm.sequence_id, offset=arm.offset, length=arm.length
-        )
+        return cls(sequence_id=arm.sequence_id, offset=arm.offset, length=arm.length)
     except ValidationError as exc:
         raise validation_error(exc, f"{field}.{kind}") from None
 
@@ -245,7 +250,7 @@ def datum_from_proto(msg: pb.Datum, field: str = "datum") -> Datum:
         where = f"{field}.loss_fn_inputs.{name}"
         refuse_unknown(tensor, where)
         inputs[name] = _finite_inputs(tensor_from_proto(tensor, where), where)
-    spans: dict[str, list[ProvenanceSpan] | None] = {}
+    spans: dict[str, list[PromptProvenanceSpan | SampledProvenanceSpan] | None] = {}
     for key, items in (
         ("model_input_spans", msg.model_input_spans),
         ("loss_fn_input_spans", msg.loss_fn_input_spans),
