@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Any
 
@@ -74,19 +75,42 @@ class RequestErrorCategory(StrEnum):
 
 
 class APIError(TinkexError):
-    """An error that concerns one API request."""
+    """An error that concerns one API request.
+
+    ``request`` (tinker's second parameter, an ``httpx.Request``) is read for its method and
+    path and not kept: request objects carry the ``X-API-Key`` header.
+    """
 
     def __init__(
         self,
         message: str,
+        request: Any = None,
         *,
-        request_id: str | None = None,
         body: Any = None,
+        request_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.request_id = request_id
         self.body = body
+        self.method, self.path = _method_and_path(request)
+
+
+def _method_and_path(request: Any) -> tuple[str | None, str | None]:
+    """``(method, path)`` of an ``httpx.Request``-like object (no host, no query)."""
+    if request is None:
+        return None, None
+    method = getattr(request, "method", None)
+    url = getattr(request, "url", None)
+    path = getattr(url, "path", None)
+    return (str(method) if method else None), (str(path) if path else None)
+
+
+def _response_request(response: Any) -> Any:
+    try:
+        return getattr(response, "request", None)
+    except RuntimeError:  # an httpx.Response built without a request
+        return None
 
 
 class APIConnectionError(APIError):
@@ -117,17 +141,31 @@ class APIStatusError(APIError):
     def __init__(
         self,
         message: str,
-        *,
-        status_code: int,
-        request_id: str | None = None,
+        response: Any = None,
         body: Any = None,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
         method: str | None = None,
         path: str | None = None,
     ) -> None:
+        if response is not None:  # tinker's form: (message, response, body)
+            status_code = status_code if status_code is not None else response.status_code
+            headers = getattr(response, "headers", None) or {}
+            request_id = request_id or headers.get("x-request-id")
+            req_method, req_path = _method_and_path(_response_request(response))
+            method, path = method or req_method, path or req_path
+        if status_code is None:
+            raise TypeError(f"{type(self).__name__} needs status_code= (or tinker's response)")
         super().__init__(message, request_id=request_id, body=body)
-        self.status_code = status_code
+        self.status_code: int = status_code
         self.method = method
         self.path = path
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = ("status_code", "request_id", "body", "method", "path")
+        rebuild = functools.partial(type(self), **{f: getattr(self, f) for f in fields})
+        return rebuild, (self.message,)
 
     def __str__(self) -> str:
         if self.method and self.path:
@@ -191,9 +229,9 @@ class RequestFailedError(APIError):
     def __init__(
         self,
         message: str,
-        *,
-        category: RequestErrorCategory = RequestErrorCategory.UNKNOWN,
         request_id: str | None = None,
+        category: RequestErrorCategory = RequestErrorCategory.UNKNOWN,
+        *,
         body: Any = None,
     ) -> None:
         super().__init__(message, request_id=request_id, body=body)
