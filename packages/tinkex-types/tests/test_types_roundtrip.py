@@ -154,7 +154,50 @@ _OVERRIDES: dict[str, st.SearchStrategy[Any]] = {
 }
 
 
+@st.composite
+def _custom_loss_graph(draw: st.DrawFn) -> tuple[dict[str, Any], list[str]]:
+    """A well-formed custom loss graph (the models check its shape) and its parameters."""
+    extra = st.from_regex(r"[a-z_][a-z0-9_]{0,8}", fullmatch=True).filter(lambda n: n != "logprobs")
+    names = ["logprobs", *draw(st.lists(extra, max_size=3, unique=True))]
+    nodes: list[dict[str, Any]] = [{"op": "placeholder", "name": n, "target": n} for n in names]
+    values = list(names)
+    for i in range(draw(st.integers(0, 3))):
+        arg = draw(json_scalar)
+        ref = {"ref": draw(st.sampled_from(values))}
+        nodes.append(
+            {"op": "call_function", "name": f"n{i}", "target": "operator.add", "args": [ref, arg]}
+        )
+        values.append(f"n{i}")
+    out = {"tuple": [{"ref": values[-1]}, {"dict": {}}]}
+    nodes.append({"op": "output", "name": "output", "target": "output", "args": [out]})
+    return {"nodes": nodes}, names
+
+
+@st.composite
+def _create_custom_loss(draw: st.DrawFn) -> Any:
+    graph, names = draw(_custom_loss_graph())
+    ranks = [draw(st.sampled_from([1, 2]))] + [draw(st.sampled_from([0, 1, 2])) for _ in names[1:]]
+    return tinkex_types.CreateCustomLossRequest(
+        session_id=draw(st.text()),
+        custom_loss_seq_id=draw(st.integers(0, 2**40)),
+        name=draw(st.text()),
+        inputs=[{"name": n, "rank": r} for n, r in zip(names, ranks, strict=True)],
+        graph=graph,
+    )
+
+
+#: Models whose fields constrain each other (a graph's references, its inputs).
+_WHOLE_MODELS: dict[str, st.SearchStrategy[Any]] = {
+    "CustomLossGraph": _custom_loss_graph().map(
+        lambda pair: tinkex_types.CustomLossGraph.model_validate(pair[0])
+    ),
+    "CreateCustomLossRequest": _create_custom_loss(),
+}
+
+
 def model_strategy(cls: type[BaseModel]) -> st.SearchStrategy[Any]:
+    if cls.__name__ in _WHOLE_MODELS:
+        return _WHOLE_MODELS[cls.__name__]
     fields: dict[str, st.SearchStrategy[Any]] = {}
     for name, field in cls.model_fields.items():
         if name in _OVERRIDES:
