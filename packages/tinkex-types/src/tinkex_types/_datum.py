@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from tinkex_types._base import TaggedWireModel, TensorDtype, WireModel
+from tinkex_types._base import PositionalWireModel, TaggedWireModel, TensorDtype
 from tinkex_types._errors import TinkexValidationError
 from tinkex_types._model_input import ModelInput
 from tinkex_types._numbers import FLOAT32_MAX, first_non_finite
@@ -126,7 +126,7 @@ def _check_tiling(field: str, spans: list[ProvenanceSpan], length: int) -> None:
         )
 
 
-class Datum(WireModel):
+class Datum(PositionalWireModel):
     """``{"model_input": ModelInput, "loss_fn_inputs": {name: TensorData}}``.
 
     ``loss_fn_inputs`` also accepts lists, numpy arrays and torch tensors and converts them
@@ -135,6 +135,13 @@ class Datum(WireModel):
     numbers (float32 inputs within the float32 range): a bad one is a validation error
     naming ``loss_fn_inputs.<key>``, on the client and on the server alike.
     """
+
+    positional_fields: ClassVar[tuple[str, ...]] = (
+        "model_input",
+        "loss_fn_inputs",
+        "model_input_spans",
+        "loss_fn_input_spans",
+    )
 
     model_input: ModelInput
     loss_fn_inputs: dict[str, TensorData] = Field(default_factory=dict)

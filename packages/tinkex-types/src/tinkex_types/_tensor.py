@@ -12,6 +12,7 @@ from pydantic_core import PydanticCustomError
 
 from tinkex_types._base import TensorDtype, WireModel
 from tinkex_types._numbers import FLOAT32_MAX, int_rule, plain_int_list
+from tinkex_types._sparse import check_pad_value, csr_of, csr_problem, densify
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -134,10 +135,11 @@ class RefusedTensor:
 class TensorData(WireModel):
     """``{"data": [...], "dtype": "int64" | "float32", "shape": [...]}``.
 
-    ``data`` is the row-major flattening; ``shape`` ``None`` means 1-D. Extra keys are
-    forbidden (0.16.1 rejects them in responses). ``from_numpy``/``to_numpy`` and
-    ``from_torch``/``to_torch`` are lossless for float32 (every bit, NaN payloads included)
-    and int64.
+    ``data`` is the row-major flattening; ``shape`` ``None`` means 1-D. A sparse CSR
+    tensor (SDK 0.38) also has ``sparse_crow_indices``/``sparse_col_indices`` (below).
+    Extra keys are forbidden (0.16.1 rejects them in responses). ``from_numpy``/``to_numpy``
+    and ``from_torch``/``to_torch`` are lossless for float32 (every bit, NaN payloads
+    included) and int64.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -145,6 +147,40 @@ class TensorData(WireModel):
     data: list[int] | list[float]
     dtype: TensorDtype
     shape: list[Annotated[int, int_rule(ge=0)]] | None = None
+    #: Sparse CSR layout (SDK 0.38): ``data`` holds only the listed values, row by row;
+    #: ``sparse_crow_indices`` the ``rows + 1`` row offsets into them and
+    #: ``sparse_col_indices`` their columns; ``shape`` (2-D) is the dense shape. Every other
+    #: entry is the ``pad_value`` given when densifying (0 when the server densifies).
+    sparse_crow_indices: list[Annotated[int, int_rule(ge=0)]] | None = None
+    sparse_col_indices: list[Annotated[int, int_rule(ge=0)]] | None = None
+
+    def __init__(
+        self,
+        data: Any = None,
+        dtype: TensorDtype | None = None,
+        shape: list[int] | None = None,
+        sparse_crow_indices: list[int] | None = None,
+        sparse_col_indices: list[int] | None = None,
+        **extra: Any,
+    ) -> None:
+        """As SDK 0.38: positional or keyword; ``data`` may be a list or a numpy array
+        (converted to ``dtype``; its shape is kept when ``shape`` is not given) and defaults
+        to empty. ``dtype`` is required."""
+        values: dict[str, Any] = dict(extra)
+        values["data"] = [] if data is None else data
+        if _is_numpy_array(data):
+            values["data"], array_shape = _array_values(data, dtype)
+            if shape is None and sparse_crow_indices is None and len(array_shape) != 1:
+                shape = array_shape
+        for key, value in (
+            ("dtype", dtype),
+            ("shape", shape),
+            ("sparse_crow_indices", sparse_crow_indices),
+            ("sparse_col_indices", sparse_col_indices),
+        ):
+            if value is not None:
+                values[key] = value
+        super().__init__(**values)
 
     @field_validator("data", mode="plain", json_schema_input_type=list[int] | list[float])
     @classmethod
@@ -173,7 +209,12 @@ class TensorData(WireModel):
 
     def _check(self) -> Self:
         data = self.data
-        if self.shape is not None and _product(self.shape) != len(data):
+        crow, col = self.sparse_crow_indices, self.sparse_col_indices
+        if crow is not None or col is not None:
+            problem = csr_problem(crow, col, len(data), self.shape)
+            if problem is not None:
+                raise ValueError(problem)
+        elif self.shape is not None and _product(self.shape) != len(data):
             raise ValueError(
                 f"shape {self.shape} holds {_product(self.shape)} elements but data has "
                 f"{len(data)}; give data as the row-major flattening of the shape"
@@ -198,19 +239,33 @@ class TensorData(WireModel):
             self.__dict__["data"] = [float(v) for v in data]
         return self
 
+    def __repr_args__(self) -> Any:
+        # A dense tensor shows as before the sparse fields existed.
+        for key, value in super().__repr_args__():
+            if value is not None or not (key or "").startswith("sparse_"):
+                yield key, value
+
     # -- helpers ------------------------------------------------------------------------
     @property
+    def is_sparse(self) -> bool:
+        """True for a sparse CSR tensor (``sparse_crow_indices`` set)."""
+        return self.sparse_crow_indices is not None
+
+    @property
     def size(self) -> int:
-        """Number of elements."""
-        return len(self.data)
+        """Number of elements (of the dense tensor, for a sparse one)."""
+        return _product(self.shape) if self.is_sparse and self.shape else len(self.data)
 
     @property
     def effective_shape(self) -> list[int]:
         """``shape``, or ``[len(data)]`` when it is absent."""
         return list(self.shape) if self.shape is not None else [len(self.data)]
 
-    def tolist(self) -> Any:
-        """The values as nested Python lists following ``shape`` (a scalar for shape [])."""
+    def tolist(self, pad_value: int = 0) -> Any:
+        """The values as nested Python lists following ``shape`` (a scalar for shape []);
+        a sparse tensor is densified with ``pad_value`` in every unlisted entry."""
+        if self.is_sparse:
+            return self.to_numpy(pad_value).tolist()
         shape = self.effective_shape
         flat: list[Any] = list(self.data)
         if not shape:
@@ -220,6 +275,12 @@ class TensorData(WireModel):
         if len(shape) > 1 and any(d == 0 for d in shape[1:]):
             return _empty_nested(shape)
         return flat
+
+    def densified(self, pad_value: int = 0) -> TensorData:
+        """This tensor as a dense one (itself when it is dense already)."""
+        if not self.is_sparse:
+            return self
+        return TensorData.from_numpy(self.to_numpy(pad_value))
 
     @classmethod
     def from_list(cls, values: Any, dtype: TensorDtype | None = None) -> TensorData:
@@ -277,9 +338,16 @@ class TensorData(WireModel):
             return cls.model_construct(data=data, dtype="float32", shape=shape)
         raise TypeError(f"cannot convert a numpy array of dtype {arr.dtype} to TensorData")
 
-    def to_numpy(self) -> np.ndarray[Any, Any]:
-        """A new numpy array (int64 or float32) with this shape."""
+    def to_numpy(self, pad_value: int = 0) -> np.ndarray[Any, Any]:
+        """A new numpy array (int64 or float32) with this shape; a sparse CSR tensor is
+        densified with ``pad_value`` (an integer) in every unlisted entry."""
         np_ = require_numpy()
+        if self.is_sparse:
+            pad = check_pad_value(pad_value)
+            flat = TensorData.model_construct(data=self.data, dtype=self.dtype).to_numpy()
+            crow, col = self.sparse_crow_indices or [], self.sparse_col_indices or []
+            dense = densify(flat, crow, col, self.shape or [0, 0], pad)
+            return dense  # type: ignore[no-any-return]
         shape = tuple(self.effective_shape)
         arr = array_of(self.data, _NP_DTYPE[self.dtype])
         if arr is not None:
@@ -300,10 +368,51 @@ class TensorData(WireModel):
         t = t.to(torch_.float32 if t.is_floating_point() else torch_.int64)
         return cls.from_numpy(t.numpy())
 
-    def to_torch(self) -> torch.Tensor:
-        """A new CPU torch tensor (``torch.int64`` or ``torch.float32``) with this shape."""
+    @classmethod
+    def from_torch_sparse(cls, tensor: torch.Tensor, pad_value: int = 0) -> TensorData:
+        """A sparse CSR tensor from a dense 2-D torch tensor, leaving out the entries equal
+        to ``pad_value`` (an integer); dense (as :meth:`from_torch`) when the tensor is not
+        2-D or CSR would not be smaller (as SDK 0.38)."""
+        pad = check_pad_value(pad_value)
+        dense = cls.from_torch(tensor)
+        if len(dense.effective_shape) != 2:
+            return dense
+        found = csr_of(dense.to_numpy(), pad)
+        if found is None:
+            return dense
+        values, crow, col = found
+        flat = cls.from_numpy(values)
+        return cls.model_construct(
+            data=flat.data,
+            dtype=dense.dtype,
+            shape=dense.effective_shape,
+            sparse_crow_indices=crow,
+            sparse_col_indices=col,
+        )
+
+    def to_torch(self, pad_value: int = 0) -> torch.Tensor:
+        """A new CPU torch tensor (``torch.int64`` or ``torch.float32``) with this shape; a
+        sparse CSR tensor is densified with ``pad_value``."""
         torch_ = require_torch()
-        return torch_.from_numpy(self.to_numpy())  # type: ignore[no-any-return]
+        return torch_.from_numpy(self.to_numpy(pad_value))  # type: ignore[no-any-return]
+
+
+def _is_numpy_array(value: object) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "ndim")
+
+
+def _array_values(array: Any, dtype: TensorDtype | None) -> tuple[list[Any], list[int]]:
+    """The data list (an :class:`ArrayList`) of a numpy array given to ``TensorData(...)``,
+    converted to ``dtype`` when given, and the array's shape."""
+    np_ = require_numpy()
+    array = np_.asarray(array)
+    shape = [int(d) for d in array.shape]
+    if dtype == "int64" and array.dtype.kind in "fc":
+        # Never rounded: validation converts integral values and names a fractional one.
+        return array.ravel().tolist(), shape
+    if dtype == "float32" and array.dtype.kind in "biu":
+        array = array.astype(np_.float64)
+    return TensorData.from_numpy(array).data, shape
 
 
 _F32_VALIDATOR: Any = None

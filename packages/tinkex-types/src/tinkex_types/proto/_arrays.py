@@ -18,6 +18,7 @@ from tinkex_types._base import TensorDtype
 from tinkex_types._codec import WireDecodeError
 from tinkex_types._errors import TinkexValidationError
 from tinkex_types._numbers import INT32_MAX, INT32_MIN
+from tinkex_types._sparse import csr_problem
 from tinkex_types._tensor import TensorData, _f32_to_pylist, _pylist_to_f32, array_of
 from tinkex_types.proto import tinker_public_pb2 as pb
 
@@ -170,14 +171,37 @@ def _densify_csr(msg: pb.Tensor, np_dtype: np.dtype[Any], shape: list[int], fiel
     return dense
 
 
-def tensor_from_proto(msg: pb.Tensor, field: str) -> TensorData:
-    """A proto ``Tensor`` (dense or CSR, which is densified) as :class:`TensorData`.
+def _sparse_from_proto(
+    msg: pb.Tensor, np_dtype: np.dtype[Any], tensor_dtype: TensorDtype, shape: list[int], field: str
+) -> TensorData:
+    csr = msg.sparse_csr
+    where = f"{field}.sparse_csr"
+    values = buffer_of(csr.values, np_dtype, f"{where}.values")
+    crow: list[int] = buffer_of(csr.crow_indices, np.dtype("<i8"), f"{where}.crow_indices").tolist()
+    col: list[int] = buffer_of(csr.col_indices, np.dtype("<i8"), f"{where}.col_indices").tolist()
+    problem = csr_problem(crow, col, len(values), shape)
+    if problem is not None:
+        raise WireDecodeError(where, problem)
+    return TensorData.model_construct(
+        data=values_to_list(values, msg.dtype),
+        dtype=tensor_dtype,
+        shape=shape,
+        sparse_crow_indices=crow,
+        sparse_col_indices=col,
+    )
 
-    An empty ``shape`` means 1-D. INT32 widens to int64 and BFLOAT16 to float32.
+
+def tensor_from_proto(msg: pb.Tensor, field: str, *, keep_sparse: bool = False) -> TensorData:
+    """A proto ``Tensor`` (dense or CSR) as :class:`TensorData`. A CSR tensor is densified
+    (unlisted entries 0: what a request's loss input means), or kept sparse with
+    ``keep_sparse``. An empty ``shape`` means 1-D. INT32 widens to int64 and BFLOAT16 to
+    float32.
     """
     np_dtype, tensor_dtype = wire_dtype_of(msg.dtype, field)
     shape = dims_of(msg.shape, f"{field}.shape")
     if msg.WhichOneof("encoding") == "sparse_csr":
+        if keep_sparse:
+            return _sparse_from_proto(msg, np_dtype, tensor_dtype, shape, field)
         flat = _densify_csr(msg, np_dtype, shape, field)
     else:
         flat = buffer_of(msg.dense, np_dtype, f"{field}.dense")
@@ -209,12 +233,19 @@ def tensor_array(td: TensorData, field: str) -> Array:
 
 
 def tensor_to_proto(td: TensorData, field: str, out: pb.Tensor | None = None) -> pb.Tensor:
-    """:class:`TensorData` as a dense proto ``Tensor`` (the shape is always written)."""
+    """:class:`TensorData` as a proto ``Tensor``: dense, or CSR for a sparse one (the shape
+    is always written)."""
     msg = pb.Tensor() if out is None else out
     wire = WIRE_DTYPE.get(td.dtype)
     if wire is None:
         raise TinkexValidationError(f"{field}.dtype", f"{td.dtype!r} is not float32 or int64")
     msg.dtype = wire[0]
     msg.shape.extend(td.effective_shape)
-    msg.dense = tensor_array(td, field).tobytes()
+    values = tensor_array(td, field).tobytes()
+    if td.is_sparse:  # as SDK 0.38: the listed values, and the indices as int64
+        msg.sparse_csr.values = values
+        msg.sparse_csr.crow_indices = np.asarray(td.sparse_crow_indices, "<i8").tobytes()
+        msg.sparse_csr.col_indices = np.asarray(td.sparse_col_indices, "<i8").tobytes()
+    else:
+        msg.dense = values
     return msg

@@ -51,7 +51,7 @@ def _decode_datum(body: bytes) -> Datum:
 def _decode_tensor(body: bytes) -> TensorData:
     msg = pb.Tensor()
     parse_message(msg, body)
-    return tensor_from_proto(msg, "tensor")
+    return tensor_from_proto(msg, "tensor", keep_sparse=True)
 
 
 _ENCODERS: dict[type[BaseModel], Callable[[Any], bytes]] = {
