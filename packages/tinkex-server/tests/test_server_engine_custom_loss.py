@@ -81,6 +81,19 @@ def test_a_failing_node_is_named() -> None:
     assert "node 'mul' (operator.mul)" in info.value.problem
 
 
+def test_a_broadcast_past_the_size_bound_is_refused_before_it_is_computed() -> None:
+    def cube(logprobs: torch.Tensor) -> Any:
+        return (
+            logprobs[:, None, None] * logprobs[None, :, None] * logprobs[None, None, :]
+        ).sum(), {}
+
+    program = _program(cube, {"logprobs": 1})
+    small, _ = program.run([torch.ones(4)], "data[0]")
+    assert small.item() == 64.0
+    with pytest.raises(EngineInputError, match="broadcast to 8000000000 elements"):
+        program.run([torch.ones(2000)], "data[1]")
+
+
 def test_a_non_scalar_loss_is_refused() -> None:
     def per_token(logprobs: torch.Tensor) -> Any:
         return -logprobs, {}

@@ -9,10 +9,12 @@ up: :mod:`tinkex_server._engine.custom_loss` resolves each allowed name from its
 when it rebuilds the loss. :func:`check_graph_ops` refuses anything else naming the node
 and its target.
 
-Left out on purpose: constructors that take a size (``torch.zeros``, ``arange``...) and
-``repeat``/``expand`` (a few bytes of graph could ask for unbounded memory), in-place
-methods, ``backward``/``item``/``tolist`` (leave torch or the graph), modules, captured
-tensors (``get_attr``) and the ``out=`` keyword.
+Left out on purpose: constructors that take a size (``torch.zeros``, ``arange``...),
+``repeat``/``expand`` and ``einsum`` (a few bytes of graph could ask for unbounded memory),
+in-place methods, ``backward``/``item``/``tolist`` (leave torch or the graph), modules,
+captured tensors (``get_attr``) and the ``out=`` keyword. Broadcasting can still multiply
+sizes, so the engine also refuses any node whose result (or broadcast operands) would hold
+more than :data:`MAX_NODE_ELEMENTS` elements.
 """
 
 from __future__ import annotations
@@ -28,13 +30,90 @@ __all__ = [
     "ALLOWED_METHODS",
     "CONSTANTS",
     "FUNCTIONS",
+    "MAX_NODE_ELEMENTS",
     "METRIC_KEY",
     "check_graph_ops",
 ]
 
-_ELEMENTWISE: Final = ["abs", "exp", "exp2", "expm1", "log", "log1p", "log2", "log10", "sigmoid", "tanh", "sqrt", "rsqrt", "square", "neg", "sign", "relu", "reciprocal", "floor", "ceil", "round", "trunc", "isfinite", "isnan", "nan_to_num", "clamp", "clip", "clamp_min", "clamp_max", "pow", "add", "sub", "mul", "div", "true_divide", "minimum", "maximum", "where", "lt", "le", "gt", "ge", "eq", "ne", "logical_and", "logical_or", "logical_not", "logical_xor"]
-_REDUCTIONS: Final = ["sum", "mean", "min", "max", "amin", "amax", "logsumexp", "softmax", "log_softmax", "cumsum", "prod", "argmax", "argmin", "any", "all", "var", "std", "norm", "count_nonzero"]
-_SHAPES: Final = ["gather", "squeeze", "unsqueeze", "reshape", "flatten", "transpose", "masked_fill"]
+_ELEMENTWISE: Final = [
+    "abs",
+    "exp",
+    "exp2",
+    "expm1",
+    "log",
+    "log1p",
+    "log2",
+    "log10",
+    "sigmoid",
+    "tanh",
+    "sqrt",
+    "rsqrt",
+    "square",
+    "neg",
+    "sign",
+    "relu",
+    "reciprocal",
+    "floor",
+    "ceil",
+    "round",
+    "trunc",
+    "isfinite",
+    "isnan",
+    "nan_to_num",
+    "clamp",
+    "clip",
+    "clamp_min",
+    "clamp_max",
+    "pow",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "true_divide",
+    "minimum",
+    "maximum",
+    "where",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "eq",
+    "ne",
+    "logical_and",
+    "logical_or",
+    "logical_not",
+    "logical_xor",
+]
+_REDUCTIONS: Final = [
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "amin",
+    "amax",
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "cumsum",
+    "prod",
+    "argmax",
+    "argmin",
+    "any",
+    "all",
+    "var",
+    "std",
+    "norm",
+    "count_nonzero",
+]
+_SHAPES: Final = [
+    "gather",
+    "squeeze",
+    "unsqueeze",
+    "reshape",
+    "flatten",
+    "transpose",
+    "masked_fill",
+]
 
 _TORCH: Final = (
     *_ELEMENTWISE,
@@ -47,12 +126,49 @@ _TORCH: Final = (
     "full_like",
     "detach",
     "tensor",
-    "einsum",
     "matmul",
     "dot",
 )
-_FUNCTIONAL: Final = ["log_softmax", "softmax", "softplus", "relu", "logsigmoid", "sigmoid", "mse_loss", "smooth_l1_loss", "huber_loss", "l1_loss", "kl_div", "nll_loss", "cross_entropy", "binary_cross_entropy_with_logits"]
-_OPERATOR: Final = ["add", "sub", "mul", "truediv", "floordiv", "mod", "pow", "neg", "pos", "abs", "invert", "getitem", "lt", "le", "gt", "ge", "eq", "ne", "and_", "or_", "xor", "matmul"]
+_FUNCTIONAL: Final = [
+    "log_softmax",
+    "softmax",
+    "softplus",
+    "relu",
+    "logsigmoid",
+    "sigmoid",
+    "mse_loss",
+    "smooth_l1_loss",
+    "huber_loss",
+    "l1_loss",
+    "kl_div",
+    "nll_loss",
+    "cross_entropy",
+    "binary_cross_entropy_with_logits",
+]
+_OPERATOR: Final = [
+    "add",
+    "sub",
+    "mul",
+    "truediv",
+    "floordiv",
+    "mod",
+    "pow",
+    "neg",
+    "pos",
+    "abs",
+    "invert",
+    "getitem",
+    "lt",
+    "le",
+    "gt",
+    "ge",
+    "eq",
+    "ne",
+    "and_",
+    "or_",
+    "xor",
+    "matmul",
+]
 _MATH: Final = ["exp", "log", "log1p", "expm1", "sqrt", "pow", "fabs", "tanh"]
 
 #: Wire target (``call_function``) -> (module, attribute) it is resolved from.
@@ -92,7 +208,21 @@ ALLOWED_ATTRIBUTES: Final = frozenset({"shape", "ndim", "dtype", "T"})
 #: Torch constants by kind and name (the values are torch attribute names).
 CONSTANTS: Final[dict[str, dict[str, str]]] = {
     "dtype": {
-        n: n for n in (["float32", "float64", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "bool"])
+        n: n
+        for n in (
+            [
+                "float32",
+                "float64",
+                "float16",
+                "bfloat16",
+                "int64",
+                "int32",
+                "int16",
+                "int8",
+                "uint8",
+                "bool",
+            ]
+        )
     },
     "device": {"cpu": "cpu"},
     "layout": {"strided": "strided"},
@@ -101,6 +231,8 @@ CONSTANTS: Final[dict[str, dict[str, str]]] = {
         "preserve_format": "preserve_format",
     },
 }
+#: The most elements one node of a custom loss may produce (256 MiB of float32).
+MAX_NODE_ELEMENTS: Final = 1 << 26
 #: A metric key a loss may return (tinker's rule: the suffix says how datums combine).
 METRIC_KEY: Final = re.compile(r"custom/[a-z0-9_./-]{1,64}:(sum|mean)")
 

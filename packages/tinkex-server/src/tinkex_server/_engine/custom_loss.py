@@ -23,7 +23,13 @@ from typing import Any, cast
 import torch
 from torch import Tensor
 
-from tinkex_server._custom_loss_ops import ALLOWED_METHODS, CONSTANTS, FUNCTIONS, check_graph_ops
+from tinkex_server._custom_loss_ops import (
+    ALLOWED_METHODS,
+    CONSTANTS,
+    FUNCTIONS,
+    MAX_NODE_ELEMENTS,
+    check_graph_ops,
+)
 from tinkex_server._engine.adapters import EngineCore, Slot
 from tinkex_server._engine.errors import EngineInputError
 from tinkex_server._engine.inputs import (
@@ -72,6 +78,20 @@ def _bind(value: Any, env: Mapping[str, Any]) -> Any:
     return value
 
 
+def _check_broadcast(values: Sequence[Any]) -> None:
+    """Refuse, before computing, an operation whose tensor operands broadcast to more than
+    :data:`MAX_NODE_ELEMENTS` elements (``x[:, None, None] * y[None, :, None] * ...``)."""
+    shapes = [v.shape for v in values if isinstance(v, Tensor)]
+    if len(shapes) < 2:
+        return
+    try:
+        size = math.prod(torch.broadcast_shapes(*shapes))
+    except RuntimeError:
+        return  # not an elementwise combination; the operation itself decides
+    if size > MAX_NODE_ELEMENTS:
+        raise ValueError(f"its operands broadcast to {size} elements, over {MAX_NODE_ELEMENTS}")
+
+
 @dataclass(frozen=True)
 class _Step:
     name: str
@@ -106,14 +126,19 @@ class CustomLossProgram:
     def _call(self, step: _Step, env: Mapping[str, Any]) -> Any:
         args = [_bind(a, env) for a in step.args]
         kwargs = {k: _bind(v, env) for k, v in step.kwargs.items()}
+        _check_broadcast([*args, *kwargs.values()])
         if step.op == "call_function":
             assert step.call is not None
-            return step.call(*args, **kwargs)
-        assert step.target in ALLOWED_METHODS
-        receiver = args[0]
-        if not isinstance(receiver, Tensor):
-            raise TypeError(f"{step.target}() is called on a {type(receiver).__name__}")
-        return getattr(receiver, step.target)(*args[1:], **kwargs)
+            result = step.call(*args, **kwargs)
+        else:
+            assert step.target in ALLOWED_METHODS
+            receiver = args[0]
+            if not isinstance(receiver, Tensor):
+                raise TypeError(f"{step.target}() is called on a {type(receiver).__name__}")
+            result = getattr(receiver, step.target)(*args[1:], **kwargs)
+        if isinstance(result, Tensor) and result.numel() > MAX_NODE_ELEMENTS:
+            raise ValueError(f"its result has {result.numel()} elements, over {MAX_NODE_ELEMENTS}")
+        return result
 
     def run(self, values: Sequence[Tensor], where: str) -> tuple[Tensor, dict[str, Tensor]]:
         """``(loss, metrics)`` of one datum; a failing node raises :class:`EngineInputError`
