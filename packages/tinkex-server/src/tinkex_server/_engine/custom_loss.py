@@ -85,7 +85,7 @@ def _check_broadcast(values: Sequence[Any]) -> None:
     if len(shapes) < 2:
         return
     try:
-        size = math.prod(torch.broadcast_shapes(*shapes))
+        size = math.prod(torch.broadcast_shapes(*shapes))  # type: ignore[no-untyped-call]
     except RuntimeError:
         return  # not an elementwise combination; the operation itself decides
     if size > MAX_NODE_ELEMENTS:
