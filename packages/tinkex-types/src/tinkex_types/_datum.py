@@ -62,7 +62,7 @@ def to_tensor_data(value: Any, key: str | None = None) -> Any:
         return TensorData.from_numpy(value)
     if isinstance(value, (list, tuple)):
         dtype = LOSS_FN_INPUT_DTYPES.get(key) if key is not None else None
-        return TensorData.from_list(list(value), dtype)
+        return TensorData.from_list(value, dtype)  # which copies it
     return value
 
 

@@ -197,7 +197,8 @@ class ModelInput(WireModel):
         """One text chunk holding ``tokens`` (a list, any iterable of ints, or a 1-D integer
         numpy array, which is checked and kept as a whole)."""
         values: Any = tokens if _is_numpy(tokens) else list(tokens)
-        return cls(chunks=[EncodedTextChunk(tokens=values)])
+        # The chunk is validated; a ModelInput of one such chunk has nothing left to check.
+        return cls.model_construct(chunks=[EncodedTextChunk(tokens=values)])
 
     def to_ints(self) -> list[int]:
         """All tokens; raises ValueError if an image chunk is present."""

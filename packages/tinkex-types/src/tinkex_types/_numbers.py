@@ -183,7 +183,7 @@ def check_float(
     return number
 
 
-def plain_int_list(values: list[Any]) -> bool:
+def plain_int_list(values: list[Any] | tuple[Any, ...]) -> bool:
     """True when ``values`` is a flat list of ints (no bools, no floats, no numpy scalars)
     of magnitude below ``2**53``, so it passes every integer rule of the protocol as it is.
 

@@ -287,7 +287,7 @@ class TensorData(WireModel):
         """Build from a (possibly nested) list of numbers; ``dtype`` is inferred if omitted
         (all ints -> int64, otherwise float32)."""
         if isinstance(values, (list, tuple)):
-            fast = _flat_fast(list(values), dtype)
+            fast = _flat_fast(values, dtype)
             if fast is not None:  # flat and already of the dtype: nothing left to check
                 return cls.model_construct(data=fast[0], dtype=fast[1], shape=[len(values)])
         flat: list[Any]
@@ -418,7 +418,7 @@ def _array_values(array: Any, dtype: TensorDtype | None) -> tuple[list[Any], lis
 _F32_VALIDATOR: Any = None
 
 
-def _finite_floats(values: list[Any]) -> list[float] | None:
+def _finite_floats(values: list[Any] | tuple[Any, ...]) -> list[float] | None:
     """``values`` as floats when each is a number (not a bool) that is finite and within the
     float32 range, in one pass in pydantic-core; None when any is not (check one by one)."""
     global _F32_VALIDATOR
@@ -437,14 +437,17 @@ def _finite_floats(values: list[Any]) -> list[float] | None:
     return out
 
 
-def _flat_fast(flat: list[Any], dtype: TensorDtype | None) -> tuple[list[Any], TensorDtype] | None:
-    """The data and dtype of a flat list that needs no per-element conversion, or None:
-    plain ints (int64, or inferred), or finite float32-range numbers for dtype float32."""
+def _flat_fast(
+    flat: list[Any] | tuple[Any, ...], dtype: TensorDtype | None
+) -> tuple[list[Any], TensorDtype] | None:
+    """The data (a new list) and dtype of a flat list that needs no per-element conversion,
+    or None: plain ints (int64, or inferred), or finite float32-range numbers for dtype
+    float32."""
     if dtype == "float32":
         floats = _finite_floats(flat)
         return None if floats is None else (ArrayList(floats, finite=True), "float32")
     if (dtype == "int64" or (dtype is None and flat)) and plain_int_list(flat):
-        return flat, "int64"
+        return list(flat), "int64"
     return None
 
 
