@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import field_validator, model_validator
 
 from tinkex_server._config import ServerConfig
-from tinkex_types import UntypedAPIFuture, WireModel
+from tinkex_types import OptimizerConfig, UntypedAPIFuture, WireModel
 from tinkex_types._numbers import Int64
 
 __all__ = [
@@ -120,6 +120,8 @@ class LoadWeightsCreateRequest(WireModel):
     optimizer: bool = False
     base_model: str | None = None
     user_metadata: dict[str, Any] | None = None
+    #: The new model's optimizer (0.38 ``create_training_client_from_state(optimizer=)``).
+    optimizer_config: OptimizerConfig | None = None
 
     @field_validator("path")
     @classmethod

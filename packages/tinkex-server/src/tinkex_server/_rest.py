@@ -54,6 +54,7 @@ def checkpoint_model(ckpt: CheckpointRow, style: str = "standard") -> Checkpoint
         tinker_path=issued_path(style, ckpt.training_run_id, ckpt.kind, ckpt.name),
         size_bytes=ckpt.size_bytes,
         public=ckpt.public,
+        user_metadata=ckpt.user_metadata,
         expires_at=_time(ckpt.expires_at),
     )
 

@@ -20,12 +20,12 @@ from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens, 
 from tinkex_server._generations import SampleFuture
 from tinkex_server._jobs import SampleJob
 from tinkex_server._problems import ApiProblem, bad_request, not_found
+from tinkex_server._sampling_extras import check_extras, result_extras, sequence_model, target_ids
 from tinkex_server._store import SamplerRow
 from tinkex_types import (
     CreateSamplingSessionRequest,
     CreateSamplingSessionResponse,
     GetSamplerResponse,
-    SampledSequence,
     SampleRequest,
     SampleResponse,
     SamplingParams,
@@ -53,6 +53,7 @@ class ServerSampleJob(SampleJob):
     sampler: SamplerRow
     want_prompt_logprobs: bool
     want_topk: bool
+    want_sample_topk: bool = False
 
     def prepare(self, engine: Engine) -> None:
         adapter_id = self.sample.model_id
@@ -70,12 +71,7 @@ class ServerSampleJob(SampleJob):
         engine.load_sampler_weights(adapter_id, directory, base_model=self.sampler.base_model)
 
     def finish(self, output: SampleResult) -> WireModel:
-        sequences = [
-            SampledSequence.model_construct(
-                stop_reason=s.stop_reason, tokens=list(s.tokens), logprobs=list(s.logprobs)
-            )
-            for s in output.sequences
-        ]
+        sequences = [sequence_model(s, self.want_sample_topk) for s in output.sequences]
         topk: list[Any] | None = None
         if self.want_topk and output.topk_prompt_logprobs is not None:
             topk = [
@@ -86,6 +82,7 @@ class ServerSampleJob(SampleJob):
             sequences=sequences,
             prompt_logprobs=output.prompt_logprobs if self.want_prompt_logprobs else None,
             topk_prompt_logprobs=topk,
+            **result_extras(output),
         )
 
 
@@ -252,6 +249,8 @@ class SamplingService:
         desc = self.desk.base(sampler.base_model)
         prompt = self._prompt(req, desc, sampler.base_model)
         self._limits(req)
+        check_extras(req, len(prompt), self.config.max_topk_prompt_logprobs)
+        targets = target_ids(req.target_prompt_logprobs, len(prompt), desc.vocab_size)
         sp = req.sampling_params
         max_tokens, stop_strings, stop_ids = self._sampling(sp, len(prompt), desc)
         self._back_pressure()
@@ -278,11 +277,16 @@ class SamplingService:
                 stop_strings=stop_strings,
                 prompt_logprobs=req.prompt_logprobs,
                 topk_prompt_logprobs=req.topk_prompt_logprobs,
+                prompt_logprobs_last_n=req.prompt_logprobs_last_n,
+                topk_sample_logprobs=req.topk_sample_logprobs,
+                target_prompt_logprobs=targets,
+                prompt_alt_tokens_k=req.prompt_alt_tokens_k,
             ),
             files=self.parts.files,
             sampler=sampler,
             want_prompt_logprobs=req.prompt_logprobs,
             want_topk=req.topk_prompt_logprobs > 0,
+            want_sample_topk=req.topk_sample_logprobs > 0,
         )
 
     def asample(

@@ -20,7 +20,6 @@ from tinkex_server._catalog import describe_base_model, tokenizer_id_for
 from tinkex_server._checkpoints import checkpoint_name_problem
 from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens, user_error
 from tinkex_server._custom_losses import custom_loss_for
-from tinkex_server._generations import LoadWeightsCreateRequest
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._restore import ModelRestorer, lora_settings
 from tinkex_server._training_jobs import (
@@ -32,8 +31,10 @@ from tinkex_server._training_jobs import (
     SaveJob,
     UnloadModelJob,
 )
+from tinkex_server._training_loads import LoadsMixin, check_optimizer
 from tinkex_types import (
     CUSTOM_LOSS_FN,
+    AdamParams,
     CreateModelRequest,
     ForwardBackwardInput,
     ForwardBackwardRequest,
@@ -44,7 +45,6 @@ from tinkex_types import (
     OptimStepRequest,
     SaveWeightsForSamplerRequest,
     SaveWeightsRequest,
-    TinkerPath,
     TinkexValidationError,
     UnloadModelRequest,
     UntypedAPIFuture,
@@ -104,7 +104,7 @@ def _engine_data(fb: ForwardBackwardInput, field: str) -> tuple[list[Datum], dic
     return data, config
 
 
-class TrainingService:
+class TrainingService(LoadsMixin):
     """create_model, get_info, unload_model and the ordered training steps."""
 
     def __init__(self, parts: ServerParts, desk: Desk) -> None:
@@ -164,6 +164,7 @@ class TrainingService:
         check_int64("lora_config.seed", lc.seed)
         self.desk.live_session(req.session_id)
         self.desk.base(req.base_model)
+        check_optimizer(req.optimizer_config, "optimizer_config")
         if lc.rank > MAX_LORA_RANK:
             raise bad_request(
                 "lora_config.rank", f"{lc.rank} is too large", f"use at most {MAX_LORA_RANK}"
@@ -286,6 +287,13 @@ class TrainingService:
     ) -> UntypedAPIFuture:
         with self.turnstile(req.model_id, req.seq_id):
             self.desk.model(req.model_id)
+            params = req.optim_params
+            if not isinstance(params, AdamParams):
+                raise bad_request(
+                    "optim_params.type",
+                    f"is {params.type!r} but this model's optimizer is AdamW",
+                    "pass AdamParams (the parameters of the model's optimizer)",
+                )
         job = OptimStepJob(
             target=req.model_id,
             seq_id=req.seq_id,
@@ -293,7 +301,7 @@ class TrainingService:
             carrier=carrier,
             store=self.store,
             restorer=self.restorer,
-            adam_params=req.adam_params,
+            adam_params=params,
         )
         return self._ordered(job, "optim_step", idempotency_key)
 
@@ -305,6 +313,9 @@ class TrainingService:
         name: str,
         ttl_seconds: int | None,
         carrier: Mapping[str, str] | None,
+        *,
+        overwrite: bool,
+        user_metadata: dict[str, str] | None,
     ) -> SaveJob:
         training_state = kind == "weights"
         return SaveJob(
@@ -320,6 +331,8 @@ class TrainingService:
             ttl_seconds=ttl_seconds,
             directory=self.files.checkpoint_dir(model_id, kind, name),
             path_style=self.parts.config.path_style,
+            overwrite=overwrite,
+            user_metadata=user_metadata,
         )
 
     def save_weights(
@@ -336,7 +349,14 @@ class TrainingService:
                     "path", "is missing", "give the checkpoint a name, e.g. 'step-10'"
                 )
         job = self._named_save(
-            req.model_id, req.seq_id, "weights", req.path, req.ttl_seconds, carrier
+            req.model_id,
+            req.seq_id,
+            "weights",
+            req.path,
+            req.ttl_seconds,
+            carrier,
+            overwrite=req.overwrite,
+            user_metadata=req.user_metadata,
         )
         return self._ordered(job, "save_weights", idempotency_key)
 
@@ -350,8 +370,16 @@ class TrainingService:
             _checkpoint_name(req.path)
             row = self.desk.model(req.model_id)
             if req.path is not None:
+                # No overwrite flag for sampler weights (tinker 0.38): a name is replaced.
                 job = self._named_save(
-                    req.model_id, req.seq_id, "sampler_weights", req.path, req.ttl_seconds, carrier
+                    req.model_id,
+                    req.seq_id,
+                    "sampler_weights",
+                    req.path,
+                    req.ttl_seconds,
+                    carrier,
+                    overwrite=True,
+                    user_metadata=req.user_metadata,
                 )
                 return self._ordered(job, "save_weights_for_sampler", idempotency_key)
             check_int64("sampling_session_seq_id", req.sampling_session_seq_id, minimum=0)
@@ -388,102 +416,3 @@ class TrainingService:
         return self._ordered(
             snapshot, "save_weights_for_sampler", idempotency_key, (f"sampler:{sampler_id}",)
         )
-
-    def load_weights(
-        self,
-        req: LoadWeightsCreateRequest,
-        idempotency_key: str | None,
-        carrier: Mapping[str, str] | None,
-    ) -> UntypedAPIFuture:
-        """Load a training checkpoint into ``model_id`` (legacy addressing, ordered by
-        ``seq_id``), or create ``<session_id>:train:<model_seq_id>`` from it (0.38)."""
-        if req.model_id is None:
-            return self._load_creating(req, idempotency_key, carrier)
-        with self.turnstile(req.model_id, req.seq_id):
-            self.desk.model(req.model_id)
-            path = self.desk.parse_path(req.path, "path", prefer="weights")
-        job = self._load_job(req.model_id, req.seq_id, path, req.optimizer, carrier)
-        return self._ordered(job, "load_weights", idempotency_key)
-
-    def _load_job(
-        self,
-        model_id: str,
-        seq_id: int | None,
-        path: TinkerPath,
-        optimizer: bool,
-        carrier: Mapping[str, str] | None,
-    ) -> LoadWeightsJob:
-        return LoadWeightsJob(
-            target=model_id,
-            seq_id=seq_id,
-            request_type="LoadWeights",
-            carrier=carrier,
-            store=self.store,
-            restorer=self.restorer,
-            replaces_state=True,
-            files=self.files,
-            path=path,
-            optimizer=optimizer,
-        )
-
-    def _load_creating(
-        self,
-        req: LoadWeightsCreateRequest,
-        idempotency_key: str | None,
-        carrier: Mapping[str, str] | None,
-    ) -> UntypedAPIFuture:
-        """0.38: the load is the new model's seq 0; base model and LoRA settings come from
-        the checkpoint's training run. Later steps of the model start at ``seq_id`` 1."""
-        session_id, model_seq_id = req.session_id, req.model_seq_id
-        assert session_id is not None
-        assert model_seq_id is not None
-        check_int64("model_seq_id", model_seq_id, minimum=0)
-        model_id = f"{session_id}:train:{model_seq_id}"
-        dedup = f"load_create:{model_id}:{req.path}"  # a retry answers the same future
-        earlier = self.desk.existing(dedup)
-        if earlier is not None:
-            return earlier
-        self.desk.live_session(session_id)
-        path = self.desk.parse_path(req.path, "path", prefer="weights")
-        if path.kind != "weights":
-            raise bad_request(
-                "path",
-                f"{req.path!r} holds sampler weights, not a training state",
-                "load a tinker://<run>/weights/<name> checkpoint (save_state)",
-            )
-        self.desk.checkpoint_at(path)
-        run = self.desk.run_of(path)
-        if self.store.get_model(model_id) is not None:
-            raise bad_request(
-                "model_seq_id",
-                f"model {model_id!r} already exists",
-                "use the next model_seq_id of this session",
-            )
-        lora = dict(run.lora_config)
-        self.store.insert_model(
-            model_id,
-            session_id=session_id,
-            model_seq_id=model_seq_id,
-            base_model=run.base_model,
-            lora_config=lora,
-            user_metadata=req.user_metadata,
-        )
-        create = CreateModelJob(
-            target=model_id,
-            seq_id=None,
-            request_type="CreateModel",
-            carrier=carrier,
-            attributes={"model_id": model_id, "base_model": run.base_model},
-            store=self.store,
-            base_model=run.base_model,
-            lora=lora,
-        )
-        self.desk.submit(
-            create,
-            endpoint="create_model",
-            idempotency_key=None,
-            session_id=session_id,
-            dedup_keys=(f"create_model:{session_id}:{model_seq_id}",),
-        )
-        job = self._load_job(model_id, None, path, req.optimizer, carrier)
-        return self._ordered(job, "load_weights", idempotency_key, (dedup,))

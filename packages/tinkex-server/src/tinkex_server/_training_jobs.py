@@ -179,12 +179,22 @@ class SaveJob(OrderedJob):
     directory: Path
     #: ``ServerConfig.path_style`` of the answered path.
     path_style: str = "standard"
+    #: Replace a checkpoint of the same name (``False``: such a save fails, naming the field).
+    overwrite: bool = True
+    user_metadata: dict[str, str] | None = None
 
     @property
     def training_state(self) -> bool:
         return self.kind == "weights"
 
     def step(self, engine: Engine) -> int:
+        if not self.overwrite and self.store.get_checkpoint(self.target, self.kind, self.name):
+            path = issued_path(self.path_style, self.target, self.kind, self.name)
+            raise TinkexValidationError(
+                "overwrite",
+                f"a checkpoint named {self.name!r} already exists ({path})",
+                "save under another name, or pass overwrite=True to replace it",
+            )
         if self.training_state:
             engine.save_state(self.target, self.directory, with_optimizer=True)
         else:
@@ -205,6 +215,7 @@ class SaveJob(OrderedJob):
             size_bytes=dir_size(self.directory),
             expires_at=time.time() + ttl if ttl is not None else None,
             step=int(output),
+            user_metadata=self.user_metadata,
         )
         path = issued_path(self.path_style, ckpt.training_run_id, ckpt.kind, ckpt.name)
         if self.training_state:

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Self
 
-from tinkex_server._store.schema import SCHEMA, SCHEMA_VERSION
+from tinkex_server._store.schema import ADDED_COLUMNS, SCHEMA, SCHEMA_VERSION
 
 __all__ = ["StoreBase"]
 
@@ -40,6 +40,10 @@ class StoreBase:
         store = cls(conn, db)
         conn.executescript(SCHEMA)
         with store.tx() as c:
+            for table, column, sql_type in ADDED_COLUMNS:
+                have = {r["name"] for r in c.execute(f"PRAGMA table_info({table})")}
+                if column not in have:
+                    c.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
             row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
                 c.execute(

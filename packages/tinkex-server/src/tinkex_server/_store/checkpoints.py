@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from tinkex_server._store.base import StoreBase
 from tinkex_server._store.rows import CheckpointRow, checkpoint_row
+from tinkex_server._store.schema import dumps
 
 __all__ = ["CheckpointStore"]
 
@@ -26,17 +28,32 @@ class CheckpointStore(StoreBase):
         size_bytes: int | None,
         expires_at: float | None,
         step: int | None,
+        user_metadata: Mapping[str, str] | None = None,
     ) -> CheckpointRow:
+        """Insert the checkpoint, or replace every column of the one of that name (its
+        ``user_metadata`` too: ``None`` removes the old one)."""
         now = time.time()
+        metadata = None if user_metadata is None else dumps(dict(user_metadata))
         with self.tx() as c:
             c.execute(
                 "INSERT INTO checkpoints (training_run_id, kind, name, created_at, size_bytes, "
-                "public, expires_at, directory, step) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?) "
+                "public, expires_at, directory, step, user_metadata) "
+                "VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?) "
                 "ON CONFLICT (training_run_id, kind, name) DO UPDATE SET "
                 "created_at=excluded.created_at, size_bytes=excluded.size_bytes, "
                 "expires_at=excluded.expires_at, directory=excluded.directory, "
-                "step=excluded.step",
-                (training_run_id, kind, name, now, size_bytes, expires_at, directory, step),
+                "step=excluded.step, user_metadata=excluded.user_metadata",
+                (
+                    training_run_id,
+                    kind,
+                    name,
+                    now,
+                    size_bytes,
+                    expires_at,
+                    directory,
+                    step,
+                    metadata,
+                ),
             )
             row = c.execute(
                 f"SELECT * FROM checkpoints WHERE {_KEY}", (training_run_id, kind, name)

@@ -99,6 +99,8 @@ class CheckpointRow:
     expires_at: float | None
     directory: str
     step: int | None
+    #: What the user attached when saving (``None``: nothing).
+    user_metadata: dict[str, str] | None = None
 
     @property
     def checkpoint_type(self) -> str:
@@ -195,4 +197,5 @@ def checkpoint_row(row: sqlite3.Row) -> CheckpointRow:
         expires_at=row["expires_at"],
         directory=row["directory"],
         step=row["step"],
+        user_metadata=loads(row["user_metadata"]),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "dumps", "loads"]
+__all__ = ["ADDED_COLUMNS", "SCHEMA", "SCHEMA_VERSION", "dumps", "loads"]
 
 SCHEMA_VERSION = 1
 
@@ -75,6 +75,7 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     expires_at REAL,
     directory TEXT NOT NULL,
     step INTEGER,
+    user_metadata TEXT,
     PRIMARY KEY (training_run_id, kind, name)
 );
 CREATE TABLE IF NOT EXISTS telemetry (
@@ -93,6 +94,12 @@ CREATE TABLE IF NOT EXISTS applied (
     applied_at REAL NOT NULL
 );
 """
+
+
+#: Columns added after a table was first released: ``(table, column, SQL type)``. A store
+#: written before them gets them (``ALTER TABLE ... ADD COLUMN``) when it is opened; older
+#: servers read such a store unchanged (they never name the column).
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("checkpoints", "user_metadata", "TEXT"),)
 
 
 def dumps(obj: Any) -> str:
