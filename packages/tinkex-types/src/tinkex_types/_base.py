@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import types
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Self, Union, get_args, get_origin
@@ -23,6 +24,7 @@ __all__ = [
     "EventType",
     "ImageFormat",
     "LossFnType",
+    "PositionalWireModel",
     "QueueState",
     "Severity",
     "StopReason",
@@ -195,6 +197,95 @@ class TaggedWireModel(WireModel):
 
     def model_post_init(self, context: Any, /) -> None:
         self.__pydantic_fields_set__.add(self.wire_tag)
+
+
+class _Factory:
+    """The default shown in a signature for a field with a default factory."""
+
+    def __repr__(self) -> str:
+        return "<factory>"
+
+
+_FACTORY = _Factory()
+
+
+class PositionalWireModel(WireModel):
+    """A wire model that also takes its first fields by position, in the order of
+    ``positional_fields`` (as tinker 0.38's dataclass models do: ``Datum(model_input,
+    loss_fn_inputs)``). Its signature says so; more positions than that is a TypeError."""
+
+    #: The fields that may be given by position, in order (constructor-only parameters of
+    #: ``init_only`` may be among them).
+    positional_fields: ClassVar[tuple[str, ...]] = ()
+    #: Constructor-only parameters (default ``None``) that :meth:`_prepare` turns into fields.
+    init_only: ClassVar[tuple[str, ...]] = ()
+    #: Required fields the constructor fills in itself when they are not given (shown with a
+    #: default in the signature); parsing still requires them.
+    init_defaults: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, /, *args: Any, **data: Any) -> None:
+        if args:
+            names = self.positional_fields
+            cls = type(self).__name__
+            if len(args) > len(names):
+                raise TypeError(
+                    f"{cls}() takes at most {len(names)} positional arguments "
+                    f"({', '.join(names) or 'none'}) but {len(args)} were given: pass the "
+                    "others by keyword"
+                )
+            for name, value in zip(names, args, strict=False):
+                if name in data:
+                    raise TypeError(f"{cls}() got multiple values for argument {name!r}")
+                data[name] = value
+        if self.init_only or self.init_defaults:
+            data = self._prepare(data)
+        super().__init__(**data)
+
+    # Tell pydantic this is the plain ``BaseModel.__init__`` as far as parsing goes:
+    # ``model_validate`` must not call it (parsing takes no positions, fills no defaults,
+    # and stays a pure pydantic-core call).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """Turn the ``init_only`` parameters into fields and fill ``init_defaults``."""
+        return data
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        cls.__signature__ = _positional_signature(cls)
+
+
+def _positional_signature(cls: type[PositionalWireModel]) -> inspect.Signature:
+    params: list[inspect.Parameter] = []
+    fields = cls.model_fields
+    unknown = [n for n in cls.positional_fields if n not in fields and n not in cls.init_only]
+    if unknown:
+        raise TypeError(f"{cls.__name__}.positional_fields names no field: {unknown}")
+    names = [*fields, *cls.init_only]
+    order = [*cls.positional_fields, *(n for n in names if n not in cls.positional_fields)]
+    for name in order:
+        kind = (
+            inspect.Parameter.POSITIONAL_OR_KEYWORD
+            if name in cls.positional_fields
+            else inspect.Parameter.KEYWORD_ONLY
+        )
+        if name not in fields:
+            params.append(inspect.Parameter(name, kind, default=None))
+            continue
+        field = fields[name]
+        default: Any
+        if name in cls.init_defaults:
+            default = _FACTORY
+        elif field.is_required():
+            default = inspect.Parameter.empty
+        elif field.default_factory is not None:
+            default = _FACTORY
+        else:
+            default = field.default
+        params.append(inspect.Parameter(name, kind, default=default, annotation=field.annotation))
+    return inspect.Signature(params, return_annotation=None)
 
 
 # -- fast to_json_dict -----------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 
-from tinkex_types._base import WireModel
+from tinkex_types._base import PositionalWireModel, WireModel
 from tinkex_types._datum import Datum
 from tinkex_types._errors import TinkexValidationError
 from tinkex_types._losses import LOSSES
@@ -121,8 +121,10 @@ class UnloadModelRequest(WireModel):
 # -- training --------------------------------------------------------------------------
 
 
-class ForwardBackwardInput(WireModel):
+class ForwardBackwardInput(PositionalWireModel):
     """The batch of ``forward``/``forward_backward``: data, loss name and loss config."""
+
+    positional_fields: ClassVar[tuple[str, ...]] = ("data", "loss_fn", "loss_fn_config")
 
     wire_nulls: ClassVar[frozenset[str]] = frozenset({"loss_fn_config"})
 
@@ -144,16 +146,24 @@ class ForwardBackwardInput(WireModel):
         return value
 
 
-class ForwardRequest(WireModel):
+class ForwardRequest(PositionalWireModel):
     """POST /api/v1/forward (no gradient is accumulated)."""
+
+    positional_fields: ClassVar[tuple[str, ...]] = ("forward_input", "model_id", "seq_id")
 
     forward_input: ForwardBackwardInput
     model_id: str
     seq_id: Int64 | None = None
 
 
-class ForwardBackwardRequest(WireModel):
+class ForwardBackwardRequest(PositionalWireModel):
     """POST /api/v1/forward_backward."""
+
+    positional_fields: ClassVar[tuple[str, ...]] = (
+        "forward_backward_input",
+        "model_id",
+        "seq_id",
+    )
 
     forward_backward_input: ForwardBackwardInput
     model_id: str

@@ -7,11 +7,12 @@ them, ``None`` (and not written) where tinker's are optional.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from tinkex_types._base import StopReason, WireModel
+from tinkex_types import _sample_arrays as arrays
+from tinkex_types._base import PositionalWireModel, StopReason, WireModel
 from tinkex_types._checkpoints import Cursor, ListSessionsResponse
 from tinkex_types._optimizer import AdamOptimizerConfig, OptimizerConfig
 from tinkex_types._tensor import TensorData
@@ -125,8 +126,14 @@ class UnloadModelResponse(WireModel):
 # -- training --------------------------------------------------------------------------
 
 
-class ForwardBackwardOutput(WireModel):
+class ForwardBackwardOutput(PositionalWireModel):
     """Result of ``forward`` and ``forward_backward``: one output per datum, in order."""
+
+    positional_fields: ClassVar[tuple[str, ...]] = (
+        "loss_fn_output_type",
+        "loss_fn_outputs",
+        "metrics",
+    )
 
     loss_fn_output_type: str = "ArrayRecord"
     loss_fn_outputs: list[dict[str, TensorData]] = Field(default_factory=list)
@@ -206,7 +213,21 @@ def _topk_pairs(value: Any) -> Any:
     return out
 
 
-class SampledSequence(WireModel):
+class SampledSequence(PositionalWireModel):
+    """One sampled sequence. Built from lists, or (as in tinker 0.38) from numpy arrays:
+    ``SampledSequence(stop_reason, sequence_id, tokens_np, logprobs_np, topk_logprobs_np)``;
+    ``tokens_np``/``logprobs_np``/``topk_logprobs_np`` read them back as arrays."""
+
+    positional_fields: ClassVar[tuple[str, ...]] = (
+        "stop_reason",
+        "sequence_id",
+        "tokens_np",
+        "logprobs_np",
+        "topk_logprobs_np",
+    )
+    init_only: ClassVar[tuple[str, ...]] = ("tokens_np", "logprobs_np", "topk_logprobs_np")
+    init_defaults: ClassVar[frozenset[str]] = frozenset({"tokens"})
+
     stop_reason: StopReason
     tokens: list[int]
     logprobs: list[float] | None = None
@@ -222,6 +243,33 @@ class SampledSequence(WireModel):
     def _pairs(cls, value: Any) -> Any:
         return _topk_pairs(value)
 
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        tokens, logprobs, topk = (data.pop(n, None) for n in cls.init_only)
+        if tokens is not None:
+            data.setdefault("tokens", arrays.list_of(tokens, "tokens_np"))
+        if logprobs is not None:
+            data.setdefault("logprobs", arrays.list_of(logprobs, "logprobs_np"))
+        if topk is not None:
+            data.setdefault("topk_logprobs", arrays.topk_lists(topk, "topk_logprobs_np"))
+        data.setdefault("tokens", [])
+        return data
+
+    @property
+    def tokens_np(self) -> Any:
+        """The tokens as an int32 numpy array."""
+        return arrays.int_array(self.tokens)
+
+    @property
+    def logprobs_np(self) -> Any:
+        """The logprobs as a float32 numpy array (``None`` when not requested)."""
+        return None if self.logprobs is None else arrays.float_array(list(self.logprobs))
+
+    @property
+    def topk_logprobs_np(self) -> arrays.TopkLogprobs | None:
+        """The top-k logprobs as ``(len(tokens), k)`` matrices (``None`` when not requested)."""
+        return None if self.topk_logprobs is None else arrays.topk_arrays(self.topk_logprobs)
+
     @model_validator(mode="after")
     def _aligned(self) -> SampledSequence:
         if self.logprobs is not None and len(self.logprobs) != len(self.tokens):
@@ -232,20 +280,34 @@ class SampledSequence(WireModel):
         return self
 
 
-class PromptAltTokens(WireModel):
+class PromptAltTokens(PositionalWireModel):
     """Draws from the next-token distribution at each prompt position after the first
     (SDK 0.38 ``prompt_alt_tokens_k``): two ``[len(prompt) - 1, k]`` tensors."""
+
+    positional_fields: ClassVar[tuple[str, ...]] = ("tokens", "logprobs")
 
     tokens: TensorData
     logprobs: TensorData
 
 
-class SampleResponse(WireModel):
+class SampleResponse(PositionalWireModel):
     """Result of the ``asample`` future.
 
     The last three fields come from SDK 0.38 (protobuf results only); they are ``None``,
-    and never written, when absent.
+    and never written, when absent. Like tinker 0.38 it takes ``prompt_logprobs_np`` (NaN:
+    not computed) and ``topk_prompt_logprobs_np`` (top-k matrices) too, by position or
+    keyword, and reads them back under those names.
     """
+
+    positional_fields: ClassVar[tuple[str, ...]] = (
+        "sequences",
+        "prompt_logprobs_np",
+        "topk_prompt_logprobs_np",
+        "target_prompt_logprobs",
+        "prompt_cache_hit_tokens",
+        "prompt_alt_tokens",
+    )
+    init_only: ClassVar[tuple[str, ...]] = ("prompt_logprobs_np", "topk_prompt_logprobs_np")
 
     sequences: list[SampledSequence]
     prompt_logprobs: list[float | None] | None = None
@@ -260,6 +322,34 @@ class SampleResponse(WireModel):
     @classmethod
     def _pairs(cls, value: Any) -> Any:
         return _topk_pairs(value)
+
+    @classmethod
+    def _prepare(cls, data: dict[str, Any]) -> dict[str, Any]:
+        logprobs, topk = (data.pop(n, None) for n in cls.init_only)
+        if logprobs is not None:
+            data.setdefault(
+                "prompt_logprobs", arrays.prompt_logprobs_list(logprobs, "prompt_logprobs_np")
+            )
+        if topk is not None:
+            data.setdefault(
+                "topk_prompt_logprobs", arrays.topk_lists(topk, "topk_prompt_logprobs_np")
+            )
+        return data
+
+    @property
+    def prompt_logprobs_np(self) -> Any:
+        """The prompt logprobs as a float32 numpy array, NaN where not computed (``None``
+        when not requested)."""
+        if self.prompt_logprobs is None:
+            return None
+        return arrays.float_array(list(self.prompt_logprobs))
+
+    @property
+    def topk_prompt_logprobs_np(self) -> arrays.TopkLogprobs | None:
+        """The prompt's top-k logprobs as ``(len(prompt), k)`` matrices."""
+        if self.topk_prompt_logprobs is None:
+            return None
+        return arrays.topk_arrays(self.topk_prompt_logprobs)
 
 
 class SampleStreamChunk(WireModel):
