@@ -203,3 +203,30 @@ async def test_a_failure_to_count_never_fails_the_step(
         out = await api.result(await api.ok("forward_backward", api.fb_body(mid, 1)))
     assert "loss:sum" in out["metrics"]
     assert "could not record the usage" in caplog.text
+
+
+async def test_hourly_rows_sum_to_the_report(api: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import tinkex_server._usage as usage_module
+
+    sid = await api.session()
+    mid = await _model(api, sid)
+    sizes = ([4], [6, 2])
+    for seq, (hour, lengths) in enumerate(zip((1000, 1001), sizes, strict=True), start=1):
+        clock = types.SimpleNamespace(time=lambda hour=hour: hour * 3600.0 + 5)
+        monkeypatch.setattr(usage_module, "time", clock)
+        await api.result(await api.ok("forward_backward", api.fb_body(mid, seq, _datums(lengths))))
+    with api.store.tx() as c:
+        rows = c.execute(
+            "SELECT hour, forward_backward_tokens FROM usage WHERE training_run_id=? ORDER BY hour",
+            (mid,),
+        ).fetchall()
+    assert [(r["hour"], r["forward_backward_tokens"]) for r in rows] == [
+        (1000 * 3600, 4),
+        (1001 * 3600, 8),
+    ]
+    report = await _usage(api, f"training_runs/{mid}")
+    assert len(report.entries) == 1
+    assert report.totals.forward_backward_tokens == 12
+    assert report.totals.forward_backward_datums == 3

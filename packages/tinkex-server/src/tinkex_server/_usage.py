@@ -7,8 +7,8 @@ no second time, a failed step counts nothing, and the counts survive a restart w
 futures they belong to. What is counted is described in :mod:`tinkex_types._usage`.
 
 The counts live in two tables of the server's SQLite database, created on first use:
-``usage`` (one row per training run or sampler, with the session and base model it belongs
-to) and ``usage_origin`` (which training run an unnamed sampler snapshot was taken from,
+``usage`` (one row per training run or sampler and UTC hour, with the session and base
+model it belongs to; the reports sum the hours) and ``usage_origin`` (which training run an unnamed sampler snapshot was taken from,
 so that sampling its weights counts for that run).
 
 :class:`UsageBook` answers the two reports (``GET /api/v1/training_runs/{id}/usage`` and
@@ -18,6 +18,7 @@ so that sampling its weights counts for that run).
 from __future__ import annotations
 
 import logging
+import time
 import weakref
 from typing import TYPE_CHECKING, Any
 
@@ -39,8 +40,9 @@ CREATE TABLE IF NOT EXISTS usage (
     sampler_id TEXT NOT NULL,
     session_id TEXT NOT NULL,
     base_model TEXT NOT NULL,
+    hour INTEGER NOT NULL,
     {_COLUMNS},
-    PRIMARY KEY (kind, training_run_id, sampler_id, session_id, base_model)
+    PRIMARY KEY (kind, training_run_id, sampler_id, session_id, base_model, hour)
 );
 CREATE INDEX IF NOT EXISTS usage_session ON usage (session_id);
 CREATE INDEX IF NOT EXISTS usage_run ON usage (training_run_id);
@@ -50,7 +52,9 @@ CREATE TABLE IF NOT EXISTS usage_origin (
 );
 """
 _log = logging.getLogger("tinkex_server.usage")
-_KEY = ("kind", "training_run_id", "sampler_id", "session_id", "base_model")
+_KEY = ("kind", "training_run_id", "sampler_id", "session_id", "base_model", "hour")
+_GROUP = ", ".join(_KEY[:-1])
+_SUMS = ", ".join(f"SUM({n}) AS {n}" for n in USAGE_COUNTERS)
 
 #: Stores whose usage tables exist (created once per open store).
 _READY: weakref.WeakSet[Store] = weakref.WeakSet()
@@ -72,11 +76,12 @@ def _ensure(store: Store) -> None:
 
 
 def _add(store: Store, key: tuple[str, str, str, str, str], counts: dict[str, int]) -> None:
-    """Add ``counts`` to the row of ``key`` (created at zero first)."""
+    """Add ``counts`` to the row of ``key`` in the current UTC hour (created at zero)."""
     _ensure(store)
     names = [n for n in USAGE_COUNTERS if counts.get(n)]
     if not names:
         return
+    hour = int(time.time() // 3600) * 3600
     columns = ", ".join((*_KEY, *names))
     marks = ", ".join("?" * (len(_KEY) + len(names)))
     updates = ", ".join(f"{n} = {n} + excluded.{n}" for n in names)
@@ -84,7 +89,7 @@ def _add(store: Store, key: tuple[str, str, str, str, str], counts: dict[str, in
         c.execute(
             f"INSERT INTO usage ({columns}) VALUES ({marks}) "
             f"ON CONFLICT ({', '.join(_KEY)}) DO UPDATE SET {updates}",
-            (*key, *(int(counts[n]) for n in names)),
+            (*key, hour, *(int(counts[n]) for n in names)),
         )
 
 
@@ -188,7 +193,7 @@ class UsageBook:
         _ensure(self.store)
         with self.store.tx() as c:
             rows = c.execute(
-                f"SELECT * FROM usage WHERE {column}=? "
+                f"SELECT {_GROUP}, {_SUMS} FROM usage WHERE {column}=? GROUP BY {_GROUP} "
                 "ORDER BY kind DESC, training_run_id, sampler_id, base_model",
                 (value,),
             ).fetchall()
