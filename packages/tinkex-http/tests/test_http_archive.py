@@ -464,3 +464,42 @@ def test_setgid_directory_is_fine_but_setuid_file_is_not(tmp_path: Path) -> None
     with pytest.raises(UnsafeArchiveError) as info:
         extract_archive_safely(make_tar(tmp_path / "bad.tar", [runner]), tmp_path / "b")
     assert info.value.reason == "setuid"
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_manifest_checked_from_digests_taken_while_writing(tmp_path: Path, gz: bool) -> None:
+    """Plain tars are copied straight from the file, compressed ones through the stream; the
+    SHA-256 taken while writing decides in both, a hard-linked listed file is read again
+    and an unlisted file is refused."""
+    from tinkex_types.manifest import MANIFEST_FILE, build_manifest, manifest_bytes
+
+    src = tmp_path / "src"
+    src.mkdir()
+    big = bytes(range(256)) * 9000  # over one copy buffer of a few blocks
+    files = [*VALID, ("big.bin", big)]
+    for name, data in files:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(data)
+    (src / "copy.bin").write_bytes(big)
+    manifest = manifest_bytes(build_manifest(src))
+    link = special("copy.bin", tarfile.LNKTYPE, "big.bin")
+    good = make_tar(tmp_path / "good.tar", [*files, link, (MANIFEST_FILE, manifest)], gz=gz)
+    dest = extract_archive_safely(good, tmp_path / "ok")
+    assert (dest / "big.bin").read_bytes() == big == (dest / "copy.bin").read_bytes()
+    flipped = big[:-1] + b"\x00"
+    bad = make_tar(
+        tmp_path / "bad.tar", [*VALID, ("big.bin", flipped), (MANIFEST_FILE, manifest)], gz=gz
+    )
+    with pytest.raises(UnsafeArchiveError, match=r"big\.bin does not match") as info:
+        extract_archive_safely(bad, tmp_path / "bad")
+    assert info.value.reason == "integrity"
+    extra = make_tar(
+        tmp_path / "extra.tar",
+        [*files, link, ("sub/x.bin", b"x"), (MANIFEST_FILE, manifest)],
+        gz=gz,
+    )
+    with pytest.raises(UnsafeArchiveError, match=r"sub/x\.bin is not listed") as info:
+        extract_archive_safely(extra, tmp_path / "extra")
+    assert info.value.reason == "integrity"
+    assert not (tmp_path / "bad").exists()
+    assert not (tmp_path / "extra").exists()

@@ -18,7 +18,9 @@ only when every member passed and the content matched its manifest. Refused, eac
 * damage: a truncated or corrupt tar or compressed stream; member data that ends early;
 * integrity: with ``tinkex_manifest.json`` in the archive, every listed file must match its
   size and SHA-256 and no unlisted file may appear; without one, each ``*.safetensors``
-  file must be complete by its own header (:mod:`tinkex_types.manifest`).
+  file must be complete by its own header (:mod:`tinkex_types.manifest`). The SHA-256 of
+  each regular file is computed while it is written (hashlib releases the GIL), so the
+  check does not read the extracted files again.
 
 On any failure the destination is left exactly as it was and the temporary directory is
 removed.
@@ -27,6 +29,7 @@ removed.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -34,7 +37,7 @@ import tarfile
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol, cast
 
 from tinkex_http._extract_checks import (
     DEFAULT_MAX_ARCHIVE_BYTES,
@@ -50,11 +53,12 @@ from tinkex_http._extract_checks import (
     open_decompressed,
 )
 from tinkex_types import TinkexValidationError
-from tinkex_types.manifest import manifest_problem
+from tinkex_types.manifest import MANIFEST_FILE, ManifestEntry, manifest_problem, read_manifest
 
 __all__ = ["MARKER_FILE", "extract_archive_safely"]
 
-CHUNK_SIZE = 64 * 1024
+#: Bytes per read of the archive stream and per copy of a member (few, large copies).
+CHUNK_SIZE = 1024 * 1024
 #: The empty marker file at the root of a checkpoint archive (not in its manifest).
 MARKER_FILE = "checkpoint_complete"
 #: Errors of the environment (not of the archive): re-raised as they are.
@@ -84,25 +88,53 @@ class _State:
     count: int = 0
     kinds: dict[tuple[str, ...], str] = field(default_factory=dict)
     links: list[Path] = field(default_factory=list)
+    #: size and SHA-256 of each regular file written, by its ``/``-joined name
+    digests: dict[str, ManifestEntry] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.real_root = os.path.realpath(self.root)
 
 
-def _copy_member(src: IO[bytes], dst: Path, size: int, mode: int, name: str) -> None:
+class _Readable(Protocol):
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+class _FileRange:
+    """``readinto`` of a member's data straight from a plain tar file (``os.preadv`` at
+    its offset: no copy through tarfile's stream buffers)."""
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self._fd = fd
+        self._offset = offset
+
+    def readinto(self, view: memoryview) -> int:
+        n = os.preadv(self._fd, [view], self._offset)
+        self._offset += n
+        return n
+
+
+def _copy_member(src: _Readable, dst: Path, size: int, mode: int, name: str) -> ManifestEntry:
+    """Write ``size`` bytes of ``src`` to the new file ``dst`` through one reused buffer;
+    returns their size and SHA-256 (hashed as they pass; hashlib releases the GIL)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(dst, flags | getattr(os, "O_BINARY", 0), (mode & 0o755) | 0o600)
-    with os.fdopen(fd, "wb") as out:
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(min(CHUNK_SIZE, max(size, 1))))
+    with os.fdopen(fd, "wb", buffering=0) as out:
         remaining = size
         while remaining > 0:
-            block = src.read(min(CHUNK_SIZE, remaining))
-            if not block:
+            got = src.readinto(buffer[: min(len(buffer), remaining)])
+            if not got:
                 raise UnsafeArchiveError(
                     f"archive member {name!r} is truncated ({size - remaining} of {size} bytes)",
                     reason="truncated",
                 )
-            out.write(block)
-            remaining -= len(block)
+            block = buffer[:got]
+            digest.update(block)
+            while block:  # an unbuffered write may take part of the block
+                block = block[out.write(block) :]
+            remaining -= got
+    return ManifestEntry(size=size, sha256=digest.hexdigest())
 
 
 def _check_type(member: tarfile.TarInfo) -> str:
@@ -186,7 +218,9 @@ def _place_hardlink(state: _State, member: tarfile.TarInfo, target: Path) -> Non
     os.link(source, target)
 
 
-def _place(state: _State, tf: tarfile.TarFile, member: tarfile.TarInfo, kind: str) -> None:
+def _place(
+    state: _State, tf: tarfile.TarFile, member: tarfile.TarInfo, kind: str, direct: int | None
+) -> None:
     parts = member_parts(member.name, "archive member")
     if not parts or not _check_place(state, member, parts, kind):
         return  # "./" itself, or a directory named again
@@ -203,11 +237,17 @@ def _place(state: _State, tf: tarfile.TarFile, member: tarfile.TarInfo, kind: st
     elif kind == "hardlink":
         _place_hardlink(state, member, target)
     else:
-        src = tf.extractfile(member)
-        if src is None:
-            raise UnsafeArchiveError(f"archive member {member.name!r} cannot be read")
-        with src:
-            _copy_member(src, target, member.size, member.mode, member.name)
+        if direct is not None:
+            src = _FileRange(direct, member.offset_data)
+            entry = _copy_member(src, target, member.size, member.mode, member.name)
+        else:
+            data = tf.extractfile(member)  # an io.BufferedReader
+            if data is None:
+                raise UnsafeArchiveError(f"archive member {member.name!r} cannot be read")
+            with data:
+                reader = cast(_Readable, data)
+                entry = _copy_member(reader, target, member.size, member.mode, member.name)
+        state.digests["/".join(parts)] = entry
 
 
 def _count(state: _State, member: tarfile.TarInfo, kind: str) -> None:
@@ -229,18 +269,27 @@ def _count(state: _State, member: tarfile.TarInfo, kind: str) -> None:
             )
 
 
-def _run(state: _State, stream: IO[bytes]) -> None:
+def _run(state: _State, stream: IO[bytes], plain: IO[bytes] | None) -> None:
+    """Extract every member. ``plain``: the archive is an uncompressed tar file, read with
+    seeks (headers by tarfile, member data straight from the file); else ``stream`` is
+    read once, front to back."""
     try:
-        tf = tarfile.open(fileobj=stream, mode="r|", tarinfo=SafeTarInfo)  # noqa: SIM115
+        if plain is not None:
+            tf = tarfile.open(fileobj=plain, mode="r:", tarinfo=SafeTarInfo)  # noqa: SIM115
+        else:
+            tf = tarfile.open(  # noqa: SIM115
+                fileobj=stream, mode="r|", tarinfo=SafeTarInfo, bufsize=CHUNK_SIZE
+            )
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"not a readable tar archive: {exc}", reason="not-a-tar") from None
+    direct = None if plain is None else plain.fileno()
     with tf:
         while (member := tf.next()) is not None:
             member_parts(member.name, "archive member")
             kind = _check_type(member)
             _count(state, member, kind)
-            _place(state, tf, member, kind)
-    while stream.read(CHUNK_SIZE):  # the rest: a compressed stream's checksum and its end
+            _place(state, tf, member, kind, direct)
+    while plain is None and stream.read(CHUNK_SIZE):  # a compressed stream's checksum, end
         pass
     for link in state.links:  # a later link may have changed what an earlier one resolves to
         if not _inside(state.real_root, os.path.realpath(link)):
@@ -270,7 +319,8 @@ def _extract_into(
     max_total_bytes: int | None,
     max_members: int | None,
     max_expansion: float | None,
-) -> None:
+) -> dict[str, ManifestEntry]:
+    """Extract into ``root``; returns the size and SHA-256 of every regular file written."""
     limit = extraction_limit(archive.stat().st_size, max_total_bytes, max_expansion)
     absolute = extraction_limit(archive.stat().st_size, max_total_bytes, None)
     reason = "too-large" if limit is None or limit == absolute else "expansion"
@@ -278,9 +328,10 @@ def _extract_into(
     # tar headers and padding come on top of the content: allow 2x plus 1 MiB of them
     budget = None if limit is None else 2 * limit + 1024 * 1024
     with open(archive, "rb") as raw:
-        stream = BudgetReader(open_decompressed(raw), budget)
+        inner = open_decompressed(raw)
+        stream = BudgetReader(inner, budget)
         try:
-            _run(state, stream)  # type: ignore[arg-type]
+            _run(state, stream, raw if inner is raw else None)  # type: ignore[arg-type]
         except UnsafeArchiveError:
             raise
         except (tarfile.TarError, OSError) as exc:
@@ -288,12 +339,47 @@ def _extract_into(
             if refusal is None:
                 raise
             raise refusal from None
+    return state.digests
 
 
-def _verify(root: Path, verify: bool) -> None:
+def _digest_problem(
+    root: Path, entries: dict[str, ManifestEntry], digests: dict[str, ManifestEntry]
+) -> str | None:
+    """:func:`tinkex_types.manifest.manifest_problem` (``exact``) for files whose digests
+    were taken while they were written: the same findings, without reading them again."""
+    for name, want in entries.items():
+        path = root / name
+        if path.is_symlink() or not path.is_file():
+            return f"{name} is missing (listed in {MANIFEST_FILE})"
+        got = digests[name]
+        if got.size != want.size:
+            return (
+                f"{name} is {got.size} bytes but {MANIFEST_FILE} records {want.size} "
+                "(truncated or changed)"
+            )
+        if got.sha256 != want.sha256:
+            return f"{name} does not match its SHA-256 in {MANIFEST_FILE} (corrupt or tampered)"
+    files = {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not p.is_symlink() and p.name != MANIFEST_FILE
+    }
+    unlisted = sorted(files - set(entries) - {MARKER_FILE})
+    return f"{unlisted[0]} is not listed in {MANIFEST_FILE}" if unlisted else None
+
+
+def _verify(root: Path, verify: bool, digests: dict[str, ManifestEntry]) -> None:
     if not verify:
         return
-    problem = manifest_problem(root, exact=True, ignore=(MARKER_FILE,))
+    try:
+        entries = read_manifest(root)
+    except ValueError as exc:
+        problem: str | None = str(exc)
+    else:
+        if entries is not None and all(name in digests for name in entries):
+            problem = _digest_problem(root, entries, digests)
+        else:  # no manifest, or a listed file that is a hard link: read the files
+            problem = manifest_problem(root, exact=True, ignore=(MARKER_FILE,))
     if problem is not None:
         raise UnsafeArchiveError(f"integrity check failed: {problem}", reason="integrity")
 
@@ -343,14 +429,14 @@ def extract_archive_safely(
     dest_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest_path.name[:40]}.partial-", dir=dest_path.parent))
     try:
-        _extract_into(
+        digests = _extract_into(
             archive_path,
             tmp,
             max_total_bytes=max_total_bytes,
             max_members=max_members,
             max_expansion=max_expansion,
         )
-        _verify(tmp, verify)
+        _verify(tmp, verify, digests)
         _swap_into_place(tmp, dest_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

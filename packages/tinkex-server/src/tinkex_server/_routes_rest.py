@@ -22,6 +22,16 @@ from tinkex_types import (
 )
 from tinkex_types._responses import EmptyResponse, ListSessionsPage
 
+#: Bytes per read of an archive being sent. Starlette's FileResponse reads 64 KiB per
+#: worker-thread hop, which caps a 1 GiB download at a few hundred MB/s; 4 MiB reads cut the
+#: hops 64-fold for a few MiB of memory per download.
+ARCHIVE_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class _ArchiveResponse(FileResponse):
+    chunk_size = ARCHIVE_CHUNK_BYTES
+
+
 __all__ = ["add_rest_routes"]
 
 #: The host of requests from the in-process ``local://`` transport (see ``_local``).
@@ -197,4 +207,4 @@ def _checkpoint_routes(router: APIRouter, runtime: Runtime) -> None:
         run_id: str, kind: str, name: str, expires: int = 0, signature: str = ""
     ) -> Response:
         path = await runtime.rest.archive_file(run_id, kind, name, expires, signature)
-        return FileResponse(path, media_type="application/x-tar", filename=f"{name}.tar")
+        return _ArchiveResponse(path, media_type="application/x-tar", filename=f"{name}.tar")
