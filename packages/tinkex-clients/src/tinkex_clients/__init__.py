@@ -16,6 +16,13 @@ See ``docs/tinkex-clients.md`` for the whole API.
 
 from __future__ import annotations
 
+from tinkex_clients._backcompat import (
+    AwaitableConcurrentFuture,
+    BackcompatSamplingClientFuture,
+    BackcompatTrainingClientFuture,
+    ClientAsFuture,
+    install_forwarders,
+)
 from tinkex_clients._chunking import (
     DEFAULT_MAX_CHUNK_BYTES,
     DEFAULT_MAX_CHUNK_ITEMS,
@@ -32,6 +39,7 @@ from tinkex_clients._recovery import (
     RecoveryPolicy,
     RecoveryResult,
 )
+from tinkex_clients._request_options import RequestOptions
 from tinkex_clients._rest import RestClient
 from tinkex_clients._retention import (
     PruneReport,
@@ -63,6 +71,8 @@ from tinkex_clients._tokenizers import (
 from tinkex_clients._training import CustomLossFn, TrainingClient
 from tinkex_clients._validate import ClientClosedError
 
+install_forwarders(TrainingClient, SamplingClient)
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -71,6 +81,10 @@ __all__ = [
     "TOKENIZER_FILES",
     "APIFuture",
     "AsyncSampleStream",
+    "AwaitableConcurrentFuture",
+    "BackcompatSamplingClientFuture",
+    "BackcompatTrainingClientFuture",
+    "ClientAsFuture",
     "ClientClosedError",
     "CustomLossFn",
     "LossHandle",
@@ -81,6 +95,7 @@ __all__ = [
     "RecoveryMonitor",
     "RecoveryPolicy",
     "RecoveryResult",
+    "RequestOptions",
     "RestClient",
     "RetentionDecision",
     "RetentionPlan",

@@ -316,7 +316,11 @@ class RecoveryExecutor:
                                 checkpoint=checkpoint,
                             )
                             client = await self.service_client._from_state(
-                                checkpoint, None, policy.restore_optimizer
+                                checkpoint,
+                                base_model=None,
+                                user_metadata=None,
+                                optimizer=policy.restore_optimizer,
+                                optimizer_config=None,
                             )
                     except asyncio.CancelledError:
                         raise

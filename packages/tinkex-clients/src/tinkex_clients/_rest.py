@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from tinkex_clients._future import APIFuture
 from tinkex_clients._peft import PeftRestMixin
+from tinkex_clients._rest_server import CapabilitiesRestMixin
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._usage import UsageRestMixin
 from tinkex_clients._validate import (
@@ -87,7 +88,7 @@ def _tinkex_shaped(path: str) -> bool:
     return True
 
 
-class RestClient(PeftRestMixin, UsageRestMixin):
+class RestClient(PeftRestMixin, UsageRestMixin, CapabilitiesRestMixin):
     """Read and manage training runs, checkpoints, sessions and samplers.
 
     Every method has a synchronous form returning an :class:`APIFuture` (use ``.result()``)

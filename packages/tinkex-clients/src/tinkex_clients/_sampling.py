@@ -8,8 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from tinkex_clients._backcompat import ClientAsFuture
 from tinkex_clients._future import APIFuture
 from tinkex_clients._retry_config import as_retry_config
+from tinkex_clients._sampling_extras import SampleExtras, as_extras, check_honoured
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._streaming import AsyncSampleStream, SampleStream, open_sample_stream
 from tinkex_clients._tokenizers import resolve_tokenizer, tokenizer_id_for_model
@@ -34,6 +36,7 @@ from tinkex_types import (
     SampleRequest,
     SampleResponse,
     SamplingParams,
+    TensorData,
     TinkexValidationError,
 )
 
@@ -48,7 +51,7 @@ _log = structlog.get_logger("tinkex.clients.sampling")
 MAX_CONCURRENT_SAMPLES_PER_SESSION = 1000
 
 
-class SamplingClient:
+class SamplingClient(ClientAsFuture):
     """Generates tokens (and prompt logprobs) from one sampling session.
 
     Get one from ``service_client.create_sampling_client(...)`` or
@@ -57,6 +60,9 @@ class SamplingClient:
     layered admission of :class:`tinkex_http.SamplingDispatch` (400 concurrent requests per
     tenant, 10 and ×20 bytes for 10 s after a 429, 5 MiB per client) and the sampling retry
     loop (``retry_config``, default :meth:`tinkex_http.RetryConfig.sampling`).
+
+    ``record_stability_info`` (tinker 0.38, StableReinforce) is sent with every sample;
+    tinkex serve refuses it (400 naming the field).
     """
 
     def __init__(
@@ -68,8 +74,14 @@ class SamplingClient:
         base_model: str | None = None,
         model_path: str | None = None,
         dispatch: SamplingDispatch | None = None,
+        record_stability_info: bool = False,
     ) -> None:
         retry_config = as_retry_config(retry_config)
+        if not isinstance(record_stability_info, bool):
+            raise TinkexValidationError(
+                "record_stability_info", f"must be a bool, got {record_stability_info!r}"
+            )
+        self.record_stability_info = record_stability_info
         self._session = session
         self.sampling_session_id = sampling_session_id
         self.retry_config = retry_config or RetryConfig.sampling()
@@ -92,6 +104,7 @@ class SamplingClient:
         base_model: str | None = None,
         sampling_session_id: str | None = None,
         retry_config: RetryConfig | None = None,
+        record_stability_info: bool = False,
     ) -> APIFuture[SamplingClient]:
         """A SamplingClient of ``holder`` (a ServiceClient, TrainingClient or their session),
         as tinker's ``SamplingClient.create``: for an existing ``sampling_session_id``, or a
@@ -109,6 +122,7 @@ class SamplingClient:
                 retry_config=config,
                 base_model=base_model,
                 model_path=model_path,
+                record_stability_info=record_stability_info,
             )
             return session.run(_ready(client), "SamplingClient")
         if model_path is None and base_model is None:
@@ -116,7 +130,11 @@ class SamplingClient:
                 "model_path", "give model_path, base_model or sampling_session_id"
             )
         coro = create_sampling_client(
-            session, model_path=model_path, base_model=base_model, retry_config=config
+            session,
+            model_path=model_path,
+            base_model=base_model,
+            retry_config=config,
+            record_stability_info=record_stability_info,
         )
         return session.run(coro, "SamplingClient")
 
@@ -173,7 +191,9 @@ class SamplingClient:
             submitted, SampleResponse, request_type="Sample", started=started
         )
 
-    async def _sample(self, request: SampleRequest, operation: str) -> SampleResponse:
+    async def _sample(
+        self, request: SampleRequest, operation: str, extras: SampleExtras | None = None
+    ) -> SampleResponse:
         session = self._session
         estimated = ByteEstimator.model_input_bytes(request.prompt)
         with session.span(
@@ -193,6 +213,8 @@ class SamplingClient:
                     )
         usage = ledger_of(session)
         usage.sample(self.sampling_session_id, self._base_model, self.model_path, request, response)
+        if extras is not None:
+            check_honoured(response, extras)
         return response
 
     def _request(
@@ -202,6 +224,7 @@ class SamplingClient:
         sampling_params: Any,
         include_prompt_logprobs: Any,
         topk_prompt_logprobs: Any,
+        extras: SampleExtras | None = None,
     ) -> SampleRequest:
         self._session.check_open("SamplingClient")
         model_input = as_model_input(prompt)
@@ -219,7 +242,16 @@ class SamplingClient:
             sampling_session_id=self.sampling_session_id,
             prompt_logprobs=include_prompt_logprobs,
             topk_prompt_logprobs=topk,
+            record_stability_info=True if self.record_stability_info else None,
+            **(extras.fields() if extras is not None else {}),
         )
+
+    def _sample_request(self, *args: Any) -> tuple[SampleRequest, SampleExtras]:
+        """``sample``'s arguments (tinker 0.38's order) as the request and its extras."""
+        prompt, num_samples, params, include, topk_prompt, *extra = args
+        extras = as_extras(include, *extra)
+        request = self._request(prompt, num_samples, params, include, topk_prompt, extras)
+        return request, extras
 
     # -- public API -----------------------------------------------------------------------
     def sample(
@@ -229,15 +261,36 @@ class SamplingClient:
         sampling_params: SamplingParams,
         include_prompt_logprobs: bool = False,
         topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: TensorData | None = None,
+        prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None,
     ) -> APIFuture[SampleResponse]:
         """Generate ``num_samples`` continuations of ``prompt``.
 
+        tinker 0.38's extras: ``topk_sample_logprobs`` (top-k ``(token, logprob)`` at each
+        sampled position: ``SampledSequence.topk_logprobs``), ``target_prompt_logprobs``
+        (int64 ids ``[len(prompt) - 1, K]``, row ``i`` scored at prompt position ``i + 1``,
+        ``-1`` for none: ``SampleResponse.target_prompt_logprobs``), ``prompt_alt_tokens_k``
+        (k draws at every prompt position after the first: ``prompt_alt_tokens``),
+        ``prompt_logprobs_last_n`` (score only the last N prompt tokens; earlier entries
+        ``None``; needs ``include_prompt_logprobs``). A server that ignores an extra it was
+        asked for is an error.
+
         Returns a future of :class:`SampleResponse` (``.result()`` or ``await``).
         """
-        request = self._request(
-            prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs
+        request, extras = self._sample_request(
+            prompt,
+            num_samples,
+            sampling_params,
+            include_prompt_logprobs,
+            topk_prompt_logprobs,
+            topk_sample_logprobs,
+            target_prompt_logprobs,
+            prompt_alt_tokens_k,
+            prompt_logprobs_last_n,
         )
-        return self._session.run(self._sample(request, "sample"), "SamplingClient")
+        return self._session.run(self._sample(request, "sample", extras), "SamplingClient")
 
     async def sample_async(
         self,
@@ -246,12 +299,24 @@ class SamplingClient:
         sampling_params: SamplingParams,
         include_prompt_logprobs: bool = False,
         topk_prompt_logprobs: int = 0,
+        topk_sample_logprobs: int = 0,
+        target_prompt_logprobs: TensorData | None = None,
+        prompt_alt_tokens_k: int = 0,
+        prompt_logprobs_last_n: int | None = None,
     ) -> SampleResponse:
         """Async version of :meth:`sample` (returns the response itself)."""
-        request = self._request(
-            prompt, num_samples, sampling_params, include_prompt_logprobs, topk_prompt_logprobs
+        request, extras = self._sample_request(
+            prompt,
+            num_samples,
+            sampling_params,
+            include_prompt_logprobs,
+            topk_prompt_logprobs,
+            topk_sample_logprobs,
+            target_prompt_logprobs,
+            prompt_alt_tokens_k,
+            prompt_logprobs_last_n,
         )
-        return await self._session.bridge(self._sample(request, "sample"), "SamplingClient")
+        return await self._session.bridge(self._sample(request, "sample", extras), "SamplingClient")
 
     # -- streaming (tinkex_clients._streaming) -------------------------------------------
     def sample_stream(
@@ -270,8 +335,10 @@ class SamplingClient:
         request = self._request(prompt, num_samples, sampling_params, False, 0)
         return AsyncSampleStream(open_sample_stream(self, request))
 
-    async def _compute_logprobs(self, request: SampleRequest) -> list[float | None]:
-        response = await self._sample(request, "compute_logprobs")
+    async def _compute_logprobs(
+        self, request: SampleRequest, extras: SampleExtras | None = None
+    ) -> list[float | None]:
+        response = await self._sample(request, "compute_logprobs", extras)
         if response.prompt_logprobs is None:
             raise TinkexValidationError(
                 "prompt",
@@ -280,17 +347,23 @@ class SamplingClient:
             )
         return list(response.prompt_logprobs)
 
-    def _logprobs_request(self, prompt: Any) -> SampleRequest:
-        return self._request(prompt, 1, SamplingParams(max_tokens=1), True, 0)
+    def _logprobs_request(self, prompt: Any, last_n: Any) -> tuple[SampleRequest, SampleExtras]:
+        extras = as_extras(True, 0, None, 0, last_n)
+        return self._request(prompt, 1, SamplingParams(max_tokens=1), True, 0, extras), extras
 
-    def compute_logprobs(self, prompt: ModelInput) -> APIFuture[list[float | None]]:
-        """Log-probability of every prompt token given the ones before it (``None`` first)."""
-        request = self._logprobs_request(prompt)
-        return self._session.run(self._compute_logprobs(request), "SamplingClient")
+    def compute_logprobs(
+        self, prompt: ModelInput, prompt_logprobs_last_n: int | None = None
+    ) -> APIFuture[list[float | None]]:
+        """Log-probability of every prompt token given the ones before it (``None`` first);
+        with ``prompt_logprobs_last_n`` N only the last N are scored (earlier ones ``None``)."""
+        request, extras = self._logprobs_request(prompt, prompt_logprobs_last_n)
+        return self._session.run(self._compute_logprobs(request, extras), "SamplingClient")
 
-    async def compute_logprobs_async(self, prompt: ModelInput) -> list[float | None]:
-        request = self._logprobs_request(prompt)
-        return await self._session.bridge(self._compute_logprobs(request), "SamplingClient")
+    async def compute_logprobs_async(
+        self, prompt: ModelInput, prompt_logprobs_last_n: int | None = None
+    ) -> list[float | None]:
+        request, extras = self._logprobs_request(prompt, prompt_logprobs_last_n)
+        return await self._session.bridge(self._compute_logprobs(request, extras), "SamplingClient")
 
     async def _get_sampler(self) -> GetSamplerResponse:
         from urllib.parse import quote
@@ -340,6 +413,7 @@ async def create_sampling_client(
     model_path: str | None = None,
     base_model: str | None = None,
     retry_config: RetryConfig | None = None,
+    record_stability_info: bool = False,
 ) -> SamplingClient:
     """Create a sampling session on the server and a :class:`SamplingClient` for it
     (arguments already validated)."""
@@ -362,4 +436,5 @@ async def create_sampling_client(
         retry_config=retry_config,
         base_model=base_model,
         model_path=model_path,
+        record_stability_info=record_stability_info,
     )

@@ -14,46 +14,30 @@ from tinkex_clients._peft import PeftServiceMixin
 from tinkex_clients._rest import RestClient
 from tinkex_clients._sampling import SamplingClient, create_sampling_client
 from tinkex_clients._service_args import service_config
+from tinkex_clients._service_state import FromStateMixin
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._training import TrainingClient
 from tinkex_clients._training_core import check_retry_config
 from tinkex_clients._usage import UsageServiceMixin
-from tinkex_clients._validate import as_any_tinker_path, as_load_path, as_positive_int
+from tinkex_clients._validate import as_any_tinker_path, as_positive_int
+from tinkex_clients._validate_optim import as_optimizer_config, as_user_metadata
 from tinkex_http import Config, PollPolicy, RetryConfig
 from tinkex_types import (
     DEFAULT_LORA_RANK,
+    AdamOptimizerConfig,
     CreateModelRequest,
     CreateModelResponse,
     GetServerCapabilitiesResponse,
     Hooks,
     LoraConfig,
+    OptimizerConfigBase,
     TinkexValidationError,
-    WeightsInfoResponse,
 )
 
 __all__ = ["ServiceClient"]
 
 
-def _user_metadata(value: Any, field: str = "user_metadata") -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise TinkexValidationError(
-            field, f"must be a dict of str to str, got {type(value).__name__}"
-        )
-    out: dict[str, str] = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not isinstance(item, str):
-            raise TinkexValidationError(
-                f"{field}[{key!r}]",
-                f"keys and values must be strings, got {item!r}",
-                "convert values with str()",
-            )
-        out[key] = item
-    return out
-
-
-class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin):
+class ServiceClient(FromStateMixin, PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin):
     """The entry point of tinkex: one session with a Tinker service.
 
     Creating it starts a background event loop thread, creates the session on the server
@@ -86,7 +70,7 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
         poll_policy: PollPolicy | None = None,
         **kwargs: Any,
     ) -> None:
-        metadata = _user_metadata(user_metadata)
+        metadata = as_user_metadata(user_metadata)
         if display_name is not None and not isinstance(display_name, str):
             raise TinkexValidationError("display_name", f"must be a str, got {display_name!r}")
         #: A name for this session (kept by the client; tinkex's server does not store it).
@@ -220,6 +204,7 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
         train_attn: Any,
         train_unembed: Any,
         user_metadata: Any,
+        optimizer: Any = None,
     ) -> Coroutine[Any, Any, TrainingClient]:
         self._session.check_open()
         if not isinstance(base_model, str) or not base_model.strip():
@@ -244,7 +229,8 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
                 "train_mlp, train_attn and train_unembed are all False: nothing would train",
                 "set at least one of them to True",
             )
-        metadata = _user_metadata(user_metadata)
+        metadata = as_user_metadata(user_metadata)
+        optimizer_config = as_optimizer_config(optimizer)
         lora = LoraConfig(
             rank=rank,
             seed=seed,
@@ -253,7 +239,7 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
             train_unembed=train_unembed,
         )
         model_seq_id = self._session.next_model_seq_id()
-        return self._create_model(base_model, lora, metadata, model_seq_id)
+        return self._create_model(base_model, lora, metadata, model_seq_id, optimizer_config)
 
     async def _create_model(
         self,
@@ -261,6 +247,7 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
         lora: LoraConfig,
         user_metadata: dict[str, str] | None,
         model_seq_id: int,
+        optimizer_config: OptimizerConfigBase | None = None,
     ) -> TrainingClient:
         import time
 
@@ -271,6 +258,7 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
             base_model=base_model,
             user_metadata=user_metadata,
             lora_config=lora,
+            optimizer_config=optimizer_config or AdamOptimizerConfig(),
         )
         with session.span("create_lora_training_client", base_model=base_model, rank=lora.rank):
             started = time.monotonic()
@@ -306,12 +294,21 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
         train_attn: bool = True,
         train_unembed: bool = True,
         user_metadata: dict[str, str] | None = None,
+        optimizer: OptimizerConfigBase | None = None,
     ) -> TrainingClient:
         """Create a LoRA model on ``base_model`` and a TrainingClient for it (blocks until the
-        server created it)."""
+        server created it). ``optimizer`` (tinker 0.38) is fixed for the model's lifetime:
+        AdamW unless given (tinkex serve trains with AdamW only)."""
         result: TrainingClient = self._call(
             self._lora_coro(
-                base_model, rank, seed, train_mlp, train_attn, train_unembed, user_metadata
+                base_model,
+                rank,
+                seed,
+                train_mlp,
+                train_attn,
+                train_unembed,
+                user_metadata,
+                optimizer,
             )
         )
         return result
@@ -325,80 +322,25 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
         train_attn: bool = True,
         train_unembed: bool = True,
         user_metadata: dict[str, str] | None = None,
+        optimizer: OptimizerConfigBase | None = None,
     ) -> TrainingClient:
         result: TrainingClient = await self._bridge(
             self._lora_coro(
-                base_model, rank, seed, train_mlp, train_attn, train_unembed, user_metadata
+                base_model,
+                rank,
+                seed,
+                train_mlp,
+                train_attn,
+                train_unembed,
+                user_metadata,
+                optimizer,
             )
-        )
-        return result
-
-    def _from_state_coro(
-        self, path: Any, user_metadata: Any, optimizer: bool
-    ) -> Coroutine[Any, Any, TrainingClient]:
-        self._session.check_open()
-        parsed = as_load_path(path, "path")
-        metadata = _user_metadata(user_metadata)
-        return self._from_state(parsed, metadata, optimizer)
-
-    async def _from_state(
-        self, path: str, user_metadata: dict[str, str] | None, optimizer: bool
-    ) -> TrainingClient:
-        session = self._session
-        with session.span(
-            "create_training_client_from_state", checkpoint=path, optimizer=optimizer
-        ):
-            with session.span("rest.get_weights_info"):
-                body = await session.post("/api/v1/weights_info", {"tinker_path": path})
-            info = parse_result(body, WeightsInfoResponse, what="weights_info")
-            lora = LoraConfig(
-                rank=info.lora_rank or DEFAULT_LORA_RANK,
-                train_mlp=info.train_mlp if info.train_mlp is not None else True,
-                train_attn=info.train_attn if info.train_attn is not None else True,
-                train_unembed=info.train_unembed if info.train_unembed is not None else True,
-            )
-            client = await self._create_model(
-                info.base_model, lora, user_metadata, session.next_model_seq_id()
-            )
-            load = client.load_state_with_optimizer(path) if optimizer else client.load_state(path)
-            await load
-        return client
-
-    def create_training_client_from_state(
-        self, path: str, user_metadata: dict[str, str] | None = None
-    ) -> TrainingClient:
-        """A new training run initialised from a ``tinker://…/weights/…`` checkpoint
-        (weights only; the optimizer starts fresh)."""
-        result: TrainingClient = self._call(self._from_state_coro(path, user_metadata, False))
-        return result
-
-    async def create_training_client_from_state_async(
-        self, path: str, user_metadata: dict[str, str] | None = None
-    ) -> TrainingClient:
-        result: TrainingClient = await self._bridge(
-            self._from_state_coro(path, user_metadata, False)
-        )
-        return result
-
-    def create_training_client_from_state_with_optimizer(
-        self, path: str, user_metadata: dict[str, str] | None = None
-    ) -> TrainingClient:
-        """Like :meth:`create_training_client_from_state`, also restoring the Adam state, so
-        training continues exactly where the checkpoint left off."""
-        result: TrainingClient = self._call(self._from_state_coro(path, user_metadata, True))
-        return result
-
-    async def create_training_client_from_state_with_optimizer_async(
-        self, path: str, user_metadata: dict[str, str] | None = None
-    ) -> TrainingClient:
-        result: TrainingClient = await self._bridge(
-            self._from_state_coro(path, user_metadata, True)
         )
         return result
 
     # -- sampling and REST ----------------------------------------------------------------------
     def _sampling_coro(
-        self, model_path: Any, base_model: Any, retry_config: Any
+        self, model_path: Any, base_model: Any, retry_config: Any, stability: Any = False
     ) -> Coroutine[Any, Any, SamplingClient]:
         self._session.check_open()
         if model_path is None and base_model is None:
@@ -411,8 +353,16 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
         if base_model is not None and (not isinstance(base_model, str) or not base_model.strip()):
             raise TinkexValidationError("base_model", f"must be a model name, got {base_model!r}")
         retry_config = check_retry_config(retry_config)
+        if not isinstance(stability, bool):
+            raise TinkexValidationError(
+                "record_stability_info", f"must be a bool, got {stability!r}"
+            )
         return create_sampling_client(
-            self._session, model_path=path, base_model=base_model, retry_config=retry_config
+            self._session,
+            model_path=path,
+            base_model=base_model,
+            retry_config=retry_config,
+            record_stability_info=stability,
         )
 
     def create_sampling_client(
@@ -420,10 +370,13 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
         model_path: str | None = None,
         base_model: str | None = None,
         retry_config: RetryConfig | None = None,
+        record_stability_info: bool = False,
     ) -> SamplingClient:
-        """A SamplingClient for saved weights (``model_path``) or a base model."""
+        """A SamplingClient for saved weights (``model_path``) or a base model.
+        ``record_stability_info`` (tinker 0.38) is sent with its samples (tinkex serve
+        refuses it)."""
         result: SamplingClient = self._call(
-            self._sampling_coro(model_path, base_model, retry_config)
+            self._sampling_coro(model_path, base_model, retry_config, record_stability_info)
         )
         return result
 
@@ -432,9 +385,10 @@ class ServiceClient(PeftServiceMixin, CustomLossServiceMixin, UsageServiceMixin)
         model_path: str | None = None,
         base_model: str | None = None,
         retry_config: RetryConfig | None = None,
+        record_stability_info: bool = False,
     ) -> SamplingClient:
         result: SamplingClient = await self._bridge(
-            self._sampling_coro(model_path, base_model, retry_config)
+            self._sampling_coro(model_path, base_model, retry_config, record_stability_info)
         )
         return result
 

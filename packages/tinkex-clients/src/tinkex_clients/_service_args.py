@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from tinkex_clients._request_options import request_options_fields
 from tinkex_http import Config
 from tinkex_types import TinkexValidationError
 
@@ -67,6 +68,12 @@ def service_config(
         base.update(dict(fields.get("default_headers") or {}))
         base.update(default_headers_overrides)
         fields["default_headers"] = base
+    options = fields.pop("request_options", None)
+    if options is not None:
+        headers = fields.get("default_headers")
+        if headers is None and config is not None:
+            headers = config.default_headers
+        fields.update(request_options_fields(options, headers))
     if config is None:
         return Config(**fields)
     return config.replace(**fields) if fields else config

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
+from tinkex_clients._backcompat import ClientAsFuture
 from tinkex_clients._custom_loss import CustomLossFn, CustomLossOps, require_torch_for_custom_loss
 from tinkex_clients._future import APIFuture
 from tinkex_clients._session import parse_result
@@ -25,13 +26,16 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["CustomLossFn", "TrainingClient", "require_torch_for_custom_loss"]
 
 
-class TrainingClient(CustomLossOps, WeightsOps, UsageTrainingMixin):
+class TrainingClient(CustomLossOps, WeightsOps, UsageTrainingMixin, ClientAsFuture):
     """Trains one LoRA model (one server-side training run).
 
     Every call returns at once with an :class:`APIFuture`; calls may be issued back to back
     (``forward_backward`` then ``optim_step``) and run on the server in call order: each
     request reserves its ``seq_id`` synchronously when the method is called, and a request
     is POSTed only after the previous one was accepted.
+
+    It is also a finished future of itself (``result()``, ``await``), so tinker 0.38 code
+    that waits on the future its creation returned runs unchanged.
 
     ``max_chunk_items`` / ``max_chunk_bytes`` bound the size of one ``forward`` /
     ``forward_backward`` request; larger batches are split and the results combined.

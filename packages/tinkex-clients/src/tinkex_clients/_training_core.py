@@ -18,7 +18,7 @@ from tinkex_clients._session import Session
 from tinkex_clients._turnstile import Turnstile
 from tinkex_clients._usage import ledger_of
 from tinkex_http import RetryConfig
-from tinkex_types import APIStatusError, WireModel
+from tinkex_types import APIStatusError, GetInfoResponse, TinkexValidationError, WireModel
 
 __all__ = ["TrainingCore", "check_retry_config"]
 
@@ -40,11 +40,19 @@ class TrainingCore:
     def __init__(
         self,
         session: Session,
-        *,
-        model_id: str,
         model_seq_id: int | None = None,
+        model_id: str | None = None,
+        *,
         base_model: str | None = None,
+        info: GetInfoResponse | None = None,
     ) -> None:
+        # tinker's order: (holder, model_seq_id, model_id, *, info).
+        if not isinstance(model_id, str) or not model_id:
+            raise TinkexValidationError(
+                "model_id", f"must be the model's id, got {model_id!r}", "pass model_id=..."
+            )
+        if base_model is None and info is not None:
+            base_model = info.model_data.model_name or info.model_name
         self._session = session
         self.model_id = model_id
         self.model_seq_id = model_seq_id
