@@ -1,6 +1,6 @@
-"""``tinkex run usage``: table and JSON against the app of ``tinkex serve`` over HTTP on
-127.0.0.1 (a scripted run whose counts come from what was sent and generated), a session's
-usage, and a server without the usage routes."""
+"""``tinkex run usage``: table and JSON against ``tinkex serve`` over HTTP on 127.0.0.1 (a
+scripted run whose counts come from what was sent and generated), a session's usage, and a
+server without the usage routes (the same app behind a wrapper that answers 404 there)."""
 
 from __future__ import annotations
 
@@ -85,14 +85,14 @@ def _script(url: str) -> tuple[str, str, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scripted]:
-    from tinkex_server._app import create_app
-    from tinkex_server._config import ServerConfig
+    """``tinkex serve`` as a subprocess on 127.0.0.1 (port 0), after a scripted run."""
+    from tinkex_server.testing import ServeProcess
 
     data_dir = tmp_path_factory.mktemp("usage-serve")
-    app = create_app(ServerConfig(data_dir=data_dir, api_keys=(KEY,)))
-    for url in _serve(app):
-        run, session, want = _script(url)
-        yield Scripted(url, run, session, want)
+    flags = ("--api-key", KEY, "--log-level", "warning")
+    with ServeProcess(data_dir, *flags, module="tinkex_cli") as served:
+        run, session, want = _script(served.url)
+        yield Scripted(served.url, run, session, want)
 
 
 def tinkex(url: str, *args: str) -> Result:

@@ -5,8 +5,6 @@ usage routes gets the client's counts (``source="client"``); retried requests co
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -201,32 +199,14 @@ def test_fallback_and_retries_count_once(local_server: Any, local_hooks: Hooks) 
     _same(server, fallback)
 
 
-@pytest.fixture
-def http_url(tmp_path: Path) -> Iterator[str]:
-    """The app ``tinkex serve`` runs, served by uvicorn on 127.0.0.1 (a free port)."""
-    import uvicorn
+@pytest.fixture(scope="module")
+def http_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``tinkex serve`` as a subprocess on 127.0.0.1 (port 0)."""
+    from tinkex_server.testing import ServeProcess
 
-    from tinkex_server._app import create_app
-    from tinkex_server._config import ServerConfig
-
-    app = create_app(ServerConfig(data_dir=tmp_path / "http-data"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(1200):
-        if server.started:
-            break
-        threading.Event().wait(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
+    data_dir = tmp_path_factory.mktemp("usage-http")
+    with ServeProcess(data_dir, "--api-key", KEY, "--log-level", "warning") as served:
+        yield served.url
 
 
 def test_over_http(http_url: str, local_hooks: Hooks) -> None:
@@ -242,7 +222,9 @@ def test_over_http(http_url: str, local_hooks: Hooks) -> None:
         session = rest.get_session_usage().result(60)
         assert session.source == "server"
         _check_session(session, base_sampler, want)
-    raw = httpx.get(f"{http_url}/api/v1/sessions/nope/usage", timeout=30)
+    raw = httpx.get(
+        f"{http_url}/api/v1/sessions/nope/usage", headers={"x-api-key": KEY}, timeout=30
+    )
     assert raw.status_code == 404
     assert "nope" in raw.json()["detail"]
 
