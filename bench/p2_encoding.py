@@ -22,6 +22,7 @@ of the calling thread (``time.thread_time``), medians over alternating rounds.
 
 from __future__ import annotations
 
+import array
 import gc
 import json
 import time
@@ -171,6 +172,20 @@ def json_ceiling(batch: Batch) -> bytes:
     return json.dumps(_plain(batch), separators=(",", ":")).encode()
 
 
+def conversion_floor(batch: Batch) -> bytes:
+    """The least any encoder does from Python lists: one C pass turning each list into
+    packed little-endian bytes (``array``: int32 tokens, int64 targets, float32 weights),
+    with no checks and no message around them."""
+    parts = []
+    for tokens, targets, weights in batch:
+        parts += (
+            array.array("i", tokens).tobytes(),
+            array.array("q", targets).tobytes(),
+            array.array("f", weights).tobytes(),
+        )
+    return b"".join(parts)
+
+
 def _sources(examples: list[Example]) -> dict[str, Batch]:
     import numpy as np
 
@@ -257,7 +272,7 @@ def run(ctx: Context) -> list[Row]:
         times[f"tinker038/{src}"] = ts
     sizes["tinker038"] = official["bytes"]
     ceil_times, ceil_sizes = _measure(
-        {"orjson": orjson_ceiling, "json": json_ceiling},
+        {"orjson": orjson_ceiling, "json": json_ceiling, "floor": conversion_floor},
         {"lists": _sources(examples)["lists"]},
         rounds,
     )
@@ -265,6 +280,7 @@ def run(ctx: Context) -> list[Row]:
     mbps = {k: ceil_sizes[k] / med[f"{k}/lists"] / 1e6 for k in ceil_sizes}
     ceiling = (
         f"ceiling orjson {mbps['orjson']:.0f} MB/s, json {mbps['json']:.0f} MB/s of a plain dict"
+        f"; floor from lists {med['floor/lists'] * 1e3:.1f} ms (one C pass packing each list)"
     )
     rows = [
         _row("json", "tinkex_json", "tinker", med, ceiling, n, seq_len, sizes),

@@ -86,7 +86,8 @@ def encode_i32(values: Any, field: str) -> bytes:
         return narrowed
     if _C_INT32:
         try:
-            packed = array.array("i", values)  # one C pass; refuses what int32 cannot hold
+            exact = values if type(values) is list else list(values)  # array's fast path
+            packed = array.array("i", exact)  # one C pass; refuses what int32 cannot hold
         except (OverflowError, ValueError, TypeError):
             raise _not_int32(field) from None
         if sys.byteorder != "little":  # pragma: no cover - little-endian hosts
