@@ -104,6 +104,10 @@ def test_optimizer_adamw_and_dimuon_refused(local_service: ServiceClient) -> Non
         path, base_model=MODEL, user_metadata={"from": "s1"}, optimizer=AdamOptimizerConfig()
     )
     assert again.get_info().model_data.model_name == MODEL
+    # tinker 0.16's positional order, (path, user_metadata), still works.
+    old_style = local_service.create_training_client_from_state(path, {"from": "0.16"})
+    run = local_service.create_rest_client().get_training_run(old_style.model_id).result()
+    assert run.user_metadata == {"from": "0.16"}
     with pytest.raises(BadRequestError, match=r"optimizer_config\.type"):
         local_service.create_training_client_from_state(path, optimizer=DimuonOptimizerConfig())
     with pytest.raises(TinkexValidationError) as token:

@@ -75,8 +75,13 @@ OFFICIAL = {
             "train_unembed",
             "user_metadata",
         ],
-        "create_training_client_from_state": ["path", "user_metadata"],
-        "create_training_client_from_state_with_optimizer": ["path", "user_metadata"],
+        # 0.38's order (a dict second, 0.16.1's user_metadata, is still read as metadata)
+        "create_training_client_from_state": ["path", "base_model", "user_metadata"],
+        "create_training_client_from_state_with_optimizer": [
+            "path",
+            "base_model",
+            "user_metadata",
+        ],
         "create_sampling_client": ["model_path", "base_model", "retry_config"],
         "create_rest_client": [],
         "get_telemetry": [],

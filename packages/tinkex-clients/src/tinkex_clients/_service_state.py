@@ -3,7 +3,7 @@ initialised from a ``tinker://…/weights/…`` checkpoint (tinker 0.38's argume
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from tinkex_clients._session import Session, parse_result
@@ -54,6 +54,9 @@ class FromStateMixin:
     ) -> Coroutine[Any, Any, TrainingClient]:
         self._session.check_open()
         parsed = as_load_path(path, "path")
+        if isinstance(base_model, Mapping) and user_metadata is None:
+            # tinker <= 0.18's order: (path, user_metadata, ...).
+            base_model, user_metadata = None, base_model
         if base_model is not None and (not isinstance(base_model, str) or not base_model.strip()):
             raise TinkexValidationError("base_model", f"must be a model name, got {base_model!r}")
         if weights_access_token is not None:
