@@ -4,21 +4,30 @@ protocol.md §4) that the JSON generation's models do not cover.
 * :func:`client_flags`: what ``POST /api/v1/client/config`` answers, i.e. the flags each
   SDK version reads, set to what this server supports (protobuf requests and zstd,
   ``load_weights`` creating models, server-side custom losses, no JWT).
-* :class:`LoadWeightsCreateRequest`: ``load_weights`` in both addressings: legacy
-  ``model_id`` + ``seq_id``, or (0.38) ``session_id`` + ``model_seq_id``, which creates the
-  model ``<session_id>:train:<model_seq_id>`` from the checkpoint.
-* :class:`SampleFuture`: the ``/asample`` answer with ``sample_sequence_ids`` (one per
-  sample; 0.38 asserts them).
+* The models that are tinker 0.38's own live in :mod:`tinkex_types` and are re-exported
+  here under the names this server used: :class:`~tinkex_types.ClientConfigRequest`,
+  :class:`~tinkex_types.ClientConfigResponse`, ``DynamicConfigResponse``
+  (:class:`~tinkex_types.ClientDynamicConfigResponse`), ``LoadWeightsCreateRequest``
+  (:class:`~tinkex_types.LoadWeightsRequest`: legacy ``model_id`` + ``seq_id``, or 0.38's
+  ``session_id`` + ``model_seq_id``, which creates ``<session_id>:train:<model_seq_id>``
+  from the checkpoint) and ``SampleFuture`` (:class:`~tinkex_types.UntypedAPIFuture` with
+  ``sample_sequence_ids``, one per sample; 0.38 asserts them).
+* What is this server's own: the session finish request and the PEFT export.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
-
-from pydantic import field_validator, model_validator
+from typing import Literal
 
 from tinkex_server._config import ServerConfig
-from tinkex_types import OptimizerConfig, UntypedAPIFuture, WireModel
+from tinkex_types import (
+    ClientConfigRequest,
+    ClientConfigResponse,
+    ClientDynamicConfigResponse,
+    LoadWeightsRequest,
+    UntypedAPIFuture,
+    WireModel,
+)
 from tinkex_types._numbers import Int64
 
 __all__ = [
@@ -34,44 +43,12 @@ __all__ = [
     "client_flags",
 ]
 
-
-class ClientConfigRequest(WireModel):
-    """``POST /api/v1/client/config`` and ``/client/dynamic_config``: ``{"sdk_version"}``."""
-
-    sdk_version: str | None = None
-
-
-class ClientConfigResponse(WireModel):
-    """The flags the official SDKs 0.18 - 0.38 read (unknown ones are ignored by them)."""
-
-    pjwt_auth_enabled: bool = False
-    credential_default_source: str = "api_key"
-    sample_dispatch_bytes_semaphore_size: int = 10 * 1024 * 1024
-    inflight_response_bytes_semaphore_size: int = 50 * 1024 * 1024
-    parallel_fwdbwd_chunks: bool = True
-    proto_write_fwdbwd: bool = False
-    proto_compress_fwdbwd: bool = False
-    fwd_via_fwdbwd: bool = False
-    fwdbwd_max_chunk_len: int = 1024
-    fwdbwd_max_chunk_bytes_count: int = 5_000_000
-    fwdbwd_dispatch_bytes_semaphore_size: int = 50_000_000
-    billing_exception_max_pause_duration_sec: float = 3600.0
-    sample_no_retries: bool = False
-    sample_enable_stuck_detection: bool = True
-    sample_max_concurrent_requests: int = 2000
-    use_pyqwest_transport: bool = False
-    create_model_via_load_weights: bool = False
-    sample_use_retrieve_futures: bool = False
-    custom_loss_server_side: bool = False
-    sample_join_sampling_session: bool = False
-
-
-class DynamicConfigResponse(WireModel):
-    """``POST /api/v1/client/dynamic_config`` (0.25+)."""
-
-    refresh_interval_sec: float = 300.0
-    sample_cancel_enabled: bool = False
-    sample_cancel_max_batch_size: int = 64
+#: ``POST /api/v1/client/dynamic_config`` (0.25+).
+DynamicConfigResponse = ClientDynamicConfigResponse
+#: ``POST /api/v1/load_weights`` in either addressing.
+LoadWeightsCreateRequest = LoadWeightsRequest
+#: The ``/asample`` answer: the future plus one sequence id per sample.
+SampleFuture = UntypedAPIFuture
 
 
 def client_flags(config: ServerConfig) -> ClientConfigResponse:
@@ -93,6 +70,9 @@ def client_flags(config: ServerConfig) -> ClientConfigResponse:
         sample_max_concurrent_requests=config.max_queued_samples,
         create_model_via_load_weights=True,
         custom_loss_server_side=True,
+        # What this server always answered (tinker 0.38's own default is True): the SDKs
+        # keep httpx's default transport.
+        use_pyqwest_transport=False,
     )
 
 
@@ -107,47 +87,6 @@ class FinishSessionRequest(WireModel):
 
     reason: FinishReason
     detail: str | None = None
-
-
-class LoadWeightsCreateRequest(WireModel):
-    """``POST /api/v1/load_weights`` in either addressing (see the module docstring)."""
-
-    model_id: str | None = None
-    seq_id: Int64 | None = None
-    session_id: str | None = None
-    model_seq_id: Int64 | None = None
-    path: str
-    optimizer: bool = False
-    base_model: str | None = None
-    user_metadata: dict[str, Any] | None = None
-    #: The new model's optimizer (0.38 ``create_training_client_from_state(optimizer=)``).
-    optimizer_config: OptimizerConfig | None = None
-
-    @field_validator("path")
-    @classmethod
-    def _tinker_uri(cls, value: str) -> str:
-        if not value.startswith("tinker://"):
-            raise ValueError(f"path must be a tinker:// URI, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _one_addressing(self) -> LoadWeightsCreateRequest:
-        legacy = self.model_id is not None
-        creating = self.session_id is not None or self.model_seq_id is not None
-        if legacy == creating:
-            raise ValueError(
-                "give either model_id (load into an existing model) or session_id and "
-                "model_seq_id (create the model from the checkpoint), not both"
-            )
-        if creating and (self.session_id is None or self.model_seq_id is None):
-            raise ValueError("session_id and model_seq_id come together")
-        return self
-
-
-class SampleFuture(UntypedAPIFuture):
-    """The ``/asample`` answer: the future plus one sequence id per sample."""
-
-    sample_sequence_ids: list[str] | None = None
 
 
 class SaveWeightsExternalRequest(WireModel):

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Discriminator, Field, Tag
+from pydantic import ConfigDict, Discriminator, Field, GetJsonSchemaHandler, Tag
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from tinkex_types._base import TaggedWireModel
 from tinkex_types._numbers import FiniteFloat, float_rule
@@ -64,6 +66,20 @@ class DimuonOptimizerConfig(OptimizerConfigBase):
     version: Literal[1] = 1
 
 
+class _AnyOf:
+    """JSON schema of a family union: ``anyOf`` (the catch-all member overlaps the named
+    ones, so a ``oneOf`` would refuse every valid value)."""
+
+    def __get_pydantic_json_schema__(
+        self, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler(core_schema)
+        if "oneOf" in schema:
+            schema["anyOf"] = schema.pop("oneOf")
+            schema.pop("discriminator", None)
+        return schema
+
+
 def _config_tag(value: Any) -> str:
     kind = value.get("type", "adamw") if isinstance(value, dict) else getattr(value, "type", None)
     if isinstance(value, OptimizerConfigBase) and type(value) is OptimizerConfigBase:
@@ -81,6 +97,7 @@ OptimizerConfig = Annotated[
         Annotated[OptimizerConfigBase, Tag("other")],
     ],
     Discriminator(_config_tag),
+    _AnyOf(),
 ]
 
 
@@ -124,4 +141,5 @@ OptimParams = Annotated[
         Annotated[OptimParamsBase, Tag("other")],
     ],
     Discriminator(_params_tag),
+    _AnyOf(),
 ]
