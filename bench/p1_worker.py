@@ -60,10 +60,23 @@ def _sdk(kind: str, base_url: str, api_key: str, model: str) -> tuple[dict[str, 
     return calls, version
 
 
+def _keyed(raw: Any) -> Any:
+    """Give every POST of the floor an ``X-Idempotency-Key``, as both official generations
+    send one (the server files it with the request: the same server work)."""
+    import uuid
+
+    def key(request: Any) -> None:
+        if request.method != "GET":
+            request.headers["x-idempotency-key"] = uuid.uuid4().hex
+
+    raw.http.event_hooks["request"].append(key)
+    return raw
+
+
 def _raw(base_url: str, model: str) -> tuple[dict[str, Any], str]:
     from bench._clients import RawClient
 
-    raw = RawClient(base_url)
+    raw = _keyed(RawClient(base_url))
     model_id = raw.create_model(model, rank=4)
     sampler = raw.create_sampler(model)
     seq = [(7 * i) % 500 + 3 for i in range(FB_TOKENS + 1)]
@@ -78,7 +91,7 @@ def _raw(base_url: str, model: str) -> tuple[dict[str, Any], str]:
 def _raw_protobuf(base_url: str, model: str) -> tuple[dict[str, Any], str]:
     from bench._clients import RawClient
 
-    raw = RawClient(base_url)
+    raw = _keyed(RawClient(base_url))
     model_id = raw.create_model(model, rank=4)
     sampler = raw.create_sampler(model)
     floor = _ProtoFloor(raw, model_id)
