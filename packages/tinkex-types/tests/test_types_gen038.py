@@ -231,3 +231,14 @@ def test_request_error_category_has_tinkers_member_names() -> None:
     assert RequestErrorCategory.USER is RequestErrorCategory.User
     assert RequestErrorCategory.parse("Server") is RequestErrorCategory.SERVER
     assert RequestErrorCategory("unknown") is RequestErrorCategory.Unknown
+
+
+def test_image_chunk_has_tinkers_converters() -> None:
+    from tinkex_types import ImageChunk
+
+    raw = b"\x89PNG..."
+    assert ImageChunk.validate_data(base64.b64encode(raw).decode()) == raw
+    assert ImageChunk.validate_data(bytearray(raw)) == raw
+    chunk = ImageChunk(data=raw, format="png")
+    assert chunk.serialize_data(raw) == base64.b64encode(raw).decode()
+    assert chunk.to_json_dict()["data"] == base64.b64encode(raw).decode()

@@ -106,7 +106,8 @@ class ImageChunk(WireModel):
 
     @field_validator("data", mode="before")
     @classmethod
-    def _decode_base64(cls, value: Any) -> Any:
+    def validate_data(cls, value: Any) -> Any:
+        """A ``str`` is base64 (what JSON carries); bytes-like values are the raw image."""
         if isinstance(value, str):
             try:
                 return base64.b64decode(value, validate=True)
@@ -117,7 +118,8 @@ class ImageChunk(WireModel):
         return value
 
     @field_serializer("data", when_used="json")
-    def _encode_base64(self, value: bytes) -> str:
+    def serialize_data(self, value: bytes) -> str:
+        """The image bytes as base64 text (JSON)."""
         return base64.b64encode(value).decode("ascii")
 
     @property
