@@ -111,14 +111,47 @@ async def test_optimizer_config_adamw_only(api: Any) -> None:
     assert winfo["optimizer_config"] == {"type": "adamw"}
 
 
-async def test_inflight_sampler_save(api: Any) -> None:
+async def test_inflight_samplers_adopt_later_inflight_saves(api: Any) -> None:
     sid = await api.session()
     mid = await api.model(sid)
-    body = {"model_id": mid, "sampling_session_seq_id": 0, "seq_id": 1, "kind": "inflight"}
-    saved = await api.result(await api.ok("save_weights_for_sampler", body))
-    sampler = saved["sampling_session_id"]
-    out = await api.result(await api.ok("asample", _sample_body(sampler)))
-    assert len(out["sequences"][0]["tokens"]) == 3
+
+    async def save(seq: int, sampler_seq: int, kind: str) -> str:
+        body = {
+            "model_id": mid,
+            "sampling_session_seq_id": sampler_seq,
+            "seq_id": seq,
+            "kind": kind,
+        }
+        return str(
+            (await api.result(await api.ok("save_weights_for_sampler", body)))[
+                "sampling_session_id"
+            ]
+        )
+
+    async def logprobs(sampler: str) -> list[float]:
+        out = await api.result(await api.ok("asample", _sample_body(sampler, prompt_logprobs=True)))
+        return list(out["prompt_logprobs"][1:])
+
+    first = await save(1, 0, "inflight")
+    snapshot = await save(2, 1, "snapshot")
+    before = await logprobs(first)
+    assert await logprobs(snapshot) == pytest.approx(before, abs=1e-6)
+    # Train, then publish the new weights inflight: the first inflight sampler adopts them,
+    # the snapshot keeps the weights it was made with.
+    data = [api.datum(PROMPT)] * 4
+    for seq in (3, 5):
+        await api.result(await api.ok("forward_backward", api.fb_body(mid, seq, data)))
+        await api.result(
+            await api.ok(
+                "optim_step",
+                {"adam_params": {"learning_rate": 0.05}, "model_id": mid, "seq_id": seq + 1},
+            )
+        )
+    second = await save(7, 2, "inflight")
+    after = await logprobs(second)
+    assert after != pytest.approx(before, abs=1e-3)
+    assert await logprobs(first) == pytest.approx(after, abs=1e-6)
+    assert await logprobs(snapshot) == pytest.approx(before, abs=1e-6)
 
 
 async def test_sampling_extras(api: Any) -> None:

@@ -113,6 +113,9 @@ class TrainingService(LoadsMixin):
         self.store = parts.store
         self.files = parts.files
         self.restorer = ModelRestorer(parts.store, parts.files)
+        #: model id -> its inflight samplers (tinker 0.38 ``kind="inflight"``), in save
+        #: order: each inflight save moves the earlier ones to its weights.
+        self._inflight: dict[str, list[str]] = {}
 
     # -- the seq_id turnstile ---------------------------------------------------------------
     @contextmanager
@@ -400,6 +403,12 @@ class TrainingService(LoadsMixin):
                     f"{req.sampling_session_seq_id} is already used by sampler {sampler_id!r}",
                     "use the session's next sampling_session_seq_id",
                 )
+        adopters: tuple[str, ...] = ()
+        if req.kind == "inflight":
+            inflight = self._inflight.setdefault(req.model_id, [])
+            adopters = tuple(s for s in inflight if s != sampler_id)
+            if sampler_id not in inflight:
+                inflight.append(sampler_id)
         snapshot = SamplerSnapshotJob(
             target=req.model_id,
             seq_id=req.seq_id,
@@ -412,6 +421,7 @@ class TrainingService(LoadsMixin):
             session_id=row.session_id,
             base_model=row.base_model,
             snapshot=self.files.sampler_dir(sampler_id),
+            adopters=adopters,
         )
         return self._ordered(
             snapshot, "save_weights_for_sampler", idempotency_key, (f"sampler:{sampler_id}",)

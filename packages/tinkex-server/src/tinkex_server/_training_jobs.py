@@ -227,21 +227,30 @@ class SaveJob(OrderedJob):
 
 @dataclass(kw_only=True, eq=False)
 class SamplerSnapshotJob(OrderedJob):
-    """An unnamed ``save_weights_for_sampler``: a snapshot served as a new sampler."""
+    """An unnamed ``save_weights_for_sampler``: a snapshot served as a new sampler.
+
+    ``adopters`` (an ``inflight`` save): the model's earlier inflight samplers, which move
+    to the new weights too (tinker 0.38's inflight contract)."""
 
     files: CheckpointFiles
     sampler_id: str
     session_id: str
     base_model: str
     snapshot: Path
+    adopters: tuple[str, ...] = ()
 
     def step(self, engine: Engine) -> None:
         engine.save_sampler_weights(self.target, self.snapshot)
-        if engine.has_adapter(self.sampler_id):
-            engine.remove_adapter(self.sampler_id)
-        engine.load_sampler_weights(self.sampler_id, self.snapshot, base_model=self.base_model)
+        for sampler_id in (self.sampler_id, *self.adopters):
+            if engine.has_adapter(sampler_id):
+                engine.remove_adapter(sampler_id)
+            elif sampler_id != self.sampler_id:
+                continue  # not loaded: it loads the new weights from the store when used
+            engine.load_sampler_weights(sampler_id, self.snapshot, base_model=self.base_model)
 
     def finish(self, output: None) -> WireModel:
+        for sampler_id in self.adopters:
+            self.store.set_sampler_source(sampler_id, self.files.relative(self.snapshot))
         self.store.insert_sampler(
             self.sampler_id,
             session_id=self.session_id,

@@ -122,6 +122,13 @@ class SamplerStore(StoreBase):
                 ),
             )
 
+    def set_sampler_source(self, sampler_id: str, source_dir: str) -> None:
+        """Serve other weights from now on (an inflight sampler adopting newer ones)."""
+        with self.tx() as c:
+            c.execute(
+                "UPDATE samplers SET source_dir=? WHERE sampler_id=?", (source_dir, sampler_id)
+            )
+
     def get_sampler(self, sampler_id: str) -> SamplerRow | None:
         row = self._one("SELECT * FROM samplers WHERE sampler_id=?", (sampler_id,))
         return None if row is None else sampler_row(row)
