@@ -137,6 +137,21 @@ def run(args: argparse.Namespace, steps: Steps) -> None:
         )
         alt = out.prompt_alt_tokens.tokens.to_numpy()
         check(list(alt.shape) == [len(PROMPT) - 1, 2], f"alt shape {alt.shape}")
+        # Sparse CSR: only the listed cells are sent and answered (row 0 col 0, row 4 col 1).
+        sparse = types.TensorData(
+            data=[PROMPT[1], PROMPT[5]],
+            dtype="int64",
+            shape=[len(PROMPT) - 1, 2],
+            sparse_crow_indices=[0, 1, 1, 1, 1, 2, 2, 2],
+            sparse_col_indices=[0, 1],
+        )
+        got = sc.sample(prompt, 1, params, target_prompt_logprobs=sparse).result()
+        answer = got.target_prompt_logprobs  # sparse too: the listed cells' logprobs
+        check(list(answer.sparse_crow_indices) == list(sparse.sparse_crow_indices), "crow")
+        check(list(answer.sparse_col_indices) == [0, 1], "sparse columns")
+        values = [float(v) for v in answer.data]
+        pairs = zip(values, [full[1], full[5]], strict=True)
+        check(all(math.isclose(a, b, abs_tol=1e-4) for a, b in pairs), f"sparse {values}")
         last = sc.compute_logprobs(prompt, prompt_logprobs_last_n=3).result()
         check(last[:-3] == [None] * (len(PROMPT) - 3), f"compute_logprobs last_n: {last}")
 

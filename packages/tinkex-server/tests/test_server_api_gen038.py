@@ -197,6 +197,35 @@ async def test_sampling_extras(api: Any) -> None:
     assert alt["logprobs"]["dtype"] == "float32"
 
 
+async def test_sparse_target_prompt_logprobs_answer_in_the_same_layout(api: Any) -> None:
+    sid = await api.session()
+    await api.ok(
+        "create_sampling_session",
+        {"session_id": sid, "sampling_session_seq_id": 0, "base_model": MODEL},
+    )
+    sampler = f"{sid}:sample:0"
+    full = await api.result(await api.ok("asample", _sample_body(sampler, prompt_logprobs=True)))
+    rows = len(PROMPT) - 1
+    # Two listed cells: row 0 column 0 and row 4 column 1 (the rest is not asked for).
+    crow = [0, 1, 1, 1, 1, 2, 2]
+    sparse = {
+        "data": [PROMPT[1], PROMPT[5]],
+        "dtype": "int64",
+        "shape": [rows, 2],
+        "sparse_crow_indices": crow,
+        "sparse_col_indices": [0, 1],
+    }
+    out = await api.result(
+        await api.ok("asample", _sample_body(sampler, target_prompt_logprobs=sparse))
+    )
+    target = out["target_prompt_logprobs"]
+    assert target["shape"] == [rows, 2]
+    assert target["sparse_crow_indices"] == crow
+    assert target["sparse_col_indices"] == [0, 1]
+    want = [full["prompt_logprobs"][1], full["prompt_logprobs"][5]]
+    assert target["data"] == pytest.approx(want, abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("extra", "field"),
     [

@@ -20,7 +20,14 @@ from tinkex_server._context import Desk, ServerParts, check_int64, text_tokens, 
 from tinkex_server._generations import SampleFuture
 from tinkex_server._jobs import SampleJob
 from tinkex_server._problems import ApiProblem, bad_request, not_found
-from tinkex_server._sampling_extras import check_extras, result_extras, sequence_model, target_ids
+from tinkex_server._sampling_extras import (
+    SparseLayout,
+    check_extras,
+    result_extras,
+    sequence_model,
+    target_ids,
+    target_layout,
+)
 from tinkex_server._store import SamplerRow
 from tinkex_types import (
     CreateSamplingSessionRequest,
@@ -54,6 +61,8 @@ class ServerSampleJob(SampleJob):
     want_prompt_logprobs: bool
     want_topk: bool
     want_sample_topk: bool = False
+    #: The CSR layout of a sparse ``target_prompt_logprobs`` (its answer keeps it).
+    target_layout: SparseLayout | None = None
 
     def prepare(self, engine: Engine) -> None:
         adapter_id = self.sample.model_id
@@ -82,7 +91,7 @@ class ServerSampleJob(SampleJob):
             sequences=sequences,
             prompt_logprobs=output.prompt_logprobs if self.want_prompt_logprobs else None,
             topk_prompt_logprobs=topk,
-            **result_extras(output),
+            **result_extras(output, self.target_layout),
         )
 
 
@@ -287,6 +296,7 @@ class SamplingService:
             want_prompt_logprobs=req.prompt_logprobs,
             want_topk=req.topk_prompt_logprobs > 0,
             want_sample_topk=req.topk_sample_logprobs > 0,
+            target_layout=target_layout(req.target_prompt_logprobs),
         )
 
     def asample(

@@ -4,8 +4,10 @@
   (``prompt_logprobs`` or ``topk_prompt_logprobs``).
 * ``topk_sample_logprobs`` and ``prompt_alt_tokens_k``: at most the server's top-k width
   (``max_topk_prompt_logprobs``).
-* ``target_prompt_logprobs``: a dense int64 ``[len(prompt) - 1, K]`` tensor (K >= 1) of
-  token ids or ``-1``; the answer is float32 of the same shape.
+* ``target_prompt_logprobs``: an int64 ``[len(prompt) - 1, K]`` tensor (K >= 1) of token ids
+  or ``-1``, dense or sparse CSR (the cells it lists); the answer is float32 of the same
+  shape and layout (a sparse request gets the logprobs of its listed cells). Its size is
+  bounded by the request body limit; scoring reads logits the prefill computes anyway.
 * ``record_stability_info``: refused when true (tinkex serve records no stability
   information; tinker does not say what it holds).
 """
@@ -21,7 +23,14 @@ if TYPE_CHECKING:
     from tinkex_server._engine import SampledSequence as EngineSequence
     from tinkex_server._engine import SampleResult
 
-__all__ = ["check_extras", "result_extras", "sequence_model", "target_ids"]
+__all__ = [
+    "SparseLayout",
+    "check_extras",
+    "result_extras",
+    "sequence_model",
+    "target_ids",
+    "target_layout",
+]
 
 
 def check_extras(req: SampleRequest, prompt_len: int, max_width: int) -> None:
@@ -53,17 +62,22 @@ def check_extras(req: SampleRequest, prompt_len: int, max_width: int) -> None:
         )
 
 
+#: The CSR layout of a sparse ``target_prompt_logprobs``: (row offsets, columns).
+SparseLayout = tuple[list[int], list[int]]
+
+
+def target_layout(tensor: TensorData | None) -> SparseLayout | None:
+    """The CSR layout of a sparse ``target_prompt_logprobs`` (``None``: dense or absent)."""
+    if tensor is None or tensor.sparse_crow_indices is None:
+        return None
+    return list(tensor.sparse_crow_indices), list(tensor.sparse_col_indices or [])
+
+
 def target_ids(tensor: TensorData | None, prompt_len: int, vocab: int) -> list[list[int]] | None:
-    """``target_prompt_logprobs`` as rows of token ids, checked."""
+    """``target_prompt_logprobs`` as dense rows of token ids (``-1``: none), checked."""
     if tensor is None:
         return None
     field = "target_prompt_logprobs"
-    if getattr(tensor, "sparse_crow_indices", None) is not None:
-        raise bad_request(
-            field,
-            "sparse tensors are not supported by tinkex serve",
-            "send it dense: TensorData.from_torch(ids) with -1 in the cells you do not need",
-        )
     if tensor.dtype != "int64":
         raise bad_request(field, f"must be int64 token ids, got {tensor.dtype}", "use int64")
     shape = tensor.effective_shape
@@ -73,7 +87,7 @@ def target_ids(tensor: TensorData | None, prompt_len: int, vocab: int) -> list[l
             f"must have shape [len(prompt) - 1, K] = [{prompt_len - 1}, K >= 1], got {shape}",
             "give one row per prompt position after the first",
         )
-    rows: list[list[int]] = tensor.tolist()
+    rows: list[list[int]] = tensor.tolist(pad_value=-1)
     if any(t < -1 or (vocab and t >= vocab) for row in rows for t in row):
         raise bad_request(
             field,
@@ -102,11 +116,28 @@ def _matrix(rows: list[list[Any]], dtype: str) -> TensorData:
     return TensorData(data=flat, dtype=dtype, shape=[len(rows), width])  # type: ignore[arg-type]
 
 
-def result_extras(output: SampleResult) -> dict[str, Any]:
-    """``target_prompt_logprobs`` and ``prompt_alt_tokens`` of the response, when computed."""
+def _sparse(rows: list[list[float]], layout: SparseLayout) -> TensorData:
+    crow, col = layout
+    data = [rows[r][col[i]] for r in range(len(rows)) for i in range(crow[r], crow[r + 1])]
+    width = len(rows[0]) if rows else 0
+    return TensorData(
+        data=data,
+        dtype="float32",
+        shape=[len(rows), width],
+        sparse_crow_indices=crow,
+        sparse_col_indices=col,
+    )
+
+
+def result_extras(output: SampleResult, layout: SparseLayout | None = None) -> dict[str, Any]:
+    """``target_prompt_logprobs`` (in the request's ``layout``) and ``prompt_alt_tokens`` of
+    the response, when computed."""
     extras: dict[str, Any] = {}
-    if output.target_prompt_logprobs is not None:
-        extras["target_prompt_logprobs"] = _matrix(output.target_prompt_logprobs, "float32")
+    target = output.target_prompt_logprobs
+    if target is not None:
+        extras["target_prompt_logprobs"] = (
+            _matrix(target, "float32") if layout is None else _sparse(target, layout)
+        )
     if output.prompt_alt_tokens is not None:
         tokens, logprobs = output.prompt_alt_tokens
         extras["prompt_alt_tokens"] = PromptAltTokens(
