@@ -86,3 +86,25 @@ def test_status_errors_pickle() -> None:
         "req-7",
     )
     assert str(again) == str(error)
+
+
+def test_response_validation_error_takes_both_forms() -> None:
+    from tinkex_types import APIResponseValidationError
+
+    tinker_form = APIResponseValidationError(_response(200), {"odd": True})
+    assert tinker_form.message == "Data returned by API invalid for expected schema."
+    assert (tinker_form.status_code, tinker_form.method, tinker_form.path) == (
+        200,
+        "POST",
+        "/api/v1/weights_info",
+    )
+    assert tinker_form.body == {"odd": True}
+    assert SECRET not in repr(vars(tinker_form))
+    ours = APIResponseValidationError("bad body", body=b"x", request_id="r1")
+    assert (ours.message, ours.body, ours.request_id, ours.status_code) == (
+        "bad body",
+        b"x",
+        "r1",
+        None,
+    )
+    assert str(ours) == "bad body"

@@ -128,7 +128,30 @@ class APITimeoutError(APIConnectionError):
 
 
 class APIResponseValidationError(APIError):
-    """The server answered with a body that does not match the protocol."""
+    """The server answered with a body that does not match the protocol.
+
+    Takes tinker's form ``(response, body, message=None)`` as well as tinkex's
+    ``(message, *, body=..., request_id=...)``: a string first is the message. The response
+    is read for its status, method and path and not kept.
+    """
+
+    def __init__(
+        self,
+        response: Any = None,
+        body: Any = None,
+        message: str | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> None:
+        if isinstance(response, str):
+            response, message = None, response if message is None else message
+        super().__init__(
+            message or "Data returned by API invalid for expected schema.",
+            _response_request(response),
+            body=body,
+            request_id=request_id,
+        )
+        self.status_code: int | None = getattr(response, "status_code", None)
 
 
 class APIStatusError(APIError):
