@@ -95,8 +95,42 @@ class RestClient(PeftRestMixin, UsageRestMixin, CapabilitiesRestMixin):
     and an ``_async`` form returning the value, as in the official SDK.
     """
 
-    def __init__(self, session: Session) -> None:
+    def __init__(
+        self,
+        session: Session | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        """``ServiceClient.create_rest_client()`` hands its session in; tinker 0.38's
+        standalone form ``RestClient(base_url=..., api_key=...)`` (both default to the
+        environment, as for ``ServiceClient``) opens a session of its own, ended by
+        :meth:`close` or ``with``."""
+        self._owns_session = session is None
+        if session is None:
+            from tinkex_clients._service_args import service_config
+
+            config = service_config(
+                None, {}, base_url=base_url, api_key=api_key, default_headers_overrides=None
+            )
+            session = Session(config)
+        elif base_url is not None or api_key is not None:
+            raise TinkexValidationError(
+                "base_url", "is taken from the session given", "pass a session or base_url"
+            )
         self._session = session
+
+    def close(self) -> None:
+        """Close the connections of a standalone client (a no-op for one made by a
+        ``ServiceClient``, whose session the ``ServiceClient`` owns). Idempotent."""
+        if self._owns_session:
+            self._session.close()
+
+    def __enter__(self) -> RestClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"RestClient(base_url={self._session.config.base_url!r})"
