@@ -29,6 +29,7 @@ __all__ = ["decode_json", "encode_json", "to_jsonable"]
 
 _OPTS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 _SCALARS = (str, int, float, bool, type(None))
+_SCALAR_TYPES = frozenset(_SCALARS)
 
 
 def _dump_model(model: BaseModel, exclude_none: bool) -> Any:
@@ -42,9 +43,12 @@ def to_jsonable(value: Any, *, exclude_none: bool = False) -> Any:
     ``None`` entries when ``exclude_none``); lists are visited only when their first item is
     a container (a list of numbers is passed through untouched).
     """
-    if isinstance(value, BaseModel):
+    kind = type(value)
+    if isinstance(value, list) and (not value or type(value[0]) in _SCALAR_TYPES):
+        return value  # the common case first: no ABC checks (isinstance on Mapping is slow)
+    if kind is not dict and isinstance(value, BaseModel):
         return _dump_model(value, exclude_none)
-    if isinstance(value, Mapping):
+    if kind is dict or isinstance(value, Mapping):
         out: dict[Any, Any] = {}
         for k, v in value.items():
             if isinstance(v, NotGiven) or (exclude_none and v is None):
@@ -117,11 +121,13 @@ def _none_values(value: Any) -> int:
     """How many mapping entries of ``value`` (a to_jsonable result) hold ``None``; lists of
     scalars are not visited (what is not visited can only make the count smaller)."""
     count = 0
-    if isinstance(value, Mapping):
+    if type(value) is dict or isinstance(value, Mapping):
         for v in value.values():
             if v is None:
                 count += 1
-            elif isinstance(v, (Mapping, list, tuple)):
+            elif type(v) in _SCALAR_TYPES:
+                continue
+            elif isinstance(v, (dict, list, tuple, Mapping)):
                 count += _none_values(v)
     elif isinstance(value, (list, tuple)) and value and not isinstance(value[0], _SCALARS):
         for v in value:

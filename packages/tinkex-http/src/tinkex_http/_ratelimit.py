@@ -54,6 +54,10 @@ def tenant_key(base_url: str, api_key: str) -> tuple[str, str]:
 
 
 def _get(obj: Any, name: str) -> Any:
+    if type(obj) is dict:
+        return obj.get(name)
+    if hasattr(type(obj), "__pydantic_fields__"):  # a model (no slow ABC check)
+        return getattr(obj, name, None)
     if isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
