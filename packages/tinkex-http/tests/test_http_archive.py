@@ -503,3 +503,76 @@ def test_manifest_checked_from_digests_taken_while_writing(tmp_path: Path, gz: b
     assert info.value.reason == "integrity"
     assert not (tmp_path / "bad").exists()
     assert not (tmp_path / "extra").exists()
+
+
+def _streamed(data: bytes, *, fail_after: int | None = None, announce: bool = True) -> Any:
+    """A handler answering the archive link, then ``data`` in 4 KiB chunks (with or without
+    ``Content-Length``), optionally breaking the connection after ``fail_after`` bytes."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), 4096):
+            if fail_after is not None and start >= fail_after:
+                raise httpx.ReadError("connection reset by peer")
+            yield data[start : start + 4096]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/archive"):
+            return httpx.Response(302, headers={"location": "https://bucket.test/ckpt.tar"})
+        headers = {"content-length": str(len(data))} if announce else {}
+        return httpx.Response(200, content=body(), headers=headers)
+
+    return handler
+
+
+@pytest.mark.parametrize("announce", [True, False])
+async def test_extraction_overlaps_the_download(
+    make_client: MakeClient, tmp_path: Path, announce: bool
+) -> None:
+    """Extracted while it arrives (announced size) or after it (no Content-Length)."""
+    big = bytes(range(256)) * 4096
+    data = make_tar(tmp_path / "src.tar", [*VALID, ("big.bin", big)]).read_bytes()
+    out = tmp_path / "out"
+    async with make_client(_streamed(data, announce=announce)) as http:
+        dest = await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
+    assert (dest / "big.bin").read_bytes() == big
+    assert [p.name for p in out.iterdir()] == ["run1_weights_s"]
+
+
+async def test_broken_download_while_extracting_leaves_nothing(
+    make_client: MakeClient, tmp_path: Path
+) -> None:
+    big = bytes(range(256)) * 4096
+    data = make_tar(tmp_path / "src.tar", [("big.bin", big), *VALID]).read_bytes()
+    out = tmp_path / "out"
+    async with make_client(_streamed(data, fail_after=len(data) // 2)) as http:
+        with pytest.raises(Exception, match="connection reset") as info:
+            await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
+    assert not isinstance(info.value, UnsafeArchiveError)  # the download's error, not a refusal
+    assert list(out.iterdir()) == []
+
+
+async def test_unsafe_member_stops_the_download(make_client: MakeClient, tmp_path: Path) -> None:
+    evil = tarfile.TarInfo("../escape.txt")
+    evil.size = 3
+    big = bytes(range(256)) * 8192
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        tar.addfile(evil, io.BytesIO(b"bad"))
+        info = tarfile.TarInfo("big.bin")
+        info.size = len(big)
+        tar.addfile(info, io.BytesIO(big))
+    data = raw.getvalue()
+    sent: list[int] = []
+
+    def progress(done: int, total: int | None) -> None:
+        sent.append(done)
+
+    out = tmp_path / "out"
+    async with make_client(_streamed(data)) as http:
+        with pytest.raises(UnsafeArchiveError) as refused:
+            await download_checkpoint_archive(
+                http, "tinker://run1/weights/s", out, progress=progress
+            )
+    assert refused.value.reason == "traversal"
+    assert list(out.iterdir()) == []
+    assert sent  # something arrived before the refusal

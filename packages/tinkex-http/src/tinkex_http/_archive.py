@@ -11,7 +11,9 @@
   directory renamed into place only when every member passed the safety checks and the
   content matched its SHA-256 manifest; every refusal is an :class:`UnsafeArchiveError`
   with a ``reason``; the destination is then left untouched.
-* :func:`download_checkpoint_archive` -- the whole flow for a ``tinker://`` path.
+* :func:`download_checkpoint_archive` -- the whole flow for a ``tinker://`` path; the
+  extraction runs in a worker thread while the archive downloads (reading each byte once
+  it is on disk, :mod:`tinkex_http._growing`), so the two overlap.
 """
 
 from __future__ import annotations
@@ -28,13 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from tinkex_http._client import HTTPClient
-from tinkex_http._extract import extract_archive_safely
+from tinkex_http._extract import extract_archive_safely, extract_file_safely
 from tinkex_http._extract_checks import (
     DEFAULT_MAX_ARCHIVE_BYTES,
     DEFAULT_MAX_EXPANSION,
     ArchiveTooLargeError,
     UnsafeArchiveError,
 )
+from tinkex_http._growing import Growing, GrowingReader
 from tinkex_types import (
     APIResponseValidationError,
     APIStatusError,
@@ -163,7 +166,25 @@ async def download_archive(
     stays at about one chunk plus that buffer. A body over ``max_bytes`` raises
     :class:`ArchiveTooLargeError` and the partial file is removed.
     """
-    target = Path(dest_file)
+    return await _fetch(http, url, Path(dest_file), progress, max_bytes, chunk_size, timeout)
+
+
+class _Abandoned(Exception):
+    """The extraction reading the download gave up (its own error is the one raised)."""
+
+
+async def _fetch(
+    http: HTTPClient,
+    url: str,
+    target: Path,
+    progress: Progress | None,
+    max_bytes: int | None,
+    chunk_size: int | None,
+    timeout: float | None,  # noqa: ASYNC109 - per-request httpx timeout, not a deadline
+    growing: Growing | None = None,
+) -> int:
+    """:func:`download_archive`; with ``growing``, every chunk is written at once (no
+    buffer) and announced to the extraction reading the file meanwhile."""
     done = 0
     try:
         async with http.download(url, timeout=timeout) as response:
@@ -172,22 +193,56 @@ async def download_archive(
                 raise ArchiveTooLargeError(
                     f"archive is {total} bytes, over the {max_bytes}-byte limit"
                 )
-            # Plain blocking buffered writes: short, and keep memory at O(chunk + buffer).
-            with open(target, "wb", buffering=WRITE_BUFFER) as fh:  # noqa: ASYNC230
+            if growing is not None:
+                growing.start(total)
+            # Plain blocking writes: short, and keep memory at O(chunk + buffer).
+            buffering = WRITE_BUFFER if growing is None else 0
+            with open(target, "wb", buffering=buffering) as fh:  # noqa: ASYNC230
                 async for chunk in response.iter_bytes(chunk_size):
                     done += len(chunk)
                     if max_bytes is not None and done > max_bytes:
                         raise ArchiveTooLargeError(
                             f"archive download exceeded the {max_bytes}-byte limit"
                         )
-                    fh.write(chunk)
+                    if growing is not None:
+                        if growing.abandoned:
+                            raise _Abandoned
+                        _write_all(fh, chunk)
+                        growing.wrote(len(chunk))
+                    else:
+                        fh.write(chunk)
                     if progress is not None:
                         progress(done, total)
     except BaseException:
+        if growing is not None:
+            growing.finish(failed=True)
         with contextlib.suppress(OSError):
             target.unlink()  # noqa: ASYNC240
         raise
+    if growing is not None:
+        growing.finish(failed=False)
     return done
+
+
+def _write_all(fh: Any, chunk: bytes) -> None:
+    view = memoryview(chunk)
+    while view:  # an unbuffered write may take part of the chunk
+        view = view[fh.write(view) :]
+
+
+def _extract_while_downloading(growing: Growing, archive: Path, dest: Path, **limits: Any) -> Path:
+    """The extraction thread: reads the archive as it arrives (sequentially, after the
+    download, when no ``Content-Length`` announced its size)."""
+    try:
+        size = growing.wait_started()
+        if size is None:
+            growing.wait_finished()
+            return extract_archive_safely(archive, dest, **limits)
+        with GrowingReader(archive, growing, size) as reader:
+            return extract_file_safely(reader, size, dest, **limits)  # type: ignore[arg-type]
+    except BaseException:
+        growing.abandoned = True
+        raise
 
 
 async def download_checkpoint_archive(
@@ -222,16 +277,27 @@ async def download_checkpoint_archive(
     fd, tmp_name = tempfile.mkstemp(prefix=".tinkex_checkpoint_", suffix=".tar", dir=dest.parent)
     os.close(fd)
     tmp_file = Path(tmp_name)
-    try:
-        await download_archive(http, target.url, tmp_file, progress=progress, max_bytes=max_bytes)
-        return await asyncio.to_thread(
-            extract_archive_safely,
+    growing = Growing()
+    extraction = asyncio.ensure_future(
+        asyncio.to_thread(
+            _extract_while_downloading,
+            growing,
             tmp_file,
             dest,
             overwrite=force,
             max_total_bytes=max_bytes,
             max_expansion=max_expansion,
         )
+    )
+    try:
+        try:
+            await _fetch(http, target.url, tmp_file, progress, max_bytes, None, None, growing)
+        except _Abandoned:
+            pass  # the extraction refused the archive: its error is raised below
+        except BaseException:
+            await asyncio.wait([extraction])  # it stops (DownloadEnded) and cleans up
+            raise
+        return await extraction
     finally:
         with contextlib.suppress(OSError):
             tmp_file.unlink()  # noqa: ASYNC240

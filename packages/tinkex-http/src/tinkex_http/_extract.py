@@ -35,6 +35,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, cast
@@ -55,7 +56,7 @@ from tinkex_http._extract_checks import (
 from tinkex_types import TinkexValidationError
 from tinkex_types.manifest import MANIFEST_FILE, ManifestEntry, manifest_problem, read_manifest
 
-__all__ = ["MARKER_FILE", "extract_archive_safely"]
+__all__ = ["MARKER_FILE", "extract_archive_safely", "extract_file_safely"]
 
 #: Bytes per read of the archive stream and per copy of a member (few, large copies).
 CHUNK_SIZE = 1024 * 1024
@@ -103,11 +104,14 @@ class _FileRange:
     """``readinto`` of a member's data straight from a plain tar file (``os.preadv`` at
     its offset: no copy through tarfile's stream buffers)."""
 
-    def __init__(self, fd: int, offset: int) -> None:
+    def __init__(self, fd: int, offset: int, wait: Callable[[int], None] | None) -> None:
         self._fd = fd
         self._offset = offset
+        self._wait = wait
 
     def readinto(self, view: memoryview) -> int:
+        if self._wait is not None:  # a file still being written: wait for these bytes
+            self._wait(self._offset + len(view))
         n = os.preadv(self._fd, [view], self._offset)
         self._offset += n
         return n
@@ -238,7 +242,7 @@ def _place(
         _place_hardlink(state, member, target)
     else:
         if direct is not None:
-            src = _FileRange(direct, member.offset_data)
+            src = _FileRange(direct, member.offset_data, getattr(tf.fileobj, "wait_for", None))
             entry = _copy_member(src, target, member.size, member.mode, member.name)
         else:
             data = tf.extractfile(member)  # an io.BufferedReader
@@ -313,32 +317,33 @@ def _as_refusal(exc: BaseException) -> UnsafeArchiveError | None:
 
 
 def _extract_into(
-    archive: Path,
+    raw: IO[bytes],
+    size: int,
     root: Path,
     *,
     max_total_bytes: int | None,
     max_members: int | None,
     max_expansion: float | None,
 ) -> dict[str, ManifestEntry]:
-    """Extract into ``root``; returns the size and SHA-256 of every regular file written."""
-    limit = extraction_limit(archive.stat().st_size, max_total_bytes, max_expansion)
-    absolute = extraction_limit(archive.stat().st_size, max_total_bytes, None)
+    """Extract the archive file ``raw`` (``size`` bytes) into ``root``; returns the size and
+    SHA-256 of every regular file written."""
+    limit = extraction_limit(size, max_total_bytes, max_expansion)
+    absolute = extraction_limit(size, max_total_bytes, None)
     reason = "too-large" if limit is None or limit == absolute else "expansion"
     state = _State(root=root, limit=limit, max_members=max_members, limit_reason=reason)
     # tar headers and padding come on top of the content: allow 2x plus 1 MiB of them
     budget = None if limit is None else 2 * limit + 1024 * 1024
-    with open(archive, "rb") as raw:
-        inner = open_decompressed(raw)
-        stream = BudgetReader(inner, budget)
-        try:
-            _run(state, stream, raw if inner is raw else None)  # type: ignore[arg-type]
-        except UnsafeArchiveError:
+    inner = open_decompressed(raw)
+    stream = BudgetReader(inner, budget)
+    try:
+        _run(state, stream, raw if inner is raw else None)  # type: ignore[arg-type]
+    except UnsafeArchiveError:
+        raise
+    except (tarfile.TarError, OSError) as exc:
+        refusal = _as_refusal(exc)
+        if refusal is None:
             raise
-        except (tarfile.TarError, OSError) as exc:
-            refusal = _as_refusal(exc)
-            if refusal is None:
-                raise
-            raise refusal from None
+        raise refusal from None
     return state.digests
 
 
@@ -419,9 +424,35 @@ def extract_archive_safely(
     check (not the safety checks). Returns ``dest``.
     """
     archive_path = Path(archive)
-    dest_path = Path(dest)
     if not archive_path.is_file():
         raise TinkexValidationError("archive", f"no such file: {str(archive_path)!r}")
+    with open(archive_path, "rb") as raw:
+        return extract_file_safely(
+            raw,
+            archive_path.stat().st_size,
+            dest,
+            overwrite=overwrite,
+            max_total_bytes=max_total_bytes,
+            max_members=max_members,
+            max_expansion=max_expansion,
+            verify=verify,
+        )
+
+
+def extract_file_safely(
+    raw: IO[bytes],
+    size: int,
+    dest: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    max_total_bytes: int | None = DEFAULT_MAX_ARCHIVE_BYTES,
+    max_members: int | None = DEFAULT_MAX_MEMBERS,
+    max_expansion: float | None = DEFAULT_MAX_EXPANSION,
+    verify: bool = True,
+) -> Path:
+    """:func:`extract_archive_safely` of an opened, seekable archive file of ``size`` bytes
+    (a :class:`tinkex_http._growing.GrowingReader` while it is still being downloaded)."""
+    dest_path = Path(dest)
     if (dest_path.exists() or dest_path.is_symlink()) and not overwrite:
         raise TinkexValidationError(
             "dest", f"{str(dest_path)!r} already exists", "pass overwrite=True (CLI: --force)"
@@ -430,12 +461,16 @@ def extract_archive_safely(
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest_path.name[:40]}.partial-", dir=dest_path.parent))
     try:
         digests = _extract_into(
-            archive_path,
+            raw,
+            size,
             tmp,
             max_total_bytes=max_total_bytes,
             max_members=max_members,
             max_expansion=max_expansion,
         )
+        finished = getattr(raw, "wait_finished", None)
+        if finished is not None:  # a file still being downloaded: never place it before
+            finished()
         _verify(tmp, verify, digests)
         _swap_into_place(tmp, dest_path)
     except BaseException:
