@@ -6,13 +6,12 @@ import os
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-from urllib.parse import quote
 
 from pydantic import BaseModel
 
 from tinkex_clients._future import APIFuture
 from tinkex_clients._peft import PeftRestMixin
-from tinkex_clients._rest_server import CapabilitiesRestMixin
+from tinkex_clients._rest_server import CapabilitiesRestMixin, SessionsRestMixin, _seg
 from tinkex_clients._session import Session, parse_result
 from tinkex_clients._usage import UsageRestMixin
 from tinkex_clients._validate import (
@@ -29,9 +28,6 @@ from tinkex_types import (
     CheckpointArchiveUrlResponse,
     CheckpointRef,
     CheckpointsListResponse,
-    GetSamplerResponse,
-    GetSessionResponse,
-    ListSessionsResponse,
     SetCheckpointTtlRequest,
     TinkerPath,
     TinkexValidationError,
@@ -47,10 +43,6 @@ _M = TypeVar("_M", bound=BaseModel)
 
 AccessScope = Literal["owned", "accessible"]
 Progress = Callable[[int, int | None], Any]
-
-
-def _seg(value: str) -> str:
-    return quote(value, safe=":@-._~")
 
 
 def _run_id(value: Any, field: str = "training_run_id") -> str:
@@ -88,7 +80,7 @@ def _tinkex_shaped(path: str) -> bool:
     return True
 
 
-class RestClient(PeftRestMixin, UsageRestMixin, CapabilitiesRestMixin):
+class RestClient(PeftRestMixin, UsageRestMixin, CapabilitiesRestMixin, SessionsRestMixin):
     """Read and manage training runs, checkpoints, sessions and samplers.
 
     Every method has a synchronous form returning an :class:`APIFuture` (use ``.result()``)
@@ -447,66 +439,6 @@ class RestClient(PeftRestMixin, UsageRestMixin, CapabilitiesRestMixin):
         force: bool = False,
     ) -> Path:
         return await self._bridge(self._download_coro(tinker_path, dest, progress, force))
-
-    # -- sessions and samplers -------------------------------------------------------------
-    def _get_session(
-        self, session_id: Any, access_scope: Any
-    ) -> Coroutine[Any, Any, GetSessionResponse]:
-        self._check()
-        if not isinstance(session_id, str) or not session_id or "/" in session_id:
-            raise TinkexValidationError("session_id", f"must be a session id, got {session_id!r}")
-        return self._get(
-            "get_session",
-            f"/api/v1/sessions/{_seg(session_id)}",
-            GetSessionResponse,
-            {"access_scope": as_access_scope(access_scope)},
-        )
-
-    def get_session(
-        self, session_id: str, access_scope: AccessScope = "owned"
-    ) -> APIFuture[GetSessionResponse]:
-        """The training runs and samplers of one session."""
-        return self._submit(self._get_session(session_id, access_scope))
-
-    async def get_session_async(
-        self, session_id: str, access_scope: AccessScope = "owned"
-    ) -> GetSessionResponse:
-        return await self._bridge(self._get_session(session_id, access_scope))
-
-    def _list_sessions(
-        self, limit: Any, offset: Any, access_scope: Any
-    ) -> Coroutine[Any, Any, ListSessionsResponse]:
-        self._check()
-        params = {
-            "limit": as_positive_int(limit, "limit"),
-            "offset": as_non_negative_int(offset, "offset"),
-            "access_scope": as_access_scope(access_scope),
-        }
-        return self._get("list_sessions", "/api/v1/sessions", ListSessionsResponse, params)
-
-    def list_sessions(
-        self, limit: int = 20, offset: int = 0, access_scope: AccessScope = "owned"
-    ) -> APIFuture[ListSessionsResponse]:
-        """A page of session ids."""
-        return self._submit(self._list_sessions(limit, offset, access_scope))
-
-    async def list_sessions_async(
-        self, limit: int = 20, offset: int = 0, access_scope: AccessScope = "owned"
-    ) -> ListSessionsResponse:
-        return await self._bridge(self._list_sessions(limit, offset, access_scope))
-
-    def _get_sampler(self, sampler_id: Any) -> Coroutine[Any, Any, GetSamplerResponse]:
-        self._check()
-        if not isinstance(sampler_id, str) or not sampler_id or "/" in sampler_id:
-            raise TinkexValidationError("sampler_id", f"must be a sampler id, got {sampler_id!r}")
-        return self._get("get_sampler", f"/api/v1/samplers/{_seg(sampler_id)}", GetSamplerResponse)
-
-    def get_sampler(self, sampler_id: str) -> APIFuture[GetSamplerResponse]:
-        """A sampler's base model and model path."""
-        return self._submit(self._get_sampler(sampler_id))
-
-    async def get_sampler_async(self, sampler_id: str) -> GetSamplerResponse:
-        return await self._bridge(self._get_sampler(sampler_id))
 
     def get_telemetry(self) -> Any | None:
         """The session's telemetry handle (see ``ServiceClient.get_telemetry``), or ``None``."""
