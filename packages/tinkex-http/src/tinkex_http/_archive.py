@@ -296,6 +296,8 @@ async def download_checkpoint_archive(
             pass  # the extraction refused the archive: its error is raised below
         except BaseException:
             await asyncio.wait([extraction])  # it stops (DownloadEnded) and cleans up
+            if not extraction.cancelled():
+                extraction.exception()  # retrieved: the download's own error is raised
             raise
         return await extraction
     finally:
