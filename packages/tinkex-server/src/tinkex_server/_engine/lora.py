@@ -222,6 +222,24 @@ class SingleLora:
         a, b = pair
         return F.linear(F.linear(x, a), b) * self.adapter.scale
 
+    def factors(self, keys: Sequence[str], outs: Sequence[int]) -> tuple[Tensor, Tensor] | None:
+        """``(A, B)`` of ``keys`` stacked for one fused matmul: ``A`` ``[sum r, in]`` (the
+        adapted keys' rows), ``B`` ``[sum outs, sum r]`` block-diagonal, scale folded in."""
+        pairs = [self.adapter.params.get(key) for key in keys]
+        if all(pair is None for pair in pairs):
+            return None
+        scale = self.adapter.scale
+        if len(keys) == 1:
+            a, b = pairs[0]  # type: ignore[misc]
+            return a, b * scale
+        a_rows: list[Tensor] = [pair[0] for pair in pairs if pair is not None]
+        # A projection of the group without an adapter is an [out, 0] block.
+        blocks = [
+            pair[1] * scale if pair is not None else torch.zeros(out, 0)
+            for pair, out in zip(pairs, outs, strict=True)
+        ]
+        return torch.cat(a_rows), torch.block_diag(*blocks)  # type: ignore[no-untyped-call]
+
 
 class RowLora:
     """A possibly different adapter per batch row (``None`` = base model), for sampling.

@@ -16,7 +16,8 @@ computation is float32.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Protocol
 
 import torch
@@ -24,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinkex_server._engine.config import ModelConfig
+from tinkex_server._engine.fused import lora_linear
 
 __all__ = [
     "DecoderLM",
@@ -39,6 +41,17 @@ class LoraContext(Protocol):
 
     def delta(self, key: str, x: Tensor) -> Tensor | None:
         """The additive output of the adapter(s) at projection ``key`` for input ``x``."""
+        ...
+
+
+class GroupedLora(Protocol):
+    """A :class:`LoraContext` that can also hand out the factors of several projections at
+    once (one adapter for the whole batch), for the fused projection path."""
+
+    def factors(self, keys: Sequence[str], outs: Sequence[int]) -> tuple[Tensor, Tensor] | None:
+        """``(A, B)`` stacked over ``keys``: ``A`` ``[sum r, in]`` (rows of the adapted
+        keys), ``B`` ``[sum outs, sum r]`` block-diagonal with the LoRA scale folded in;
+        ``None`` when no key is adapted."""
         ...
 
 
@@ -120,12 +133,83 @@ class KVCache:
 
 
 def _project(x: Tensor, layer: nn.Linear, key: str, lora: LoraContext | None) -> Tensor:
+    factors = getattr(lora, "factors", None)
+    pair = factors((key,), (layer.out_features,)) if factors is not None else None
+    if pair is not None:
+        return lora_linear(x, layer.weight, layer.bias, pair[0], pair[1])
     out = F.linear(x, layer.weight, layer.bias)
     if lora is not None:
         delta = lora.delta(key, x)
         if delta is not None:
             out = out + delta
     return out
+
+
+_FUSE_LOCK = threading.Lock()
+
+
+class _Fused:
+    """Projections sharing one input whose frozen weights live in one buffer: each
+    ``nn.Linear.weight`` becomes a view of its rows (same ``state_dict``, no copy kept), so
+    the group is one matmul. Rebuilt if a weight is replaced (``load_state_dict(assign=True)``)."""
+
+    def __init__(self, *layers: nn.Linear) -> None:
+        self.layers = layers
+        self.outs = tuple(layer.out_features for layer in layers)
+        self._weights: tuple[Tensor, ...] = ()
+        self.weight: Tensor = layers[0].weight
+        self.bias: Tensor | None = layers[0].bias
+
+    def _current(self) -> bool:
+        return len(self._weights) == len(self.layers) and all(
+            w is layer.weight for w, layer in zip(self._weights, self.layers, strict=True)
+        )
+
+    def refresh(self) -> None:
+        """Make sure the layers' weights are (still) views of this group's buffer."""
+        if self._current():
+            return
+        with _FUSE_LOCK, torch.no_grad():
+            if self._current():
+                return
+            weight = torch.cat([layer.weight.detach() for layer in self.layers])
+            biases = [layer.bias for layer in self.layers]
+            bias = None
+            if all(b is not None for b in biases):
+                bias = torch.cat([b.detach() for b in biases if b is not None])
+            for layer, w_rows, b_rows in zip(
+                self.layers,
+                weight.split_with_sizes(self.outs),
+                bias.split_with_sizes(self.outs) if bias is not None else [None] * len(self.layers),
+                strict=True,
+            ):
+                layer.weight = nn.Parameter(w_rows, requires_grad=False)
+                if b_rows is not None:
+                    layer.bias = nn.Parameter(b_rows, requires_grad=False)
+            self._weights = tuple(layer.weight for layer in self.layers)
+            self.weight, self.bias = weight, bias
+
+
+def _project_group(
+    x: Tensor, fused: _Fused, keys: Sequence[str], lora: LoraContext | None
+) -> Tensor:
+    """The concatenated outputs ``[..., sum(outs)]`` of a group of projections of ``x``."""
+    fused.refresh()
+    factors = getattr(lora, "factors", None)
+    pair = factors(keys, fused.outs) if factors is not None else None
+    if pair is not None:
+        return lora_linear(x, fused.weight, fused.bias, pair[0], pair[1])
+    out = F.linear(x, fused.weight, fused.bias)
+    if lora is None:
+        return out
+    parts = list(out.split_with_sizes(fused.outs, dim=-1))
+    changed = False
+    for i, key in enumerate(keys):
+        delta = lora.delta(key, x)
+        if delta is not None:
+            parts[i] = parts[i] + delta
+            changed = True
+    return torch.cat(parts, dim=-1) if changed and len(parts) > 1 else parts[0] if changed else out
 
 
 class Attention(nn.Module):
@@ -148,6 +232,8 @@ class Attention(nn.Module):
             self.q_norm = RMSNorm(self.head_dim, config.rms_norm_eps, device)
             self.k_norm = RMSNorm(self.head_dim, config.rms_norm_eps, device)
         self.keys = {n: f"{prefix}.{n}" for n in ("q_proj", "k_proj", "v_proj", "o_proj")}
+        self._qkv = _Fused(self.q_proj, self.k_proj, self.v_proj)
+        self._qkv_keys = (self.keys["q_proj"], self.keys["k_proj"], self.keys["v_proj"])
 
     def forward(
         self,
@@ -160,9 +246,12 @@ class Attention(nn.Module):
         cache_pos: int,
     ) -> Tensor:
         b, t, _ = x.shape
-        q = _project(x, self.q_proj, self.keys["q_proj"], lora).view(b, t, self.n_heads, -1)
-        k = _project(x, self.k_proj, self.keys["k_proj"], lora).view(b, t, self.n_kv, -1)
-        v = _project(x, self.v_proj, self.keys["v_proj"], lora).view(b, t, self.n_kv, -1)
+        q, k, v = _project_group(x, self._qkv, self._qkv_keys, lora).split_with_sizes(
+            self._qkv.outs, -1
+        )
+        q = q.view(b, t, self.n_heads, self.head_dim)
+        k = k.view(b, t, self.n_kv, self.head_dim)
+        v = v.view(b, t, self.n_kv, self.head_dim)
         if self.q_norm is not None and self.k_norm is not None:
             q = self.q_norm(q)
             k = self.k_norm(k)
@@ -200,10 +289,12 @@ class MLP(nn.Module):
         self.up_proj = nn.Linear(d, f, bias=bias, device=device)
         self.down_proj = nn.Linear(f, d, bias=bias, device=device)
         self.keys = {n: f"{prefix}.{n}" for n in ("gate_proj", "up_proj", "down_proj")}
+        self._gate_up = _Fused(self.gate_proj, self.up_proj)
+        self._gate_up_keys = (self.keys["gate_proj"], self.keys["up_proj"])
 
     def forward(self, x: Tensor, lora: LoraContext | None) -> Tensor:
-        gate = _project(x, self.gate_proj, self.keys["gate_proj"], lora)
-        up = _project(x, self.up_proj, self.keys["up_proj"], lora)
+        gate_up = _project_group(x, self._gate_up, self._gate_up_keys, lora)
+        gate, up = gate_up.split_with_sizes(self._gate_up.outs, -1)
         return _project(F.silu(gate) * up, self.down_proj, self.keys["down_proj"], lora)
 
 

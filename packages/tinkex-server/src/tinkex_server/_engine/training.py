@@ -9,14 +9,35 @@ import torch
 from torch import Tensor
 
 from tinkex_server._engine.adapters import EngineCore, Slot, attr
+from tinkex_server._engine.fused import target_logprobs
 from tinkex_server._engine.inputs import Prepared, flat, microbatches, prepare_data
+from tinkex_server._engine.lora import SingleLora
 from tinkex_server._engine.losses import elementwise_loss, engine_loss_config, engine_loss_spec
+from tinkex_server._engine.model import DecoderLM
 from tinkex_server._engine.optim import AdamParams
 from tinkex_server._engine.types import Datum, FlatTensor, ForwardResult
 
 __all__ = ["TrainingMixin"]
 
 _ADAM_FIELDS = ("learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip_norm")
+
+
+def _target_logprobs(
+    model: DecoderLM, lora: SingleLora, hidden: Tensor, it: Prepared, loss_fn: str
+) -> Tensor:
+    """Logprobs of ``it``'s targets from its hidden states ``[n, hidden]``."""
+    if "lm_head" not in lora.adapter.params:
+        # Cross-entropy gives no gradient to a weight-0 token: skip its softmax term.
+        grad_rows = None
+        if loss_fn == "cross_entropy" and hidden.requires_grad:
+            weights = it.inputs["weights"]
+            grad_rows = (weights != 0) if weights.ndim == 1 else (weights != 0).any(-1)
+        return target_logprobs(hidden, model.unembedding, it.targets, grad_rows)
+    logits = model.logits(hidden, lora)  # [n, vocab]
+    lse = torch.logsumexp(logits, dim=-1)
+    idx = it.targets if it.targets.ndim == 2 else it.targets[:, None]
+    lp = logits.gather(-1, idx) - lse[:, None]
+    return lp[:, 0] if it.targets.ndim == 1 else lp
 
 
 class TrainingMixin(EngineCore):
@@ -41,13 +62,7 @@ class TrainingMixin(EngineCore):
         mb_loss: Tensor | None = None
         total = 0.0
         for row, it in enumerate(mb):
-            n = it.tokens.shape[0]
-            logits = model.logits(hidden[row, :n], lora)  # [n, vocab]
-            lse = torch.logsumexp(logits, dim=-1)
-            idx = it.targets if it.targets.ndim == 2 else it.targets[:, None]
-            lp = logits.gather(-1, idx) - lse[:, None]
-            if it.targets.ndim == 1:
-                lp = lp[:, 0]
+            lp = _target_logprobs(model, lora, hidden[row, : it.tokens.shape[0]], it, loss_fn)
             el = elementwise_loss(loss_fn, lp, it.inputs, config)
             s = el.sum()
             mb_loss = s if mb_loss is None else mb_loss + s
