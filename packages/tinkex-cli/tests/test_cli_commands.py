@@ -24,6 +24,7 @@ CHECKPOINT_KEYS = {
     "public",
     "expires_at",
     "training_run_id",
+    "user_metadata",  # tinker 0.38: what save_state(user_metadata=) attached (None here)
 }
 
 
