@@ -151,3 +151,26 @@ def test_small_decodes_run_on_one_thread_large_ones_keep_the_setting(monkeypatch
         torch.set_num_threads(before)
     assert seen == [1, 2]
     assert small[0].tokens == big[0].tokens == big[-1].tokens
+
+
+def test_the_engine_worker_lowers_the_switch_interval_while_it_lives() -> None:
+    import sys
+
+    from tinkex_server._worker import ENGINE_SWITCH_INTERVAL_S, EngineWorker
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)
+    try:
+        first, second = EngineWorker(), EngineWorker()
+        assert first.run_sync(lambda engine: sys.getswitchinterval()) == ENGINE_SWITCH_INTERVAL_S
+        assert second.run_sync(lambda engine: sys.getswitchinterval()) == ENGINE_SWITCH_INTERVAL_S
+        first.close()
+        # Still lowered while another engine lives; restored after the last one.
+        assert sys.getswitchinterval() == ENGINE_SWITCH_INTERVAL_S
+        second.close()
+        assert sys.getswitchinterval() == 0.005
+        # A worker that never built its engine changes nothing.
+        EngineWorker().close()
+        assert sys.getswitchinterval() == 0.005
+    finally:
+        sys.setswitchinterval(before)

@@ -4,12 +4,20 @@ Every engine call of a server goes through :meth:`EngineWorker.run`, which execu
 single dedicated thread (torch work is never interleaved) wrapped in the
 ``server.engine_step`` span hook. The engine itself (and torch) is imported and built lazily,
 on the worker thread, at the first call.
+
+While the engine exists, the interpreter's GIL switch interval is at most
+:data:`ENGINE_SWITCH_INTERVAL_S` (restored on :meth:`EngineWorker.close`). A decode is
+Python-heavy and holds the GIL between its many small torch ops; with the default 5 ms
+interval, every time the event loop gave the GIL up (a socket read, a SQLite statement) it
+waited up to 5 ms to get it back, so requests trickled in while the engine ran, sampling
+batches stayed small and the engine spent its time on per-step overhead.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,7 +27,36 @@ from tinkex_types import Hooks, make_plugin_manager
 if TYPE_CHECKING:
     from tinkex_server._engine import Engine
 
-__all__ = ["EngineWorker"]
+__all__ = ["ENGINE_SWITCH_INTERVAL_S", "EngineWorker"]
+
+#: The GIL switch interval (seconds) while an engine exists (see the module docstring).
+ENGINE_SWITCH_INTERVAL_S = 0.0005
+
+
+class _SwitchInterval:
+    """The process-wide switch interval, lowered while any engine worker holds it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders = 0
+        self._before = 0.0
+
+    def hold(self) -> None:
+        with self._lock:
+            if self._holders == 0:
+                self._before = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._before, ENGINE_SWITCH_INTERVAL_S))
+            self._holders += 1
+
+    def release(self) -> None:
+        with self._lock:
+            self._holders -= 1
+            ours = min(self._before, ENGINE_SWITCH_INTERVAL_S)
+            if self._holders == 0 and sys.getswitchinterval() == ours:
+                sys.setswitchinterval(self._before)
+
+
+_SWITCH = _SwitchInterval()
 
 _T = TypeVar("_T")
 
@@ -48,6 +85,7 @@ class EngineWorker:
         )
         self._closed = False
         self._lock = threading.Lock()
+        self._holds_switch = False
 
     @property
     def started(self) -> bool:
@@ -56,6 +94,10 @@ class EngineWorker:
 
     def _get_engine(self) -> Engine:
         if self._engine is None:
+            with self._lock:
+                if not self._holds_switch and not self._closed:
+                    self._holds_switch = True
+                    _SWITCH.hold()
             if self._factory is not None:
                 self._engine = self._factory()
             else:
@@ -105,3 +147,7 @@ class EngineWorker:
             self._closed = True
         self._executor.shutdown(wait=wait, cancel_futures=True)
         self._engine = None
+        with self._lock:
+            holds, self._holds_switch = self._holds_switch, False
+        if holds:
+            _SWITCH.release()
