@@ -139,16 +139,26 @@ class Adapter:
         self.trainable = trainable
         self.scale = spec.scale
         gen = torch.Generator().manual_seed(spec.seed % 2**63)
-        self.params: dict[str, tuple[nn.Parameter, nn.Parameter]] = {}
+        drawn: list[tuple[str, Tensor, Tensor]] = []
         for key, short, fan_in, fan_out in model.lora_targets():
             if not spec.wants(short):
                 continue
             bound = 1.0 / math.sqrt(fan_in)
             a = (torch.rand(spec.rank, fan_in, generator=gen) * 2 - 1) * bound
-            b = torch.zeros(fan_out, spec.rank)
+            drawn.append((key, a, torch.zeros(fan_out, spec.rank)))
+        # Every tensor is a view of one flat buffer, in parameters() order, so the optimizer
+        # updates the whole adapter with a handful of ops.
+        flat = torch.cat([t.reshape(-1) for _, a, b in drawn for t in (a, b)] or [torch.zeros(0)])
+        self.params: dict[str, tuple[nn.Parameter, nn.Parameter]] = {}
+        offset = 0
+        for key, a, b in drawn:
+            views = []
+            for t in (a, b):
+                views.append(flat[offset : offset + t.numel()].view(t.shape))
+                offset += t.numel()
             self.params[key] = (
-                nn.Parameter(a, requires_grad=trainable),
-                nn.Parameter(b, requires_grad=trainable),
+                nn.Parameter(views[0], requires_grad=trainable),
+                nn.Parameter(views[1], requires_grad=trainable),
             )
 
     def parameters(self) -> list[nn.Parameter]:

@@ -82,16 +82,32 @@ class AdamW:
     def __init__(self, params: list[tuple[str, nn.Parameter]]) -> None:
         self.params = params
         self.step_count = 0
-        self.exp_avg: dict[str, Tensor] = {n: torch.zeros_like(p) for n, p in params}
-        self.exp_avg_sq: dict[str, Tensor] = {n: torch.zeros_like(p) for n, p in params}
+        # The moments live in two flat buffers (one op per update over the whole adapter);
+        # exp_avg / exp_avg_sq hold per-tensor views of them.
+        self._sizes = [p.numel() for _, p in params]
+        self._m = torch.zeros(sum(self._sizes))
+        self._v = torch.zeros(sum(self._sizes))
+        self.exp_avg: dict[str, Tensor] = self._views(self._m)
+        self.exp_avg_sq: dict[str, Tensor] = self._views(self._v)
+        self._flat_params = _flat_view([p for _, p in params])
+
+    def _views(self, flat: Tensor) -> dict[str, Tensor]:
+        parts = flat.split_with_sizes(self._sizes)
+        return {n: part.view(p.shape) for (n, p), part in zip(self.params, parts, strict=True)}
+
+    def _flat_grad(self) -> Tensor:
+        if not self.params:
+            return torch.zeros(0)
+        return torch.cat(
+            [
+                p.grad.detach().reshape(-1) if p.grad is not None else p.new_zeros(p.numel())
+                for _, p in self.params
+            ]
+        )
 
     def grad_norm(self) -> float:
         """Global L2 norm of the accumulated gradients (0 when there are none)."""
-        total = torch.zeros((), dtype=torch.float64)
-        for _, p in self.params:
-            if p.grad is not None:
-                total += p.grad.detach().to(torch.float64).pow(2).sum()
-        return float(total.sqrt())
+        return float(self._flat_grad().to(torch.float64).pow(2).sum().sqrt())
 
     @torch.no_grad()
     def step(self, hp: AdamParams) -> dict[str, float]:
@@ -110,25 +126,31 @@ class AdamW:
                 "fit the float32 weights",
                 "use a smaller learning_rate",
             )
-        norm = self.grad_norm()
-        clip = 1.0
+        g = self._flat_grad()
+        norm = float(g.to(torch.float64).pow(2).sum().sqrt())
         if hp.grad_clip_norm > 0:
             clip = min(1.0, hp.grad_clip_norm / (norm + 1e-6))
+            if clip != 1.0:
+                g.mul_(clip)
         self.step_count = t
         bc2 = 1 - hp.beta2**t
-        for name, p in self.params:
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            if clip != 1.0:
-                g = g * clip
-            if hp.weight_decay:
-                p.mul_(1 - hp.learning_rate * hp.weight_decay)
-            m = self.exp_avg[name]
-            v = self.exp_avg_sq[name]
-            m.lerp_(g, 1 - hp.beta1)
-            v.mul_(hp.beta2).addcmul_(g, g, value=1 - hp.beta2)
-            denom = (v.sqrt() / math.sqrt(bc2)).add_(hp.eps)
-            p.addcdiv_(m, denom, value=-hp.learning_rate / bc1)
-            p.grad = None
+        flat = self._flat_params
+        p = (
+            flat
+            if flat is not None
+            else torch.cat([q.detach().reshape(-1) for _, q in self.params])
+        )
+        if hp.weight_decay:
+            p.mul_(1 - hp.learning_rate * hp.weight_decay)
+        self._m.lerp_(g, 1 - hp.beta1)
+        self._v.mul_(hp.beta2).addcmul_(g, g, value=1 - hp.beta2)
+        denom = (self._v.sqrt() / math.sqrt(bc2)).add_(hp.eps)
+        p.addcdiv_(self._m, denom, value=-hp.learning_rate / bc1)
+        if flat is None:
+            for (_, q), part in zip(self.params, p.split_with_sizes(self._sizes), strict=True):
+                q.copy_(part.view(q.shape))
+        for _, q in self.params:
+            q.grad = None
         return {
             "grad_norm:mean": norm,
             "learning_rate:mean": float(hp.learning_rate),
@@ -157,13 +179,31 @@ class AdamW:
                         "without optimizer state",
                     )
         for name, _ in self.params:
-            self.exp_avg[name] = tensors[f"{name}.exp_avg"].to(torch.float32).clone()
-            self.exp_avg_sq[name] = tensors[f"{name}.exp_avg_sq"].to(torch.float32).clone()
+            self.exp_avg[name].copy_(tensors[f"{name}.exp_avg"].to(torch.float32))
+            self.exp_avg_sq[name].copy_(tensors[f"{name}.exp_avg_sq"].to(torch.float32))
         self.step_count = int(step)
 
     def reset(self) -> None:
         """Forget the moments and the step counter."""
         self.step_count = 0
-        for name, p in self.params:
-            self.exp_avg[name] = torch.zeros_like(p)
-            self.exp_avg_sq[name] = torch.zeros_like(p)
+        self._m.zero_()
+        self._v.zero_()
+
+
+def _flat_view(params: list[nn.Parameter]) -> Tensor | None:
+    """One flat view over ``params`` when they are consecutive in one storage (an
+    :class:`~tinkex_server._engine.lora.Adapter`'s are), else ``None``."""
+    if not params:
+        return None
+    first = params[0]
+    storage = first.untyped_storage().data_ptr()
+    offset = first.storage_offset()
+    for p in params:
+        if (
+            p.untyped_storage().data_ptr() != storage
+            or p.storage_offset() != offset
+            or not p.is_contiguous()
+        ):
+            return None
+        offset += p.numel()
+    return first.detach().as_strided((offset - first.storage_offset(),), (1,))
