@@ -136,8 +136,14 @@ def test_optim_step_positional_family_object_and_adam_property() -> None:
 def test_bad_optimizer_params_name_the_field(params: dict[str, Any], field: str) -> None:
     with pytest.raises(ValidationError) as info:
         OptimStepRequest.model_validate({"optimizer_params": params, "model_id": "m"})
-    locs = _errors(info.value)
-    assert any(loc.startswith("optimizer_params") and loc.endswith(field) for loc in locs), locs
+    assert _errors(info.value) == ["optimizer_params"]
+    assert info.value.errors()[0]["msg"].startswith(f"{field}: ")
+
+
+def test_bad_adam_params_name_the_key_that_was_sent() -> None:
+    with pytest.raises(ValidationError) as info:
+        OptimStepRequest.model_validate({"adam_params": {"learning_rate": "x"}, "model_id": "m"})
+    assert _errors(info.value) == ["adam_params.learning_rate"]
 
 
 def test_info_responses_carry_the_optimizer() -> None:

@@ -31,6 +31,7 @@ __all__ = [
     "OptimizerConfig",
     "OptimizerConfigBase",
     "SamplingClientKind",
+    "params_family",
 ]
 
 #: Which weights a sampling client made from a save uses: ``snapshot`` (fixed weights, the
@@ -120,6 +121,12 @@ class DimuonParams(OptimParamsBase):
     """Maximum global gradient norm; 0 or less disables clipping."""
     beta1: Annotated[float, float_rule(ge=0.0, lt=1.0)] = 0.9
     """Momentum EMA coefficient, in [0, 1)."""
+
+
+def params_family(value: Any) -> str:
+    """``adam``, ``dimuon`` or ``other``: the family of per-step parameters (a dict without
+    ``type`` is Adam's)."""
+    return _params_tag(value)
 
 
 def _params_tag(value: Any) -> str:

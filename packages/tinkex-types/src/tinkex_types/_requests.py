@@ -10,7 +10,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    Discriminator,
+    Field,
+    SerializeAsAny,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from tinkex_types._base import PositionalWireModel, WireModel
 from tinkex_types._datum import Datum
@@ -20,9 +33,12 @@ from tinkex_types._model_input import ModelInput
 from tinkex_types._numbers import FiniteFloat, Int64, int_rule
 from tinkex_types._optimizer import (
     AdamOptimizerConfig,
+    DimuonParams,
     OptimizerConfig,
     OptimParams,
+    OptimParamsBase,
     SamplingClientKind,
+    params_family,
 )
 from tinkex_types._params import AdamParams, LoraConfig, SamplingParams
 from tinkex_types._tensor import TensorData
@@ -173,6 +189,38 @@ class ForwardBackwardRequest(PositionalWireModel):
     forward_only: bool | None = None
 
 
+_OTHER_FAMILIES: TypeAdapter[OptimParamsBase] = TypeAdapter(
+    Annotated[
+        Annotated[DimuonParams, Tag("dimuon")] | Annotated[OptimParamsBase, Tag("other")],
+        Discriminator(params_family),
+    ]
+)
+
+
+def _optim_family(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Adam's parameters through the field's own schema (errors at ``adam_params.<name>``);
+    another family (``type`` other than ``adamw``) through its model, its errors named
+    under the key that was sent (``optimizer_params: learning_rate: ...``)."""
+    if params_family(value) == "adam":
+        return handler(value)
+    try:
+        return _OTHER_FAMILIES.validate_python(value)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = ".".join(str(p) for p in err["loc"][1:])
+            problems.append(f"{loc}: {err['msg']}" if loc else str(err["msg"]))
+        raise PydanticCustomError(
+            "tinkex_optim_params", "{problem}", {"problem": "; ".join(problems)}
+        ) from None
+
+
+if TYPE_CHECKING:
+    _OptimParamsField = OptimParams
+else:
+    _OptimParamsField = Annotated[AdamParams, SerializeAsAny(), WrapValidator(_optim_family)]
+
+
 class OptimStepRequest(WireModel):
     """POST /api/v1/optim_step.
 
@@ -181,7 +229,7 @@ class OptimStepRequest(WireModel):
     is :class:`AdamParams`, else as ``optimizer_params`` (as tinker 0.38 writes it).
     """
 
-    optim_params: OptimParams = Field(
+    optim_params: _OptimParamsField = Field(
         default_factory=AdamParams,
         validation_alias=AliasChoices("optim_params", "adam_params", "optimizer_params"),
     )
