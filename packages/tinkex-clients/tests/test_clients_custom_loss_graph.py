@@ -314,3 +314,20 @@ def test_handles_are_checked_before_sending(service: ServiceClient) -> None:
     )
     with pytest.raises(TinkexValidationError, match="another-session"):
         tc.forward_backward_custom(DATA, foreign)
+
+
+def test_a_created_loss_by_name_equals_the_handle(service: ServiceClient) -> None:
+    """tinker 0.38's by-name form: ``forward_backward(data, "custom", {"loss_id": id})``."""
+    handle = service.create_custom_loss(clipped_pg, RANKS).result(60)
+    assert handle.loss_id is not None
+    by_handle = service.create_lora_training_client(TINY, rank=4, seed=5)
+    by_name = service.create_lora_training_client(TINY, rank=4, seed=5)
+    a = by_handle.forward_backward_custom(DATA, handle).result(60)
+    b = by_name.forward_backward(DATA, "custom", {"loss_id": handle.loss_id}).result(60)
+    assert b.metrics == pytest.approx(a.metrics)
+    assert _logprobs(b) == _logprobs(a)
+    for config in (None, {}, {"loss_id": ""}, {"loss_id": 3}):
+        with pytest.raises(TinkexValidationError, match=r"loss_fn_config\['loss_id'\]"):
+            by_name.forward_backward(DATA, "custom", config)
+    with pytest.raises(TinkexValidationError, match="only loss_id"):
+        by_name.forward_backward(DATA, "custom", {"loss_id": handle.loss_id, "beta": 1.0})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -15,6 +16,7 @@ from tinkex_clients._training_core import TrainingCore
 from tinkex_clients._usage import ledger_of
 from tinkex_clients._validate import as_data, as_loss_fn, as_loss_fn_config, check_loss_inputs
 from tinkex_types import (
+    CUSTOM_LOSS_FN,
     LOSSES,
     Datum,
     ForwardBackwardInput,
@@ -49,6 +51,24 @@ def wire_inputs(
         ) from None
 
 
+def custom_loss_id(config: Any) -> str:
+    """The ``loss_id`` of ``forward_backward(data, "custom", {"loss_id": ...})``."""
+    loss_id = config.get("loss_id") if isinstance(config, Mapping) else None
+    if not isinstance(loss_id, str) or not loss_id:
+        raise TinkexValidationError(
+            "loss_fn_config['loss_id']",
+            f"loss_fn 'custom' needs the loss_id of a created loss, got {config!r}",
+            "pass {'loss_id': handle.loss_id} from ServiceClient.create_custom_loss, or the "
+            "LossHandle itself to forward_backward_custom",
+        )
+    extra = sorted(str(k) for k in config if k != "loss_id")
+    if extra:
+        raise TinkexValidationError(
+            "loss_fn_config", f"loss_fn 'custom' takes only loss_id, got also {extra}"
+        )
+    return loss_id
+
+
 class ForwardOps(TrainingCore):
     """The forward passes of :class:`TrainingClient`."""
 
@@ -57,6 +77,14 @@ class ForwardOps(TrainingCore):
     ) -> tuple[list[ForwardBackwardInput], str]:
         self._check_open()
         datums = as_data(data)
+        if loss_fn == CUSTOM_LOSS_FN:  # tinker 0.38: a created loss named by its loss_id
+            loss_id = custom_loss_id(loss_fn_config)
+            chunks = chunk_data(datums, self.max_chunk_items, self.max_chunk_bytes)
+            config_v2: dict[str, float | str] = {"loss_id": loss_id}
+            return [
+                ForwardBackwardInput(data=c, loss_fn=CUSTOM_LOSS_FN, loss_fn_config_v2=config_v2)
+                for c in chunks
+            ], CUSTOM_LOSS_FN
         loss = as_loss_fn(loss_fn)
         config = as_loss_fn_config(loss_fn_config, loss_fn=loss)
         check_loss_inputs(datums, loss)
@@ -150,7 +178,7 @@ class ForwardOps(TrainingCore):
         self,
         data: list[Datum],
         loss_fn: LossFnType,
-        loss_fn_config: dict[str, float] | None = None,
+        loss_fn_config: Mapping[str, float | str] | None = None,
     ) -> APIFuture[ForwardBackwardOutput]:
         """Compute the loss and per-token logprobs without accumulating gradients."""
         return self._start_forward("forward", data, loss_fn, loss_fn_config)
@@ -159,7 +187,7 @@ class ForwardOps(TrainingCore):
         self,
         data: list[Datum],
         loss_fn: LossFnType,
-        loss_fn_config: dict[str, float] | None = None,
+        loss_fn_config: Mapping[str, float | str] | None = None,
     ) -> APIFuture[ForwardBackwardOutput]:
         """Async version of :meth:`forward` (returns the future; ``await`` it for the result)."""
         return self.forward(data, loss_fn, loss_fn_config)
@@ -168,7 +196,7 @@ class ForwardOps(TrainingCore):
         self,
         data: list[Datum],
         loss_fn: LossFnType,
-        loss_fn_config: dict[str, float] | None = None,
+        loss_fn_config: Mapping[str, float | str] | None = None,
     ) -> APIFuture[ForwardBackwardOutput]:
         """Compute the loss and accumulate its gradient (applied by :meth:`optim_step`)."""
         return self._start_forward("forward_backward", data, loss_fn, loss_fn_config)
@@ -177,7 +205,7 @@ class ForwardOps(TrainingCore):
         self,
         data: list[Datum],
         loss_fn: LossFnType,
-        loss_fn_config: dict[str, float] | None = None,
+        loss_fn_config: Mapping[str, float | str] | None = None,
     ) -> APIFuture[ForwardBackwardOutput]:
         """Async version of :meth:`forward_backward` (returns the future)."""
         return self.forward_backward(data, loss_fn, loss_fn_config)
