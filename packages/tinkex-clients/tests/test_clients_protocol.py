@@ -18,6 +18,7 @@ Then the real local server (``local://``): both generations (``ServerConfig.prot
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -571,3 +572,21 @@ def test_json_of_results_is_still_read(private_hooks: Hooks) -> None:
     assert out.metrics["loss:sum"] > 0
     assert out.loss_fn_outputs[0]["logprobs"].dtype == "float32"
     assert server.proto_answers == [200]
+
+
+@pytest.mark.parametrize(("protocol", "asked"), [("protobuf", 1), ("json", 4)])
+def test_get_info_kept_in_the_protobuf_generation(
+    private_hooks: Hooks, protocol: str, asked: int
+) -> None:
+    """tinker 0.38 asks for the model's info once and answers from it; 0.16.1 asks every
+    time: tinkex does what the generation it speaks does."""
+    server = ShapedServer("tinkex")
+    service = _client(server, private_hooks, protocol=protocol)
+    try:
+        tc = service.create_lora_training_client(TINY, rank=4)
+        infos = [tc.get_info(), tc.get_info(), tc.get_info()]
+        assert asyncio.run(tc.get_info_async()).lora_rank == 4
+    finally:
+        service.close()
+    assert {info.model_data.model_name for info in infos} == {TINY}
+    assert len(server.sent("/api/v1/get_info")) == asked

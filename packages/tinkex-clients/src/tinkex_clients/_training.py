@@ -42,21 +42,36 @@ class TrainingClient(CustomLossOps, WeightsOps, UsageTrainingMixin, ClientAsFutu
     """
 
     # -- info ---------------------------------------------------------------------------------
+    #: The answer kept in the protobuf generation (tinker 0.38 asks once, then answers
+    #: from it); ``None`` in the JSON generation, which asks every time as 0.16.1 does.
+    _info: GetInfoResponse | None = None
+
     async def _get_info(self) -> GetInfoResponse:
         with self._session.span("get_info", model_id=self.model_id):
             body = await self._session.post("/api/v1/get_info", {"model_id": self.model_id})
         info = parse_result(body, GetInfoResponse, what="get_info")
         if self._base_model is None:
             self._base_model = info.model_data.model_name or info.model_name
+        if self._session.protocol.protobuf:
+            self._info = info
         return info
 
     def get_info(self) -> GetInfoResponse:
-        """Model metadata: base model, architecture, tokenizer id, LoRA rank."""
+        """Model metadata: base model, architecture, tokenizer id, LoRA rank.
+
+        When the session speaks the protobuf generation (``protocol="protobuf"``, or
+        ``"auto"`` with a server that takes it), the first answer is kept and returned
+        without a request afterwards, as tinker 0.38 does; in the JSON generation every
+        call asks the server, as 0.16.1 does."""
         self._check_open()
+        if self._info is not None:
+            return self._info
         return self._session.call(self._get_info(), "TrainingClient")
 
     async def get_info_async(self) -> GetInfoResponse:
         self._check_open()
+        if self._info is not None:
+            return self._info
         return await self._session.bridge(self._get_info(), "TrainingClient")
 
     def get_base_model(self) -> str:
