@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["lora_linear", "target_logprobs"]
+__all__ = ["lora_linear", "rope", "target_logprobs"]
 
 #: Rows of logits materialised at once by :func:`target_logprobs` (x vocab floats).
 LOGPROB_CHUNK = 256
@@ -65,6 +65,36 @@ def lora_linear(x: Tensor, weight: Tensor, bias: Tensor | None, a: Tensor, b: Te
     x2 = x.reshape(-1, x.shape[-1])
     y: Tensor = _LoraLinear.apply(x2, weight, bias, a, b)  # type: ignore[no-untyped-call]
     return y.view(*lead, y.shape[-1])
+
+
+class _Rope(torch.autograd.Function):
+    """``x * cos + rotate_half(x) * sin`` (``rotate_half(x) = cat(-x2, x1)``), without the
+    slice/cat/negate intermediates (and their zero-filled gradients) of the plain graph."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+        half = x.shape[-1] // 2
+        out = x * cos
+        out[..., :half].addcmul_(x[..., half:], sin[..., :half], value=-1)
+        out[..., half:].addcmul_(x[..., :half], sin[..., half:])
+        ctx.save_for_backward(cos, sin)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor, None, None]:
+        cos, sin = ctx.saved_tensors
+        half = dy.shape[-1] // 2
+        dx = dy * cos
+        dx[..., :half].addcmul_(dy[..., half:], sin[..., half:])
+        dx[..., half:].addcmul_(dy[..., :half], sin[..., :half], value=-1)
+        return dx, None, None
+
+
+def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotary embedding of ``x`` ``[..., head_dim]`` with broadcastable ``cos``/``sin``
+    whose two halves are equal (as :meth:`DecoderLM.rotary` builds them)."""
+    out: Tensor = _Rope.apply(x, cos, sin)  # type: ignore[no-untyped-call]
+    return out
 
 
 class _TargetLogprobs(torch.autograd.Function):

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinkex_server._engine.config import ModelConfig
-from tinkex_server._engine.fused import lora_linear
+from tinkex_server._engine.fused import lora_linear, rope
 
 __all__ = [
     "DecoderLM",
@@ -97,11 +97,6 @@ def rope_inv_freq(config: ModelConfig) -> Tensor:
         medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
         return torch.where(medium, smoothed, scaled)
     raise ValueError(f"rope_type {rope_type!r} is not implemented (ModelConfig.from_hf refuses it)")
-
-
-def _rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class KVCache:
@@ -258,8 +253,8 @@ class Attention(nn.Module):
         q = q.transpose(1, 2)
         k = k.transpose(1, 2)
         v = v.transpose(1, 2)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q = rope(q, cos, sin)
+        k = rope(k, cos, sin)
         if cache is not None:
             k_cache, v_cache = cache
             k_cache[:, :, cache_pos : cache_pos + t] = k
