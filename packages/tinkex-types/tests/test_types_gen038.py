@@ -242,3 +242,40 @@ def test_image_chunk_has_tinkers_converters() -> None:
     chunk = ImageChunk(data=raw, format="png")
     assert chunk.serialize_data(raw) == base64.b64encode(raw).decode()
     assert chunk.to_json_dict()["data"] == base64.b64encode(raw).decode()
+
+
+def test_session_finish_reasons_and_statuses() -> None:
+    from tinkex_types import (
+        ClientFinishedSessionStatusQuery,
+        ClientSessionFinished,
+        ClientSessionFinishErrored,
+        SessionFailed,
+        SessionFailedTrainingRunReason,
+        SessionStatus,
+    )
+
+    finished = ClientSessionFinished.model_validate(
+        {"reason": {"type": "errored"}, "detail": "boom"}
+    )
+    assert isinstance(finished.reason, ClientSessionFinishErrored)
+    assert finished.to_json_dict(exclude_unset=True) == {
+        "type": "client_finished",
+        "reason": {"type": "errored"},
+        "detail": "boom",
+    }
+    status = TypeAdapter(SessionStatus).validate_python(
+        {
+            "type": "failed",
+            "category": "user",
+            "reason": {"type": "training_run", "training_run_id": "r"},
+            "message": "diverged",
+        }
+    )
+    assert isinstance(status, SessionFailed)
+    assert isinstance(status.reason, SessionFailedTrainingRunReason)
+    with pytest.raises(ValidationError) as info:
+        ClientSessionFinished.model_validate({"reason": {"type": "crashed"}})
+    assert _locs(info.value) == ["reason"]
+    with pytest.raises(ValidationError) as info:
+        ClientFinishedSessionStatusQuery.model_validate({"reasons": []})
+    assert _locs(info.value) == ["reasons"]

@@ -12,18 +12,18 @@ protocol.md §4) that the JSON generation's models do not cover.
   ``session_id`` + ``model_seq_id``, which creates ``<session_id>:train:<model_seq_id>``
   from the checkpoint) and ``SampleFuture`` (:class:`~tinkex_types.UntypedAPIFuture` with
   ``sample_sequence_ids``, one per sample; 0.38 asserts them).
-* What is this server's own: the session finish request and the PEFT export.
+* What is this server's own: the session finish request (its ``reason`` is tinker's
+  :data:`~tinkex_types.ClientSessionFinishReason`) and the PEFT export.
 """
 
 from __future__ import annotations
-
-from typing import Literal
 
 from tinkex_server._config import ServerConfig
 from tinkex_types import (
     ClientConfigRequest,
     ClientConfigResponse,
     ClientDynamicConfigResponse,
+    ClientSessionFinishReason,
     LoadWeightsRequest,
     UntypedAPIFuture,
     WireModel,
@@ -43,6 +43,9 @@ __all__ = [
     "client_flags",
 ]
 
+#: Why a session ended (0.38 ``ServiceClient.close``): ``{"type": "success" | "errored" |
+#: "interrupted"}``.
+FinishReason = ClientSessionFinishReason
 #: ``POST /api/v1/client/dynamic_config`` (0.25+).
 DynamicConfigResponse = ClientDynamicConfigResponse
 #: ``POST /api/v1/load_weights`` in either addressing.
@@ -76,16 +79,10 @@ def client_flags(config: ServerConfig) -> ClientConfigResponse:
     )
 
 
-class FinishReason(WireModel):
-    """Why a session ended (0.38 ``ServiceClient.close``)."""
-
-    type: Literal["success", "errored", "interrupted"]
-
-
 class FinishSessionRequest(WireModel):
     """``POST /api/v1/sessions/{session_id}/finish``."""
 
-    reason: FinishReason
+    reason: ClientSessionFinishReason
     detail: str | None = None
 
 
