@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["lora_linear", "rope", "target_logprobs"]
+__all__ = ["lora_linear", "rms_norm", "rope", "target_logprobs"]
 
 #: Rows of logits materialised at once by :func:`target_logprobs` (x vocab floats).
 LOGPROB_CHUNK = 256
@@ -94,6 +94,33 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotary embedding of ``x`` ``[..., head_dim]`` with broadcastable ``cos``/``sin``
     whose two halves are equal (as :meth:`DecoderLM.rotary` builds them)."""
     out: Tensor = _Rope.apply(x, cos, sin)  # type: ignore[no-untyped-call]
+    return out
+
+
+class _RmsNorm(torch.autograd.Function):
+    """``w * (x * rsqrt(mean(x^2) + eps))`` over the last dimension, ``w`` frozen."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        r = x.pow(2).mean(-1, keepdim=True).add_(eps).rsqrt_()
+        ctx.save_for_backward(x, weight, r)
+        return weight * (x * r)
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor, None, None]:
+        x, weight, r = ctx.saved_tensors
+        g = dy * weight
+        xhat = x * r
+        dot = (g * xhat).mean(-1, keepdim=True)
+        return g.sub_(xhat.mul_(dot)).mul_(r), None, None
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """Float32 RMSNorm of ``x`` with a frozen ``weight`` (plain autograd if it trains)."""
+    if weight.requires_grad:
+        h = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+        return weight * h
+    out: Tensor = _RmsNorm.apply(x, weight, eps)  # type: ignore[no-untyped-call]
     return out
 
 

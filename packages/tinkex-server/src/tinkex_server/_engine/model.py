@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinkex_server._engine.config import ModelConfig
-from tinkex_server._engine.fused import lora_linear, rope
+from tinkex_server._engine.fused import lora_linear, rms_norm, rope
 
 __all__ = [
     "DecoderLM",
@@ -64,6 +64,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.float32:
+            return rms_norm(x, self.weight, self.eps)
         dtype = x.dtype
         h = x.to(torch.float32)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
