@@ -279,3 +279,27 @@ def test_session_finish_reasons_and_statuses() -> None:
     with pytest.raises(ValidationError) as info:
         ClientFinishedSessionStatusQuery.model_validate({"reasons": []})
     assert _locs(info.value) == ["reasons"]
+
+
+def test_save_weights_external_models() -> None:
+    from tinkex_types import (
+        SaveWeightsExternalRequest,
+        SaveWeightsExternalResponse,
+        SaveWeightsExternalResponseInternal,
+    )
+
+    req = SaveWeightsExternalRequest(model_id="m", path="export-1", seq_id=3)
+    assert req.to_json_dict() == {
+        "model_id": "m",
+        "path": "export-1",
+        "seq_id": 3,
+        "type": "save_weights_external",
+    }
+    with pytest.raises(ValidationError) as info:
+        SaveWeightsExternalRequest.model_validate({"model_id": "m", "path": "p", "seq_id": 1.5})
+    assert _locs(info.value) == ["seq_id"]
+    resp = SaveWeightsExternalResponse.model_validate(
+        {"path": "tinker://r/external_weights/e", "size_bytes": 10, "type": "save_weights_external"}
+    )
+    assert resp.size_bytes == 10
+    assert SaveWeightsExternalResponseInternal.model_validate({}).path is None

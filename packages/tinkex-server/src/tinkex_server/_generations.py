@@ -12,8 +12,9 @@ protocol.md §4) that the JSON generation's models do not cover.
   ``session_id`` + ``model_seq_id``, which creates ``<session_id>:train:<model_seq_id>``
   from the checkpoint) and ``SampleFuture`` (:class:`~tinkex_types.UntypedAPIFuture` with
   ``sample_sequence_ids``, one per sample; 0.38 asserts them).
+  The PEFT export's models (``SaveWeightsExternalRequest``/``Response``) are tinker's too.
 * What is this server's own: the session finish request (its ``reason`` is tinker's
-  :data:`~tinkex_types.ClientSessionFinishReason`) and the PEFT export.
+  :data:`~tinkex_types.ClientSessionFinishReason`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from tinkex_types import (
     ClientDynamicConfigResponse,
     ClientSessionFinishReason,
     LoadWeightsRequest,
+    SaveWeightsExternalRequest,
+    SaveWeightsExternalResponse,
     UntypedAPIFuture,
     WireModel,
 )
-from tinkex_types._numbers import Int64
 
 __all__ = [
     "ClientConfigRequest",
@@ -84,20 +86,3 @@ class FinishSessionRequest(WireModel):
 
     reason: ClientSessionFinishReason
     detail: str | None = None
-
-
-class SaveWeightsExternalRequest(WireModel):
-    """``POST /api/v1/save_weights_external``: export the adapter in PEFT format."""
-
-    model_id: str
-    path: str
-    seq_id: Int64 | None = None
-    ttl_seconds: Int64 | None = None
-    age_encryption_recipients: list[str] | None = None
-
-
-class SaveWeightsExternalResponse(WireModel):
-    """The result of ``save_weights_external``: ``tinker://<run>/external_weights/<name>``."""
-
-    path: str
-    size_bytes: int | None = None

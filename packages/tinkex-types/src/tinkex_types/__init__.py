@@ -101,6 +101,11 @@ from tinkex_types._events import (
     RequestEvent,
     SessionEvent,
 )
+from tinkex_types._external import (
+    SaveWeightsExternalRequest,
+    SaveWeightsExternalResponse,
+    SaveWeightsExternalResponseInternal,
+)
 from tinkex_types._futures import (
     REQUEST_TYPES,
     FutureCompletedMetadataResponse,
@@ -467,6 +472,9 @@ __all__ = [
     "SamplingClientKind",
     "SamplingParams",
     "SamplingSessionFuturesTarget",
+    "SaveWeightsExternalRequest",
+    "SaveWeightsExternalResponse",
+    "SaveWeightsExternalResponseInternal",
     "SaveWeightsForSamplerRequest",
     "SaveWeightsForSamplerResponse",
     "SaveWeightsRequest",
