@@ -25,8 +25,9 @@ from torch import Tensor
 
 __all__ = ["lora_linear", "rms_norm", "rope", "target_logprobs"]
 
-#: Rows of logits materialised at once by :func:`target_logprobs` (x vocab floats).
-LOGPROB_CHUNK = 256
+#: Bytes of logits materialised at once by :func:`target_logprobs`: under glibc's largest
+#: mmap threshold (32 MiB), so each chunk's buffer is reused heap memory, not fresh pages.
+LOGPROB_CHUNK_BYTES = 24 * 2**20
 
 
 class _LoraLinear(torch.autograd.Function):
@@ -127,14 +128,14 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
 class _TargetLogprobs(torch.autograd.Function):
     @staticmethod
     def forward(
-        ctx: Any, h: Tensor, weight: Tensor, targets: Tensor, grad_rows: Tensor | None
+        ctx: Any, h: Tensor, weight: Tensor, targets: Tensor, grad_rows: Tensor | None, need: bool
     ) -> Tensor:
         n = h.shape[0]
         lp = h.new_empty(targets.shape)
-        need = h.requires_grad
         expected = h.new_zeros(h.shape) if need else None
-        for start in range(0, n, LOGPROB_CHUNK):
-            stop = min(n, start + LOGPROB_CHUNK)
+        chunk = max(1, LOGPROB_CHUNK_BYTES // (4 * weight.shape[0]))
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
             logits = F.linear(h[start:stop], weight)
             lse = torch.logsumexp(logits, dim=-1, keepdim=True)
             torch.sub(logits.gather(-1, targets[start:stop]), lse, out=lp[start:stop])
@@ -154,14 +155,14 @@ class _TargetLogprobs(torch.autograd.Function):
         return lp
 
     @staticmethod
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, None, None, None]:
+    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, None, None, None, None]:
         expected, weight, targets = ctx.saved_tensors
         if expected is None:
-            return None, None, None, None
+            return None, None, None, None, None
         picked = F.embedding(targets, weight)  # [n, K, hidden]
         dh = torch.bmm(g.unsqueeze(1), picked).squeeze(1)
         dh.sub_(expected * g.sum(-1, keepdim=True))
-        return dh, None, None, None
+        return dh, None, None, None, None
 
 
 def target_logprobs(
@@ -175,6 +176,10 @@ def target_logprobs(
     """
     idx = targets if targets.ndim == 2 else targets[:, None]
     lp: Tensor = _TargetLogprobs.apply(  # type: ignore[no-untyped-call]
-        hidden.contiguous(), weight, idx, grad_rows
+        hidden.contiguous(),
+        weight,
+        idx,
+        grad_rows,
+        torch.is_grad_enabled() and hidden.requires_grad,
     )
     return lp if targets.ndim == 2 else lp[:, 0]
