@@ -230,3 +230,21 @@ async def test_hourly_rows_sum_to_the_report(api: Any, monkeypatch: pytest.Monke
     assert len(report.entries) == 1
     assert report.totals.forward_backward_tokens == 12
     assert report.totals.forward_backward_datums == 3
+
+
+async def test_recording_a_step_runs_no_schema_statement(api: Any) -> None:
+    """The usage tables are made when the store opens, not inside every applied step."""
+    sid = await api.session()
+    mid = await _model(api, sid)
+    statements: list[str] = []
+    conn = api.store._conn
+    conn.set_trace_callback(statements.append)
+    try:
+        await api.result(await api.ok("forward_backward", api.fb_body(mid, 1, _datums([4]))))
+        await api.result(
+            await api.ok("optim_step", {"adam_params": {}, "model_id": mid, "seq_id": 2})
+        )
+    finally:
+        conn.set_trace_callback(None)
+    assert any("INSERT INTO usage" in s for s in statements), statements
+    assert not [s for s in statements if "CREATE " in s.upper()]

@@ -39,6 +39,7 @@ from tinkex_server._scheduler import FutureHub, Scheduler
 from tinkex_server._sessions import SessionService
 from tinkex_server._store import Store
 from tinkex_server._training import TrainingService
+from tinkex_server._usage import prepare as prepare_usage
 from tinkex_server._worker import EngineWorker
 from tinkex_types import Hooks, make_plugin_manager
 
@@ -142,6 +143,7 @@ class Runtime:
         self._lock.acquire()
         try:
             self.store = Store.open(self.config.db_path)
+            prepare_usage(self.store)
             lost = self.store.recover_after_restart()
             if lost:
                 _log.warning("%d futures were pending when the server stopped: now 410", len(lost))

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from tinkex_server._jobs import Job
     from tinkex_server._store import SamplerRow
 
-__all__ = ["UsageBook", "record_applied"]
+__all__ = ["UsageBook", "prepare", "record_applied"]
 
 _COLUMNS = ",\n    ".join(f"{name} INTEGER NOT NULL DEFAULT 0" for name in USAGE_COUNTERS)
 _SCHEMA = f"""
@@ -73,6 +73,12 @@ def _ensure(store: Store) -> None:
                 c.execute(statement)
     if own:
         _READY.add(store)
+
+
+def prepare(store: Store) -> None:
+    """Create the usage tables when the server opens its store (outside any transaction),
+    so recording an applied step never runs DDL."""
+    _ensure(store)
 
 
 def _add(store: Store, key: tuple[str, str, str, str, str], counts: dict[str, int]) -> None:
