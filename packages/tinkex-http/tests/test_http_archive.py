@@ -524,13 +524,14 @@ def _streamed(data: bytes, *, fail_after: int | None = None, announce: bool = Tr
     return handler
 
 
-@pytest.mark.parametrize("announce", [True, False])
+@pytest.mark.parametrize(("announce", "gz"), [(True, False), (True, True), (False, False)])
 async def test_extraction_overlaps_the_download(
-    make_client: MakeClient, tmp_path: Path, announce: bool
+    make_client: MakeClient, tmp_path: Path, announce: bool, gz: bool
 ) -> None:
-    """Extracted while it arrives (announced size) or after it (no Content-Length)."""
+    """Extracted while it arrives (announced size; plain or gzip) or after it (no
+    Content-Length)."""
     big = bytes(range(256)) * 4096
-    data = make_tar(tmp_path / "src.tar", [*VALID, ("big.bin", big)]).read_bytes()
+    data = make_tar(tmp_path / "src.tar", [*VALID, ("big.bin", big)], gz=gz).read_bytes()
     out = tmp_path / "out"
     async with make_client(_streamed(data, announce=announce)) as http:
         dest = await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
