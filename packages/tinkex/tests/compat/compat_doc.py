@@ -93,7 +93,8 @@ GROUPS: list[tuple[str, str, tuple[str, ...]]] = [
         "Clients are made by ServiceClient",
         "The client classes take tinkex's `Session` instead of the official "
         "`InternalClientHolder`; code gets them from `ServiceClient` (or "
-        "`SamplingClient.create`), as tinker's documentation tells it to.",
+        "`SamplingClient.create`, or a standalone `RestClient(base_url=..., api_key=...)`), "
+        "as tinker's documentation tells it to.",
         (
             r"^tinker\.(SamplingClient|TrainingClient|RestClient|APIFuture)\((holder|session|"
             r"info|model_id|model_seq_id|shadow|api_key|base_url|future)\)",
@@ -124,10 +125,8 @@ GROUPS: list[tuple[str, str, tuple[str, ...]]] = [
     ),
     (
         "Not offered",
-        "Not offered yet: `RequestOptions` (per-request options of the official HTTP layer; "
-        "tinkex takes `Config` fields), `RestClient.get_server_capabilities` (use "
-        "`ServiceClient.get_server_capabilities`), and a `SampledSequence` without `tokens` "
-        "(0.38 may carry them as numpy arrays; tinkex-types keeps lists).",
+        "Not offered: anything not covered by the reasons above (none at the moment; a new "
+        "difference lands here until this page gives its reason).",
         (r".",),
     ),
 ]
