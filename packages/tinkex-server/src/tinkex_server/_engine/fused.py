@@ -25,9 +25,9 @@ from torch import Tensor
 
 __all__ = ["lora_linear", "rms_norm", "rope", "target_logprobs"]
 
-#: Bytes of logits materialised at once by :func:`target_logprobs`: under glibc's largest
-#: mmap threshold (32 MiB), so each chunk's buffer is reused heap memory, not fresh pages.
-LOGPROB_CHUNK_BYTES = 24 * 2**20
+#: Bytes of logits materialised at once by :func:`target_logprobs`. Each chunk of rows
+#: reads the whole unembedding again, so chunks are large (a 1024 x 49152 batch is one).
+LOGPROB_CHUNK_BYTES = 256 * 2**20
 
 
 class _LoraLinear(torch.autograd.Function):

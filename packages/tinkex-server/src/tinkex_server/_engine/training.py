@@ -22,17 +22,31 @@ __all__ = ["TrainingMixin"]
 _ADAM_FIELDS = ("learning_rate", "beta1", "beta2", "eps", "weight_decay", "grad_clip_norm")
 
 
-def _target_logprobs(
-    model: DecoderLM, lora: SingleLora, hidden: Tensor, it: Prepared, loss_fn: str
-) -> Tensor:
-    """Logprobs of ``it``'s targets from its hidden states ``[n, hidden]``."""
-    if "lm_head" not in lora.adapter.params:
+def _batch_logprobs(
+    model: DecoderLM, lora: SingleLora, hidden: Tensor, mb: list[Prepared], loss_fn: str
+) -> list[Tensor]:
+    """Logprobs of every datum's targets from the chunk's hidden states ``[rows, seq, d]``.
+
+    Without an ``lm_head`` adapter every datum's rows go through :func:`target_logprobs` in
+    one call (the unembedding is read once per chunk of rows, not once per datum)."""
+    shapes = {it.targets.shape[1:] for it in mb}
+    if "lm_head" in lora.adapter.params or len(shapes) != 1:
+        return [
+            _plain_logprobs(model, lora, hidden[r, : it.tokens.shape[0]], it)
+            for r, it in enumerate(mb)
+        ]
+    rows = torch.cat([hidden[r, : it.tokens.shape[0]] for r, it in enumerate(mb)])
+    targets = torch.cat([it.targets for it in mb])
+    grad_rows = None
+    if loss_fn == "cross_entropy" and rows.requires_grad:
         # Cross-entropy gives no gradient to a weight-0 token: skip its softmax term.
-        grad_rows = None
-        if loss_fn == "cross_entropy" and hidden.requires_grad:
-            weights = it.inputs["weights"]
-            grad_rows = (weights != 0) if weights.ndim == 1 else (weights != 0).any(-1)
-        return target_logprobs(hidden, model.unembedding, it.targets, grad_rows)
+        weights = torch.cat([it.inputs["weights"] for it in mb])
+        grad_rows = (weights != 0) if weights.ndim == 1 else (weights != 0).any(-1)
+    lp = target_logprobs(rows, model.unembedding, targets, grad_rows)
+    return list(lp.split_with_sizes([it.tokens.shape[0] for it in mb]))
+
+
+def _plain_logprobs(model: DecoderLM, lora: SingleLora, hidden: Tensor, it: Prepared) -> Tensor:
     logits = model.logits(hidden, lora)  # [n, vocab]
     lse = torch.logsumexp(logits, dim=-1)
     idx = it.targets if it.targets.ndim == 2 else it.targets[:, None]
@@ -61,8 +75,8 @@ class TrainingMixin(EngineCore):
         hidden = model.hidden_states(tokens, lora=lora)
         mb_loss: Tensor | None = None
         total = 0.0
-        for row, it in enumerate(mb):
-            lp = _target_logprobs(model, lora, hidden[row, : it.tokens.shape[0]], it, loss_fn)
+        logprobs = _batch_logprobs(model, lora, hidden, mb, loss_fn)
+        for it, lp in zip(mb, logprobs, strict=True):
             el = elementwise_loss(loss_fn, lp, it.inputs, config)
             s = el.sum()
             mb_loss = s if mb_loss is None else mb_loss + s
