@@ -80,3 +80,13 @@ def test_target_logprobs_chunked_with_skipped_rows(monkeypatch: pytest.MonkeyPat
     _close(got, want)
     with torch.no_grad():
         _close(fused.target_logprobs(h, weight, targets), ref)
+
+
+def test_swiglu_matches_plain_graph() -> None:
+    gen = torch.Generator().manual_seed(3)
+    gate_up = torch.randn(2, 5, 12, generator=gen, requires_grad=True)
+    out = fused.swiglu(gate_up, 6)
+    ref = F.silu(gate_up[..., :6]) * gate_up[..., 6:]
+    grad = torch.randn(out.shape, generator=gen)
+    assert torch.equal(out, ref)
+    _close(torch.autograd.grad(out, gate_up, grad)[0], torch.autograd.grad(ref, gate_up, grad)[0])

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["lora_linear", "rms_norm", "rope", "target_logprobs"]
+__all__ = ["lora_linear", "rms_norm", "rope", "swiglu", "target_logprobs"]
 
 #: Bytes of logits materialised at once by :func:`target_logprobs`. Each chunk of rows
 #: reads the whole unembedding again, so chunks are large (a 1024 x 49152 batch is one).
@@ -95,6 +95,33 @@ def rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotary embedding of ``x`` ``[..., head_dim]`` with broadcastable ``cos``/``sin``
     whose two halves are equal (as :meth:`DecoderLM.rotary` builds them)."""
     out: Tensor = _Rope.apply(x, cos, sin)  # type: ignore[no-untyped-call]
+    return out
+
+
+class _SwiGlu(torch.autograd.Function):
+    """``silu(gate) * up`` from the fused ``[..., 2F]`` gate/up output; the backward writes
+    both halves of the gradient into one buffer (no concatenation of two gradients)."""
+
+    @staticmethod
+    def forward(ctx: Any, gate_up: Tensor, size: int) -> Tensor:
+        gate, up = gate_up.split_with_sizes([size, size], -1)
+        act = F.silu(gate)
+        ctx.save_for_backward(gate, up, act)
+        return act * up
+
+    @staticmethod
+    def backward(ctx: Any, dy: Tensor) -> tuple[Tensor, None]:
+        gate, up, act = ctx.saved_tensors
+        size = gate.shape[-1]
+        grad = dy.new_empty((*dy.shape[:-1], 2 * size))
+        torch.ops.aten.silu_backward.grad_input(dy * up, gate, grad_input=grad[..., :size])
+        torch.mul(dy, act, out=grad[..., size:])
+        return grad, None
+
+
+def swiglu(gate_up: Tensor, size: int) -> Tensor:
+    """``silu(gate_up[..., :size]) * gate_up[..., size:]``."""
+    out: Tensor = _SwiGlu.apply(gate_up, size)  # type: ignore[no-untyped-call]
     return out
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tinkex_server._engine.config import ModelConfig
-from tinkex_server._engine.fused import lora_linear, rms_norm, rope
+from tinkex_server._engine.fused import lora_linear, rms_norm, rope, swiglu
 
 __all__ = [
     "DecoderLM",
@@ -291,8 +291,8 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, lora: LoraContext | None) -> Tensor:
         gate_up = _project_group(x, self._gate_up, self._gate_up_keys, lora)
-        gate, up = gate_up.split_with_sizes(self._gate_up.outs, -1)
-        return _project(F.silu(gate) * up, self.down_proj, self.keys["down_proj"], lora)
+        act = swiglu(gate_up, self.gate_proj.out_features)
+        return _project(act, self.down_proj, self.keys["down_proj"], lora)
 
 
 class DecoderLayer(nn.Module):
