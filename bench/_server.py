@@ -44,6 +44,11 @@ class ServerProcess:
         return self._served.proc.pid
 
     @property
+    def alive(self) -> bool:
+        """Whether the server process is running (started and not exited)."""
+        return self._served is not None and self._served.proc.poll() is None
+
+    @property
     def db_path(self) -> Path:
         """The server's SQLite database (read by P4 for completion timestamps)."""
         return self.data_dir / "tinkex.sqlite3"

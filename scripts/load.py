@@ -508,7 +508,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             except Exception as exc:  # setup failed: report it like any other error
                 errors.add("setup", exc)
         ctx["rss"] = rss
-        ctx["server_alive"] = server._proc is not None and server._proc.poll() is None
+        ctx["server_alive"] = server.alive
         after = listen_overflows()
         ctx["listen_overflows"] = (
             None if after is None or overflows_before is None else after - overflows_before
