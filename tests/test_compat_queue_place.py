@@ -7,7 +7,6 @@ The server is the app under uvicorn on 127.0.0.1; its 408 bodies are recorded on
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -15,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from tinkex_server._app import create_app
 from tinkex_server._config import ServerConfig
 from tinkex_server._engine import Engine
+from tinkex_server.testing import serve_app
 
 pytestmark = [pytest.mark.conformance]
 
@@ -69,21 +68,11 @@ def held_server(tmp_path: Path) -> Iterator[tuple[str, HeldEngine, Recording]]:
     engine = HeldEngine()
     config = ServerConfig(data_dir=tmp_path / "data", poll_hold_s=0.05)
     app = Recording(create_app(config, engine_factory=lambda: engine))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        threading.Event().wait(0.05)
-    assert server.started
     try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", engine, app
+        with serve_app(app) as url:
+            yield url, engine, app
     finally:
         engine.gate.set()
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 class Observer:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from click.testing import CliRunner, Result
 
 from tinkex_cli import ExitCode, build_cli
 from tinkex_cli._cmd_conformance import all_steps
-from tinkex_server.testing import ServeProcess
+from tinkex_server.testing import ServeProcess, serve_app
 
 KEY = "tml-conformance-http-KEY-0123456789"
 BASE_MODEL = "tinkex/tiny-llama-100k"
@@ -161,28 +159,12 @@ def _loss_of(body: bytes) -> str | None:
 def serve_broken(data_dir: Path, rules: list[Rule]) -> Iterator[str]:
     """The real app (JSON generation, short seq-gap grace: broken requests never reach it)
     behind :class:`Breaker`, served by uvicorn on a thread."""
-    import uvicorn
-
     from tinkex_server import ServerConfig, create_app
 
     config = ServerConfig(data_dir=data_dir, seq_gap_grace_s=0.2, protobuf=False)
     app = Breaker(create_app(config), rules)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not server.started:
-            if not thread.is_alive():
-                raise RuntimeError("the broken server did not start")
-            threading.Event().wait(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        sock.close()
+    with serve_app(app) as url:
+        yield url
 
 
 def defects(method: str, path: str, body: bytes) -> tuple[int, Any] | None:

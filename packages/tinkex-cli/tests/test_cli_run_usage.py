@@ -5,8 +5,6 @@ server without the usage routes (the same app behind a wrapper that answers 404 
 from __future__ import annotations
 
 import json
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,25 +21,10 @@ BASE_MODEL = "tinkex/tiny-llama-100k"
 
 def _serve(app: Any) -> Iterator[str]:
     """Serve an ASGI app with uvicorn on 127.0.0.1 (a free port) until the generator ends."""
-    import uvicorn
+    from tinkex_server.testing import serve_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(1200):
-        if server.started:
-            break
-        threading.Event().wait(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(60)
-        sock.close()
+    with serve_app(app) as url:
+        yield url
 
 
 @dataclass(frozen=True)

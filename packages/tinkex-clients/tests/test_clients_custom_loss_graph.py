@@ -5,8 +5,6 @@ uvicorn on 127.0.0.1)."""
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,12 +12,12 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-import uvicorn
 
 from tinkex_clients import LossHandle, ServiceClient
 from tinkex_clients._custom_loss_graph import encode_graph, trace_loss
 from tinkex_server._app import create_app
 from tinkex_server._config import ServerConfig
+from tinkex_server.testing import serve_app
 from tinkex_types import (
     AdamParams,
     BadRequestError,
@@ -191,21 +189,8 @@ def test_a_captured_tensor_is_refused() -> None:
 
 
 def _serve_http(app: Any) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        threading.Event().wait(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with serve_app(app) as url:
+        yield url
 
 
 def _urls(kind: str, data_dir: Path) -> Iterator[str]:

@@ -7,7 +7,6 @@ events, and the default observer logs "... is 2nd in queue, ~N s"."""
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,6 @@ from typing import Any
 
 import pytest
 import structlog
-import uvicorn
 
 import tinkex_clients._plugin as clients_plugin
 import tinkex_http._plugin as http_plugin
@@ -27,6 +25,7 @@ from tinkex_server._engine import Engine
 from tinkex_server._local import _SERVERS as local_servers
 from tinkex_server._local import _SERVERS_LOCK as local_servers_lock
 from tinkex_server._local import LocalServer
+from tinkex_server.testing import serve_app
 from tinkex_types import (
     Datum,
     Hooks,
@@ -78,21 +77,8 @@ class Recorder:
 
 
 def _serve_http(app: Any) -> Iterator[str]:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        threading.Event().wait(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with serve_app(app) as url:
+        yield url
 
 
 @pytest.fixture(params=["local", "http"])

@@ -6,14 +6,12 @@ server's generation, a refused request raises its status error."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from tinkex_clients import SampleStreamError, SamplingClient, ServiceClient, collect_sample_stream
 from tinkex_server._app import create_app
@@ -22,7 +20,7 @@ from tinkex_server._engine import Engine
 from tinkex_server._local import _SERVERS as local_servers
 from tinkex_server._local import _SERVERS_LOCK as local_servers_lock
 from tinkex_server._local import LocalServer
-from tinkex_server.testing import ServeProcess
+from tinkex_server.testing import ServeProcess, serve_app
 from tinkex_types import BadRequestError, Hooks, ModelInput, SamplingParams
 
 from .conftest import FAST_POLLS, TINY
@@ -161,21 +159,8 @@ def pausing_http(
     """The app with the pausing engine under uvicorn on 127.0.0.1 (a real socket)."""
     data_dir = tmp_path_factory.mktemp("stream-http")
     app = create_app(ServerConfig(data_dir=data_dir), engine_factory=lambda: pausing_engine)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started and thread.is_alive():
-        threading.Event().wait(0.05)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
+    with serve_app(app) as url:
+        yield url
 
 
 @pytest.fixture(params=["local", "http"])

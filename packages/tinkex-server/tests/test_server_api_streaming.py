@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,11 +17,11 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from tinkex_server._app import create_app
 from tinkex_server._config import ServerConfig
 from tinkex_server._engine import Engine
+from tinkex_server.testing import serve_app
 
 MODEL = "tinkex/tiny-llama-100k"
 PROMPT = {"chunks": [{"tokens": [5, 6, 7, 8]}]}
@@ -142,24 +141,11 @@ class PausingEngine(Engine):
 def served(tmp_path: Path) -> Iterator[tuple[str, PausingEngine]]:
     engine = PausingEngine()
     app = create_app(ServerConfig(data_dir=tmp_path / "data"), engine_factory=lambda: engine)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(600):
-        if server.started:
-            break
-        threading.Event().wait(0.05)
-    assert server.started
     try:
-        yield f"http://127.0.0.1:{port}", engine
+        with serve_app(app) as url:
+            yield url, engine
     finally:
         engine.third.set()
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 async def test_closing_the_stream_stops_generation(served: tuple[str, PausingEngine]) -> None:

@@ -14,19 +14,22 @@ into the server) unless ``env`` is given.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
-__all__ = ["ServeProcess", "ServeStartError", "clean_env"]
+__all__ = ["ServeProcess", "ServeStartError", "clean_env", "serve_app"]
 
 _LISTENING = re.compile(r"listening on (http://\S+)")
 
@@ -169,3 +172,29 @@ class ServeProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+@contextlib.contextmanager
+def serve_app(app: Any, *, startup_timeout: float = 60.0) -> Iterator[str]:
+    """Serve an ASGI ``app`` (e.g. ``create_app(...)`` with a test engine, or a wrapper
+    around it) with uvicorn on a thread of this process, on 127.0.0.1 and a free port;
+    yields its base URL and stops the server when the block ends."""
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout
+    while not server.started and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        if not server.started:
+            raise ServeStartError("uvicorn did not start the app (see the log above)")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
