@@ -23,7 +23,6 @@ from tinkex_server._custom_losses import custom_loss_for
 from tinkex_server._problems import ApiProblem, bad_request, not_found
 from tinkex_server._restore import ModelRestorer, lora_settings
 from tinkex_server._training_jobs import (
-    CreateModelJob,
     ForwardJob,
     LoadWeightsJob,
     OptimStepJob,
@@ -173,37 +172,15 @@ class TrainingService(LoadsMixin):
                 "lora_config.rank", f"{lc.rank} is too large", f"use at most {MAX_LORA_RANK}"
             )
         model_id = f"{req.session_id}:train:{req.model_seq_id}"
-        if self.store.get_model(model_id) is not None:
-            raise bad_request(
-                "model_seq_id",
-                f"model {model_id!r} already exists",
-                "use the next model_seq_id of this session",
-            )
-        lora = lora_settings(lc)
-        self.store.insert_model(
+        return self._new_model(
             model_id,
-            session_id=req.session_id,
-            model_seq_id=req.model_seq_id,
-            base_model=req.base_model,
-            lora_config=lora,
-            user_metadata=req.user_metadata,
-        )
-        job = CreateModelJob(
-            target=model_id,
-            seq_id=None,
-            request_type="CreateModel",
-            carrier=carrier,
-            attributes={"model_id": model_id, "base_model": req.base_model},
-            store=self.store,
-            base_model=req.base_model,
-            lora=lora,
-        )
-        return self.desk.submit(
-            job,
-            endpoint="create_model",
+            req.session_id,
+            req.model_seq_id,
+            req.base_model,
+            lora_settings(lc),
+            req.user_metadata,
+            carrier,
             idempotency_key=idempotency_key,
-            session_id=req.session_id,
-            dedup_keys=(dedup,),
         )
 
     def get_info(self, req: GetInfoRequest) -> GetInfoResponse:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tinkex_server._context import Desk, ServerParts, check_int64
 from tinkex_server._generations import LoadWeightsCreateRequest
@@ -55,6 +55,53 @@ class LoadsMixin:
             idempotency_key: str | None,
             dedup_keys: tuple[str, ...] = (),
         ) -> UntypedAPIFuture: ...
+
+    def _new_model(
+        self,
+        model_id: str,
+        session_id: str,
+        model_seq_id: int,
+        base_model: str,
+        lora: dict[str, Any],
+        user_metadata: Any,
+        carrier: Mapping[str, str] | None,
+        *,
+        idempotency_key: str | None,
+    ) -> UntypedAPIFuture:
+        """Register model ``model_id`` (refused when the session already has it) and submit
+        its creation, the model's step 0: the one path of ``create_model`` and of a
+        ``load_weights`` that creates the model."""
+        if self.store.get_model(model_id) is not None:
+            raise bad_request(
+                "model_seq_id",
+                f"model {model_id!r} already exists",
+                "use the next model_seq_id of this session",
+            )
+        self.store.insert_model(
+            model_id,
+            session_id=session_id,
+            model_seq_id=model_seq_id,
+            base_model=base_model,
+            lora_config=lora,
+            user_metadata=user_metadata,
+        )
+        job = CreateModelJob(
+            target=model_id,
+            seq_id=None,
+            request_type="CreateModel",
+            carrier=carrier,
+            attributes={"model_id": model_id, "base_model": base_model},
+            store=self.store,
+            base_model=base_model,
+            lora=lora,
+        )
+        return self.desk.submit(
+            job,
+            endpoint="create_model",
+            idempotency_key=idempotency_key,
+            session_id=session_id,
+            dedup_keys=(f"create_model:{session_id}:{model_seq_id}",),
+        )
 
     def load_weights(
         self,
@@ -127,37 +174,15 @@ class LoadsMixin:
                 "omit base_model or give the checkpoint's own",
             )
         check_optimizer(req.optimizer_config, "optimizer_config")
-        if self.store.get_model(model_id) is not None:
-            raise bad_request(
-                "model_seq_id",
-                f"model {model_id!r} already exists",
-                "use the next model_seq_id of this session",
-            )
-        lora = dict(run.lora_config)
-        self.store.insert_model(
+        self._new_model(
             model_id,
-            session_id=session_id,
-            model_seq_id=model_seq_id,
-            base_model=run.base_model,
-            lora_config=lora,
-            user_metadata=req.user_metadata,
-        )
-        create = CreateModelJob(
-            target=model_id,
-            seq_id=None,
-            request_type="CreateModel",
-            carrier=carrier,
-            attributes={"model_id": model_id, "base_model": run.base_model},
-            store=self.store,
-            base_model=run.base_model,
-            lora=lora,
-        )
-        self.desk.submit(
-            create,
-            endpoint="create_model",
+            session_id,
+            model_seq_id,
+            run.base_model,
+            dict(run.lora_config),
+            req.user_metadata,
+            carrier,
             idempotency_key=None,
-            session_id=session_id,
-            dedup_keys=(f"create_model:{session_id}:{model_seq_id}",),
         )
         job = self._load_job(model_id, None, path, req.optimizer, carrier)
         return self._ordered(job, "load_weights", idempotency_key, (dedup,))
