@@ -38,6 +38,7 @@ from tinkex_http._breaker import (
 from tinkex_http._client import HTTPClient, RequestOptions, StreamingResponse, new_idempotency_key
 from tinkex_http._config import (
     API_KEY_PREFIX,
+    HTTP_TRANSPORTS,
     LOCAL_API_KEY,
     LOG_LEVELS,
     POOL_NAMES,
@@ -60,6 +61,7 @@ from tinkex_http._futures import (
     default_queue_state_reason,
     poll_future,
 )
+from tinkex_http._h1pool import H1Transport
 from tinkex_http._logs import LibraryLogger, apply_log_level, get_logger
 from tinkex_http._multipart import MultipartBody, encode_multipart, flatten_form_fields
 from tinkex_http._plugin import QueueStateLogger
@@ -104,6 +106,7 @@ __all__ = [
     "DEFAULT_MAX_ARCHIVE_BYTES",
     "DEFAULT_MAX_EXPANSION",
     "HTTP1_MAX_CONNECTIONS",
+    "HTTP_TRANSPORTS",
     "KNOWN_TRANSPORT_PROVIDERS",
     "LOCAL_API_KEY",
     "LOCAL_BASE_URL",
@@ -125,6 +128,7 @@ __all__ = [
     "CircuitOpenError",
     "Config",
     "EndpointSpec",
+    "H1Transport",
     "HTTPClient",
     "LibraryLogger",
     "MultipartBody",

@@ -61,6 +61,7 @@ from tinkex_http._version import DEFAULT_BASE_URL, SDK_VERSION, __version__
 
 __all__ = [
     "API_KEY_PREFIX",
+    "HTTP_TRANSPORTS",
     "LOCAL_API_KEY",
     "LOG_LEVELS",
     "POOL_NAMES",
@@ -93,6 +94,8 @@ _POLL_DEFAULT = (1.0, 30.0)
 #: The values of ``Config.protocol`` (the wire generation of forward/forward_backward and
 #: their results; see tinkex_clients' protocol negotiation).
 PROTOCOLS: Final[tuple[str, ...]] = ("auto", "json", "protobuf")
+#: The values of ``Config.http_transport``: the transport of cleartext ``http://`` URLs.
+HTTP_TRANSPORTS: Final[tuple[str, ...]] = ("tinkex", "httpx")
 
 
 # -- parsers that know about other fields ------------------------------------------------------
@@ -110,6 +113,13 @@ def _protocol(raw: Any, where: str, _r: Resolved) -> str:
     if value in PROTOCOLS:
         return value
     raise fail(where, f"unknown protocol {raw!r}", f"use one of {', '.join(PROTOCOLS)}")
+
+
+def _http_transport(raw: Any, where: str, _r: Resolved) -> str:
+    value = str(raw).strip().lower()
+    if value in HTTP_TRANSPORTS:
+        return value
+    raise fail(where, f"unknown HTTP transport {raw!r}", f"use one of {', '.join(HTTP_TRANSPORTS)}")
 
 
 def _by_parity(python: Any, beam: Any) -> Callable[[Resolved], Any]:
@@ -444,6 +454,14 @@ class Config:
     future_timeout: float | None = field(
         metadata=_row(
             "TINKEX_FUTURE_TIMEOUT", seconds, None, "seconds a future may be polled; None: no limit"
+        )
+    )
+    http_transport: Literal["tinkex", "httpx"] = field(
+        metadata=_row(
+            "TINKEX_HTTP_TRANSPORT",
+            _http_transport,
+            "tinkex",
+            "http:// transport: tinkex (its own HTTP/1.1) or httpx (httpx/httpcore)",
         )
     )
     protocol: Literal["auto", "json", "protobuf"] = field(

@@ -1,10 +1,16 @@
-"""Transports: the built-in httpx factory and the scheme registry lookup.
+"""Transports: the built-in factory and the scheme registry lookup.
 
 Transports are contributed through the ``tinkex_register_transports`` hook (this package
 registers ``http`` and ``https``; ``tinkex-server`` registers ``local``). A factory is called as
 ``factory(config=config, pool=pool_name)`` and returns an ``httpx.AsyncBaseTransport``.
 :func:`make_transport` picks the factory for the base URL's scheme and lets
 ``tinkex_wrap_transport`` plugins wrap the result (skipped entirely when no wrapper exists).
+
+The built-in factory (:func:`http_transport_factory`) gives a cleartext ``http://`` base URL
+without a proxy tinkex's own HTTP/1.1 transport (:class:`tinkex_http.H1Transport`, no anyio
+or h11 on the request path); ``https://`` (HTTP/2 against the hosted service), a configured
+proxy, or ``Config.http_transport="httpx"`` (``TINKEX_HTTP_TRANSPORT=httpx``) get
+``httpx.AsyncHTTPTransport``.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from typing import Any
 import httpx
 
 from tinkex_http._config import Config
+from tinkex_http._h1pool import H1Transport
 from tinkex_types import Hooks, TinkexValidationError, get_hooks
 
 __all__ = [
@@ -21,6 +28,7 @@ __all__ = [
     "KNOWN_TRANSPORT_PROVIDERS",
     "effective_pool_limit",
     "http_transport_factory",
+    "httpx_transport",
     "make_transport",
 ]
 
@@ -53,9 +61,24 @@ def effective_pool_limit(config: Config, pool: str) -> int:
 
 
 def http_transport_factory(*, config: Config, pool: str, **_: Any) -> httpx.AsyncBaseTransport:
-    """The built-in transport: ``httpx.AsyncHTTPTransport`` with HTTP/2 and the pool's
-    connection limit (:func:`effective_pool_limit`), proxy applied if configured.
+    """The built-in transport with the pool's connection limit (:func:`effective_pool_limit`).
+
+    A cleartext ``http://`` base URL without a proxy gets :class:`tinkex_http.H1Transport`
+    (``https://`` URLs it meets, e.g. a signed download URL, go through the httpx transport
+    below) unless ``config.http_transport`` is ``"httpx"``; everything else gets
+    ``httpx.AsyncHTTPTransport`` with HTTP/2, the proxy applied if configured.
     """
+    if config.scheme == "http" and config.proxy is None and config.http_transport == "tinkex":
+        return H1Transport(
+            max_connections=effective_pool_limit(config, pool),
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+            fallback=lambda: httpx_transport(config, pool),
+        )
+    return httpx_transport(config, pool)
+
+
+def httpx_transport(config: Config, pool: str) -> httpx.AsyncHTTPTransport:
+    """``httpx.AsyncHTTPTransport`` with HTTP/2, the pool's limit and the proxy, if any."""
     limit = effective_pool_limit(config, pool)
     limits = httpx.Limits(
         max_connections=limit,
