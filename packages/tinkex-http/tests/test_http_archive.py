@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import bz2
 import gzip
+import hashlib
 import io
 import json
+import lzma
 import os
 import struct
 import tarfile
+import threading
 import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -577,3 +582,246 @@ async def test_unsafe_member_stops_the_download(make_client: MakeClient, tmp_pat
     assert refused.value.reason == "traversal"
     assert list(out.iterdir()) == []
     assert sent  # something arrived before the refusal
+
+
+# -- issue 20: extraction straight from the downloaded chunks -------------------------------
+
+
+def _served(data: bytes, chunk: int = 4096) -> Any:
+    """A handler answering the archive link, then ``data`` in ``chunk``-byte pieces with
+    its ``Content-Length`` (the download is extracted from the chunks as they arrive)."""
+
+    async def body() -> AsyncIterator[bytes]:
+        for start in range(0, len(data), chunk):
+            yield data[start : start + chunk]
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/archive"):
+            return httpx.Response(302, headers={"location": "https://bucket.test/ckpt.tar"})
+        return httpx.Response(200, content=body(), headers={"content-length": str(len(data))})
+
+    return handler
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+async def test_crafted_archives_are_refused_while_downloading(
+    make_client: MakeClient, tmp_path: Path, case: str
+) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (tmp_path / "outside.txt").write_bytes(b"original")
+    data = make_tar(tmp_path / "bad.tar", BAD[case]).read_bytes()
+    async with make_client(_served(data, chunk=700)) as http:
+        with pytest.raises(UnsafeArchiveError):
+            await download_checkpoint_archive(http, "tinker://run1/weights/s", work)
+    assert list(work.iterdir()) == []
+    assert not (tmp_path / "evil.txt").exists()
+    assert "evil-abs.txt" not in os.listdir("/tmp")
+    assert (tmp_path / "outside.txt").read_bytes() == b"original"
+
+
+def _cut(tmp_path: Path) -> bytes:
+    return make_tar(tmp_path / "t.tar", VALID).read_bytes()[: 512 * 3 + 100]
+
+
+def _bomb(tmp_path: Path) -> bytes:
+    zeros = tarfile.TarInfo("zeros.bin")
+    zeros.size = 32 * 1024 * 1024
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tf:
+        tf.addfile(zeros, io.BytesIO(bytes(zeros.size)))
+    return gzip.compress(buffer.getvalue())
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("truncated", "truncated"),
+        ("sparse", "sparse"),
+        ("expansion", "expansion"),
+        ("not a tar", "corrupt"),
+        ("long name", "name-too-long"),
+        ("setuid", "setuid"),
+    ],
+)
+async def test_damaged_archives_are_refused_while_downloading(
+    make_client: MakeClient, tmp_path: Path, case: str, reason: str
+) -> None:
+    """A complete download of a damaged archive is the archive's fault: a refusal with its
+    reason, nothing left."""
+    setuid = tarfile.TarInfo("run.sh")
+    setuid.mode = 0o4755
+    data = {
+        "truncated": lambda: _cut(tmp_path),
+        "sparse": lambda: _sparse_pax_tar(tmp_path / "s.tar", 1 << 30).read_bytes(),
+        "expansion": lambda: _bomb(tmp_path),
+        "not a tar": lambda: b"this is not a tar archive at all" * 20,
+        "long name": lambda: make_tar(tmp_path / "n.tar", [("n" * 300, b"1")]).read_bytes(),
+        "setuid": lambda: make_tar(tmp_path / "u.tar", [setuid]).read_bytes(),
+    }[case]()
+    out = tmp_path / "out"
+    async with make_client(_served(data)) as http:
+        with pytest.raises(UnsafeArchiveError) as info:
+            await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
+    assert info.value.reason == reason
+    assert list(out.iterdir()) == []
+    (tmp_path / "same.tar").write_bytes(data)  # the same refusal as from a file on disk
+    with pytest.raises(UnsafeArchiveError) as from_file:
+        extract_archive_safely(tmp_path / "same.tar", tmp_path / "d")
+    assert str(from_file.value) == str(info.value)
+
+
+@pytest.mark.parametrize("compression", ["plain", "gz", "bz2", "xz"])
+@pytest.mark.parametrize("chunk", [1, 3, 5000])
+async def test_tiny_chunks_and_every_compression_while_downloading(
+    make_client: MakeClient, tmp_path: Path, compression: str, chunk: int
+) -> None:
+    """The compression is told from the first bytes even when they arrive one by one."""
+    members = VALID[:1] if chunk == 1 else VALID  # one byte at a time: a small archive
+    raw = make_tar(tmp_path / "src.tar", members).read_bytes()
+    data = {
+        "plain": raw,
+        "gz": gzip.compress(raw),
+        "bz2": bz2.compress(raw),
+        "xz": lzma.compress(raw),
+    }[compression]
+    out = tmp_path / "out"
+    async with make_client(_served(data, chunk=chunk)) as http:
+        dest = await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
+    for name, content in members:
+        assert (dest / name).read_bytes() == content
+    assert [p.name for p in out.iterdir()] == ["run1_weights_s"]
+
+
+async def test_large_members_are_hashed_in_a_thread_and_verified(
+    make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members from THREADED_HASH on are hashed in a thread of their own (a small backlog
+    makes the writer wait for it): the manifest check decides the same way."""
+    import tinkex_http._extract as extract_mod
+    import tinkex_http._growing as growing_mod
+    from tinkex_types.manifest import MANIFEST_FILE, build_manifest, manifest_bytes
+
+    monkeypatch.setattr(extract_mod, "THREADED_HASH", 10_000)
+    monkeypatch.setattr(growing_mod, "HASH_BACKLOG", 8192)
+    big = os.urandom(3 * 1024 * 1024 + 123)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, content in [*VALID, ("big.bin", big)]:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(content)
+    manifest = manifest_bytes(build_manifest(src))
+    good = make_tar(tmp_path / "g.tar", [*VALID, ("big.bin", big), (MANIFEST_FILE, manifest)])
+    flipped = big[:-1] + bytes([big[-1] ^ 1])
+    bad = make_tar(tmp_path / "b.tar", [*VALID, ("big.bin", flipped), (MANIFEST_FILE, manifest)])
+    async with make_client(_served(good.read_bytes(), chunk=300_000)) as http:
+        dest = await download_checkpoint_archive(http, "tinker://run1/weights/s", tmp_path / "o")
+    assert (dest / "big.bin").read_bytes() == big
+    async with make_client(_served(bad.read_bytes(), chunk=300_000)) as http:
+        with pytest.raises(UnsafeArchiveError, match=r"big\.bin does not match") as info:
+            await download_checkpoint_archive(http, "tinker://run1/weights/s", tmp_path / "x")
+    assert info.value.reason == "integrity"
+    assert list((tmp_path / "x").iterdir()) == []
+
+
+@pytest.mark.parametrize("evil_first", [False, True])
+async def test_a_full_pipe_holds_the_download_back(
+    make_client: MakeClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, evil_first: bool
+) -> None:
+    """With a pipe far smaller than the archive the download waits for the extraction
+    (the bytes held never pass the limit by more than a batch and a chunk); a refusal
+    while the download waits still stops it."""
+    import tinkex_http._archive as archive_mod
+    import tinkex_http._growing as growing_mod
+
+    pipes: list[growing_mod.ChunkPipe] = []
+
+    class Recorded(growing_mod.ChunkPipe):
+        def __init__(self) -> None:
+            super().__init__(limit=64 * 1024, handoff=16 * 1024)
+            pipes.append(self)
+
+    monkeypatch.setattr(archive_mod, "ChunkPipe", Recorded)
+    big = bytes(range(256)) * 8192  # 2 MiB
+    evil = [("../escape.txt", b"bad")] if evil_first else []
+    data = make_tar(tmp_path / "src.tar", [*evil, ("big.bin", big), *VALID]).read_bytes()
+    out = tmp_path / "out"
+    async with make_client(_served(data, chunk=8192)) as http:
+        if evil_first:
+            with pytest.raises(UnsafeArchiveError) as info:
+                await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
+            assert info.value.reason == "traversal"
+            assert list(out.iterdir()) == []
+            return
+        dest = await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
+    assert (dest / "big.bin").read_bytes() == big
+    assert 0 < pipes[0].peak <= 64 * 1024 + 16 * 1024 + 8192
+
+
+def test_pipe_reader_reads_forward_only_and_reports_a_failed_download() -> None:
+    from tinkex_http._growing import ChunkPipe, DownloadEnded, PipeReader
+
+    async def feed(pipe: ChunkPipe, chunks: list[bytes], failed: bool) -> None:
+        pipe.start(sum(map(len, chunks)))
+        for chunk in chunks:
+            await pipe.put(chunk)
+        pipe.finish(failed=failed)
+
+    pipe = ChunkPipe(limit=1 << 20, handoff=1)
+    got: dict[str, Any] = {}
+
+    def consume() -> None:
+        with PipeReader(pipe) as reader:
+            got["head"] = reader.head(6)
+            got["read"] = reader.read(4)
+            reader.seek(2, os.SEEK_CUR)
+            got["views"] = b"".join(bytes(v) for v in reader.views(5))
+            try:
+                reader.seek(0)
+            except io.UnsupportedOperation as exc:
+                got["back"] = str(exc)
+            got["tell"] = reader.tell()
+            got["rest"] = reader.read(100)
+            got["end"] = reader.read(1)
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    asyncio.run(feed(pipe, [b"ab", b"cdef", b"ghijklmnop", b"q"], failed=False))
+    thread.join()
+    assert got == {
+        "head": b"abcdef",
+        "read": b"abcd",
+        "views": b"ghijk",
+        "back": "a download is read forward only",
+        "tell": 11,
+        "rest": b"lmnopq",
+        "end": b"",
+    }
+
+    broken = ChunkPipe(handoff=1)
+    errors: list[BaseException] = []
+
+    def drain() -> None:
+        with PipeReader(broken) as reader:
+            try:
+                reader.drain()
+            except DownloadEnded as exc:
+                errors.append(exc)
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    asyncio.run(feed(broken, [b"x" * 10], failed=True))
+    thread.join()
+    assert len(errors) == 1
+
+
+def test_hash_thread_digest_matches_hashlib() -> None:
+    from tinkex_http._growing import HashThread
+
+    data = os.urandom(200_000)
+    hasher = HashThread(limit=5000)  # the feeder waits for the thread again and again
+    view = memoryview(data)
+    for start in range(0, len(data), 3000):
+        hasher.feed(view[start : start + 3000])
+    assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert HashThread().hexdigest() == hashlib.sha256(b"").hexdigest()

@@ -12,8 +12,9 @@
   content matched its SHA-256 manifest; every refusal is an :class:`UnsafeArchiveError`
   with a ``reason``; the destination is then left untouched.
 * :func:`download_checkpoint_archive` -- the whole flow for a ``tinker://`` path; the
-  extraction runs in a worker thread while the archive downloads (reading each byte once
-  it is on disk, :mod:`tinkex_http._growing`), so the two overlap.
+  extraction runs in a worker thread on the chunks as they arrive (no temporary archive
+  file, :mod:`tinkex_http._growing`), so the two overlap; without a ``Content-Length`` the
+  archive is first written to a temporary file next to the destination, then extracted.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from tinkex_http._extract_checks import (
     ArchiveTooLargeError,
     UnsafeArchiveError,
 )
-from tinkex_http._growing import Growing, GrowingReader
+from tinkex_http._growing import ChunkPipe, PipeReader, write_all
 from tinkex_types import (
     APIResponseValidationError,
     APIStatusError,
@@ -58,8 +59,6 @@ __all__ = [
     "resolve_archive_url",
 ]
 
-#: Bytes buffered before each write of a download to its file (fewer, larger writes).
-WRITE_BUFFER = 1024 * 1024
 _KINDS = ("weights", "sampler_weights")
 
 Progress = Callable[[int, int | None], Any]
@@ -162,9 +161,10 @@ async def download_archive(
     """Stream ``url`` into ``dest_file`` (created/truncated); returns the byte count.
 
     Chunks are taken as the connection delivers them (``chunk_size`` re-slices them, at
-    the cost of a copy each) and written through a :data:`WRITE_BUFFER` buffer, so memory
-    stays at about one chunk plus that buffer. A body over ``max_bytes`` raises
-    :class:`ArchiveTooLargeError` and the partial file is removed.
+    the cost of a copy each) and written as they are, in writes of at most 256 KiB
+    (cheaper for the kernel than larger ones), so memory stays at about one chunk. A body
+    over ``max_bytes`` raises :class:`ArchiveTooLargeError` and the partial file is
+    removed.
     """
     return await _fetch(http, url, Path(dest_file), progress, max_bytes, chunk_size, timeout)
 
@@ -181,67 +181,89 @@ async def _fetch(
     max_bytes: int | None,
     chunk_size: int | None,
     timeout: float | None,  # noqa: ASYNC109 - per-request httpx timeout, not a deadline
-    growing: Growing | None = None,
 ) -> int:
-    """:func:`download_archive`; with ``growing``, every chunk is written at once (no
-    buffer) and announced to the extraction reading the file meanwhile."""
+    """:func:`download_archive`."""
     done = 0
     try:
         async with http.download(url, timeout=timeout) as response:
             total = response.content_length
-            if max_bytes is not None and total is not None and total > max_bytes:
-                raise ArchiveTooLargeError(
-                    f"archive is {total} bytes, over the {max_bytes}-byte limit"
-                )
-            if growing is not None:
-                growing.start(total)
-            # Plain blocking writes: short, and keep memory at O(chunk + buffer).
-            buffering = WRITE_BUFFER if growing is None else 0
-            with open(target, "wb", buffering=buffering) as fh:  # noqa: ASYNC230
+            _check_announced(total, max_bytes)
+            # Plain blocking writes: short (page cache), and memory stays at O(chunk).
+            with open(target, "wb", buffering=0) as fh:  # noqa: ASYNC230
                 async for chunk in response.iter_bytes(chunk_size):
                     done += len(chunk)
-                    if max_bytes is not None and done > max_bytes:
-                        raise ArchiveTooLargeError(
-                            f"archive download exceeded the {max_bytes}-byte limit"
-                        )
-                    if growing is not None:
-                        if growing.abandoned:
-                            raise _Abandoned
-                        _write_all(fh, chunk)
-                        growing.wrote(len(chunk))
-                    else:
-                        fh.write(chunk)
+                    _check_received(done, max_bytes)
+                    write_all(fh.fileno(), memoryview(chunk))
                     if progress is not None:
                         progress(done, total)
     except BaseException:
-        if growing is not None:
-            growing.finish(failed=True)
         with contextlib.suppress(OSError):
             target.unlink()  # noqa: ASYNC240
         raise
-    if growing is not None:
-        growing.finish(failed=False)
     return done
 
 
-def _write_all(fh: Any, chunk: bytes) -> None:
-    view = memoryview(chunk)
-    while view:  # an unbuffered write may take part of the chunk
-        view = view[fh.write(view) :]
+def _check_announced(total: int | None, max_bytes: int | None) -> None:
+    if max_bytes is not None and total is not None and total > max_bytes:
+        raise ArchiveTooLargeError(f"archive is {total} bytes, over the {max_bytes}-byte limit")
 
 
-def _extract_while_downloading(growing: Growing, archive: Path, dest: Path, **limits: Any) -> Path:
-    """The extraction thread: reads the archive as it arrives (sequentially, after the
-    download, when no ``Content-Length`` announced its size)."""
+def _check_received(done: int, max_bytes: int | None) -> None:
+    if max_bytes is not None and done > max_bytes:
+        raise ArchiveTooLargeError(f"archive download exceeded the {max_bytes}-byte limit")
+
+
+async def _feed(
+    http: HTTPClient, url: str, pipe: ChunkPipe, progress: Progress | None, max_bytes: int | None
+) -> None:
+    """Download ``url`` into ``pipe`` (the extraction thread reads it meanwhile)."""
     try:
-        size = growing.wait_started()
-        if size is None:
-            growing.wait_finished()
-            return extract_archive_safely(archive, dest, **limits)
-        with GrowingReader(archive, growing, size) as reader:
-            return extract_file_safely(reader, size, dest, **limits)  # type: ignore[arg-type]
+        async with http.download(url) as response:
+            total = response.content_length
+            _check_announced(total, max_bytes)
+            pipe.start(total)
+            done = 0
+            async for chunk in response.iter_bytes():
+                done += len(chunk)
+                _check_received(done, max_bytes)
+                if pipe.abandoned:
+                    raise _Abandoned
+                await pipe.put(chunk)
+                if progress is not None:
+                    progress(done, total)
     except BaseException:
-        growing.abandoned = True
+        pipe.finish(failed=True)
+        raise
+    pipe.finish(failed=False)
+
+
+def _spool(pipe: ChunkPipe, archive: Path) -> None:
+    """Write the whole download to ``archive`` (no announced size to extract it by)."""
+    with open(archive, "wb", buffering=0) as fh:
+        while chunks := pipe.take():
+            for chunk in chunks:
+                write_all(fh.fileno(), memoryview(chunk))
+                pipe.release(len(chunk))
+
+
+def _extract_while_downloading(pipe: ChunkPipe, dest: Path, **limits: Any) -> Path:
+    """The extraction thread: extracts the chunks as they arrive (after the download,
+    from a temporary file next to ``dest``, when no ``Content-Length`` announced its size)."""
+    try:
+        size = pipe.wait_started()
+        if size is not None:
+            with PipeReader(pipe) as reader:
+                return extract_file_safely(reader, size, dest, **limits)  # type: ignore[arg-type]
+        fd, name = tempfile.mkstemp(prefix=".tinkex_checkpoint_", suffix=".tar", dir=dest.parent)
+        os.close(fd)
+        try:
+            _spool(pipe, Path(name))
+            return extract_archive_safely(name, dest, **limits)
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+    except BaseException:
+        pipe.abandon()
         raise
 
 
@@ -259,8 +281,8 @@ async def download_checkpoint_archive(
 ) -> Path:
     """Download and safely extract a checkpoint into ``output_dir/<run>_<kind>_<name>``.
 
-    Refuses an existing destination unless ``force``; the temporary archive (next to the
-    destination) is always removed. The content may expand to ``max_expansion`` times the
+    Refuses an existing destination unless ``force``; a temporary archive (next to the
+    destination, only when the size was not announced) is always removed. The content may expand to ``max_expansion`` times the
     downloaded bytes, never over ``max_bytes``; an unsafe, damaged or tampered archive
     raises :class:`UnsafeArchiveError` (nothing extracted is left). Returns the
     destination directory.
@@ -274,15 +296,11 @@ async def download_checkpoint_archive(
         http, tinker_path, max_attempts=max_attempts, retry_delay=retry_delay
     )
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tinkex_checkpoint_", suffix=".tar", dir=dest.parent)
-    os.close(fd)
-    tmp_file = Path(tmp_name)
-    growing = Growing()
+    pipe = ChunkPipe()
     extraction = asyncio.ensure_future(
         asyncio.to_thread(
             _extract_while_downloading,
-            growing,
-            tmp_file,
+            pipe,
             dest,
             overwrite=force,
             max_total_bytes=max_bytes,
@@ -290,16 +308,12 @@ async def download_checkpoint_archive(
         )
     )
     try:
-        try:
-            await _fetch(http, target.url, tmp_file, progress, max_bytes, None, None, growing)
-        except _Abandoned:
-            pass  # the extraction refused the archive: its error is raised below
-        except BaseException:
-            await asyncio.wait([extraction])  # it stops (DownloadEnded) and cleans up
-            if not extraction.cancelled():
-                extraction.exception()  # retrieved: the download's own error is raised
-            raise
-        return await extraction
-    finally:
-        with contextlib.suppress(OSError):
-            tmp_file.unlink()  # noqa: ASYNC240
+        await _feed(http, target.url, pipe, progress, max_bytes)
+    except _Abandoned:
+        pass  # the extraction refused the archive: its error is raised below
+    except BaseException:
+        await asyncio.wait([extraction])  # it stops (DownloadEnded) and cleans up
+        if not extraction.cancelled():
+            extraction.exception()  # retrieved: the download's own error is raised
+        raise
+    return await extraction

@@ -35,7 +35,6 @@ import re
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol, cast
@@ -53,6 +52,7 @@ from tinkex_http._extract_checks import (
     member_parts,
     open_decompressed,
 )
+from tinkex_http._growing import HashThread, PipeReader, write_all
 from tinkex_types import TinkexValidationError
 from tinkex_types.manifest import MANIFEST_FILE, ManifestEntry, manifest_problem, read_manifest
 
@@ -60,6 +60,8 @@ __all__ = ["MARKER_FILE", "extract_archive_safely", "extract_file_safely"]
 
 #: Bytes per read of the archive stream and per copy of a member (few, large copies).
 CHUNK_SIZE = 1024 * 1024
+#: Members from this size on are hashed in a thread of their own while they are written.
+THREADED_HASH = 4 * 1024 * 1024
 #: The empty marker file at the root of a checkpoint archive (not in its manifest).
 MARKER_FILE = "checkpoint_complete"
 #: Errors of the environment (not of the archive): re-raised as they are.
@@ -104,41 +106,72 @@ class _FileRange:
     """``readinto`` of a member's data straight from a plain tar file (``os.preadv`` at
     its offset: no copy through tarfile's stream buffers)."""
 
-    def __init__(self, fd: int, offset: int, wait: Callable[[int], None] | None) -> None:
+    def __init__(self, fd: int, offset: int) -> None:
         self._fd = fd
         self._offset = offset
-        self._wait = wait
 
     def readinto(self, view: memoryview) -> int:
-        if self._wait is not None:  # a file still being written: wait for these bytes
-            self._wait(self._offset + len(view))
         n = os.preadv(self._fd, [view], self._offset)
         self._offset += n
         return n
 
 
+def _create(dst: Path, mode: int) -> int:
+    """A new file (never through a link) for a member of mode ``mode``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    return os.open(dst, flags | getattr(os, "O_BINARY", 0), (mode & 0o755) | 0o600)
+
+
+def _truncated(name: str, got: int, size: int) -> UnsafeArchiveError:
+    return UnsafeArchiveError(
+        f"archive member {name!r} is truncated ({got} of {size} bytes)", reason="truncated"
+    )
+
+
 def _copy_member(src: _Readable, dst: Path, size: int, mode: int, name: str) -> ManifestEntry:
     """Write ``size`` bytes of ``src`` to the new file ``dst`` through one reused buffer;
     returns their size and SHA-256 (hashed as they pass; hashlib releases the GIL)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(dst, flags | getattr(os, "O_BINARY", 0), (mode & 0o755) | 0o600)
+    fd = _create(dst, mode)
     digest = hashlib.sha256()
     buffer = memoryview(bytearray(min(CHUNK_SIZE, max(size, 1))))
-    with os.fdopen(fd, "wb", buffering=0) as out:
+    try:
         remaining = size
         while remaining > 0:
             got = src.readinto(buffer[: min(len(buffer), remaining)])
             if not got:
-                raise UnsafeArchiveError(
-                    f"archive member {name!r} is truncated ({size - remaining} of {size} bytes)",
-                    reason="truncated",
-                )
+                raise _truncated(name, size - remaining, size)
             block = buffer[:got]
             digest.update(block)
-            while block:  # an unbuffered write may take part of the block
-                block = block[out.write(block) :]
+            write_all(fd, block)
             remaining -= got
+    finally:
+        os.close(fd)
     return ManifestEntry(size=size, sha256=digest.hexdigest())
+
+
+def _copy_views(reader: PipeReader, dst: Path, size: int, mode: int, name: str) -> ManifestEntry:
+    """:func:`_copy_member` straight from the downloaded chunks (no copy into a buffer);
+    a large member is hashed in a thread of its own while it is written."""
+    fd = _create(dst, mode)
+    hasher = HashThread() if size >= THREADED_HASH else None
+    digest = hashlib.sha256()
+    got = 0
+    try:
+        for view in reader.views(size):
+            if hasher is not None:
+                hasher.feed(view)
+            else:
+                digest.update(view)
+            write_all(fd, view)
+            got += len(view)
+    finally:
+        os.close(fd)
+        if hasher is not None:
+            hasher.close()
+    if got < size:
+        raise _truncated(name, got, size)
+    sha256 = hasher.hexdigest() if hasher is not None else digest.hexdigest()
+    return ManifestEntry(size=size, sha256=sha256)
 
 
 def _check_type(member: tarfile.TarInfo) -> str:
@@ -222,8 +255,13 @@ def _place_hardlink(state: _State, member: tarfile.TarInfo, target: Path) -> Non
     os.link(source, target)
 
 
+#: Where member data comes from: the received chunks (a download being read), a plain tar
+#: file's descriptor (read at each member's offset), or ``None`` (tarfile's own stream).
+_Direct = PipeReader | int | None
+
+
 def _place(
-    state: _State, tf: tarfile.TarFile, member: tarfile.TarInfo, kind: str, direct: int | None
+    state: _State, tf: tarfile.TarFile, member: tarfile.TarInfo, kind: str, direct: _Direct
 ) -> None:
     parts = member_parts(member.name, "archive member")
     if not parts or not _check_place(state, member, parts, kind):
@@ -241,8 +279,12 @@ def _place(
     elif kind == "hardlink":
         _place_hardlink(state, member, target)
     else:
-        if direct is not None:
-            src = _FileRange(direct, member.offset_data, getattr(tf.fileobj, "wait_for", None))
+        if isinstance(direct, PipeReader):
+            if direct.tell() != member.offset_data:  # tarfile read past the header: not ours
+                raise UnsafeArchiveError(f"archive member {member.name!r} cannot be read")
+            entry = _copy_views(direct, target, member.size, member.mode, member.name)
+        elif direct is not None:
+            src = _FileRange(direct, member.offset_data)
             entry = _copy_member(src, target, member.size, member.mode, member.name)
         else:
             data = tf.extractfile(member)  # an io.BufferedReader
@@ -286,7 +328,9 @@ def _run(state: _State, stream: IO[bytes], plain: IO[bytes] | None) -> None:
             )
     except tarfile.TarError as exc:
         raise UnsafeArchiveError(f"not a readable tar archive: {exc}", reason="not-a-tar") from None
-    direct = None if plain is None else plain.fileno()
+    direct: _Direct = plain if isinstance(plain, PipeReader) else None
+    if plain is not None and direct is None:
+        direct = plain.fileno()
     with tf:
         while (member := tf.next()) is not None:
             member_parts(member.name, "archive member")
@@ -451,7 +495,7 @@ def extract_file_safely(
     verify: bool = True,
 ) -> Path:
     """:func:`extract_archive_safely` of an opened, seekable archive file of ``size`` bytes
-    (a :class:`tinkex_http._growing.GrowingReader` while it is still being downloaded)."""
+    (a :class:`tinkex_http._growing.PipeReader`: a download read as it arrives)."""
     dest_path = Path(dest)
     if (dest_path.exists() or dest_path.is_symlink()) and not overwrite:
         raise TinkexValidationError(

@@ -185,8 +185,12 @@ class BudgetReader:
 
 def open_decompressed(raw: IO[bytes]) -> IO[bytes]:
     """``raw`` itself, or a decompressing reader over it (gzip, bzip2, xz by magic)."""
-    magic = raw.read(6)
-    raw.seek(0)
+    head = getattr(raw, "head", None)  # a download read forward only: look, don't seek
+    if head is not None:
+        magic = head(6)
+    else:
+        magic = raw.read(6)
+        raw.seek(0)
     if magic.startswith(b"\x1f\x8b"):
         return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     if magic.startswith(b"BZh"):
