@@ -13,6 +13,11 @@ for their bytes. Member data is written straight from the received chunks
 The extraction sees exactly the bytes of the download, in order, so its checks are those
 of a file on disk; only the waiting for the whole download and the second write and read
 of a temporary archive are gone.
+
+:class:`HashThread` takes a large member's SHA-256 in a thread of its own while the
+extraction writes it (:func:`write_all`, in pieces of at most :data:`MAX_WRITE` bytes):
+hashlib and ``os.write`` release the GIL, so on two cores receiving, writing and hashing
+overlap.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from collections.abc import Iterator
 
 __all__ = [
     "HANDOFF",
+    "HASH_BACKLOG",
+    "MAX_VIEW",
+    "MAX_WRITE",
     "PIPE_LIMIT",
     "ChunkPipe",
     "DownloadEnded",
