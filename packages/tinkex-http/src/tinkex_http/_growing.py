@@ -47,9 +47,9 @@ __all__ = [
 #: Bytes gathered on the event loop before they are handed to the extraction thread.
 HANDOFF = 512 * 1024
 #: Bytes handed over and not yet consumed by the extraction before the download waits.
-PIPE_LIMIT = 8 * 1024 * 1024
+PIPE_LIMIT = 4 * 1024 * 1024
 #: Bytes waiting in a :class:`HashThread` before the writer waits for it.
-HASH_BACKLOG = 4 * 1024 * 1024
+HASH_BACKLOG = 2 * 1024 * 1024
 #: Largest view of a chunk :meth:`PipeReader.views` gives.
 MAX_VIEW = 1024 * 1024
 #: Largest piece of a chunk written at once: a page-cache write of 512 KiB or more cost
