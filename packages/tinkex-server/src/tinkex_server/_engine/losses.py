@@ -44,6 +44,7 @@ __all__ = [
     "engine_loss_config",
     "engine_loss_spec",
     "implemented_losses",
+    "loss_is_elementwise",
     "register_loss",
 ]
 
@@ -55,15 +56,33 @@ LossImplementation = Callable[[Tensor, Mapping[str, Tensor], Mapping[str, float]
 #: The server's implementation of every loss in :data:`tinkex_types.LOSSES`, by name.
 LOSS_IMPLEMENTATIONS: dict[str, LossImplementation] = {}
 
+#: Losses whose every term depends only on its own token's values (no sum or mean over a
+#: sequence): the engine computes them over a whole chunk of datums at once.
+_ELEMENTWISE: set[str] = set()
 
-def register_loss(name: str) -> Callable[[LossImplementation], LossImplementation]:
-    """Decorator: register ``fn`` as the implementation of the loss ``name``."""
+
+def register_loss(
+    name: str, *, elementwise: bool = False
+) -> Callable[[LossImplementation], LossImplementation]:
+    """Decorator: register ``fn`` as the implementation of the loss ``name``.
+
+    ``elementwise``: each term is a function of its own token's ``lp`` and inputs only, so
+    the terms of several datums may be computed from their concatenation."""
 
     def add(fn: LossImplementation) -> LossImplementation:
         LOSS_IMPLEMENTATIONS[name] = fn
+        if elementwise:
+            _ELEMENTWISE.add(name)
+        else:
+            _ELEMENTWISE.discard(name)
         return fn
 
     return add
+
+
+def loss_is_elementwise(name: str) -> bool:
+    """Whether ``name`` was registered as ``elementwise`` (see :func:`register_loss`)."""
+    return name in _ELEMENTWISE
 
 
 def implemented_losses() -> list[str]:
@@ -129,12 +148,12 @@ def _clip(ratio: Tensor, config: Mapping[str, float]) -> Tensor:
     return ratio.clamp(config["clip_low_threshold"], config["clip_high_threshold"])
 
 
-@register_loss("cross_entropy")
+@register_loss("cross_entropy", elementwise=True)
 def _cross_entropy(lp: Tensor, inputs: Mapping[str, Tensor], _: Mapping[str, float]) -> Tensor:
     return -inputs["weights"] * lp
 
 
-@register_loss("importance_sampling")
+@register_loss("importance_sampling", elementwise=True)
 def _importance_sampling(
     lp: Tensor, inputs: Mapping[str, Tensor], _: Mapping[str, float]
 ) -> Tensor:
@@ -145,18 +164,18 @@ def _clipped_surrogate(ratio: Tensor, adv: Tensor, config: Mapping[str, float]) 
     return -torch.minimum(ratio * adv, _clip(ratio, config) * adv)
 
 
-@register_loss("ppo")
+@register_loss("ppo", elementwise=True)
 def _ppo(lp: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
     return _clipped_surrogate(_ratio(lp, inputs), inputs["advantages"], config)
 
 
-@register_loss("cispo")
+@register_loss("cispo", elementwise=True)
 def _cispo(lp: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
     clipped = _clip(_ratio(lp, inputs), config)
     return -clipped.detach() * inputs["advantages"] * lp
 
 
-@register_loss("dro")
+@register_loss("dro", elementwise=True)
 def _dro(lp: Tensor, inputs: Mapping[str, Tensor], config: Mapping[str, float]) -> Tensor:
     q, adv = inputs["logprobs"], inputs["advantages"]
     return -(lp * adv - 0.5 * config["beta"] * (lp - q).pow(2))
