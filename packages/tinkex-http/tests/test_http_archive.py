@@ -825,3 +825,15 @@ def test_hash_thread_digest_matches_hashlib() -> None:
         hasher.feed(view[start : start + 3000])
     assert hasher.hexdigest() == hashlib.sha256(data).hexdigest()
     assert HashThread().hexdigest() == hashlib.sha256(b"").hexdigest()
+
+
+def test_hash_thread_failure_reaches_the_writer() -> None:
+    """A failure in the hashing thread is raised to the writer (never left waiting)."""
+    from tinkex_http._growing import HashThread
+
+    hasher = HashThread(limit=8)
+    hasher.feed("not bytes, not hashable" * 2)  # type: ignore[arg-type]  # over the limit
+    with pytest.raises(TypeError):
+        hasher.feed(memoryview(b"more"))
+    with pytest.raises(TypeError):
+        hasher.hexdigest()

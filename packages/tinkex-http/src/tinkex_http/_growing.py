@@ -307,31 +307,42 @@ class HashThread:
         self._backlog = 0
         self._limit = HASH_BACKLOG if limit is None else limit
         self._closed = False
+        self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="tinkex-sha256", daemon=True)
         self._thread.start()
 
     def feed(self, view: memoryview) -> None:
         with self._cond:
-            while self._backlog >= self._limit:
+            while self._backlog >= self._limit and self._error is None:
                 self._cond.wait()
+            if self._error is not None:
+                raise self._error
             self._views.append(view)
             self._backlog += len(view)
-            self._cond.notify_all()
+            if self._backlog >= self._limit // 4:  # wake the thread for a batch, not a view
+                self._cond.notify_all()
 
     def _run(self) -> None:
-        while True:
+        try:
+            while views := self._next():
+                for view in views:
+                    self._digest.update(view)
+                with self._cond:
+                    self._backlog -= sum(len(v) for v in views)
+                    self._cond.notify_all()
+        except BaseException as exc:  # never leave the writer waiting
             with self._cond:
-                while not self._views and not self._closed:
-                    self._cond.wait()
-                if not self._views:
-                    return
-                views = list(self._views)
-                self._views.clear()
-            for view in views:
-                self._digest.update(view)
-            with self._cond:
-                self._backlog -= sum(len(v) for v in views)
+                self._error = exc
                 self._cond.notify_all()
+
+    def _next(self) -> list[memoryview]:
+        """The views fed since the last call, waiting for some; ``[]`` once closed."""
+        with self._cond:
+            while not self._views and not self._closed:
+                self._cond.wait()
+            views = list(self._views)
+            self._views.clear()
+            return views
 
     def close(self) -> None:
         """Hash what was fed, then end the thread."""
@@ -343,4 +354,6 @@ class HashThread:
     def hexdigest(self) -> str:
         """The digest of everything fed (ends the thread)."""
         self.close()
+        if self._error is not None:
+            raise self._error
         return self._digest.hexdigest()
