@@ -220,4 +220,6 @@ class Desk:
         )
         self.parts.hub.add(job.request_id)
         self.parts.scheduler.submit(job)
-        return self.future(job.request_id)
+        # What self.future() reads back from the row just written.
+        model_id = job.target if job.request_type != "Sample" else None
+        return UntypedAPIFuture(request_id=job.request_id, model_id=model_id)

@@ -13,23 +13,33 @@ never the raw path —, ``url.path``, ``url.scheme``, ``server.address``, ``serv
 span plugin names the span ``{method} {route}``. What is known only once the answer starts
 (``http.response.status_code``, and ``error.type`` for a 5xx) goes into the mapping under
 :data:`LATE_ATTRIBUTES`, which the plugin reads when the operation ends.
+
+The route of a request is found once per method and path of a route without path
+parameters (a cache, not a scan of every route per request). The endpoint of a hot route
+(``asample``, ``retrieve_future``: marked by :func:`tinkex_server._routes.direct`) is called
+here directly, inside the same operation, with its exceptions handed to the app's
+exception handlers: FastAPI's routing, dependency solving and exception middleware cost
+about as much per request as the endpoint's own work.
 """
 
 from __future__ import annotations
 
 import hmac
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.routing import Match
 
 from tinkex_server._runtime import Runtime
 from tinkex_server._wire import json_bytes
 from tinkex_types._problems import ErrorResponse
 
-__all__ = ["LATE_ATTRIBUTES", "PROPAGATION", "ServerMiddleware", "http_attributes"]
+__all__ = ["DIRECT", "LATE_ATTRIBUTES", "PROPAGATION", "ServerMiddleware", "http_attributes"]
 
 _log = logging.getLogger("tinkex_server.app")
 
@@ -54,6 +64,13 @@ _KNOWN_METHODS = frozenset(
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: The ``Host`` of in-process requests (``local://``, see :mod:`tinkex_server._local`).
 _IN_PROCESS_HOST = "tinkex.local"
+#: The attribute :func:`tinkex_server._routes.direct` sets on an endpoint it marks.
+DIRECT = "__tinkex_direct__"
+#: Routes remembered per (method, root path, path) at most (routes without path parameters).
+_ROUTE_CACHE_SIZE = 1024
+
+#: ``(endpoint name, route template, direct endpoint or None)`` of a request's route.
+_RouteInfo = tuple[str, str | None, Callable[[Request], Awaitable[Any]] | None]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -118,6 +135,7 @@ class ServerMiddleware:
         self.fastapi_app = fastapi_app
         self.runtime = runtime
         self.config = runtime.config
+        self._routes: dict[tuple[Any, Any, Any], _RouteInfo] = {}
 
     async def _reply(self, send: Send, status: int, detail: str, *, retry: bool = True) -> None:
         body = json_bytes(ErrorResponse(detail=detail).to_json_dict())
@@ -144,13 +162,64 @@ class ServerMiddleware:
             ok |= hmac.compare_digest(presented, key.encode())
         return ok
 
-    def _route(self, scope: Scope) -> tuple[str, str | None]:
-        """``(endpoint name, route template)`` of the route serving ``scope``."""
+    def _route(self, scope: Scope) -> _RouteInfo:
+        """``(endpoint name, route template, direct endpoint)`` of the route serving
+        ``scope`` (the first that matches it fully, as the router picks it)."""
+        key = (scope.get("method"), scope.get("root_path", ""), scope.get("path"))
+        known = self._routes.get(key)
+        if known is not None:
+            return known
         for route in self.fastapi_app.router.routes:
             match, _ = route.matches(scope)
             if match == Match.FULL:
-                return str(getattr(route, "name", "unknown")), getattr(route, "path", None)
-        return "unknown_route", None
+                endpoint = getattr(route, "endpoint", None)
+                info: _RouteInfo = (
+                    str(getattr(route, "name", "unknown")),
+                    getattr(route, "path", None),
+                    endpoint if getattr(endpoint, DIRECT, False) else None,
+                )
+                # Only a route without path parameters answers the same for every request
+                # of this method and path (a bounded set of keys).
+                if not getattr(route, "param_convertors", True) and len(self._routes) < (
+                    _ROUTE_CACHE_SIZE
+                ):
+                    self._routes[key] = info
+                return info
+        return "unknown_route", None, None
+
+    def _exception_handler(self, exc: Exception) -> Callable[..., Any] | None:
+        """The app's handler of ``exc`` as FastAPI's exception middleware picks it (by
+        status for an HTTPException, else by class); ``None`` for the ones the outermost
+        server-error middleware handles (``Exception``: the 500 answer)."""
+        handlers = self.fastapi_app.exception_handlers
+        if isinstance(exc, HTTPException) and exc.status_code in handlers:
+            return handlers[exc.status_code]
+        for cls in type(exc).__mro__:
+            if cls is Exception:
+                break
+            if cls in handlers:
+                return handlers[cls]
+        return None
+
+    async def _direct(
+        self,
+        endpoint: Callable[[Request], Awaitable[Any]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        """Serve a :func:`~tinkex_server._routes.direct` endpoint (see the module docstring)."""
+        request = Request(scope, receive)
+        try:
+            response = await endpoint(request)
+        except Exception as exc:
+            handler = self._exception_handler(exc)
+            if handler is None:
+                raise
+            response = handler(request, exc)
+            if inspect.isawaitable(response):
+                response = await response
+        await response(scope, receive, send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -210,7 +279,7 @@ class ServerMiddleware:
             key = name.decode("latin-1").lower()
             if key in PROPAGATION:
                 carrier[key] = value.decode("latin-1")
-        op, route = self._route(scope)
+        op, route, endpoint = self._route(scope)
         late: dict[str, Any] = {}
         attrs = {**http_attributes(scope, route), LATE_ATTRIBUTES: late}
 
@@ -223,4 +292,7 @@ class ServerMiddleware:
             await send(message)
 
         with self.hooks.operation_span(f"server.{op}", attrs, carrier=carrier or None):
-            await self.app(scope, replay, observed_send)
+            if endpoint is not None:
+                await self._direct(endpoint, scope, replay, observed_send)
+            else:
+                await self.app(scope, replay, observed_send)

@@ -1,20 +1,38 @@
 """What every router shares: the documented error statuses (one error body,
 :class:`~tinkex_types._problems.ErrorResponse`), the idempotency key and the trace carrier
-of a request."""
+of a request, and :func:`direct` (the hot endpoints the middleware calls itself)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
+from fastapi.responses import Response
 
-from tinkex_server._middleware import PROPAGATION
+from tinkex_server._middleware import DIRECT, PROPAGATION
 from tinkex_types import Hooks
 from tinkex_types._problems import ErrorResponse
 
-__all__ = ["V1", "carrier", "errors", "idempotency_key"]
+__all__ = ["V1", "DirectEndpoint", "carrier", "direct", "errors", "idempotency_key"]
 
 V1 = "/api/v1"
+
+#: An endpoint :func:`direct` marks: its only parameter is the request, it answers a Response.
+DirectEndpoint = Callable[[Request], Awaitable[Response]]
+
+
+def direct(endpoint: DirectEndpoint) -> DirectEndpoint:
+    """Mark a hot endpoint (``asample``, ``retrieve_future``) that the server middleware
+    calls itself once the route matches, without FastAPI's routing and dependency solving
+    (:class:`~tinkex_server._middleware.ServerMiddleware`); the route stays registered (the
+    OpenAPI document, and FastAPI serves it if the middleware does not). Its only
+    parameter is the :class:`~fastapi.Request` and it returns a finished
+    :class:`~fastapi.responses.Response`; its exceptions go to the app's exception
+    handlers as FastAPI's would."""
+    setattr(endpoint, DIRECT, True)
+    return endpoint
+
 
 _DESCRIPTIONS = {
     400: "Bad request: malformed body, unsupported content type or a semantic mistake "

@@ -8,11 +8,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response, StreamingResponse
 
-from tinkex_server._routes import V1, carrier, errors, idempotency_key
+from tinkex_server._routes import V1, carrier, direct, errors, idempotency_key
 from tinkex_server._runtime import Runtime
 from tinkex_server._streaming import EVENT_STREAM, sample_events
 from tinkex_server._usage import record_applied
-from tinkex_server._wire import body_doc, reply, wire_body
+from tinkex_server._wire import body_doc, decode_request, reply, wire_body
 from tinkex_types import (
     CreateSamplingSessionRequest,
     CreateSamplingSessionResponse,
@@ -50,10 +50,9 @@ def add_sampling_routes(router: APIRouter, runtime: Runtime) -> None:
         responses=errors(400, 404, 413, 422, 429),
         openapi_extra=body_doc(SampleRequest),
     )
-    async def asample(
-        body: Annotated[SampleRequest, Depends(wire_body(SampleRequest))],
-        request: Request,
-    ) -> Response:
+    @direct
+    async def asample(request: Request) -> Response:
+        body = await decode_request(request, SampleRequest)
         return reply(
             runtime.sampling.asample(
                 body, idempotency_key(request), carrier(request, runtime.hooks)

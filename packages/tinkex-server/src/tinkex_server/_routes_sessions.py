@@ -10,9 +10,16 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from tinkex_server._generations import SaveWeightsExternalResponse
-from tinkex_server._routes import V1, errors, idempotency_key
+from tinkex_server._routes import V1, direct, errors, idempotency_key
 from tinkex_server._runtime import Runtime
-from tinkex_server._wire import body_doc, raw_json, reply, reply_result, wire_body
+from tinkex_server._wire import (
+    body_doc,
+    decode_request,
+    raw_json,
+    reply,
+    reply_result,
+    wire_body,
+)
 from tinkex_types import (
     CreateModelResponse,
     CreateSessionRequest,
@@ -108,9 +115,8 @@ def add_session_routes(router: APIRouter, runtime: Runtime) -> None:
         },
         openapi_extra=body_doc(FutureRetrieveRequest),
     )
-    async def retrieve_future(
-        body: Annotated[FutureRetrieveRequest, Depends(wire_body(FutureRetrieveRequest))],
-        request: Request,
-    ) -> Response:
+    @direct
+    async def retrieve_future(request: Request) -> Response:
+        body = await decode_request(request, FutureRetrieveRequest)
         answer = await runtime.sessions.retrieve_future(body)
         return reply_result(request, answer.status, answer.model, answer.result)

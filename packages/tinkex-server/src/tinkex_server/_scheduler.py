@@ -11,7 +11,9 @@
   a time on the engine worker thread, alternating with batches of sampling jobs (every
   sampling job queued at that moment, up to ``max_batch``, goes to the engine as one
   batch). Results, failures and the applied-steps log entry of a job are stored in one
-  transaction before its waiters wake.
+  transaction (one for a whole sampling batch) before its waiters wake; the polls waiting
+  then are handed the stored answer. A job's ``server.queue_wait`` span runs from its
+  submission to its start.
 
 :meth:`Scheduler.queue_place` answers where a pending ordered request stands (for the
 ``try_again`` answers of ``retrieve_future``, docs/queue.md): ``queue_position`` counts the
@@ -26,9 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -41,7 +45,7 @@ from tinkex_types import Hooks, RequestErrorCategory, RequestFailedResponse, Tin
 if TYPE_CHECKING:
     from tinkex_server._engine import Engine
 
-__all__ = ["STEP_HISTORY", "FutureHub", "QueuePlace", "Scheduler", "failure_body"]
+__all__ = ["STEP_HISTORY", "FutureHub", "Outcome", "QueuePlace", "Scheduler", "failure_body"]
 
 #: How many recent step times per model the wait estimate averages.
 STEP_HISTORY = 10
@@ -61,11 +65,33 @@ def failure_body(exc: BaseException) -> dict[str, Any]:
     return failed.to_json_dict()
 
 
-class FutureHub:
-    """In-memory wake-up events of pending futures (results themselves live in the store)."""
+#: What a finished future answers, handed to the polls waiting for it:
+#: ``(status, request_type, body)`` with status ``"done"`` or ``"failed"`` and the body
+#: stored in its row (JSON data).
+Outcome = tuple[str, str, dict[str, Any]]
+
+
+class _Pending:
+    """The wake-up event of one pending future, and its outcome once stored."""
+
+    __slots__ = ("event", "outcome")
 
     def __init__(self) -> None:
-        self._events: dict[str, asyncio.Event] = {}
+        self.event = asyncio.Event()
+        self.outcome: Outcome | None = None
+
+
+class FutureHub:
+    """In-memory wake-up events of pending futures (results themselves live in the store).
+
+    A future is in the hub from its submission (after its row exists) until its result is
+    stored: :meth:`is_pending` is true only for a future whose row is still pending. The
+    polls waiting when the result is stored are handed it (:meth:`wait` returns the
+    :data:`Outcome`), so they answer without reading it back from the store.
+    """
+
+    def __init__(self) -> None:
+        self._events: dict[str, _Pending] = {}
         self._released = False
         #: polls being held right now (``GET /api/v1/_test/held_polls``)
         self.held = 0
@@ -74,36 +100,39 @@ class FutureHub:
         """The server is shutting down: every held poll answers now (still pending, so
         "try again") and no new poll is held, instead of being cut off mid-hold."""
         self._released = True
-        for event in self._events.values():
-            event.set()
+        for pending in self._events.values():
+            pending.event.set()
 
     def add(self, request_id: str) -> None:
-        self._events.setdefault(request_id, asyncio.Event())
+        self._events.setdefault(request_id, _Pending())
 
-    def resolve(self, request_id: str) -> None:
-        event = self._events.pop(request_id, None)
-        if event is not None:
-            event.set()
+    def resolve(self, request_id: str, outcome: Outcome | None = None) -> None:
+        """The future's result is stored (``outcome``: what it answers; ``None`` when
+        storing it failed): wake its polls."""
+        pending = self._events.pop(request_id, None)
+        if pending is not None:
+            pending.outcome = outcome
+            pending.event.set()
 
     def is_pending(self, request_id: str) -> bool:
         return request_id in self._events
 
-    async def wait(self, request_id: str, hold_s: float) -> bool:
-        """Wait up to ``hold_s`` for ``request_id`` to resolve; False if it did not."""
-        event = self._events.get(request_id)
-        if event is None:
-            return True
-        if self._released:
-            return False
+    async def wait(self, request_id: str, hold_s: float) -> Outcome | None:
+        """Wait up to ``hold_s`` for ``request_id`` to resolve: its outcome, or ``None``
+        when it did not resolve in time (or the server is shutting down, or it was not
+        pending, or its result could not be stored): read the store then."""
+        pending = self._events.get(request_id)
+        if pending is None or self._released:
+            return None
         self.held += 1
         try:
             async with asyncio.timeout(hold_s):
-                await event.wait()
+                await pending.event.wait()
         except TimeoutError:
-            return False
+            return None
         finally:
             self.held -= 1
-        return True
+        return pending.outcome
 
     def __len__(self) -> int:
         return len(self._events)
@@ -150,7 +179,8 @@ class Scheduler:
         self._samples: deque[SampleJob] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._span_tasks: set[asyncio.Task[None]] = set()
+        #: The open ``server.queue_wait`` span of each queued job, with its context.
+        self._waiting: dict[Job, tuple[contextvars.Context, AbstractContextManager[None]]] = {}
         self._busy = False
         self._running: Job | None = None
         self._step_times: dict[str, deque[float]] = {}
@@ -171,8 +201,8 @@ class Scheduler:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-        for task in list(self._span_tasks):
-            task.cancel()
+        for job in list(self._waiting):
+            self._end_wait(job, asyncio.CancelledError())
 
     # -- introspection ----------------------------------------------------------------------
     @property
@@ -276,9 +306,10 @@ class Scheduler:
             f"{self.grace_s:g} s)",
             "send each model's requests with increasing seq_id, without long gaps",
         )
-        self._store.complete_future(job.request_id, failure_body(exc), failed=True)
-        job.started.set()
-        self._hub.resolve(job.request_id)
+        body = failure_body(exc)
+        self._store.complete_future(job.request_id, body, failed=True)
+        self._start(job)
+        self._hub.resolve(job.request_id, ("failed", job.request_type, body))
 
     def _drain(self, target: str, queue: _ModelQueue) -> None:
         moved = False
@@ -327,16 +358,35 @@ class Scheduler:
             self._store.update_model(target, next_seq_id=next_seq)
 
     def _span_queue_wait(self, job: Job) -> None:
-        hooks = self._hooks
+        """Open the job's ``server.queue_wait`` span (closed by :meth:`_start`), in a copy of
+        the submitting context as a task would run it, without a task per job."""
+        attrs = {**job.attributes, "request_type": job.request_type}
+        span = self._hooks.operation_span("server.queue_wait", attrs, carrier=job.carrier)
+        context = contextvars.copy_context()
+        try:
+            context.run(span.__enter__)
+        except Exception:
+            _log.exception("the queue_wait span of %s could not start", job.request_type)
+            return
+        self._waiting[job] = (context, span)
 
-        async def hold() -> None:
-            attrs = {**job.attributes, "request_type": job.request_type}
-            with hooks.operation_span("server.queue_wait", attrs, carrier=job.carrier):
-                await job.started.wait()
+    def _end_wait(self, job: Job, error: BaseException | None = None) -> None:
+        entry = self._waiting.pop(job, None)
+        if entry is None:
+            return
+        context, span = entry
+        try:
+            if error is None:
+                context.run(span.__exit__, None, None, None)
+            else:
+                context.run(span.__exit__, type(error), error, None)
+        except BaseException:
+            _log.exception("the queue_wait span of %s could not end", job.request_type)
 
-        task = asyncio.get_running_loop().create_task(hold())
-        self._span_tasks.add(task)
-        task.add_done_callback(self._span_tasks.discard)
+    def _start(self, job: Job) -> None:
+        """``job`` leaves the queue: its ``server.queue_wait`` span ends."""
+        job.started.set()
+        self._end_wait(job)
 
     # -- dispatch ---------------------------------------------------------------------------
     async def _dispatch(self) -> None:
@@ -369,31 +419,66 @@ class Scheduler:
                 for job in jobs:
                     self._hub.resolve(job.request_id)
 
-    def _record(self, job: Job, output: Any, error: BaseException | None) -> None:
+    def _store_result(self, job: Job, output: Any) -> Outcome:
+        """Store a successful step (inside the caller's transaction): its result, what it
+        changed (:meth:`Job.finish`), its usage and its applied-steps entry."""
         applied = (job.target, job.seq_id, job.request_type)
-        body: dict[str, Any]
+        body = job.finish(output).to_json_dict()
+        record_applied(self._store, job, output)
+        self._store.complete_future(job.request_id, body, failed=False, applied=applied)
+        return "done", job.request_type, body
+
+    def _store_failure(self, job: Job, error: BaseException) -> Outcome:
+        """Store a failed step (inside the caller's transaction)."""
+        applied = (job.target, job.seq_id, job.request_type)
+        body = failure_body(error)
+        try:
+            job.on_failure(error)
+        except Exception:
+            _log.exception("failure handler of %s raised", job.request_id)
+        self._store.complete_future(job.request_id, body, failed=True, applied=applied)
+        return "failed", job.request_type, body
+
+    def _record(self, job: Job, output: Any, error: BaseException | None) -> None:
+        """Store one job's outcome in one transaction, then wake its polls. A result that
+        cannot be stored becomes the job's failure."""
         if error is None:
             try:
                 with self._store.tx():
-                    body = job.finish(output).to_json_dict()
-                    record_applied(self._store, job, output)
-                    self._store.complete_future(job.request_id, body, failed=False, applied=applied)
-                self._hub.resolve(job.request_id)
+                    outcome = self._store_result(job, output)
+                self._hub.resolve(job.request_id, outcome)
                 return
             except Exception as exc:
                 _log.exception("storing the result of %s failed", job.request_id)
                 error = exc
-        body = failure_body(error)
         with self._store.tx():
-            try:
-                job.on_failure(error)
-            except Exception:
-                _log.exception("failure handler of %s raised", job.request_id)
-            self._store.complete_future(job.request_id, body, failed=True, applied=applied)
-        self._hub.resolve(job.request_id)
+            outcome = self._store_failure(job, error)
+        self._hub.resolve(job.request_id, outcome)
+
+    def _record_batch(self, batch: list[SampleJob], outputs: list[Any]) -> None:
+        """Store the outcomes of a sampling batch in one transaction, then wake their polls;
+        if that transaction fails, job by job (:meth:`_record`)."""
+        outcomes: list[Outcome] = []
+        try:
+            with self._store.tx():
+                for job, out in zip(batch, outputs, strict=True):
+                    if isinstance(out, BaseException):
+                        outcomes.append(self._store_failure(job, out))
+                    else:
+                        outcomes.append(self._store_result(job, out))
+        except Exception:
+            _log.exception("storing a sampling batch of %d failed; job by job", len(batch))
+            for job, out in zip(batch, outputs, strict=True):
+                if isinstance(out, BaseException):
+                    self._record(job, None, out)
+                else:
+                    self._record(job, out, None)
+            return
+        for job, outcome in zip(batch, outcomes, strict=True):
+            self._hub.resolve(job.request_id, outcome)
 
     async def _run_job(self, job: Job) -> None:
-        job.started.set()
+        self._start(job)
         attrs = {**job.attributes, "request_type": job.request_type}
         output: Any = None
         error: BaseException | None = None
@@ -424,7 +509,7 @@ class Scheduler:
 
     async def _run_samples(self, batch: list[SampleJob]) -> None:
         for job in batch:
-            job.started.set()
+            self._start(job)
 
         def run(engine: Engine) -> list[Any]:
             results: list[Any] = [None] * len(batch)
@@ -450,8 +535,4 @@ class Scheduler:
         except Exception as exc:
             _log.exception("engine failure in a sampling batch of %d", len(batch))
             outputs = [exc] * len(batch)
-        for job, out in zip(batch, outputs, strict=True):
-            if isinstance(out, BaseException):
-                self._record(job, None, out)
-            else:
-                self._record(job, out, None)
+        self._record_batch(batch, outputs)

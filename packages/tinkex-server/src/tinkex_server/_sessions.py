@@ -77,6 +77,13 @@ class FutureAnswer:
     result: dict[str, Any]
 
 
+def _answer(status: str, request_type: str, result: dict[str, Any]) -> FutureAnswer:
+    """The 200 answer of a finished future (``done``: its result model; ``failed``)."""
+    if status == "failed":
+        return FutureAnswer(200, RequestFailedResponse, result)
+    return FutureAnswer(200, RESULT_MODELS.get(request_type, WireModel), result)
+
+
 class SessionService:
     """create_session, session_heartbeat, telemetry, sessions and retrieve_future."""
 
@@ -148,15 +155,15 @@ class SessionService:
         return GetSessionResponse(training_run_ids=runs, sampler_ids=samplers)
 
     async def retrieve_future(self, req: FutureRetrieveRequest) -> FutureAnswer:
-        """The poll of ``req.request_id`` (see the module docstring); 404/410 are raised."""
-        row = self.store.get_future(req.request_id)
-        if row is None:
-            raise not_found("request_id", req.request_id)
+        """The poll of ``req.request_id`` (see the module docstring); 404/410 are raised.
+
+        A future the hub holds is pending (its row says so): the poll waits at once, and
+        when the result is stored meanwhile it is handed over, not read back."""
         hub = self.parts.hub
-        if row.status == "pending":
-            if not hub.is_pending(req.request_id):
-                raise ApiProblem(410, f"future {req.request_id!r} was lost (the server restarted)")
-            await hub.wait(req.request_id, self.parts.config.poll_hold_s)
+        if hub.is_pending(req.request_id):
+            outcome = await hub.wait(req.request_id, self.parts.config.poll_hold_s)
+            if outcome is not None:
+                return _answer(*outcome)
             row = self.store.get_future(req.request_id)
             assert row is not None
             if row.status == "pending":
@@ -167,11 +174,14 @@ class SessionService:
                     estimated_wait_s=place.estimated_wait_s if place else None,
                 )
                 return FutureAnswer(408, TryAgainResponse, again.to_json_dict())
-        if row.status == "done":
-            model = RESULT_MODELS.get(row.request_type, WireModel)
-            return FutureAnswer(200, model, dict(row.result))
-        if row.status == "failed":
-            return FutureAnswer(200, RequestFailedResponse, dict(row.result))
+        else:
+            row = self.store.get_future(req.request_id)
+            if row is None:
+                raise not_found("request_id", req.request_id)
+            if row.status == "pending":
+                raise ApiProblem(410, f"future {req.request_id!r} was lost (the server restarted)")
+        if row.status in ("done", "failed"):
+            return _answer(row.status, row.request_type, dict(row.result))
         reason = (
             "was lost when the server restarted"
             if row.status == "lost"
