@@ -14,10 +14,14 @@ from opentelemetry.propagators.textmap import TextMapPropagator
 from opentelemetry.trace import Span, Tracer, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from tinkex_telemetry._forwarding import DEFAULT_FORWARD_PER_MINUTE, SessionForwarder
+from tinkex_telemetry._forwarding import (
+    DEFAULT_FORWARD_PER_MINUTE,
+    SessionForwarder,
+    event_notable,
+)
 from tinkex_telemetry._metrics import TinkexMetrics
 from tinkex_telemetry._otel import OtelSink
-from tinkex_telemetry._records import TelemetryRecord, TelemetrySink, record_from_event
+from tinkex_telemetry._records import ObserverEvent, TelemetrySink, record_from_event
 from tinkex_telemetry._redact import register_secret
 from tinkex_telemetry._reporter import BackendReporter
 from tinkex_telemetry._sessions import SessionReporters
@@ -29,7 +33,7 @@ from tinkex_telemetry._spans import (
     remote_parent,
     span_kind,
 )
-from tinkex_telemetry._transport import TracingTransport
+from tinkex_telemetry._transport import TracingTransport, tracing_off
 from tinkex_types import (
     FutureEvent,
     PluginError,
@@ -231,16 +235,17 @@ class TelemetryPlugin:
         owned += [r for r in self._sessions.open_reporters() if r not in owned]
         return owned
 
-    def _dispatch(
-        self, record_for: Callable[[], TelemetryRecord], base_url: str | None = None
-    ) -> None:
-        """Emit the record to every attached sink, and the notable ones to the session
-        reporter of ``base_url`` (see :mod:`tinkex_telemetry._forwarding`)."""
+    def _dispatch(self, event: ObserverEvent, base_url: str | None = None) -> None:
+        """Emit the event's record to every attached sink, and the notable ones to the
+        session reporter of ``base_url`` (see :mod:`tinkex_telemetry._forwarding`). With no
+        sink, the record is built only for an event the reporter will forward."""
         sinks = self.sinks
+        if not sinks and not (self.session_forward and event_notable(event)):
+            return
         reporter = self._sessions.route(base_url) if self.session_forward else None
         if not sinks and reporter is None:
             return
-        record = record_for()
+        record = record_from_event(event)
         for sink in sinks:
             with contextlib.suppress(Exception):  # one broken sink must not starve the others
                 sink.emit(record)
@@ -293,7 +298,7 @@ class TelemetryPlugin:
         parent get no span: they never start traces of their own."""
         parent = remote_parent(self.propagator, carrier)
         if (
-            operation in UNTRACED_OPERATIONS
+            (operation in UNTRACED_OPERATIONS or self._idle())
             and parent is None
             and not trace.get_current_span().get_span_context().is_valid
         ):
@@ -306,6 +311,11 @@ class TelemetryPlugin:
             parent=parent,
             kind=span_kind(operation, self.server_operations),
         )
+
+    def _idle(self) -> bool:
+        """No tracer provider and no meter provider: an operation span would record
+        nothing (with no parent, the span is the invalid one either way)."""
+        return tracing_off(self.tracer) and self.metrics.off
 
     # -- hook implementations ----------------------------------------------------------
     @hookimpl
@@ -344,19 +354,19 @@ class TelemetryPlugin:
     @hookimpl
     def tinkex_on_request(self, event: RequestEvent) -> None:
         self.metrics.record_request(event)
-        self._dispatch(lambda: record_from_event(event), event.base_url)
+        self._dispatch(event, event.base_url)
 
     @hookimpl
     def tinkex_on_future(self, event: FutureEvent) -> None:
         self.metrics.record_future(event)
         annotate_future(event)
-        self._dispatch(lambda: record_from_event(event))
+        self._dispatch(event)
 
     @hookimpl
     def tinkex_on_queue_state_change(self, event: QueueStateEvent) -> None:
         self.metrics.record_queue_state(event)
         annotate_queue_state(event)
-        self._dispatch(lambda: record_from_event(event), event.base_url)
+        self._dispatch(event, event.base_url)
 
     @hookimpl
     def tinkex_on_circuit_breaker(self, event: CircuitBreakerEvent) -> None:
@@ -375,17 +385,17 @@ class TelemetryPlugin:
                 f"tinkex.circuit_breaker.{event.state}",
                 {"tinkex.circuit_breaker.family": event.family, "tinkex.reason": event.reason},
             )
-        self._dispatch(lambda: record_from_event(event), event.base_url)
+        self._dispatch(event, event.base_url)
 
     def on_recovery(self, event: RecoveryEvent) -> None:
         """A recovery step: metric, sinks, session reporter."""
         self.metrics.record_recovery(event)
-        self._dispatch(lambda: record_from_event(event))
+        self._dispatch(event)
 
     @hookimpl
     def tinkex_on_regularizer(self, event: RegularizerEvent) -> None:
         self.metrics.record_regularizer(event)
-        self._dispatch(lambda: record_from_event(event))
+        self._dispatch(event)
 
     @hookimpl
     def tinkex_on_session(self, event: SessionEvent) -> Any | None:

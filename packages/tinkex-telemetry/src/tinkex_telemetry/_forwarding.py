@@ -23,10 +23,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from tinkex_telemetry._records import TelemetryRecord
+from tinkex_telemetry._records import ObserverEvent, TelemetryRecord
 from tinkex_telemetry._reporter import BackendReporter
+from tinkex_types import FutureEvent, RegularizerEvent, RequestEvent
 
-__all__ = ["DEFAULT_FORWARD_PER_MINUTE", "SessionForwarder", "is_notable"]
+__all__ = ["DEFAULT_FORWARD_PER_MINUTE", "SessionForwarder", "event_notable", "is_notable"]
 
 #: Events of one name one session reporter forwards per minute, at most.
 DEFAULT_FORWARD_PER_MINUTE = 60
@@ -42,6 +43,16 @@ def is_notable(record: TelemetryRecord) -> bool:
     if record.kind == "future":
         return record.data.get("outcome") in ("failed", "timed_out")
     return False
+
+
+def event_notable(event: ObserverEvent) -> bool:
+    """:func:`is_notable` of the record an event would become, decided from the event
+    alone (so the record, and its redaction, is built only when it will be forwarded)."""
+    if isinstance(event, RequestEvent):
+        return event.error is not None or (event.status_code or 0) >= 400
+    if isinstance(event, FutureEvent):
+        return event.outcome in ("failed", "timed_out")
+    return not isinstance(event, RegularizerEvent)
 
 
 class SessionForwarder:

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from opentelemetry.metrics import Histogram, Meter
+from opentelemetry.metrics import Histogram, Meter, NoOpMeter
 
 from tinkex_telemetry._attrs import route_of
 from tinkex_types import FutureEvent, QueueStateEvent, RegularizerEvent, RequestEvent
@@ -103,6 +103,7 @@ class TinkexMetrics:
     """Every instrument tinkex records, created once per meter."""
 
     def __init__(self, meter: Meter) -> None:
+        self._meter = meter
         # OpenTelemetry HTTP client semantic conventions (one attempt each; a retry is a
         # separate attempt).
         self.request_duration = meter.create_histogram(
@@ -182,8 +183,20 @@ class TinkexMetrics:
             description="Steps of training-run recovery, by phase.",
         )
 
+    @property
+    def off(self) -> bool:
+        """Whether nothing is recorded: the meter is the API's no-op one, or its proxy while
+        no meter provider is installed (recording methods then return at once instead of
+        building attributes for instruments that drop them)."""
+        meter = self._meter
+        if isinstance(meter, NoOpMeter):
+            return True
+        return getattr(meter, "_real_meter", meter) is None  # the API's proxy, still unset
+
     # -- fed by the observer hooks ----------------------------------------------------
     def record_request(self, event: RequestEvent) -> None:
+        if self.off:
+            return
         attrs: dict[str, Any] = {
             "http.request.method": event.method.upper(),
             "url.template": route_of(event.path),
@@ -206,6 +219,8 @@ class TinkexMetrics:
             self.bytes_received.record(event.bytes_received, attrs)
 
     def record_future(self, event: FutureEvent) -> None:
+        if self.off:
+            return
         attrs: dict[str, Any] = {"tinkex.future.outcome": event.outcome}
         if event.request_type:
             attrs["tinkex.request_type"] = event.request_type
@@ -247,10 +262,15 @@ class TinkexMetrics:
         attrs = {k: attributes[k] for k in _SERVER_METRIC_KEYS if k in attributes}
         self.server_request_duration.record(max(duration_s, 0.0), attrs)
 
-    def operation_started(self, operation: str) -> None:
+    def operation_started(self, operation: str) -> bool:
+        """Count the operation as active; ``False`` when nothing is recorded (:attr:`off`):
+        then its :meth:`operation_finished` is not due either."""
+        if self.off:
+            return False
         self.operations_active.add(1, {"tinkex.operation": operation})
         if operation in SAMPLING_OPERATIONS:
             self.sampling_in_flight.add(1, {"tinkex.operation": operation})
+        return True
 
     def operation_finished(self, operation: str, duration_s: float, error_type: str | None) -> None:
         self.operations_active.add(-1, {"tinkex.operation": operation})

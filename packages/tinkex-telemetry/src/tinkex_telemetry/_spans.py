@@ -107,9 +107,8 @@ def operation_span(
     name = server_span_name(operation, attrs) if kind == SpanKind.SERVER else operation
     span = tracer.start_span(name, context=parent, kind=kind, attributes=attrs)
     token = otel_context.attach(trace.set_span_in_context(span, parent))
-    record_metrics = True
     try:
-        metrics.operation_started(operation)
+        record_metrics = metrics.operation_started(operation)
     except Exception:
         record_metrics = False
     started = time.perf_counter()

@@ -17,7 +17,7 @@ from opentelemetry.util.types import AttributeValue
 from tinkex_telemetry._attrs import body_ids, protobuf_body_ids, route_of, template_path
 from tinkex_telemetry._redact import SENSITIVE_HEADERS, is_secret_key, redact_text, sanitize_url
 
-__all__ = ["TracingTransport"]
+__all__ = ["TracingTransport", "tracing_off"]
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 #: Requests never traced: the SDK's own telemetry and the background heart-beats (they
@@ -172,6 +172,15 @@ def _url_template(url: httpx.URL) -> str:
     return template_path(_api_path(url.path))
 
 
+def tracing_off(tracer: Tracer) -> bool:
+    """Whether ``tracer`` is (or, through the API's proxy, still resolves to) the no-op
+    tracer: no tracer provider was given or installed globally, so every span it starts is
+    a non-recording one."""
+    if isinstance(tracer, trace.ProxyTracer):
+        tracer = getattr(tracer, "_tracer", tracer)  # resolves a provider installed since
+    return isinstance(tracer, trace.NoOpTracer)
+
+
 def untraced(request: httpx.Request) -> bool:
     """Whether an attempt gets no span: instrumentation is suppressed in the current
     context; it is a telemetry post or a heart-beat (never traced); or it is a health
@@ -279,10 +288,25 @@ class TracingTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
         self._propagator = propagator
         self._capture = _safe_capture(capture_request_headers)
 
+    def _idle(self, request: httpx.Request) -> bool:
+        """Whether this attempt's span could be neither recorded nor propagated: no tracer
+        provider is installed (the API's no-op tracer), no span is current and the request
+        carries no trace context of the caller's. The attempt then goes straight to the
+        inner transport (building the span's attributes costs more than the request's own
+        client work); installing a provider later turns tracing on for the next attempt."""
+        if not tracing_off(self._tracer):
+            return False
+        if trace.get_current_span().get_span_context().is_valid:
+            return False
+        if self._propagator is None:
+            return True
+        headers = request.headers
+        return not any(name in headers for name in self._propagator.fields)
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(self.inner, httpx.AsyncBaseTransport):
             raise TypeError(f"{type(self.inner).__name__} is not an async transport")
-        if untraced(request):
+        if untraced(request) or self._idle(request):
             return await self.inner.handle_async_request(request)
         attempt = _AttemptSpan(self._tracer, self._propagator, request, self._capture)
         token = otel_context.attach(trace.set_span_in_context(attempt.span))
@@ -298,7 +322,7 @@ class TracingTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(self.inner, httpx.BaseTransport):
             raise TypeError(f"{type(self.inner).__name__} is not a sync transport")
-        if untraced(request):
+        if untraced(request) or self._idle(request):
             return self.inner.handle_request(request)
         attempt = _AttemptSpan(self._tracer, self._propagator, request, self._capture)
         token = otel_context.attach(trace.set_span_in_context(attempt.span))
