@@ -837,3 +837,76 @@ def test_hash_thread_failure_reaches_the_writer() -> None:
         hasher.feed(memoryview(b"more"))
     with pytest.raises(TypeError):
         hasher.hexdigest()
+
+
+@pytest.mark.parametrize("cut", [False, True])
+async def test_download_from_a_real_loopback_server(
+    hooks: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cut: bool
+) -> None:
+    """Over a real 127.0.0.1 socket (the built-in transport): a large member arrives in
+    many socket reads, is hashed in its own thread and verified; a connection closed in
+    the middle of the body raises the download's error and leaves nothing."""
+    import tinkex_http._extract as extract_mod
+    from tinkex_http import Config
+    from tinkex_types.manifest import MANIFEST_FILE, build_manifest, manifest_bytes
+
+    monkeypatch.setattr(extract_mod, "THREADED_HASH", 64 * 1024)
+    big = os.urandom(6 * 1024 * 1024 + 7)
+    src = tmp_path / "src"
+    src.mkdir()
+    for name, content in [*VALID, ("big.bin", big)]:
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(content)
+    manifest = manifest_bytes(build_manifest(src))
+    data = make_tar(
+        tmp_path / "a.tar", [*VALID, ("big.bin", big), (MANIFEST_FILE, manifest)]
+    ).read_bytes()
+
+    async def answer(head: bytes, writer: asyncio.StreamWriter) -> bool:
+        """Answer one request; False when the connection was cut."""
+        if b"/archive " in head.split(b"\r\n")[0]:
+            location = f"http://127.0.0.1:{port}/dl/ckpt.tar"
+            writer.write(
+                f"HTTP/1.1 302 Found\r\nlocation: {location}\r\ncontent-length: 0\r\n\r\n".encode()
+            )
+            return True
+        writer.write(f"HTTP/1.1 200 OK\r\ncontent-length: {len(data)}\r\n\r\n".encode())
+        body = data[: len(data) // 2] if cut else data
+        for start in range(0, len(body), 1 << 20):
+            writer.write(body[start : start + (1 << 20)])
+            await writer.drain()
+        return not cut
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                if not await answer(head, writer):
+                    break
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the client closed its connection
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    out = tmp_path / "out"
+    try:
+        cfg = Config(base_url=f"http://127.0.0.1:{port}", api_key=API_KEY_FOR_LOOPBACK, env={})
+        async with HTTPClient(cfg, hooks=hooks) as http:
+            if cut:
+                with pytest.raises(Exception) as info:
+                    await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
+                assert not isinstance(info.value, UnsafeArchiveError)
+                assert list(out.iterdir()) == []
+                return
+            dest = await download_checkpoint_archive(http, "tinker://run1/weights/s", out)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert (dest / "big.bin").read_bytes() == big
+    assert (dest / MANIFEST_FILE).read_bytes() == manifest
+    assert [p.name for p in out.iterdir()] == ["run1_weights_s"]
+
+
+API_KEY_FOR_LOOPBACK = "tml-loopback-0123456789"
