@@ -84,6 +84,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         headers = dict(exc.headers or {})
         detail = str(exc.detail)
         if exc.status_code == 405:
+            # Starlette's own "Allow" names one route's methods: replaced, not repeated.
+            headers = {k: v for k, v in headers.items() if k.lower() != "allow"}
             headers["allow"] = ", ".join(_allowed_methods(app, request))
         if exc.status_code == 404 and detail == "Not Found":
             detail = (
