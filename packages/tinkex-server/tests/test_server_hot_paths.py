@@ -108,8 +108,11 @@ async def test_a_held_poll_is_handed_what_a_later_poll_reads(
         future = await api.ok("asample", _sample(5, tokens=6))
         body = {"request_id": future["request_id"], "allow_metadata_only": True}
         held = asyncio.create_task(api.post("retrieve_future", body))
-        while api.server.runtime.hub.held == 0:
+        for _ in range(3000):  # the poll is held on the server's own loop thread
+            if api.server.runtime.hub.held:
+                break
             await asyncio.sleep(0.01)
+        assert api.server.runtime.hub.held == 1
         engine.gate.set()
         await api.result(blocker)
         first = await held
