@@ -224,3 +224,45 @@ async def test_wrap_transport_plugins_wrap_the_h1_transport(base_url: str) -> No
         await http.post("/api/v1/info", {})
     assert [type(w.inner) for w in wrap.wrappers] == [H1Transport]
     assert wrap.wrappers[0].paths == ["/api/v1/info"]
+
+
+# -- the direct path: what httpx.AsyncClient would have sent -------------------------------------
+@pytest.mark.parametrize(
+    ("base", "path", "params"),
+    [
+        ("http://127.0.0.1:8000", "/api/v1/forward", None),
+        ("http://127.0.0.1:8000/prefix", "/api/v1/forward", {"a": "1"}),
+        ("https://tinker.example/v/", "api/v1/asample", {"b": "x y"}),
+        ("http://127.0.0.1:8000", "http://other.test:9/archive?sig=1", None),
+    ],
+)
+async def test_build_request_matches_the_async_clients(
+    base: str, path: str, params: dict[str, str] | None, hooks_h1: Hooks
+) -> None:
+    http = HTTPClient(Config(base_url=base, api_key="tml-x", env={}), hooks=hooks_h1)
+    async with http:
+        client = http.client_for("training")
+        client.cookies.set("lb", "sticky", domain="127.0.0.1")
+        headers = {"accept": "application/json", "user-agent": "tinkex/x", "x-api-key": "k"}
+        for content in (b'{"a":1}', None):
+            ours = http.build_request(
+                "training",
+                "POST",
+                path,
+                content=content,
+                headers=headers,
+                params=params,
+                timeout=7.5,
+            )
+            theirs = client.build_request(
+                "POST",
+                path,
+                content=content,
+                headers=headers,
+                params=params,
+                timeout=http.timeout_for(7.5),
+            )
+            assert ours.url == theirs.url
+            assert ours.headers.raw == theirs.headers.raw
+            assert ours.extensions == theirs.extensions
+            assert ours.content == theirs.content

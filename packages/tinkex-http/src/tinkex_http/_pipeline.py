@@ -89,7 +89,7 @@ def make_plan(
     )
 
 
-def _build(http: HTTPClient, client: httpx.AsyncClient, plan: Plan, attempt: int) -> httpx.Request:
+def _build(http: HTTPClient, plan: Plan, attempt: int) -> httpx.Request:
     headers = dict(plan.headers)
     for name, secret in http.secret_headers.items():
         headers.setdefault(name, secret.get_secret_value())
@@ -97,13 +97,14 @@ def _build(http: HTTPClient, client: httpx.AsyncClient, plan: Plan, attempt: int
     headers["x-stainless-read-timeout"] = fmt_seconds(plan.timeout)
     if http.config.otel_propagate:
         http.hooks.inject_headers(headers)
-    request = client.build_request(
+    request = http.build_request(
+        plan.pool,
         plan.method,
         plan.path,
         content=plan.body.content,
         headers=headers,
         params=plan.params,
-        timeout=http.timeout_for(plan.timeout),
+        timeout=plan.timeout,
     )
     if http.config.dump_headers:
         _log.debug(
@@ -168,18 +169,18 @@ def transport_error(
 async def send(http: HTTPClient, plan: Plan, *, stream: bool) -> httpx.Response:
     """Send ``plan`` with transport retries; the last answer is returned whatever its status
     (read unless ``stream`` and 2xx); a transport failure past the budget raises."""
-    client = http.client_for(plan.pool)
+    http.client_for(plan.pool)  # a closed client refuses here, before any attempt
     policy = http.retry_policy
     breaker = breaker_guard(http.config, plan.path)
     attempt = 0
     while True:
         breaker.before()  # an open circuit breaker refuses the attempt (CircuitOpenError)
-        request = _build(http, client, plan, attempt)
+        request = _build(http, plan, attempt)
         retry = _may_retry(plan, attempt)
         started = http.clock()
         try:
             try:
-                response = await client.send(request, stream=True)
+                response = await http.dispatch(plan.pool, request)
                 if not stream or response.status_code >= 300:
                     await response.aread()
             except BaseException:
