@@ -185,3 +185,34 @@ def test_abandon_when_done_after_the_loop_closed_is_harmless() -> None:
     gate.abandon_when_done(future, gate.reserve(1), loop)
     future.set_result(None)  # the callback finds the loop closed and does nothing
     assert gate.current == 0
+
+
+async def test_abandon_when_done_on_the_owning_loop_hands_back_at_once() -> None:
+    """An operation that finishes on the owning loop (the usual case: it ran there) gives
+    its unsent numbers back before the callback returns, with no self-pipe wake-up."""
+    gate = Turnstile()
+    failed_op = gate.reserve(2)
+    (nxt,) = gate.reserve(1)
+    log: list[int] = []
+    waiting = asyncio.ensure_future(_enter(gate, nxt, log))
+    await _settle()
+    future: concurrent.futures.Future[object] = concurrent.futures.Future()
+    gate.abandon_when_done(future, failed_op, asyncio.get_running_loop())
+    future.set_exception(RuntimeError("failed"))  # on the loop: released synchronously
+    assert gate.current == nxt
+    await asyncio.wait_for(waiting, GUARD)
+    assert log == [nxt]
+
+
+async def test_abandon_when_done_after_sending_changes_nothing() -> None:
+    gate = Turnstile()
+    sent = gate.reserve(1)
+    async with gate.turn(sent[0]):
+        pass
+    future: concurrent.futures.Future[object] = concurrent.futures.Future()
+    gate.abandon_when_done(future, sent, asyncio.get_running_loop())
+    future.set_result(None)
+    assert gate.current == 1
+    (nxt,) = gate.reserve(1)
+    async with gate.turn(nxt):
+        assert gate.current == nxt

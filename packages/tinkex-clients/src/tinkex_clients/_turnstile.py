@@ -59,12 +59,17 @@ class Turnstile:
         loop: asyncio.AbstractEventLoop,
     ) -> None:
         """When ``future`` finishes, abandon those of ``numbers`` that were never sent (on
-        ``loop``; a closed loop means nothing is waiting any more)."""
+        ``loop``; a closed loop means nothing is waiting any more). The future usually
+        finishes on ``loop`` itself (its operation ran there): then the numbers are handed
+        back at once, without waking the loop through its self-pipe once per request."""
         pending = list(numbers)
         if not pending:
             return
 
         def release(_f: object) -> None:
+            if _running_loop() is loop:
+                self.abandon(pending)
+                return
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.abandon, pending)
 
@@ -116,3 +121,10 @@ class Turnstile:
             self._holding = None
             self._turn = number + 1
             self._advance()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
