@@ -25,7 +25,7 @@ from tinkex_types import (
     loss_spec,
     resolve_loss_config,
 )
-from tinkex_types._numbers import all_finite
+from tinkex_types._tensor import tensor_all_finite
 
 __all__ = [
     "ClientClosedError",
@@ -206,7 +206,7 @@ def _check_per_token(
 def _check_finite(inputs: Mapping[str, TensorData], where: str) -> None:
     for key, value in inputs.items():
         # JSON has no NaN or infinity: they would travel as null and fail on the server.
-        if value.dtype == "float32" and not all_finite(value.data):
+        if value.dtype == "float32" and not tensor_all_finite(value):
             raise TinkexValidationError(
                 f"{where}.loss_fn_inputs.{key}",
                 "holds NaN or infinite values, which JSON cannot carry",

@@ -30,7 +30,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from typing import Any, ClassVar
 
 from tinkex_http._config import Config, normalize_base_url
-from tinkex_types import TinkexValidationError
+from tinkex_types import EncodedTextChunk, TinkexValidationError
 
 __all__ = [
     "DEFAULT_BYTE_BUDGET",
@@ -72,6 +72,8 @@ class ByteEstimator:
     @classmethod
     def chunk_bytes(cls, chunk: Any) -> int:
         """One model-input chunk: tokens × 10, image base64 length, asset location length."""
+        if isinstance(chunk, EncodedTextChunk):  # its count: no list built for an array
+            return chunk.length * cls.BYTES_PER_TOKEN
         tokens = _get(chunk, "tokens")
         if tokens is not None:
             return len(tokens) * cls.BYTES_PER_TOKEN

@@ -128,6 +128,13 @@ class WireModel(BaseModel):
     #: Fields never written (e.g. the ``type`` of chunks, which 0.16.1 never sends and
     #: which servers recognise by keys).
     wire_omit: ClassVar[frozenset[str]] = frozenset()
+    #: True for a model that may keep a field out of ``__dict__`` until it is read (a list
+    #: held as a numpy array, ``tinkex_types._lazy``): every dump calls
+    #: :meth:`_wire_complete` first.
+    wire_lazy: ClassVar[bool] = False
+
+    def _wire_complete(self) -> None:
+        """Put every field's value into ``__dict__`` (nothing to do here)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -146,6 +153,8 @@ class WireModel(BaseModel):
     # serialization JSON schema instead of the fields (the server's OpenAPI needs them).
     @model_serializer(mode="wrap")
     def _wire_serialize(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo):  # type: ignore[no-untyped-def]
+        if self.wire_lazy:
+            self._wire_complete()
         out = handler(self)
         if isinstance(out, dict):
             keep = self.wire_nulls
@@ -390,6 +399,8 @@ def _fast_dump(model: Any) -> dict[str, Any]:
     plan = _PLANS.get(type(model))
     if plan is None:
         raise _NotPlain
+    if model.wire_lazy:
+        model._wire_complete()
     attrs = model.__dict__
     keep = model.wire_nulls
     omit = model.wire_omit

@@ -9,8 +9,8 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from tinkex_types._base import PositionalWireModel, TaggedWireModel, TensorDtype
 from tinkex_types._errors import TinkexValidationError
 from tinkex_types._model_input import ModelInput
-from tinkex_types._numbers import FLOAT32_MAX, first_non_finite
-from tinkex_types._tensor import RefusedTensor, TensorData
+from tinkex_types._numbers import FLOAT32_MAX
+from tinkex_types._tensor import RefusedTensor, TensorData, tensor_first_non_finite
 
 __all__ = [
     "LOSS_FN_INPUT_DTYPES",
@@ -165,9 +165,7 @@ class Datum(PositionalWireModel):
         A miscounted tiling is a :class:`TinkexValidationError` naming the argument."""
         _check_tiling("with_provenance.model_input", model_input, self.model_input.length)
         targets = self.loss_fn_inputs.get("target_tokens")
-        shape: list[int] | None = None
-        if targets is not None:
-            shape = list(targets.shape) if targets.shape is not None else [len(targets.data)]
+        shape = None if targets is None else targets.effective_shape
         if shape is not None and len(shape) == 1:
             _check_tiling("with_provenance.loss_fn_inputs", loss_fn_inputs, shape[0])
         data = dict(self.__dict__)
@@ -205,7 +203,7 @@ def _loss_input(value: Any, key: Any) -> Any:
     if isinstance(tensor, TensorData) and tensor.is_sparse:
         tensor = tensor.densified()  # sparse CSR (SDK 0.38): unlisted entries are 0
     if isinstance(tensor, TensorData) and tensor.dtype == "float32":
-        bad = first_non_finite(tensor.data)
+        bad = tensor_first_non_finite(tensor)
         if bad is not None:
             return RefusedTensor(
                 f"data[{bad}] is {tensor.data[bad]!r}: loss inputs must be finite numbers "

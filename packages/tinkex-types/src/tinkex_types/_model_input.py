@@ -5,13 +5,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Iterable, Sequence
-from typing import Annotated, Any, ClassVar, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union, cast
 
 from pydantic import Discriminator, Field, Tag, field_serializer, field_validator
 
 from tinkex_types._base import ImageFormat, WireModel
+from tinkex_types._lazy import ArrayList, LazyListModel
 from tinkex_types._numbers import INT64_MAX, INT64_MIN, check_int, int_rule, plain_int_list
-from tinkex_types._tensor import ArrayList
 
 _INT_TYPE: frozenset[type] = frozenset({int})
 
@@ -20,9 +20,9 @@ def _is_numpy(value: object) -> bool:
     return type(value).__module__ == "numpy" and hasattr(value, "dtype")
 
 
-def _int_array_tokens(value: Any) -> list[int] | None:
-    """A 1-D integer numpy array within int64 as an :class:`ArrayList` keeping the int64
-    array (the protobuf encoder writes it without the list), or None (check one by one)."""
+def _int_array_tokens(value: Any) -> Any:
+    """A 1-D integer numpy array within int64 as a private contiguous little-endian int64
+    copy, or None (check one by one)."""
     if getattr(value, "ndim", None) != 1 or value.dtype.kind not in "iu":
         return None
     if value.dtype == "uint64" and value.size and int(value.max()) > INT64_MAX:
@@ -30,7 +30,7 @@ def _int_array_tokens(value: Any) -> list[int] | None:
     arr = value.astype("<i8", copy=False)
     if not arr.flags.c_contiguous or arr is value:
         arr = arr.copy()  # the caller may change their array later: keep our own
-    return ArrayList(arr.tolist(), arr, finite=True)
+    return arr
 
 
 __all__ = [
@@ -43,13 +43,28 @@ __all__ = [
 ]
 
 
-class EncodedTextChunk(WireModel):
-    """Token ids: ``{"tokens": [...], "type": "encoded_text"}`` (``type`` optional on input)."""
+class EncodedTextChunk(LazyListModel):
+    """Token ids: ``{"tokens": [...], "type": "encoded_text"}`` (``type`` optional on input).
+
+    A chunk built from a numpy array (:meth:`ModelInput.from_ints`) keeps a copy of it and
+    builds the ``tokens`` list only when it is read (``tinkex_types._lazy``)."""
 
     tokens: list[int]
     type: Literal["encoded_text"] = "encoded_text"
 
     wire_omit: ClassVar[frozenset[str]] = frozenset({"type"})
+    lazy_field: ClassVar[str] = "tokens"
+
+    @classmethod
+    def _checked(cls, tokens: list[int]) -> EncodedTextChunk:
+        """A chunk of ``tokens`` (the caller's own list: it is kept), checked as
+        validation checks it, without pydantic's per-model work for the common case."""
+        if plain_int_list(tokens):
+            return cls.model_construct(tokens=tokens)
+        return cls(tokens=tokens)
+
+    def _list_from(self, array: Any) -> list[Any]:
+        return ArrayList(array.tolist(), array, finite=True)
 
     @field_validator("tokens", mode="plain", json_schema_input_type=list[int])
     @classmethod
@@ -60,7 +75,8 @@ class EncodedTextChunk(WireModel):
         if _is_numpy(value):
             checked = _int_array_tokens(value)
             if checked is not None:
-                return checked
+                checked.flags.writeable = False
+                return ArrayList(checked.tolist(), checked, finite=True)
             value = list(value)  # numpy scalars: the per-element path names the bad one
         if isinstance(value, tuple):
             value = list(value)
@@ -78,7 +94,7 @@ class EncodedTextChunk(WireModel):
 
     @property
     def length(self) -> int:
-        return len(self.tokens)
+        return self._lazy_len()
 
 
 class ImageDimensions(WireModel):
@@ -198,9 +214,17 @@ class ModelInput(WireModel):
     def from_ints(cls, tokens: Iterable[int]) -> ModelInput:
         """One text chunk holding ``tokens`` (a list, any iterable of ints, or a 1-D integer
         numpy array, which is checked and kept as a whole)."""
-        values: Any = tokens if _is_numpy(tokens) else list(tokens)
-        # The chunk is validated; a ModelInput of one such chunk has nothing left to check.
-        return cls.model_construct(chunks=[EncodedTextChunk(tokens=values)])
+        chunk: EncodedTextChunk
+        if _is_numpy(tokens):
+            arr = _int_array_tokens(tokens)
+            if arr is not None:
+                chunk = EncodedTextChunk._lazy(arr, ("tokens",))
+            else:  # numpy scalars, other dtypes: checked one by one, the bad one named
+                chunk = EncodedTextChunk(tokens=cast(Any, tokens))
+        else:
+            chunk = EncodedTextChunk._checked(list(tokens))
+        # The chunk is checked; a ModelInput of one such chunk has nothing left to check.
+        return cls.model_construct(chunks=[chunk])
 
     def to_ints(self) -> list[int]:
         """All tokens; raises ValueError if an image chunk is present."""

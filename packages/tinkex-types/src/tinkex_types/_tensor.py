@@ -5,13 +5,20 @@ from __future__ import annotations
 import math
 import numbers
 import operator
-from typing import TYPE_CHECKING, Annotated, Any, Self
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Self
 
 from pydantic import ConfigDict, ModelWrapValidatorHandler, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from tinkex_types._base import TensorDtype, WireModel
-from tinkex_types._numbers import FLOAT32_MAX, int_rule, plain_int_list
+from tinkex_types._base import TensorDtype
+from tinkex_types._lazy import ArrayList, LazyListModel, stored_array
+from tinkex_types._numbers import (
+    FLOAT32_MAX,
+    all_finite,
+    first_non_finite,
+    int_rule,
+    plain_int_list,
+)
 from tinkex_types._sparse import check_pad_value, csr_of, csr_problem, densify
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -26,6 +33,8 @@ __all__ = [
     "array_of",
     "require_numpy",
     "require_torch",
+    "tensor_all_finite",
+    "tensor_first_non_finite",
 ]
 
 
@@ -62,51 +71,13 @@ _NUMBER_TYPES: frozenset[type] = frozenset({int, float})
 #: The numpy dtype (little-endian) of each TensorData dtype.
 _NP_DTYPE: dict[str, str] = {"int64": "<i8", "float32": "<f4"}
 _INT_TYPE: frozenset[type] = frozenset({int})
+#: The fields a tensor built from an array counts as set (``model_dump(exclude_unset=True)``).
+_SET_FIELDS: frozenset[str] = frozenset({"data", "dtype", "shape"})
 _FLOAT_TYPE: frozenset[type] = frozenset({float})
 
 
 def _fits_int64(data: list[int]) -> bool:
     return not data or (min(data) >= -(2**63) and max(data) < 2**63)
-
-
-def _refuse_mutation(self: object, *_args: object, **_kwargs: object) -> Any:
-    raise TypeError(
-        "the data of a TensorData built from an array cannot be changed in place; "
-        "build a new TensorData (TensorData.from_numpy / from_list)"
-    )
-
-
-class ArrayList(list[Any]):
-    """``TensorData.data`` (or ``EncodedTextChunk.tokens``) whose values were checked or
-    converted in bulk: a list (pydantic, JSON and user code read it as one) that also keeps
-
-    * ``array``: the contiguous little-endian int64/float32 numpy array the values came
-      from (:meth:`TensorData.from_numpy` / ``from_torch``), so the protobuf encoder writes
-      that buffer as it is instead of converting the list back; ``None`` when there is none;
-    * ``finite``: True when every value is known to be a finite number within the float32
-      range (the loss-input rule), so that rule is not checked element by element again.
-
-    In-place changes are refused (the list would drift from what was checked); a copy or a
-    pickle is a plain list."""
-
-    __slots__ = ("array", "finite")
-
-    append = extend = insert = remove = clear = sort = reverse = pop = _refuse_mutation
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse_mutation
-
-    def __init__(self, values: list[Any], array: Any = None, *, finite: bool = False) -> None:
-        super().__init__(values)
-        self.array = array
-        self.finite = finite
-
-    def __reduce__(self) -> tuple[type[list[Any]], tuple[list[Any]]]:
-        return (list, (list(self),))
-
-    def __copy__(self) -> list[Any]:
-        return list(self)
-
-    def __deepcopy__(self, _memo: dict[int, Any]) -> list[Any]:
-        return list(self)
 
 
 def array_of(values: Any, np_dtype: Any) -> Any:
@@ -115,6 +86,26 @@ def array_of(values: Any, np_dtype: Any) -> Any:
     if arr is not None and arr.dtype == np_dtype:
         return arr
     return None
+
+
+def tensor_all_finite(td: TensorData) -> bool:
+    """True when a tensor holds no NaN or infinity (vectorised for an array-held one)."""
+    arr = stored_array(td, "<f4")
+    if arr is not None:
+        np_ = require_numpy()
+        return bool(np_.isfinite(arr).all())
+    return all_finite(td.data)
+
+
+def tensor_first_non_finite(td: TensorData) -> int | None:
+    """:func:`~tinkex_types._numbers.first_non_finite` of a float32 tensor's values
+    (vectorised for an array-held one: float32 values are within the float32 range)."""
+    arr = stored_array(td, "<f4")
+    if arr is not None:
+        np_ = require_numpy()
+        bad = np_.flatnonzero(~np_.isfinite(arr))
+        return int(bad[0]) if bad.size else None
+    return first_non_finite(td.data)
 
 
 class RefusedTensor:
@@ -132,17 +123,19 @@ class RefusedTensor:
         return f"RefusedTensor({self.problem!r})"
 
 
-class TensorData(WireModel):
+class TensorData(LazyListModel):
     """``{"data": [...], "dtype": "int64" | "float32", "shape": [...]}``.
 
     ``data`` is the row-major flattening; ``shape`` ``None`` means 1-D. A sparse CSR
     tensor (SDK 0.38) also has ``sparse_crow_indices``/``sparse_col_indices`` (below).
     Extra keys are forbidden (0.16.1 rejects them in responses). ``from_numpy``/``to_numpy``
     and ``from_torch``/``to_torch`` are lossless for float32 (every bit, NaN payloads
-    included) and int64.
+    included) and int64. A tensor built from an array keeps a copy of it and builds the
+    ``data`` list only when it is read (``tinkex_types._lazy``).
     """
 
     model_config = ConfigDict(extra="forbid")
+    lazy_field: ClassVar[str] = "data"
 
     data: list[int] | list[float]
     dtype: TensorDtype
@@ -254,12 +247,12 @@ class TensorData(WireModel):
     @property
     def size(self) -> int:
         """Number of elements (of the dense tensor, for a sparse one)."""
-        return _product(self.shape) if self.is_sparse and self.shape else len(self.data)
+        return _product(self.shape) if self.is_sparse and self.shape else self._lazy_len()
 
     @property
     def effective_shape(self) -> list[int]:
         """``shape``, or ``[len(data)]`` when it is absent."""
-        return list(self.shape) if self.shape is not None else [len(self.data)]
+        return list(self.shape) if self.shape is not None else [self._lazy_len()]
 
     def tolist(self, pad_value: int = 0) -> Any:
         """The values as nested Python lists following ``shape`` (a scalar for shape []);
@@ -328,33 +321,39 @@ class TensorData(WireModel):
             if arr.dtype == np_.uint64 and arr.size and int(arr.max()) >= 2**63:
                 raise ValueError("uint64 values >= 2**63 do not fit int64")
             i64 = np_.ascontiguousarray(arr.astype("<i8").ravel())
-            data = ArrayList(i64.tolist(), i64, finite=True)
-            return cls.model_construct(data=data, dtype="int64", shape=shape)
+            return cls._lazy(i64, _SET_FIELDS, dtype="int64", shape=shape)
         if kind == "f":
             with np_.errstate(over="ignore"):  # beyond float32: infinity (IEEE rounding)
                 f32 = np_.ascontiguousarray(arr.astype("<f4").ravel())
-            finite = bool(np_.isfinite(f32).all())  # float32: also "within its range"
-            data = ArrayList(_f32_to_pylist(f32), f32, finite=finite)
-            return cls.model_construct(data=data, dtype="float32", shape=shape)
+            return cls._lazy(f32, _SET_FIELDS, dtype="float32", shape=shape)
         raise TypeError(f"cannot convert a numpy array of dtype {arr.dtype} to TensorData")
+
+    def _list_from(self, array: Any) -> list[Any]:
+        if self.dtype == "float32":
+            np_ = require_numpy()
+            return ArrayList(_f32_to_pylist(array), array, finite=bool(np_.isfinite(array).all()))
+        return ArrayList(array.tolist(), array, finite=True)
 
     def to_numpy(self, pad_value: int = 0) -> np.ndarray[Any, Any]:
         """A new numpy array (int64 or float32) with this shape; a sparse CSR tensor is
         densified with ``pad_value`` (an integer) in every unlisted entry."""
-        np_ = require_numpy()
         if self.is_sparse:
             pad = check_pad_value(pad_value)
-            flat = TensorData.model_construct(data=self.data, dtype=self.dtype).to_numpy()
+            flat = self._flat_numpy()
             crow, col = self.sparse_crow_indices or [], self.sparse_col_indices or []
             dense = densify(flat, crow, col, self.shape or [0, 0], pad)
             return dense  # type: ignore[no-any-return]
-        shape = tuple(self.effective_shape)
-        arr = array_of(self.data, _NP_DTYPE[self.dtype])
+        return self._flat_numpy().reshape(tuple(self.effective_shape))  # type: ignore[no-any-return]
+
+    def _flat_numpy(self) -> Any:
+        """A new 1-D array of the stored values (the listed ones of a sparse tensor)."""
+        np_ = require_numpy()
+        arr = stored_array(self, _NP_DTYPE[self.dtype])
         if arr is not None:
-            return arr.copy().reshape(shape)  # type: ignore[no-any-return]
+            return arr.copy()
         if self.dtype == "int64":
-            return np_.asarray(self.data, dtype=np_.int64).reshape(shape)  # type: ignore[no-any-return]
-        return _pylist_to_f32(self.data).reshape(shape)  # type: ignore[no-any-return]
+            return np_.asarray(self.data, dtype=np_.int64)
+        return _pylist_to_f32(self.data)
 
     # -- torch --------------------------------------------------------------------------
     @classmethod
@@ -382,8 +381,9 @@ class TensorData(WireModel):
             return dense
         values, crow, col = found
         flat = cls.from_numpy(values)
-        return cls.model_construct(
-            data=flat.data,
+        return cls._lazy(
+            stored_array(flat, _NP_DTYPE[dense.dtype]),
+            {*_SET_FIELDS, "sparse_crow_indices", "sparse_col_indices"},
             dtype=dense.dtype,
             shape=dense.effective_shape,
             sparse_crow_indices=crow,

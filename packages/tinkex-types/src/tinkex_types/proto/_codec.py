@@ -16,8 +16,8 @@ from tinkex_types.proto import tinker_public_pb2 as pb
 from tinkex_types.proto._arrays import tensor_from_proto, tensor_to_proto
 from tinkex_types.proto._request import (
     datum_from_proto,
-    datum_to_proto,
     decode_forward_backward_request,
+    encode_datum,
     encode_forward_backward_request,
     parse_message,
 )
@@ -59,7 +59,7 @@ _ENCODERS: dict[type[BaseModel], Callable[[Any], bytes]] = {
     ForwardRequest: encode_forward_backward_request,
     ForwardBackwardOutput: encode_forward_backward_output,
     SampleResponse: encode_sample_response,
-    Datum: lambda d: datum_to_proto(d).SerializeToString(),
+    Datum: encode_datum,
     TensorData: lambda t: tensor_to_proto(t, "tensor").SerializeToString(),
 }
 _DECODERS: dict[type[BaseModel], Callable[[bytes], BaseModel]] = {
