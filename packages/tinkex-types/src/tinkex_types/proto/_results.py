@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from itertools import chain
+import math
+from itertools import chain, pairwise
 from typing import Any
 
 import numpy as np
@@ -50,6 +51,7 @@ __all__ = [
 MASK_LOGPROB = -99999.0
 _STOP_TO_WIRE = {"stop": pb.STOP_REASON_STOP, "length": pb.STOP_REASON_LENGTH}
 _STOP_FROM_WIRE: dict[int, Any] = {pb.STOP_REASON_STOP: "stop", pb.STOP_REASON_LENGTH: "length"}
+_OFFSET_DTYPE = np.dtype("<i8")
 
 
 # -- ForwardBackwardOutput ---------------------------------------------------------------
@@ -109,41 +111,51 @@ def forward_backward_output_to_proto(out: ForwardBackwardOutput) -> pb.ForwardBa
 
 
 def _batched_from_proto(bt: pb.BatchedTensor, field: str) -> list[TensorData]:
+    """One record field's per-datum tensors. The offsets (one per datum, plus one) are
+    checked as Python ints: a result holds few datums, and numpy calls on arrays this small
+    cost more than the loop."""
     np_dtype, tensor_dtype = wire_dtype_of(bt.dtype, field)
     trailing = dims_of(bt.trailing_shape, f"{field}.trailing_shape")
     data = buffer_of(bt.data, np_dtype, f"{field}.data")
-    offsets = buffer_of(bt.offsets, np.dtype("<i8"), f"{field}.offsets")
-    if not len(offsets):
+    offsets: list[int] = buffer_of(bt.offsets, _OFFSET_DTYPE, f"{field}.offsets").tolist()
+    if not offsets:
         if len(data):
             raise WireDecodeError(f"{field}.offsets", "is empty but data is not")
         return []
     size = np_dtype.itemsize
-    if (
-        offsets[0] < 0
-        or offsets[-1] > len(bt.data)
-        or np.any(np.diff(offsets) < 0)
-        or np.any(offsets % size)
-    ):
+    if not _offsets_ok(offsets, size, len(bt.data)):
         raise WireDecodeError(
             f"{field}.offsets",
             f"must be non-decreasing byte offsets, multiples of {size}, within the "
             f"{len(bt.data)} bytes of data",
         )
-    bounds = offsets // size
-    counts = np.diff(bounds)
-    per = int(np.prod(trailing)) if trailing else 1
-    if per and np.any(counts % per):
+    bounds = [o // size for o in offsets]
+    counts = [b - a for a, b in pairwise(bounds)]
+    per = math.prod(trailing) if trailing else 1
+    if per and any(c % per for c in counts):
         raise WireDecodeError(
             f"{field}.trailing_shape", f"{trailing} does not divide every datum's element count"
         )
-    if not per and np.any(counts):
+    if not per and any(counts):
         raise WireDecodeError(f"{field}.trailing_shape", f"{trailing} holds no elements")
-    leading = (counts // per if per else counts).tolist()
+    leading = [c // per for c in counts] if per else counts
     values = values_to_list(data, bt.dtype)
     return [
         TensorData.model_construct(data=values[a:b], dtype=tensor_dtype, shape=[n, *trailing])
-        for a, b, n in zip(bounds[:-1].tolist(), bounds[1:].tolist(), leading, strict=True)
+        for a, b, n in zip(bounds, bounds[1:], leading, strict=False)
     ]
+
+
+def _offsets_ok(offsets: list[int], size: int, nbytes: int) -> bool:
+    """Non-negative, non-decreasing multiples of ``size`` ending within ``nbytes``."""
+    previous = offsets[0]
+    if previous < 0 or offsets[-1] > nbytes:
+        return False
+    for offset in offsets:
+        if offset < previous or offset % size:
+            return False
+        previous = offset
+    return True
 
 
 def forward_backward_output_from_proto(msg: pb.ForwardBackwardOutput) -> ForwardBackwardOutput:
