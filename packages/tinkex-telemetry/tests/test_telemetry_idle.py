@@ -87,7 +87,7 @@ async def test_idle_attempt_keeps_a_callers_traceparent(fake_config: Any) -> Non
     transport = _idle_plugin().tinkex_wrap_transport(httpx.MockTransport(handler), fake_config)
     caller = "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"
     async with httpx.AsyncClient(transport=transport) as client:
-        await client.get("http://tinker.test/api/v1/get_info", headers={"traceparent": caller})
+        await client.get("http://tinker.test/api/v1/get_info", headers={"TraceParent": caller})
     assert seen == [caller]
 
 

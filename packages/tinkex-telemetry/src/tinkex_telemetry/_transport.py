@@ -287,6 +287,10 @@ class TracingTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
         self._tracer = tracer
         self._propagator = propagator
         self._capture = _safe_capture(capture_request_headers)
+        #: The headers that carry a caller's trace context (lower-case, as sent).
+        self._trace_fields = frozenset(
+            name.lower().encode("latin-1") for name in (propagator.fields if propagator else ())
+        )
 
     def _idle(self, request: httpx.Request) -> bool:
         """Whether this attempt's span could be neither recorded nor propagated: no tracer
@@ -300,8 +304,8 @@ class TracingTransport(httpx.AsyncBaseTransport, httpx.BaseTransport):
             return False
         if self._propagator is None:
             return True
-        headers = request.headers
-        return not any(name in headers for name in self._propagator.fields)
+        fields = self._trace_fields
+        return not any(key.lower() in fields for key, _ in request.headers.raw)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if not isinstance(self.inner, httpx.AsyncBaseTransport):
