@@ -104,3 +104,35 @@ def test_byte_estimates_of_array_inputs_build_no_lists() -> None:
     assert ByteEstimator.datum_bytes(datum) == 90
     assert "tokens" not in datum.model_input.chunks[0].__dict__
     assert all("data" not in td.__dict__ for td in datum.loss_fn_inputs.values())
+
+
+def test_bodies_written_directly_equal_the_walked_ones() -> None:
+    from types import MappingProxyType
+
+    from tinkex_http import to_jsonable
+    from tinkex_types import NOT_GIVEN, AdamParams
+
+    bodies: list[Any] = [
+        {"a": [1, 2.5, None], "b": {"c": (1, 2)}, 3: "x", "n": None},
+        {"model": AdamParams(learning_rate=1e-3), "list": [AdamParams(learning_rate=2.0)]},
+        {"skip": NOT_GIVEN, "keep": 1, "deep": [{"skip": NOT_GIVEN, "k": 2}]},
+        {"proxy": MappingProxyType({"a": 1})},
+        [{"a": np.arange(3)}, np.float32(1.5)],
+    ]
+    for body in bodies:
+        walked = orjson.dumps(
+            to_jsonable(body), option=orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+        )
+        assert encode_json(body) == walked
+    assert encode_json({"skip": NOT_GIVEN, "none": None}, exclude_none=True) == b"{}"
+
+
+def test_non_finite_values_are_refused_on_the_direct_path() -> None:
+    from tinkex_types import TinkexValidationError
+
+    with pytest.raises(TinkexValidationError, match=r"a\[1\]"):
+        encode_json({"a": [1.0, float("nan")], "b": None})
+    with pytest.raises(TinkexValidationError, match="weights"):
+        encode_json({"weights": np.array([1.0, np.inf])})
+    with pytest.raises(TypeError, match="not JSON-encodable"):
+        encode_json({"a": object()})

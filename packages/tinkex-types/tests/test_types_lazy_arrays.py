@@ -206,3 +206,41 @@ def test_int64_values_that_do_not_fit_name_the_tensor() -> None:
     )
     with pytest.raises(TinkexValidationError, match=r"loss_fn_inputs\.target_tokens"):
         CODEC.encode(_request(datum))
+
+
+def test_datum_fast_construction_equals_validation() -> None:
+    tokens = [3, 4, 5]
+    inputs = {"target_tokens": [4, 5, 6], "weights": np.array([0.0, 1.0, 1.0])}
+    by_keyword = Datum(model_input=ModelInput.from_ints(tokens), loss_fn_inputs=inputs)
+    by_position = Datum(ModelInput.from_ints(tokens), inputs)
+    validated = Datum.model_validate(
+        {"model_input": {"chunks": [{"tokens": tokens}]}, "loss_fn_inputs": inputs}
+    )
+    assert by_keyword == by_position == validated
+    assert by_keyword.model_fields_set == validated.model_fields_set
+    assert by_keyword.to_json_dict(exclude_unset=True) == validated.to_json_dict(exclude_unset=True)
+    assert list(by_keyword.__dict__) == list(Datum.model_fields)
+    with pytest.raises(TypeError, match="multiple values"):
+        Datum(ModelInput.from_ints(tokens), model_input=ModelInput.from_ints(tokens))
+
+
+def test_datum_fast_construction_reports_refused_inputs() -> None:
+    inputs = {"target_tokens": [1, 2], "weights": [1.0, float("nan")]}
+    where = r"loss_fn_inputs\.weights\n.*data\[1\] is nan"
+    with pytest.raises(ValueError, match=where):
+        Datum(ModelInput.from_ints([1, 2]), inputs)
+    with pytest.raises(ValueError, match=where):
+        Datum(model_input=ModelInput.from_ints([1, 2]), loss_fn_inputs=inputs)
+
+
+def test_float_masks_share_two_floats_and_keep_every_bit() -> None:
+    mask = np.tile(np.array([0.0, 1.0, 1.0], dtype=np.float32), 40)
+    values = TensorData.from_numpy(mask).data
+    assert values == mask.astype(np.float64).tolist()
+    assert len({id(v) for v in values}) == 2
+    assert all(type(v) is float for v in values)
+    signed = mask.copy()
+    signed[4] = -0.0  # not a mask value: the sign is kept
+    assert str(TensorData.from_numpy(signed).data[4]) == "-0.0"
+    halves = np.full(100, 0.5, dtype=np.float32)
+    assert TensorData.from_numpy(halves).data == [0.5] * 100

@@ -156,17 +156,48 @@ def _nulls_explained(jsonable: Any, out: bytes) -> bool:
     return _none_values(jsonable) == values
 
 
+class _NotNative(Exception):
+    """A value the direct encoding does not write as :func:`to_jsonable` would."""
+
+
+def _models_only(obj: Any) -> Any:
+    """orjson fallback of the direct path: models are dumped (as :func:`to_jsonable` does);
+    anything else (``NOT_GIVEN``, which a mapping must drop, a non-dict mapping...) sends
+    the body through :func:`to_jsonable`."""
+    if isinstance(obj, BaseModel):
+        return _dump_model(obj, False)
+    raise _NotNative
+
+
+def _encode_direct(body: Any) -> bytes | None:
+    """``body`` (a dict or list, e.g. a ``to_json_dict()``) written by orjson as it is, with
+    no Python copy of its mappings; None when it holds something only
+    :func:`to_jsonable` handles."""
+    try:
+        return orjson.dumps(body, default=_models_only, option=_OPTS)
+    except TypeError as exc:  # orjson.JSONEncodeError: the cause is our _NotNative
+        if isinstance(exc.__cause__, _NotNative):
+            return None
+        raise TypeError(f"request body is not JSON-encodable: {exc}") from None
+
+
 def encode_json(body: Any, *, exclude_none: bool = False) -> bytes:
     """Encode a request body (model, mapping, list or scalar) to JSON bytes.
 
     NaN and infinity are refused (``TinkexValidationError`` naming where they are): orjson
     would write them as ``null``, which a server reads as "not given" or a default.
     """
-    jsonable = to_jsonable(body, exclude_none=exclude_none)
-    try:
-        out = orjson.dumps(jsonable, default=_default, option=_OPTS)
-    except TypeError as exc:
-        raise TypeError(f"request body is not JSON-encodable: {exc}") from None
+    direct = None
+    if not exclude_none and type(body) in (dict, list):
+        direct = _encode_direct(body)
+    if direct is not None:
+        jsonable, out = body, direct
+    else:
+        jsonable = to_jsonable(body, exclude_none=exclude_none)
+        try:
+            out = orjson.dumps(jsonable, default=_default, option=_OPTS)
+        except TypeError as exc:
+            raise TypeError(f"request body is not JSON-encodable: {exc}") from None
     if not _nulls_explained(jsonable, out):
         # Only then can a non-finite number have been written.
         where = _non_finite_at(jsonable, "")

@@ -8,6 +8,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from tinkex_types._base import PositionalWireModel, TaggedWireModel, TensorDtype
 from tinkex_types._errors import TinkexValidationError
+from tinkex_types._lazy import fill_model
 from tinkex_types._model_input import ModelInput
 from tinkex_types._numbers import FLOAT32_MAX
 from tinkex_types._tensor import RefusedTensor, TensorData, tensor_first_non_finite
@@ -150,6 +151,31 @@ class Datum(PositionalWireModel):
     model_input_spans: ProvenanceSpans | None = None
     loss_fn_input_spans: ProvenanceSpans | None = None
 
+    def __init__(self, /, *args: Any, **data: Any) -> None:
+        # The common call, ``Datum(model_input=ModelInput, loss_fn_inputs={str: values})``
+        # (or by position), is converted and checked here as validation would, without
+        # pydantic's per-model work; anything else, or a refused input, takes that path.
+        if len(args) + len(data) == 2 and len(args) <= 2 and type(self) is Datum:
+            named = dict(zip(self.positional_fields, args, strict=False))
+            if not named.keys() & data.keys():
+                named.update(data)
+                model_input = named.get("model_input")
+                inputs = named.get("loss_fn_inputs")
+                if type(model_input) is ModelInput and type(inputs) is dict:
+                    converted = {k: _loss_input(v, k) for k, v in inputs.items()}
+                    if all(type(k) is str and type(v) is TensorData for k, v in converted.items()):
+                        fields = {"model_input": model_input, "loss_fn_inputs": converted}
+                        fill_model(self, {**fields, **_NO_SPANS}, set(fields))
+                        return
+                    data = (
+                        {**data, "loss_fn_inputs": converted} if "loss_fn_inputs" in data else data
+                    )
+                    args = tuple(converted if v is inputs else v for v in args)
+        super().__init__(*args, **data)
+
+    # As PositionalWireModel: model_validate never calls __init__.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
     @field_validator("model_input_spans", "loss_fn_input_spans", mode="before")
     @classmethod
     def _span_kinds(cls, value: Any) -> Any:
@@ -182,6 +208,9 @@ class Datum(PositionalWireModel):
                 data = dict(data)
                 data["loss_fn_inputs"] = {k: _loss_input(v, k) for k, v in inputs.items()}
         return data
+
+
+_NO_SPANS: dict[str, Any] = {"model_input_spans": None, "loss_fn_input_spans": None}
 
 
 def _loss_input(value: Any, key: Any) -> Any:

@@ -14,14 +14,54 @@ model reads, compares, dumps and pickles exactly as if the list had always been 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, ClassVar, Self, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
+
+from pydantic import BaseModel
 
 from tinkex_types._base import WireModel
 
 if TYPE_CHECKING:  # pragma: no cover
     from pydantic.main import TupleGenerator
 
-__all__ = ["ArrayList", "LazyListModel", "stored_array"]
+__all__ = ["ArrayList", "LazyListModel", "fill_model", "new_model", "stored_array"]
+
+_setattr = object.__setattr__
+#: Model classes checked to be built by plain state (see :func:`fill_model`).
+_PLAIN_STATE: set[type[BaseModel]] = set()
+
+
+def fill_model(model: BaseModel, values: dict[str, Any], fields_set: set[str]) -> None:
+    """Give ``model`` the state ``model_construct`` would: ``values`` (every field, in field
+    order, already checked; a :class:`LazyListModel`'s ``lazy_field`` may be left out) as
+    ``__dict__``. For hot constructors of models with no private
+    attributes, no ``model_post_init`` and no extra fields kept (checked once per class):
+    ``model_construct`` walks every field's aliases and defaults in Python."""
+    cls = type(model)
+    if cls not in _PLAIN_STATE:
+        if (
+            cls.__private_attributes__
+            or cls.__pydantic_post_init__
+            or cls.__pydantic_root_model__
+            or cls.model_config.get("extra") == "allow"
+            or list(values) != [k for k in cls.model_fields if k in values]
+            or set(cls.model_fields) - set(values) - {getattr(cls, "lazy_field", "")}
+        ):
+            raise TypeError(f"{cls.__name__} cannot be built from plain state")
+        _PLAIN_STATE.add(cls)
+    _setattr(model, "__dict__", values)
+    _setattr(model, "__pydantic_fields_set__", fields_set)
+    _setattr(model, "__pydantic_extra__", None)
+    _setattr(model, "__pydantic_private__", None)
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def new_model(cls: type[_M], values: dict[str, Any], fields_set: set[str]) -> _M:
+    """A new ``cls`` with the state :func:`fill_model` gives."""
+    model = cls.__new__(cls)
+    fill_model(model, values, fields_set)
+    return model
 
 
 def _refuse_mutation(self: object, *_args: object, **_kwargs: object) -> Any:
@@ -78,13 +118,13 @@ class LazyListModel(WireModel):
     wire_lazy: ClassVar[bool] = True
 
     @classmethod
-    def _lazy(cls, array: Any, fields_set: Iterable[str], **fields: Any) -> Self:
+    def _lazy(cls, array: Any, fields: dict[str, Any], fields_set: Iterable[str]) -> Self:
         """A model holding ``array`` (owned: never changed afterwards) for ``lazy_field``
-        and ``fields`` as they are (already checked: nothing is validated)."""
+        and the other ``fields`` (every one, in order, already checked) as they are."""
         array.flags.writeable = False
-        model = cls.model_construct(_fields_set=set(fields_set), **fields)
+        model = new_model(cls, fields, set(fields_set))
         _ARRAY_SLOT.__set__(model, array)
-        return cast(Self, model)
+        return model
 
     def _list_from(self, array: Any) -> list[Any]:
         """The field's list for ``array`` (an :class:`ArrayList` keeping it)."""

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union, cast
 from pydantic import Discriminator, Field, Tag, field_serializer, field_validator
 
 from tinkex_types._base import ImageFormat, WireModel
-from tinkex_types._lazy import ArrayList, LazyListModel
+from tinkex_types._lazy import ArrayList, LazyListModel, new_model
 from tinkex_types._numbers import INT64_MAX, INT64_MIN, check_int, int_rule, plain_int_list
 
 _INT_TYPE: frozenset[type] = frozenset({int})
@@ -60,7 +60,7 @@ class EncodedTextChunk(LazyListModel):
         """A chunk of ``tokens`` (the caller's own list: it is kept), checked as
         validation checks it, without pydantic's per-model work for the common case."""
         if plain_int_list(tokens):
-            return cls.model_construct(tokens=tokens)
+            return new_model(cls, {"tokens": tokens, "type": "encoded_text"}, {"tokens"})
         return cls(tokens=tokens)
 
     def _list_from(self, array: Any) -> list[Any]:
@@ -218,13 +218,13 @@ class ModelInput(WireModel):
         if _is_numpy(tokens):
             arr = _int_array_tokens(tokens)
             if arr is not None:
-                chunk = EncodedTextChunk._lazy(arr, ("tokens",))
+                chunk = EncodedTextChunk._lazy(arr, {"type": "encoded_text"}, ("tokens",))
             else:  # numpy scalars, other dtypes: checked one by one, the bad one named
                 chunk = EncodedTextChunk(tokens=cast(Any, tokens))
         else:
             chunk = EncodedTextChunk._checked(list(tokens))
         # The chunk is checked; a ModelInput of one such chunk has nothing left to check.
-        return cls.model_construct(chunks=[chunk])
+        return new_model(cls, {"chunks": [chunk]}, {"chunks"})
 
     def to_ints(self) -> list[int]:
         """All tokens; raises ValueError if an image chunk is present."""

@@ -11,7 +11,7 @@ from pydantic import ConfigDict, ModelWrapValidatorHandler, field_validator, mod
 from pydantic_core import PydanticCustomError
 
 from tinkex_types._base import TensorDtype
-from tinkex_types._lazy import ArrayList, LazyListModel, stored_array
+from tinkex_types._lazy import ArrayList, LazyListModel, new_model, stored_array
 from tinkex_types._numbers import (
     FLOAT32_MAX,
     all_finite,
@@ -73,6 +73,13 @@ _NP_DTYPE: dict[str, str] = {"int64": "<i8", "float32": "<f4"}
 _INT_TYPE: frozenset[type] = frozenset({int})
 #: The fields a tensor built from an array counts as set (``model_dump(exclude_unset=True)``).
 _SET_FIELDS: frozenset[str] = frozenset({"data", "dtype", "shape"})
+
+
+def _dense(dtype: TensorDtype, shape: list[int]) -> dict[str, Any]:
+    """The fields after ``data`` of a dense tensor."""
+    return {"dtype": dtype, "shape": shape, "sparse_crow_indices": None, "sparse_col_indices": None}
+
+
 _FLOAT_TYPE: frozenset[type] = frozenset({float})
 
 
@@ -282,7 +289,8 @@ class TensorData(LazyListModel):
         if isinstance(values, (list, tuple)):
             fast = _flat_fast(values, dtype)
             if fast is not None:  # flat and already of the dtype: nothing left to check
-                return cls.model_construct(data=fast[0], dtype=fast[1], shape=[len(values)])
+                fields = {"data": fast[0], **_dense(fast[1], [len(values)])}
+                return new_model(cls, fields, set(_SET_FIELDS))
         flat: list[Any]
         kinds: set[type] | None = None
         if isinstance(values, (list, tuple)):
@@ -321,11 +329,11 @@ class TensorData(LazyListModel):
             if arr.dtype == np_.uint64 and arr.size and int(arr.max()) >= 2**63:
                 raise ValueError("uint64 values >= 2**63 do not fit int64")
             i64 = np_.ascontiguousarray(arr.astype("<i8").ravel())
-            return cls._lazy(i64, _SET_FIELDS, dtype="int64", shape=shape)
+            return cls._lazy(i64, _dense("int64", shape), _SET_FIELDS)
         if kind == "f":
             with np_.errstate(over="ignore"):  # beyond float32: infinity (IEEE rounding)
                 f32 = np_.ascontiguousarray(arr.astype("<f4").ravel())
-            return cls._lazy(f32, _SET_FIELDS, dtype="float32", shape=shape)
+            return cls._lazy(f32, _dense("float32", shape), _SET_FIELDS)
         raise TypeError(f"cannot convert a numpy array of dtype {arr.dtype} to TensorData")
 
     def _list_from(self, array: Any) -> list[Any]:
@@ -381,13 +389,14 @@ class TensorData(LazyListModel):
             return dense
         values, crow, col = found
         flat = cls.from_numpy(values)
+        fields = {
+            "dtype": dense.dtype,
+            "shape": dense.effective_shape,
+            "sparse_crow_indices": crow,
+            "sparse_col_indices": col,
+        }
         return cls._lazy(
-            stored_array(flat, _NP_DTYPE[dense.dtype]),
-            {*_SET_FIELDS, "sparse_crow_indices", "sparse_col_indices"},
-            dtype=dense.dtype,
-            shape=dense.effective_shape,
-            sparse_crow_indices=crow,
-            sparse_col_indices=col,
+            stored_array(flat, _NP_DTYPE[dense.dtype]), fields, {*_SET_FIELDS, *fields}
         )
 
     def to_torch(self, pad_value: int = 0) -> torch.Tensor:
@@ -499,8 +508,31 @@ def _flatten(values: Any, out: list[Any], depth: int, shape: list[int]) -> list[
 # signalling NaNs on a plain cast).
 
 
+_MASK_MIN = 64  # below this, the masks below cost more than they save
+_ONE_BITS = 0x3F800000  # float32 1.0
+_MASK_VALUES: Any = None
+
+
+def _mask_to_pylist(f32: Any) -> list[float] | None:
+    """A float32 array holding only +0.0 and 1.0 (a weights mask) as a list sharing two
+    float objects (no float allocated per element), or None."""
+    global _MASK_VALUES
+    np_ = require_numpy()
+    bits = f32.view(np_.uint32)
+    ones = bits == _ONE_BITS
+    if not (ones | (bits == 0)).all():
+        return None
+    if _MASK_VALUES is None:
+        _MASK_VALUES = np_.array([0.0, 1.0], dtype=object)
+    return _MASK_VALUES[ones.view(np_.uint8)].tolist()  # type: ignore[no-any-return]
+
+
 def _f32_to_pylist(f32: Any) -> list[float]:
     np_ = require_numpy()
+    if f32.size >= _MASK_MIN and f32.dtype == np_.dtype("<f4") and f32.flags.c_contiguous:
+        mask = _mask_to_pylist(f32)
+        if mask is not None:
+            return mask
     f64 = f32.astype(np_.float64)
     nan = np_.isnan(f32)
     if nan.any():
