@@ -599,6 +599,8 @@ async def test_a_multi_megabyte_stream_comes_in_large_chunks(transport: H1Transp
         stream = response.aiter_raw()
         chunks = [await stream.__anext__()]
         conn = next(iter(transport._open))
+        assert conn.transport is not None
+        assert conn.transport.max_size == MAX_CHUNK  # type: ignore[attr-defined]  # large reads
         await until(lambda: conn.buffered >= 2 * MAX_CHUNK)  # the socket filled the buffer
         chunks.append(await stream.__anext__())
         assert len(chunks[-1]) == MAX_CHUNK  # what had arrived, up to the cap, in one piece
@@ -610,6 +612,7 @@ async def test_a_multi_megabyte_stream_comes_in_large_chunks(transport: H1Transp
     assert max(len(c) for c in chunks) == MAX_CHUNK
     assert peak <= HIGH_WATER + 256 * 1024  # reading paused: memory stays bounded
     assert transport.idle_connections == 1  # read to the end: back in the pool
+    assert conn.transport.max_size == 256 * 1024  # type: ignore[attr-defined]  # asyncio's again
 
 
 async def test_a_large_request_body(transport: H1Transport) -> None:

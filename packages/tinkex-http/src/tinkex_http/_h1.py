@@ -15,6 +15,7 @@ The pool, the request side and the ``httpx`` transport are in :mod:`tinkex_http.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import Final
 
@@ -158,11 +159,14 @@ class H1Connection(asyncio.Protocol):
         #: Responses fully read on this connection (``> 0``: a reused connection).
         self.served = 0
         self.idle_since = 0.0
+        self._read_size: int | None = None
 
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
+        size = getattr(transport, "max_size", None)  # asyncio's recv() size (256 KiB)
+        self._read_size = size if isinstance(size, int) else None
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -208,6 +212,14 @@ class H1Connection(asyncio.Protocol):
             self._drain = None
             if not drain.done():
                 drain.set_result(True)
+
+    def large_reads(self, on: bool) -> None:
+        """Ask the socket for up to :data:`MAX_CHUNK` bytes per read while a large body
+        streams (fewer, larger chunks); back to asyncio's read size for small answers.
+        Only where the transport has asyncio's ``max_size`` (the selector event loop)."""
+        if self._read_size is not None and self.transport is not None:
+            with contextlib.suppress(AttributeError):  # a transport without the attribute
+                self.transport.max_size = MAX_CHUNK if on else self._read_size  # type: ignore[attr-defined]
 
     # -- state -----------------------------------------------------------------------------
     def idle_ok(self, now: float, expiry: float) -> bool:

@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import httpx
 
-from tinkex_http._h1 import BodyReader, H1Connection, Head, NoResponseError
+from tinkex_http._h1 import MAX_CHUNK, BodyReader, H1Connection, Head, NoResponseError
 
 __all__ = ["H1Transport"]
 
@@ -253,6 +253,8 @@ class H1Transport(httpx.AsyncBaseTransport):
             self.release(conn, reader.reusable)
             stream = H1Stream(self, request, None, body or b"")
         else:
+            if head.length > MAX_CHUNK or not head.length:  # large or unknown: bigger reads
+                conn.large_reads(True)
             stream = H1Stream(self, request, reader, b"")
         extensions = {**_HTTP11, "reason_phrase": head.reason}
         return httpx.Response(
@@ -359,6 +361,7 @@ class H1Transport(httpx.AsyncBaseTransport):
     def release(self, conn: H1Connection, reusable: bool) -> None:
         """A response was read to its end: pool the connection, or close it."""
         conn.served += 1
+        conn.large_reads(False)
         if reusable and not conn.eof and not conn.buffered and not self._closed:
             self._park(conn)
         else:
