@@ -7,7 +7,9 @@ A job is built by a service at submission (after validation), queued by the
   followed by one batched ``engine.sample_batch`` over :attr:`SampleJob.sample` (sampling);
 * :meth:`Job.finish` on the event loop, inside the transaction that stores the result: it
   records what the step changed and returns the ``tinkex_types`` response model of the
-  future. :meth:`Job.on_failure` runs in that transaction when the step failed.
+  future. :meth:`Job.on_failure` runs in that transaction when the step failed. After a
+  job that :attr:`Job.chains`, the next ready job may already run on the engine thread
+  while this happens.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class Job:
 
     #: Whether the job goes through the per-model ``seq_id`` queue (False: sampling batch).
     ordered: ClassVar[bool] = True
+    #: Whether the next ready job may start on the engine thread right after this one,
+    #: while this one's result is being stored: true when :meth:`finish` changes nothing a
+    #: later step reads (a training step's result; not a model's creation or a save).
+    chains: ClassVar[bool] = False
 
     target: str
     seq_id: int | None

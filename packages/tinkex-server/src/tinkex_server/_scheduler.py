@@ -7,10 +7,12 @@
   expected number has not arrived within the grace window, the gap is skipped. A number
   whose request was refused at submission (:meth:`Scheduler.void`) is skipped at once: the
   client moved its counter past it and will not send it again. Jobs without a ``seq_id``
-  are ready at once (arrival order). One dispatcher task runs ready jobs one at
-  a time on the engine worker thread, alternating with batches of sampling jobs (every
-  sampling job queued at that moment, up to ``max_batch``, goes to the engine as one
-  batch). Results, failures and the applied-steps log entry of a job are stored in one
+  are ready at once (arrival order). Ready jobs run one at a time on the engine worker
+  thread, alternating with batches of sampling jobs (every sampling job queued at that
+  moment, up to ``max_batch``, goes to the engine as one batch). An ordered job ready while
+  the engine is idle starts from its submission; after a job that ``chains`` (a training
+  step) the next ready ordered job starts on the engine thread at once, while the loop
+  stores the finished one (unless sampling jobs wait: they go first). Results, failures and the applied-steps log entry of a job are stored in one
   transaction (one for a whole sampling batch) before its waiters wake; the polls waiting
   then are handed the stored answer. A job's ``server.queue_wait`` span runs from its
   submission to its start.
@@ -30,45 +32,22 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-import time
+import threading
 from collections import deque
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from tinkex_server._dispatch import STEP_HISTORY, EngineDispatch, Outcome, failure_body
 from tinkex_server._jobs import Job, SampleJob
 from tinkex_server._store import Store
-from tinkex_server._usage import record_applied
 from tinkex_server._worker import EngineWorker
-from tinkex_types import Hooks, RequestErrorCategory, RequestFailedResponse, TinkexValidationError
-
-if TYPE_CHECKING:
-    from tinkex_server._engine import Engine
+from tinkex_types import Hooks, TinkexValidationError
 
 __all__ = ["STEP_HISTORY", "FutureHub", "Outcome", "QueuePlace", "Scheduler", "failure_body"]
 
-#: How many recent step times per model the wait estimate averages.
-STEP_HISTORY = 10
 
 _log = logging.getLogger("tinkex_server.scheduler")
-
-
-def failure_body(exc: BaseException) -> dict[str, Any]:
-    """The 200 body of a failed future: ``user`` for caller mistakes, else ``server``."""
-    if isinstance(exc, TinkexValidationError):
-        failed = RequestFailedResponse(error=str(exc), category=RequestErrorCategory.USER)
-    else:
-        failed = RequestFailedResponse(
-            error=f"internal server error: {type(exc).__name__}: {exc}",
-            category=RequestErrorCategory.SERVER,
-        )
-    return failed.to_json_dict()
-
-
-#: What a finished future answers, handed to the polls waiting for it:
-#: ``(status, request_type, body)`` with status ``"done"`` or ``"failed"`` and the body
-#: stored in its row (JSON data).
-Outcome = tuple[str, str, dict[str, Any]]
 
 
 class _Pending:
@@ -155,8 +134,9 @@ class _ModelQueue:
     timer: asyncio.TimerHandle | None = None
 
 
-class Scheduler:
-    """Per-model ordering plus the single dispatcher (see the module docstring)."""
+class Scheduler(EngineDispatch):
+    """Per-model ordering plus the single dispatcher (see the module docstring; running
+    the work on the engine thread is :class:`~tinkex_server._dispatch.EngineDispatch`)."""
 
     def __init__(
         self,
@@ -179,9 +159,14 @@ class Scheduler:
         self._samples: deque[SampleJob] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Guards ``_ready`` and ``_running``: the engine thread takes chained jobs.
+        self._lock = threading.Lock()
+        #: The work on the engine thread now (its jobs, and what the dispatcher awaits).
+        self._active: tuple[list[Job], asyncio.Future[Any]] | None = None
+        self._last_was_training = False
+        self._closing = False
         #: The open ``server.queue_wait`` span of each queued job, with its context.
         self._waiting: dict[Job, tuple[contextvars.Context, AbstractContextManager[None]]] = {}
-        self._busy = False
         self._running: Job | None = None
         self._step_times: dict[str, deque[float]] = {}
 
@@ -193,6 +178,7 @@ class Scheduler:
             )
 
     async def stop(self) -> None:
+        self._closing = True
         for queue in self._queues.values():
             if queue.timer is not None:
                 queue.timer.cancel()
@@ -226,6 +212,10 @@ class Scheduler:
     def queue_place(self, request_id: str) -> QueuePlace | None:
         """Where the queued ordered request ``request_id`` stands (module docstring), or
         ``None`` when it is not waiting in a model queue (running, sampling, unknown)."""
+        with self._lock:
+            return self._queue_place(request_id)
+
+    def _queue_place(self, request_id: str) -> QueuePlace | None:
         running = self._running
         for job in self._ready:
             if job.request_id == request_id:
@@ -269,8 +259,9 @@ class Scheduler:
             self._wake.set()
             return
         if job.seq_id is None:
-            self._ready.append(job)
-            self._wake.set()
+            with self._lock:
+                self._ready.append(job)
+            self._launch()
             return
         queue = self._queue(job.target)
         if job.seq_id < queue.next_expected:
@@ -316,7 +307,8 @@ class Scheduler:
         while True:
             expected = queue.next_expected
             if expected in queue.buffered:
-                self._ready.append(queue.buffered.pop(expected))
+                with self._lock:
+                    self._ready.append(queue.buffered.pop(expected))
             elif expected not in queue.voided:
                 break
             queue.voided.discard(expected)
@@ -324,7 +316,7 @@ class Scheduler:
             moved = True
         if moved:
             self._persist_next(target, queue.next_expected)
-            self._wake.set()
+            self._launch()
             if queue.timer is not None:
                 queue.timer.cancel()
                 queue.timer = None
@@ -387,152 +379,3 @@ class Scheduler:
         """``job`` leaves the queue: its ``server.queue_wait`` span ends."""
         job.started.set()
         self._end_wait(job)
-
-    # -- dispatch ---------------------------------------------------------------------------
-    async def _dispatch(self) -> None:
-        last_was_training = False
-        while True:
-            if not self._ready and not self._samples:
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            take_samples = bool(self._samples) and (not self._ready or last_was_training)
-            jobs: list[Job] = []
-            try:
-                if take_samples:
-                    batch = [
-                        self._samples.popleft()
-                        for _ in range(min(self.max_batch, len(self._samples)))
-                    ]
-                    jobs = list(batch)
-                    await self._run_samples(batch)
-                    last_was_training = False
-                else:
-                    jobs = [self._ready.popleft()]
-                    await self._run_job(jobs[0])
-                    last_was_training = True
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Storing a result failed (disk full, ...): the dispatcher must survive.
-                _log.exception("the scheduler could not finish %d job(s)", len(jobs))
-                for job in jobs:
-                    self._hub.resolve(job.request_id)
-
-    def _store_result(self, job: Job, output: Any) -> Outcome:
-        """Store a successful step (inside the caller's transaction): its result, what it
-        changed (:meth:`Job.finish`), its usage and its applied-steps entry."""
-        applied = (job.target, job.seq_id, job.request_type)
-        body = job.finish(output).to_json_dict()
-        record_applied(self._store, job, output)
-        self._store.complete_future(job.request_id, body, failed=False, applied=applied)
-        return "done", job.request_type, body
-
-    def _store_failure(self, job: Job, error: BaseException) -> Outcome:
-        """Store a failed step (inside the caller's transaction)."""
-        applied = (job.target, job.seq_id, job.request_type)
-        body = failure_body(error)
-        try:
-            job.on_failure(error)
-        except Exception:
-            _log.exception("failure handler of %s raised", job.request_id)
-        self._store.complete_future(job.request_id, body, failed=True, applied=applied)
-        return "failed", job.request_type, body
-
-    def _record(self, job: Job, output: Any, error: BaseException | None) -> None:
-        """Store one job's outcome in one transaction, then wake its polls. A result that
-        cannot be stored becomes the job's failure."""
-        if error is None:
-            try:
-                with self._store.tx():
-                    outcome = self._store_result(job, output)
-                self._hub.resolve(job.request_id, outcome)
-                return
-            except Exception as exc:
-                _log.exception("storing the result of %s failed", job.request_id)
-                error = exc
-        with self._store.tx():
-            outcome = self._store_failure(job, error)
-        self._hub.resolve(job.request_id, outcome)
-
-    def _record_batch(self, batch: list[SampleJob], outputs: list[Any]) -> None:
-        """Store the outcomes of a sampling batch in one transaction, then wake their polls;
-        if that transaction fails, job by job (:meth:`_record`)."""
-        outcomes: list[Outcome] = []
-        try:
-            with self._store.tx():
-                for job, out in zip(batch, outputs, strict=True):
-                    if isinstance(out, BaseException):
-                        outcomes.append(self._store_failure(job, out))
-                    else:
-                        outcomes.append(self._store_result(job, out))
-        except Exception:
-            _log.exception("storing a sampling batch of %d failed; job by job", len(batch))
-            for job, out in zip(batch, outputs, strict=True):
-                if isinstance(out, BaseException):
-                    self._record(job, None, out)
-                else:
-                    self._record(job, out, None)
-            return
-        for job, outcome in zip(batch, outcomes, strict=True):
-            self._hub.resolve(job.request_id, outcome)
-
-    async def _run_job(self, job: Job) -> None:
-        self._start(job)
-        attrs = {**job.attributes, "request_type": job.request_type}
-        output: Any = None
-        error: BaseException | None = None
-        took: list[float] = []
-
-        def timed(engine: Engine) -> Any:
-            # Timed on the engine thread: the step itself, not the wait for the thread.
-            began = time.perf_counter()
-            result = job.execute(engine)
-            took.append(time.perf_counter() - began)
-            return result
-
-        self._running = job
-        try:
-            output = await self._worker.run(timed, attributes=attrs, carrier=job.carrier)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if not isinstance(exc, TinkexValidationError):
-                _log.exception("engine failure in %s (%s)", job.request_id, job.request_type)
-            error = exc
-        finally:
-            self._running = None
-        if took and job.seq_id is not None:
-            history = self._step_times.setdefault(job.target, deque(maxlen=STEP_HISTORY))
-            history.append(took[0])
-        self._record(job, output, error)
-
-    async def _run_samples(self, batch: list[SampleJob]) -> None:
-        for job in batch:
-            self._start(job)
-
-        def run(engine: Engine) -> list[Any]:
-            results: list[Any] = [None] * len(batch)
-            live: list[int] = []
-            for i, job in enumerate(batch):
-                try:
-                    job.prepare(engine)
-                    live.append(i)
-                except Exception as exc:
-                    results[i] = exc
-            if live:
-                outs = engine.sample_batch([batch[i].sample for i in live], return_exceptions=True)
-                for i, out in zip(live, outs, strict=True):
-                    results[i] = out
-            return results
-
-        attrs = {"request_type": "Sample", "batch_size": len(batch)}
-        carrier = batch[0].carrier if len(batch) == 1 else None
-        try:
-            outputs = await self._worker.run(run, attributes=attrs, carrier=carrier)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            _log.exception("engine failure in a sampling batch of %d", len(batch))
-            outputs = [exc] * len(batch)
-        self._record_batch(batch, outputs)

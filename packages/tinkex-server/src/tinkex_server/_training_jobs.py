@@ -12,7 +12,7 @@ import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from tinkex_server._checkpoints import CheckpointFiles, dir_size, issued_path
 from tinkex_server._custom_losses import StoredCustomLoss
@@ -119,6 +119,8 @@ class OrderedJob(Job):
 class ForwardJob(OrderedJob):
     """``forward`` (no gradients) or ``forward_backward`` (gradients accumulate)."""
 
+    chains: ClassVar[bool] = True
+
     data: list[Datum]
     loss_fn: str
     loss_fn_config: dict[str, float] | None
@@ -155,6 +157,8 @@ class ForwardJob(OrderedJob):
 @dataclass(kw_only=True, eq=False)
 class OptimStepJob(OrderedJob):
     """One AdamW step over the accumulated gradients."""
+
+    chains: ClassVar[bool] = True
 
     adam_params: AdamParams
 

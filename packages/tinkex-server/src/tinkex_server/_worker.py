@@ -133,6 +133,24 @@ class EngineWorker:
             self._executor, self._call, fn, operation, dict(attributes or {}), carrier
         )
 
+    def submit(self, fn: Callable[[], _T]) -> concurrent.futures.Future[_T]:
+        """Start ``fn()`` on the worker thread; it runs engine steps with :meth:`step`."""
+        if self._closed:
+            raise RuntimeError("the engine worker is closed")
+        return self._executor.submit(fn)
+
+    def step(
+        self,
+        fn: Callable[[Engine], _T],
+        *,
+        operation: str = "server.engine_step",
+        attributes: Mapping[str, Any] | None = None,
+        carrier: Mapping[str, str] | None = None,
+    ) -> _T:
+        """Run ``fn(engine)`` in its span, on the calling thread: only from a function
+        :meth:`submit` runs (the worker thread)."""
+        return self._call(fn, operation, dict(attributes or {}), carrier)
+
     def run_sync(self, fn: Callable[[Engine], _T]) -> _T:
         """Run ``fn(engine)`` on the worker thread and block until it is done."""
         if self._closed:
