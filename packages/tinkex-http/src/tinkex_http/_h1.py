@@ -33,9 +33,9 @@ __all__ = [
 #: The largest chunk a streamed body yields: whatever has arrived, up to this many bytes.
 MAX_CHUNK: Final = 1 << 20
 #: Reading from the socket pauses while this many bytes wait unread ...
-HIGH_WATER: Final = 4 << 20
+HIGH_WATER: Final = 2 << 20
 #: ... and resumes below this many.
-LOW_WATER: Final = 1 << 20
+LOW_WATER: Final = 512 * 1024
 #: A response head (status line + headers) larger than this is refused.
 MAX_HEAD: Final = 64 * 1024
 #: A chunk-size or trailer line longer than this is refused.
