@@ -107,10 +107,12 @@ def test_byte_estimates_of_array_inputs_build_no_lists() -> None:
 
 
 def test_bodies_written_directly_equal_the_walked_ones() -> None:
+    from collections import OrderedDict
     from types import MappingProxyType
 
     from tinkex_http import to_jsonable
-    from tinkex_types import NOT_GIVEN, AdamParams
+    from tinkex_types import NOT_GIVEN, AdamParams, QueueState
+    from tinkex_types._lazy import ArrayList
 
     bodies: list[Any] = [
         {"a": [1, 2.5, None], "b": {"c": (1, 2)}, 3: "x", "n": None},
@@ -118,6 +120,8 @@ def test_bodies_written_directly_equal_the_walked_ones() -> None:
         {"skip": NOT_GIVEN, "keep": 1, "deep": [{"skip": NOT_GIVEN, "k": 2}]},
         {"proxy": MappingProxyType({"a": 1})},
         [{"a": np.arange(3)}, np.float32(1.5)],
+        {"state": QueueState.ACTIVE, "ordered": OrderedDict(b=1), "flag": True},
+        {"kept": TensorData.from_numpy(np.array([0.5, 2.0])).data, "plain": ArrayList([1.5])},
     ]
     for body in bodies:
         walked = orjson.dumps(

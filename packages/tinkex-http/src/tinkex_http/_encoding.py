@@ -160,10 +160,22 @@ class _NotNative(Exception):
     """A value the direct encoding does not write as :func:`to_jsonable` would."""
 
 
-def _models_only(obj: Any) -> Any:
-    """orjson fallback of the direct path: models are dumped (as :func:`to_jsonable` does);
-    anything else (``NOT_GIVEN``, which a mapping must drop, a non-dict mapping...) sends
-    the body through :func:`to_jsonable`."""
+#: The direct path hands every subclass of list, dict, str and int to :func:`_direct_default`.
+_DIRECT_OPTS = _OPTS | orjson.OPT_PASSTHROUGH_SUBCLASS
+
+
+def _direct_default(obj: Any) -> Any:
+    """orjson fallback of the direct path. A list that keeps the numpy array it was built
+    from (``TensorData.data`` / ``EncodedTextChunk.tokens`` of a numpy-built model, which
+    refuse in-place changes) is written from the array, float32 through float64 so the
+    digits are those of its Python floats; another such list as a list; models are dumped
+    (as :func:`to_jsonable` does). Anything else (``NOT_GIVEN``, which a mapping must drop,
+    a str or dict subclass...) sends the body through :func:`to_jsonable`."""
+    if isinstance(obj, list) and hasattr(obj, "finite"):  # tinkex_types' ArrayList
+        array = getattr(obj, "array", None)
+        if array is not None and array.ndim == 1 and len(array) == len(obj):
+            return array.astype("<f8") if array.dtype.kind == "f" else array
+        return orjson.Fragment(orjson.dumps(obj, option=_OPTS))
     if isinstance(obj, BaseModel):
         return _dump_model(obj, False)
     raise _NotNative
@@ -174,7 +186,7 @@ def _encode_direct(body: Any) -> bytes | None:
     no Python copy of its mappings; None when it holds something only
     :func:`to_jsonable` handles."""
     try:
-        return orjson.dumps(body, default=_models_only, option=_OPTS)
+        return orjson.dumps(body, default=_direct_default, option=_DIRECT_OPTS)
     except TypeError as exc:  # orjson.JSONEncodeError: the cause is our _NotNative
         if isinstance(exc.__cause__, _NotNative):
             return None
