@@ -244,3 +244,12 @@ def test_float_masks_share_two_floats_and_keep_every_bit() -> None:
     assert str(TensorData.from_numpy(signed).data[4]) == "-0.0"
     halves = np.full(100, 0.5, dtype=np.float32)
     assert TensorData.from_numpy(halves).data == [0.5] * 100
+
+
+def test_signalling_nans_survive_the_list_without_a_warning() -> None:
+    # Warnings are errors here: the float32 -> float64 cast of a signalling NaN raises
+    # "invalid value"; its bits are restored, so it must not warn.
+    bits = np.array([0x7F800001, 0xFFBFFFFF, 0x7FC00001, 0x3F800000], dtype=np.uint32)
+    td = TensorData.from_numpy(bits.view(np.float32))
+    again = TensorData.model_validate(td.model_dump()).to_numpy()
+    assert again.view(np.uint32).tolist() == bits.tolist()

@@ -533,7 +533,8 @@ def _f32_to_pylist(f32: Any) -> list[float]:
         mask = _mask_to_pylist(f32)
         if mask is not None:
             return mask
-    f64 = f32.astype(np_.float64)
+    with np_.errstate(invalid="ignore"):  # a signalling NaN: its bits are restored below
+        f64 = f32.astype(np_.float64)
     nan = np_.isnan(f32)
     if nan.any():
         bits = f32.view(np_.uint32)[nan].astype(np_.uint64)
