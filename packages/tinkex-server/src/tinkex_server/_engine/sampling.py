@@ -18,6 +18,7 @@ took 10x the CPU of a 1-thread one). Results do not depend on the thread count.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -43,12 +44,22 @@ _INITIAL_DECODE_ROOM = 64
 SERIAL_DECODE_WORK = 2**26
 
 
+#: Parameters of each model decoded so far (counting them walks every parameter tensor).
+_PARAMS: weakref.WeakKeyDictionary[DecoderLM, int] = weakref.WeakKeyDictionary()
+
+
+def _param_count(model: DecoderLM) -> int:
+    count = _PARAMS.get(model)
+    if count is None:
+        count = _PARAMS[model] = sum(p.numel() for p in model.parameters())
+    return count
+
+
 @contextlib.contextmanager
 def _intra_op_threads(model: DecoderLM, rows: int) -> Iterator[None]:
     """One intra-op thread while decoding a small batch (see the module docstring)."""
     before = torch.get_num_threads()
-    params = sum(p.numel() for p in model.parameters())
-    if before == 1 or rows * params >= SERIAL_DECODE_WORK:
+    if before == 1 or rows * _param_count(model) >= SERIAL_DECODE_WORK:
         yield
         return
     torch.set_num_threads(1)
