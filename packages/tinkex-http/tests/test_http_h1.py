@@ -279,6 +279,14 @@ async def test_connection_close_answer_is_honoured(transport: H1Transport) -> No
     assert transport.idle_connections == 0
 
 
+async def test_a_request_asking_to_close_is_not_pooled(transport: H1Transport) -> None:
+    async with RawServer(ok) as srv:
+        await fetch(transport, get(srv.url + "/1", headers={"Connection": "close"}))
+        await fetch(transport, get(srv.url + "/2"))
+    assert srv.connections == 2
+    assert transport.idle_connections == 1
+
+
 async def test_bodyless_answers_head_204_304_and_skipped_100(transport: H1Transport) -> None:
     async def script(req: Req, writer: asyncio.StreamWriter) -> None:
         if req.method == "HEAD":

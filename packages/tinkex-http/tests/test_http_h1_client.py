@@ -227,6 +227,8 @@ async def test_wrap_transport_plugins_wrap_the_h1_transport(base_url: str) -> No
 
 
 # -- the direct path: what httpx.AsyncClient would have sent -------------------------------------
+@pytest.mark.parametrize("cookie", [False, True])
+@pytest.mark.parametrize("method", ["POST", "GET", "PUT", "DELETE"])
 @pytest.mark.parametrize(
     ("base", "path", "params"),
     [
@@ -237,17 +239,23 @@ async def test_wrap_transport_plugins_wrap_the_h1_transport(base_url: str) -> No
     ],
 )
 async def test_build_request_matches_the_async_clients(
-    base: str, path: str, params: dict[str, str] | None, hooks_h1: Hooks
+    base: str,
+    path: str,
+    params: dict[str, str] | None,
+    method: str,
+    cookie: bool,
+    hooks_h1: Hooks,
 ) -> None:
     http = HTTPClient(Config(base_url=base, api_key="tml-x", env={}), hooks=hooks_h1)
     async with http:
         client = http.client_for("training")
-        client.cookies.set("lb", "sticky", domain="127.0.0.1")
+        if cookie:
+            client.cookies.set("lb", "sticky", domain="127.0.0.1")
         headers = {"accept": "application/json", "user-agent": "tinkex/x", "x-api-key": "k"}
-        for content in (b'{"a":1}', None):
+        for content in (b'{"a":1}', b"", None):
             ours = http.build_request(
                 "training",
-                "POST",
+                method,
                 path,
                 content=content,
                 headers=headers,
@@ -255,7 +263,7 @@ async def test_build_request_matches_the_async_clients(
                 timeout=7.5,
             )
             theirs = client.build_request(
-                "POST",
+                method,
                 path,
                 content=content,
                 headers=headers,
@@ -266,3 +274,5 @@ async def test_build_request_matches_the_async_clients(
             assert ours.headers.raw == theirs.headers.raw
             assert ours.extensions == theirs.extensions
             assert ours.content == theirs.content
+            assert ours.method == theirs.method
+            assert ours.headers.get("content-length") == theirs.headers.get("content-length")

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -45,6 +44,7 @@ import httpx
 from pydantic import BaseModel
 
 from tinkex_http._config import Config, parse_log_level
+from tinkex_http._direct import RequestBuilder, dispatch
 from tinkex_http._logs import apply_log_level
 from tinkex_http._messages import (
     RequestOptions,
@@ -73,25 +73,6 @@ from tinkex_types import (
 __all__ = ["HTTPClient", "RequestOptions", "StreamingResponse", "new_idempotency_key"]
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_httpx_log = logging.getLogger("httpx")
-_URL_CACHE = 512
-
-
-def _base_url(base_url: str) -> httpx.URL:
-    """The base URL with a trailing slash, as ``httpx.AsyncClient`` keeps it."""
-    url = httpx.URL(base_url)
-    if url.raw_path.endswith(b"/"):
-        return url
-    return url.copy_with(raw_path=url.raw_path + b"/")
-
-
-def _join(base: httpx.URL, path: str) -> httpx.URL:
-    """``path`` against ``base`` as ``httpx.AsyncClient`` merges it (absolute URLs as is)."""
-    url = httpx.URL(path)
-    if url.is_relative_url:
-        return base.copy_with(raw_path=base.raw_path + url.raw_path.lstrip(b"/"))
-    return url
-
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
@@ -133,11 +114,8 @@ class HTTPClient:
         )
         self._clients: dict[str, httpx.AsyncClient] = {}
         self._transports: dict[str, httpx.AsyncBaseTransport] = {}
-        self._defaults: dict[str, list[tuple[str, str, str]]] = {}
         self._foreign: dict[str, httpx.AsyncClient] = {}
-        self._base = _base_url(self.config.base_url)
-        self._urls: dict[str, httpx.URL] = {}
-        self._timeouts: dict[float, dict[str, float | None]] = {}
+        self._requests = RequestBuilder(self.config.base_url, self.timeout_for)
         self._closed = False
         #: Headers every request carries (identification, default headers) ...
         self.static_headers = static_headers(self.config)
@@ -175,10 +153,6 @@ class HTTPClient:
             )
             self._clients[pool] = client
             self._transports[pool] = transport
-            self._defaults[pool] = [
-                (k.decode("latin-1").lower(), k.decode("latin-1"), v.decode("latin-1"))
-                for k, v in client.headers.raw
-            ]
         return client
 
     def transport_for(self, pool: str) -> httpx.AsyncBaseTransport:
@@ -203,52 +177,16 @@ class HTTPClient:
         """The ``httpx.Request`` that ``client_for(pool).build_request(...)`` would build
         (same URL, headers in the same order, cookies, timeouts), without the client's
         merging work: the hot path of every attempt (:func:`tinkex_http._pipeline.send`)."""
-        url = self._urls.get(path)
-        if url is None:
-            url = _join(self._base, path)
-            if len(self._urls) >= _URL_CACHE:
-                self._urls.clear()
-            self._urls[path] = url
-        extensions = self._timeouts.get(timeout)
-        if extensions is None:
-            extensions = self._timeouts[timeout] = self.timeout_for(timeout).as_dict()
-        jar = self.client_for(pool).cookies
-        names = {name.lower() for name in headers}
-        # the client's default headers that ours do not override, first, as httpx merges
-        kept = [(raw, value) for low, raw, value in self._defaults[pool] if low not in names]
-        return httpx.Request(
-            method,
-            url,
-            content=content,
-            params=params or None,
-            headers=[*kept, *headers.items()],
-            cookies=httpx.Cookies(jar) if jar else None,
-            extensions={"timeout": extensions},
+        client = self.client_for(pool)
+        return self._requests.build(
+            client, method, path, content=content, headers=headers, params=params, timeout=timeout
         )
 
     async def dispatch(self, pool: str, request: httpx.Request) -> httpx.Response:
         """Send ``request`` through the pool's transport, as ``httpx.AsyncClient.send``
-        would without redirects: errors carry the request, the answer keeps it, cookies
-        the server sets are kept for the next requests, httpx's INFO log line is written.
-        The body is not read (the caller reads or streams it)."""
-        try:
-            response = await self.transport_for(pool).handle_async_request(request)
-        except httpx.RequestError as exc:
-            exc.request = request
-            raise
-        response.request = request
-        if "set-cookie" in response.headers:
-            self.client_for(pool).cookies.extract_cookies(response)
-        if _httpx_log.isEnabledFor(logging.INFO):
-            _httpx_log.info(
-                'HTTP Request: %s %s "%s %d %s"',
-                request.method,
-                request.url,
-                response.http_version,
-                response.status_code,
-                response.reason_phrase,
-            )
-        return response
+        would without redirects (:func:`tinkex_http._direct.dispatch`); the body is not
+        read (the caller reads or streams it)."""
+        return await dispatch(self.transport_for(pool), self.client_for(pool).cookies, request)
 
     def _foreign_client(self, url: str) -> httpx.AsyncClient:
         """A header-less client for absolute URLs on another origin (signed download URLs)."""

@@ -49,19 +49,23 @@ def _timeouts(request: httpx.Request) -> dict[str, float | None]:
     return timeout if isinstance(timeout, dict) else {}
 
 
-def _head_bytes(request: httpx.Request) -> bytes:
-    """The request line and headers, as httpx prepared them (names as given)."""
+def _head_bytes(request: httpx.Request) -> tuple[bytes, bool]:
+    """The request line and headers, as httpx prepared them (names as given), and whether
+    the request asks to close the connection after it (``Connection: close``)."""
     parts = [request.method.encode("ascii"), b" ", request.url.raw_path, b" HTTP/1.1\r\n"]
     raw = request.headers.raw
+    close = False
     for name, value in raw:
         parts += (name, b": ", value, b"\r\n")
+        if len(name) == 10 and name.lower() == b"connection":
+            close = close or b"close" in value.lower()
     parts.append(b"\r\n")
     head = b"".join(parts)
     # a CR or LF inside a name, value or target would split the head: refuse it
     lines = len(raw) + 2
     if head.count(b"\n") != lines or head.count(b"\r") != lines:
         raise httpx.LocalProtocolError("a request header or the URL contains CR or LF")
-    return head
+    return head, close
 
 
 class H1Stream(httpx.AsyncByteStream):
@@ -155,7 +159,7 @@ class H1Transport(httpx.AsyncBaseTransport):
         if self._closed:
             raise httpx.ConnectError("the transport is closed", request=request)
         timeouts = _timeouts(request)
-        head = _head_bytes(request)
+        head, close = _head_bytes(request)
         try:
             body: bytes | None = request.content
         except httpx.RequestNotRead:
@@ -164,14 +168,14 @@ class H1Transport(httpx.AsyncBaseTransport):
         try:
             conn = await self._acquire(origin, timeouts)
             try:
-                return await self._exchange(conn, request, head, body, timeouts)
+                return await self._exchange(conn, request, head, body, timeouts, close)
             except NoResponseError as exc:
                 if not conn.served or body is None:
                     raise exc.error from None
             # the server closed a kept-alive connection as the request went out: once more
             conn = await self._acquire(origin, timeouts, fresh=True)
             try:
-                return await self._exchange(conn, request, head, body, timeouts)
+                return await self._exchange(conn, request, head, body, timeouts, close)
             except NoResponseError as exc:
                 raise exc.error from None
         except httpx.TransportError as exc:
@@ -196,6 +200,7 @@ class H1Transport(httpx.AsyncBaseTransport):
         head: bytes,
         body: bytes | None,
         timeouts: dict[str, float | None],
+        close: bool,
     ) -> httpx.Response:
         try:
             try:
@@ -208,7 +213,7 @@ class H1Transport(httpx.AsyncBaseTransport):
         except BaseException:
             self.discard(conn)  # failed or cancelled half way: never back to the pool
             raise
-        return self._response(conn, request, reply, timeouts.get("read"))
+        return self._response(conn, request, reply, timeouts.get("read"), close)
 
     async def _send(
         self,
@@ -243,10 +248,15 @@ class H1Transport(httpx.AsyncBaseTransport):
             conn.write(b"0\r\n\r\n")
 
     def _response(
-        self, conn: H1Connection, request: httpx.Request, head: Head, timeout: float | None
+        self,
+        conn: H1Connection,
+        request: httpx.Request,
+        head: Head,
+        timeout: float | None,
+        close: bool,
     ) -> httpx.Response:
         reader = BodyReader(conn, head, timeout)
-        if "close" in request.headers.get("connection", "").lower():
+        if close:  # the request said Connection: close
             reader.reusable = False
         body = reader.try_whole() if not reader.complete else b""
         if reader.complete:  # the whole body is here: the connection is free already
