@@ -6,11 +6,30 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from tinkex_server._store.base import StoreBase
 from tinkex_server._store.rows import AppliedStep, FutureRow, future_row
 from tinkex_server._store.schema import dumps
 
-__all__ = ["FutureStore"]
+__all__ = ["FutureStore", "result_json"]
+
+
+def result_json(result: Any) -> str:
+    """:func:`~tinkex_server._store.schema.dumps` of a future's body, through orjson when
+    that gives the same JSON value (~15x faster on a forward_backward's float lists).
+
+    orjson writes ``None``, NaN and the infinities all as ``null`` (where ``dumps`` writes
+    ``NaN``/``Infinity``), and refuses what JSON cannot hold as it is (non-string keys,
+    integers beyond 64 bits, lone surrogates): its text is used only when it raised
+    nothing and contains no ``null``; otherwise the body goes through ``dumps``."""
+    try:
+        raw = orjson.dumps(result)
+    except TypeError:  # orjson.JSONEncodeError
+        return dumps(result)
+    if b"null" in raw:
+        return dumps(result)
+    return raw.decode()
 
 
 class FutureStore(StoreBase):
@@ -52,7 +71,7 @@ class FutureStore(StoreBase):
         with self.tx() as c:
             c.execute(
                 "UPDATE futures SET status=?, result=?, completed_at=? WHERE request_id=?",
-                ("failed" if failed else "done", dumps(result), now, request_id),
+                ("failed" if failed else "done", result_json(result), now, request_id),
             )
             if applied is not None:
                 target, seq_id, request_type = applied
