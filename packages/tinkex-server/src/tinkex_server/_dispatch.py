@@ -95,7 +95,7 @@ class EngineDispatch:
             count = min(self.max_batch, len(self._samples))
             batch: list[SampleJob] = [self._samples.popleft() for _ in range(count)]
             self._last_was_training = False
-            self._active = (list(batch), asyncio.ensure_future(self._run_samples(batch)))
+            self._active = (list(batch), self._start_samples(batch))
         elif self._ready:
             with self._lock:
                 job = self._running = self._ready.popleft()
@@ -248,7 +248,10 @@ class EngineDispatch:
             self._active = None
             self._launch()
 
-    async def _run_samples(self, batch: list[SampleJob]) -> list[Any]:
+    def _start_samples(self, batch: list[SampleJob]) -> asyncio.Future[list[Any]]:
+        """Start a sampling batch on the engine thread now (from the submission that finds
+        the engine idle, before it is answered): its outputs, one per job (the exception of
+        a job that failed; every job's when the engine itself failed)."""
         for job in batch:
             self._start(job)
 
@@ -269,10 +272,17 @@ class EngineDispatch:
 
         attrs = {"request_type": "Sample", "batch_size": len(batch)}
         carrier = batch[0].carrier if len(batch) == 1 else None
+
+        def guarded() -> list[Any]:
+            try:
+                return self._worker.step(run, attributes=attrs, carrier=carrier)
+            except Exception as exc:
+                _log.exception("engine failure in a sampling batch of %d", len(batch))
+                return [exc] * len(batch)
+
         try:
-            return await self._worker.run(run, attributes=attrs, carrier=carrier)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            _log.exception("engine failure in a sampling batch of %d", len(batch))
-            return [exc] * len(batch)
+            return asyncio.wrap_future(self._worker.submit(guarded))
+        except Exception as exc:  # the worker is closed
+            done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+            done.set_result([exc] * len(batch))
+            return done

@@ -256,7 +256,7 @@ class Scheduler(EngineDispatch):
         self._span_queue_wait(job)
         if isinstance(job, SampleJob):
             self._samples.append(job)
-            self._wake.set()
+            self._launch()  # an idle engine starts sampling before the request is answered
             return
         if job.seq_id is None:
             with self._lock:
