@@ -47,7 +47,8 @@ class ServerConfig:
     * ``idempotency_ttl_s``: how long ``create_session`` answers are cached per
       ``X-Idempotency-Key``.
     * ``max_body_bytes``: larger request bodies get 413.
-    * ``max_sample_batch``: sampling requests handed to the engine as one batch, at most.
+    * ``max_sample_batch``: sampling requests handed to the engine as one batch, at most
+      (default: the engine's own row batch, 64 rows decoded together).
     * ``max_queued_samples``: pending sampling requests beyond this get 429 (back-pressure).
     * ``max_num_samples`` / ``max_topk_prompt_logprobs``: per-request limits (400 beyond).
     * ``default_max_tokens``: the cap when a sampling request gives no ``max_tokens``
@@ -73,7 +74,7 @@ class ServerConfig:
     result_ttl_s: float = 7 * 24 * 3600.0
     idempotency_ttl_s: float = 600.0
     max_body_bytes: int = 64 * 1024 * 1024
-    max_sample_batch: int = 32
+    max_sample_batch: int = 64
     max_queued_samples: int = 2000
     max_num_samples: int = 128
     default_max_tokens: int = 1024
