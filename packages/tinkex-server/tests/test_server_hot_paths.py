@@ -162,3 +162,38 @@ async def test_a_crash_in_a_direct_route_is_the_app_500(make_server: Any, api_fo
         assert r.json() == {"detail": "internal server error: RuntimeError"}
         # The server keeps answering.
         assert (await api.c.get("/api/v1/healthz")).status_code == 200
+
+
+class _GatedSampling(Engine):
+    """An engine whose first sampling batch waits at a gate."""
+
+    def __init__(self) -> None:
+        super().__init__(seed=0)
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.batch_sizes: list[int] = []
+
+    def sample_batch(self, requests: Any, **kwargs: Any) -> Any:
+        self.batch_sizes.append(len(requests))
+        if len(self.batch_sizes) == 1:
+            self.entered.set()
+            self.gate.wait(30)
+        return super().sample_batch(requests, **kwargs)
+
+
+async def test_samples_queued_behind_a_sampling_batch_run_as_one_batch(
+    make_server: Any, api_for: Any
+) -> None:
+    engine = _GatedSampling()
+    async with api_for(make_server(engine=engine)) as api:
+        # The first request finds the engine idle: its batch starts from its submission.
+        first = await api.ok("asample", _sample(1))
+        await asyncio.to_thread(engine.entered.wait, 10)
+        queued = [await api.ok("asample", _sample(seed)) for seed in (2, 3, 4)]
+        engine.gate.set()
+        bodies = [await api.result(f) for f in (first, *queued)]
+        assert engine.batch_sizes == [1, 3]
+        assert all(len(b["sequences"][0]["tokens"]) == 3 for b in bodies)
+        # A request arriving later, to an idle engine, runs alone at once.
+        assert len((await api.result(await api.ok("asample", _sample(5))))["sequences"]) == 1
+        assert engine.batch_sizes == [1, 3, 1]

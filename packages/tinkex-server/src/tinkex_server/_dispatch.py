@@ -12,6 +12,11 @@ sampling jobs wait (they go next, as the alternation wants) or the server is sto
 finished job is handed to the loop (:meth:`EngineDispatch._finished`), which stores it while
 the next one runs; when the chain ends, the loop stores its last job, then launches the next
 work. Results of one model are stored in ``seq_id`` order, as they were run.
+
+After a sampling batch, while sampling requests are still arriving (the queue grew during
+the last loop iterations) and the next batch is not full, the dispatcher lets the loop take
+them in before the engine starts again (:meth:`EngineDispatch._settle`): the event loop and
+the engine share the GIL, so a burst is served in fewer, larger batches.
 """
 
 from __future__ import annotations
@@ -78,6 +83,8 @@ class EngineDispatch:
     _active: tuple[list[Job], asyncio.Future[Any]] | None
     _last_was_training: bool
     _closing: bool
+    #: True while the dispatcher lets a burst of sampling requests arrive (:meth:`_settle`).
+    _settling: bool = False
     _running: Job | None
     _step_times: dict[str, deque[float]]
 
@@ -89,7 +96,7 @@ class EngineDispatch:
     def _launch(self) -> None:
         """Start the next queued work on the engine thread if it is idle (sync, on the loop)."""
         self._wake.set()
-        if self._active is not None or self._closing or self._task is None:
+        if self._active is not None or self._closing or self._task is None or self._settling:
             return
         if self._samples and (not self._ready or self._last_was_training):
             count = min(self.max_batch, len(self._samples))
@@ -125,6 +132,22 @@ class EngineDispatch:
             finally:
                 if self._active is active:
                     self._active = None
+            if jobs and isinstance(jobs[0], SampleJob):
+                await self._settle()
+
+    async def _settle(self) -> None:
+        """After a sampling batch, while sampling requests keep arriving (the queue grew in
+        the last loop iterations) and the next batch is not full, let the loop take them
+        in before the engine starts again: fewer, larger batches under load."""
+        self._settling = True
+        try:
+            seen = -1
+            while 0 < len(self._samples) < self.max_batch and len(self._samples) != seen:
+                seen = len(self._samples)
+                for _ in range(3):
+                    await asyncio.sleep(0)
+        finally:
+            self._settling = False
 
     def _store_result(self, job: Job, output: Any) -> Outcome:
         """Store a successful step (inside the caller's transaction): its result, what it
