@@ -14,7 +14,7 @@ import pytest
 
 import tinkex_chaos
 from tinkex_chaos import FAULT_KINDS, ChaosConfig, ChaosTransport
-from tinkex_http import Config, make_transport
+from tinkex_http import Config, H1Transport, make_transport
 from tinkex_server import LocalTransport
 from tinkex_types import Hooks, make_plugin_manager
 
@@ -102,7 +102,9 @@ def test_chaos_off_installs_no_wrapper(
         transport = make_transport(local_config, pool, hooks=hooks)
         assert type(transport) is LocalTransport  # ...and stays out of the way
     http = make_transport(Config(base_url="http://127.0.0.1:9"), "training", hooks=hooks)
-    assert type(http) is httpx.AsyncHTTPTransport
+    assert type(http) is H1Transport  # tinkex-http's own transport for cleartext http://
+    https = make_transport(Config(base_url="https://127.0.0.1:9"), "training", hooks=hooks)
+    assert type(https) is httpx.AsyncHTTPTransport
     assert tinkex_chaos.stats()["passed"] == 0
 
 
