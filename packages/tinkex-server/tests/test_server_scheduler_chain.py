@@ -29,6 +29,9 @@ class RecordingEngine(Engine):
         self.gate.set()
         self.entered = threading.Event()
         self.calls: list[tuple[str, int]] = []
+        #: ``(store, request_id)``: optim_step records that future's status when it runs.
+        self.watch: tuple[Any, str] | None = None
+        self.seen_status: list[str] = []
 
     def forward_backward(self, *args: Any, **kwargs: Any) -> Any:
         self.calls.append(("forward_backward", threading.get_ident()))
@@ -42,6 +45,9 @@ class RecordingEngine(Engine):
 
     def optim_step(self, *args: Any, **kwargs: Any) -> Any:
         self.calls.append(("optim_step", threading.get_ident()))
+        if self.watch is not None:
+            store, request_id = self.watch
+            self.seen_status.append(store.get_future(request_id).status)
         return super().optim_step(*args, **kwargs)
 
     def save_state(self, *args: Any, **kwargs: Any) -> Any:
@@ -94,8 +100,11 @@ async def test_training_steps_queued_behind_one_follow_it_on_the_engine_thread(
             await api.ok("forward_backward", api.fb_body(mid, 4)),
         ]
         started = len(submissions)
+        engine.watch = (api.store, held["request_id"])
         engine.gate.set()
         bodies = [await api.result(f) for f in (held, *queued)]
+        # The optimizer step is brief: the step before it is stored with it, after it ran.
+        assert engine.seen_status == ["pending"]
         # The three queued steps ran in the same engine-thread call as the held one.
         assert len(submissions) == started
         assert [name for name, _ in engine.calls[-4:]] == [

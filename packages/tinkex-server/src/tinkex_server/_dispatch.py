@@ -10,8 +10,11 @@ A chain starts with one ready ordered job. When a job of the chain ends and it
 later step reads), the next ready ordered job is taken on the engine thread at once, unless
 sampling jobs wait (they go next, as the alternation wants) or the server is stopping. Each
 finished job is handed to the loop (:meth:`EngineDispatch._finished`), which stores it while
-the next one runs; when the chain ends, the loop stores its last job, then launches the next
-work. Results of one model are stored in ``seq_id`` order, as they were run.
+the next one runs, except before a :attr:`~tinkex_server._jobs.Job.brief` job (an optimizer
+step): then the finished jobs wait for it and are stored with it, in one transaction, after
+it ran (a short step is not slowed by the loop's storing, which shares the GIL). When the
+chain ends, the loop stores its last jobs, then launches the next work. Results of one model
+are stored in ``seq_id`` order, as they were run.
 
 After a sampling batch, while sampling requests are still arriving (the queue grew during
 the last loop iterations) and the next batch is not full, the dispatcher lets the loop take
@@ -26,6 +29,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from tinkex_server._jobs import Job, SampleJob
@@ -44,6 +48,9 @@ __all__ = ["STEP_HISTORY", "EngineDispatch", "Outcome", "failure_body"]
 STEP_HISTORY = 10
 #: A job's run on the engine thread: (output, error, engine seconds when it succeeded).
 _Executed = tuple[Any, BaseException | None, float | None]
+
+#: A job of a chain that finished: the job, its run, and the job that followed it (if any).
+_Done = tuple[Job, _Executed, Job | None]
 
 _log = logging.getLogger("tinkex_server.scheduler")
 
@@ -121,7 +128,7 @@ class EngineDispatch:
             try:
                 outputs = await work
                 if isinstance(outputs, list):  # a sampling batch
-                    self._record_batch(jobs, outputs)  # type: ignore[arg-type]
+                    self._record_batch(jobs, outputs)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -185,9 +192,15 @@ class EngineDispatch:
             outcome = self._store_failure(job, error)
         self._hub.resolve(job.request_id, outcome)
 
-    def _record_batch(self, batch: list[SampleJob], outputs: list[Any]) -> None:
-        """Store the outcomes of a sampling batch in one transaction, then wake their polls;
-        if that transaction fails, job by job (:meth:`_record`)."""
+    def _record_batch(self, batch: Sequence[Job], outputs: list[Any]) -> None:
+        """Store the outcomes of several jobs (a sampling batch, chained steps; an output
+        that is an exception is the job's failure) in one transaction, then wake their
+        polls; if that transaction fails, job by job (:meth:`_record`)."""
+        if len(batch) == 1:
+            out = outputs[0]
+            failed = isinstance(out, BaseException)
+            self._record(batch[0], None if failed else out, out if failed else None)
+            return
         outcomes: list[Outcome] = []
         try:
             with self._store.tx():
@@ -240,34 +253,43 @@ class EngineDispatch:
 
         def chain() -> None:
             job: Job | None = first
+            done: list[_Done] = []  # finished, not yet handed to the loop
             while job is not None:
                 try:
                     result = self._execute(job)
                 except BaseException as exc:  # not an Exception: the job still gets an answer
-                    loop.call_soon_threadsafe(self._finished, job, (None, exc, None), None)
+                    done.append((job, (None, exc, None), None))
+                    loop.call_soon_threadsafe(self._finished, done)
                     raise
                 nxt = self._take_chained(job)
-                loop.call_soon_threadsafe(self._finished, job, result, nxt)
+                done.append((job, result, nxt))
+                if nxt is None or not nxt.brief:
+                    loop.call_soon_threadsafe(self._finished, done)
+                    done = []
                 job = nxt
 
         return asyncio.wrap_future(self._worker.submit(chain))
 
-    def _finished(self, job: Job, result: _Executed, nxt: Job | None) -> None:
-        """On the loop: ``nxt`` (already running) leaves its queue; ``job`` is stored."""
-        output, error, took = result
-        if nxt is not None:
-            self._start(nxt)
+    def _finished(self, done: list[_Done]) -> None:
+        """On the loop: the jobs that followed each finished one (already running) leave
+        their queues; the finished ones are stored, in one transaction when several."""
+        for job, (_, _, took), nxt in done:
+            if nxt is not None:
+                self._start(nxt)
+            if took is not None and job.seq_id is not None:
+                history = self._step_times.setdefault(job.target, deque(maxlen=STEP_HISTORY))
+                history.append(took)
         if self._closing:
-            return  # shutting down: the store closes, the future is lost as before
-        if took is not None and job.seq_id is not None:
-            history = self._step_times.setdefault(job.target, deque(maxlen=STEP_HISTORY))
-            history.append(took)
+            return  # shutting down: the store closes, the futures are lost as before
+        jobs = [job for job, _, _ in done]
+        outs = [out if error is None else error for _, (out, error, _), _ in done]
         try:
-            self._record(job, output, error)
+            self._record_batch(jobs, outs)
         except Exception:
-            _log.exception("the scheduler could not store %s", job.request_id)
-            self._hub.resolve(job.request_id)
-        if nxt is None:  # the chain ended: the engine is free for the next work
+            _log.exception("the scheduler could not store %d job(s)", len(jobs))
+            for job in jobs:
+                self._hub.resolve(job.request_id)
+        if done[-1][2] is None:  # the chain ended: the engine is free for the next work
             self._active = None
             self._launch()
 

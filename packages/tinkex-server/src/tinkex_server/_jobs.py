@@ -39,6 +39,10 @@ class Job:
     #: while this one's result is being stored: true when :meth:`finish` changes nothing a
     #: later step reads (a training step's result; not a model's creation or a save).
     chains: ClassVar[bool] = False
+    #: A short step (an optimizer update): in a chain, the jobs that finished just before it
+    #: are stored together with it, after it ran, so that their storing on the event loop
+    #: (which shares the GIL) does not slow it down.
+    brief: ClassVar[bool] = False
 
     target: str
     seq_id: int | None

@@ -159,6 +159,7 @@ class OptimStepJob(OrderedJob):
     """One AdamW step over the accumulated gradients."""
 
     chains: ClassVar[bool] = True
+    brief: ClassVar[bool] = True
 
     adam_params: AdamParams
 
