@@ -33,32 +33,23 @@ def _sample(seed: int, *, tokens: int = 3) -> dict[str, Any]:
     }
 
 
-class _OneBadResult(Engine):
-    """An engine whose result for seed 13 cannot be stored (it is not a SampleResult), and
-    whose ``forward`` can be held at a gate (to queue samples behind it)."""
+def _one_bad_result(engine: Any) -> None:
+    """Make ``engine`` (the conftest ``GatedEngine``) answer seed 13 with a result that
+    cannot be stored (it is not a SampleResult)."""
+    inner = engine.sample_batch
 
-    def __init__(self) -> None:
-        super().__init__(seed=0)
-        self.gate = threading.Event()
-        self.gate.set()
-        self.entered = threading.Event()
-        self.batch_sizes: list[int] = []
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        self.entered.set()
-        self.gate.wait(30)
-        return super().forward(*args, **kwargs)
-
-    def sample_batch(self, requests: Any, **kwargs: Any) -> Any:
-        self.batch_sizes.append(len(requests))
-        out = super().sample_batch(requests, **kwargs)
+    def sample_batch(requests: Any, **kwargs: Any) -> Any:
+        out = inner(requests, **kwargs)
         return [object() if r.seed == 13 else o for r, o in zip(requests, out, strict=True)]
+
+    engine.sample_batch = sample_batch
 
 
 async def test_a_batch_whose_storing_fails_is_stored_job_by_job(
-    make_server: Any, api_for: Any
+    make_server: Any, api_for: Any, gated_engine: Any
 ) -> None:
-    engine = _OneBadResult()
+    engine = gated_engine
+    _one_bad_result(engine)
     async with api_for(make_server(engine=engine)) as api:
         sid = await api.session()
         mid = await api.model(sid)
